@@ -1,0 +1,1 @@
+"""closedloop ML library: no Airflow imports here."""

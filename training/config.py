@@ -1,0 +1,260 @@
+"""One typed configuration for the whole loop, loaded from YAML and validated once.
+
+Every stage receives a `Config`; nothing reads the YAML on its own. Unknown keys are errors so a
+typo in a threshold never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "closedloop.yaml"
+CONFIG_ENV_VAR = "CLOSEDLOOP_CONFIG"
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    target: str
+    id_column: str
+    time_column: str
+    primary_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    recall_at_precision: float = Field(gt=0, lt=1)
+    precision_at_k: int = Field(gt=0)
+    decision_threshold: float = Field(gt=0, lt=1)
+    numeric_features: list[str] = Field(min_length=1)
+    categorical_features: list[str] = Field(default_factory=list)
+    slice_columns: list[str] = Field(default_factory=list)
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric_features, *self.categorical_features]
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> ModelSpec:
+        both = set(self.numeric_features) & set(self.categorical_features)
+        if both:
+            raise ValueError(f"features listed as both numeric and categorical: {sorted(both)}")
+        if self.target in self.features:
+            raise ValueError(f"target {self.target!r} must not be a feature (label leakage)")
+        return self
+
+
+class LabelDelay(_Strict):
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LabelDelay:
+        if self.max < self.min:
+            raise ValueError(f"label_delay_days.max ({self.max}) < min ({self.min})")
+        return self
+
+
+ScenarioKind = Literal[
+    # covariate shift
+    "amount_inflation",
+    "new_merchant_category",
+    "channel_mix",
+    # concept drift
+    "fraud_mechanism_shift",
+    # bad batches
+    "missing_column",
+    "renamed_column",
+    "type_change",
+    "null_burst",
+    "duplicate_delivery",
+    "amounts_in_cents",
+    "future_timestamps",
+    "empty_batch",
+]
+
+
+class Scenario(_Strict):
+    """A knob switched on from `from_day` (0-based day index) until `until_day` (exclusive)."""
+
+    kind: ScenarioKind
+    from_day: int = Field(ge=0)
+    until_day: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def active(self, day_index: int) -> bool:
+        return self.from_day <= day_index and (self.until_day is None or day_index < self.until_day)
+
+
+class SimulatorSpec(_Strict):
+    seed: int = 42
+    start_date: dt.date
+    transactions_per_day: int = Field(ge=0)
+    n_customers: int = Field(gt=0)
+    n_merchants: int = Field(gt=0)
+    fraud_rate: float = Field(gt=0, lt=0.2)
+    label_delay_days: LabelDelay
+    scenarios: list[Scenario] = Field(default_factory=list)
+
+    def day_index(self, day: dt.date) -> int:
+        return (day - self.start_date).days
+
+
+class WindowSpec(_Strict):
+    training_days: int = Field(gt=0)
+    validation_days: int = Field(gt=0)
+    holdout_days: int = Field(gt=0)
+    label_maturity_days: int = Field(ge=0)
+
+
+class TrainingSpec(_Strict):
+    seed: int = 7
+    cadence_days: int = Field(gt=0)
+    search_budget: int = Field(gt=0, le=50)
+    candidates: list[Literal["logistic_regression", "xgboost"]] = Field(min_length=1)
+
+
+class NonRegressionGate(_Strict):
+    metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    margin: float = 0.0
+    n_bootstrap: int = Field(ge=100)
+    confidence: float = Field(gt=0.5, lt=1)
+
+
+class SliceGate(_Strict):
+    tolerance: float = Field(ge=0)
+    min_rows: int = Field(ge=1)
+    min_positives: int = Field(ge=1)
+
+
+class GateSpec(_Strict):
+    floors: dict[str, float]
+    non_regression: NonRegressionGate
+    slices: SliceGate
+    max_latency_ms_per_1k_rows: float = Field(gt=0)
+    max_model_size_mb: float = Field(gt=0)
+
+
+class FeatureDriftOverride(_Strict):
+    method: str | None = None
+    threshold: float | None = None
+
+
+class KOfN(_Strict):
+    k: int = Field(ge=1)
+    n: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> KOfN:
+        if self.k > self.n:
+            raise ValueError(f"k_of_n.k ({self.k}) > n ({self.n})")
+        return self
+
+
+class DriftSpec(_Strict):
+    default_numeric_method: str = "wasserstein"
+    default_categorical_method: str = "jensenshannon"
+    default_threshold: float = Field(gt=0)
+    feature_overrides: dict[str, FeatureDriftOverride] = Field(default_factory=dict)
+    drift_share_threshold: float = Field(gt=0, le=1)
+    prediction_drift_threshold: float = Field(gt=0)
+    performance_tolerance: float = Field(gt=0, lt=1)
+    k_of_n: KOfN
+    min_rows: int = Field(ge=1)
+    min_positives: int = Field(ge=1)
+    cooldown_days: int = Field(ge=0)
+
+
+class ScheduleSpec(_Strict):
+    data_pipeline: str | None = "@daily"
+    train_model: str | None = None
+    batch_inference: str | None = None
+    drift_monitor: str | None = None
+
+
+class Config(_Strict):
+    model: ModelSpec
+    simulator: SimulatorSpec
+    windows: WindowSpec
+    training: TrainingSpec
+    gates: GateSpec
+    drift: DriftSpec
+    schedules: ScheduleSpec = ScheduleSpec()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        unknown = set(self.drift.feature_overrides) - set(self.model.features)
+        if unknown:
+            raise ValueError(f"drift.feature_overrides names unknown features: {sorted(unknown)}")
+        if self.windows.label_maturity_days < self.simulator.label_delay_days.max:
+            raise ValueError(
+                f"windows.label_maturity_days ({self.windows.label_maturity_days}) is shorter than "
+                f"simulator.label_delay_days.max ({self.simulator.label_delay_days.max}): "
+                "immature labels would be treated as negatives"
+            )
+        return self
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  - {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid configuration in {source}:\n{_format_errors(exc)}\n"
+            "Fix these keys (see config/closedloop.yaml for the documented defaults)."
+        ) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate the YAML config (`$CLOSEDLOOP_CONFIG` or config/closedloop.yaml)."""
+    cfg_path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    if not cfg_path.is_file():
+        raise ConfigError(f"config file not found: {cfg_path} (set {CONFIG_ENV_VAR} or pass a path)")
+    try:
+        data = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {cfg_path} must hold a mapping at the top level")
+    return parse_config(data, str(cfg_path))
+
+
+def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of `cfg` with some sections deep-updated (tests and the demo use this)."""
+    data = cfg.model_dump(mode="json")
+    for section, values in sections.items():
+        data[section] = _deep_merge(data[section], values)
+    return parse_config(data, "overrides")
+
+
+def _deep_merge(base: Any, update: Any) -> Any:
+    if isinstance(base, dict) and isinstance(update, dict):
+        merged = dict(base)
+        for key, value in update.items():
+            merged[key] = _deep_merge(base.get(key), value) if key in base else value
+        return merged
+    return update
+
+
+@lru_cache(maxsize=1)
+def default_config() -> Config:
+    return load_config()

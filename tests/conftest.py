@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-# Airflow and its libraries read these at import time; set them before anything imports airflow.
+ROOT = Path(__file__).resolve().parent.parent
+
+# Airflow reads its configuration once, at first import: give the whole test session one throw-away
+# AIRFLOW_HOME with a SQLite metadata DB before anything imports airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="closedloop-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -42,3 +54,15 @@ def base_config() -> Config:
 def small_config(base_config: Config) -> Config:
     """The project config with a small simulated source, so a day takes well under a second."""
     return with_overrides(base_config, simulator=SMALL_SIMULATOR)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata DB for this test session (real Airflow, SQLite)."""
+    airflow_bin = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow_bin), "db", "migrate"], check=True, env=os.environ.copy(),
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([str(airflow_bin), "pools", "set", "duckdb_writer", "1",
+                    "DuckDB allows one writer at a time"], check=True, env=os.environ.copy(),
+                   stdout=subprocess.DEVNULL)
+    return _AIRFLOW_HOME

@@ -1,0 +1,91 @@
+{#-
+    The model's feature table: one row per transaction of every loaded batch, every feature
+    computed only from what was known at the transaction's event_ts (see the intermediate models).
+    Columns are the contract in docs/contracts.md; the model config lists them as numeric /
+    categorical features.
+-#}
+with
+
+transactions as (
+
+    select * from {{ ref('stg_raw__transactions') }}
+
+),
+
+customer_behaviour as (
+
+    select * from {{ ref('int_customer_behaviour_features') }}
+
+),
+
+category_fraud_rates as (
+
+    select * from {{ ref('int_category_fraud_rates_daily') }}
+
+),
+
+transaction_attributes as (
+
+    select
+        transaction_id,
+        customer_id,
+        event_ts,
+        cast(event_ts as date) as event_date,
+        batch_date,
+        channel,
+        merchant_category,
+        country,
+        customer_home_country,
+        case when country = customer_home_country then 'domestic' else 'foreign' end as country_bucket,
+        amount,
+        ln(1 + amount) as log_amount,
+        case
+            when amount < 10 then 'lt_10'
+            when amount < 100 then '10_100'
+            when amount < 500 then '100_500'
+            else 'ge_500'
+        end as amount_band,
+        cast(extract(hour from event_ts) as integer) as hour_of_day,
+        case
+            when cast(extract(dow from event_ts) as integer) in (0, 6) then 1
+            else 0
+        end as is_weekend
+
+    from transactions
+
+),
+
+final as (
+
+    select
+        transaction_attributes.transaction_id,
+        transaction_attributes.customer_id,
+        transaction_attributes.event_ts,
+        transaction_attributes.batch_date,
+        transaction_attributes.channel,
+        transaction_attributes.merchant_category,
+        transaction_attributes.country,
+        transaction_attributes.customer_home_country,
+        transaction_attributes.country_bucket,
+        transaction_attributes.amount,
+        transaction_attributes.log_amount,
+        transaction_attributes.amount_band,
+        transaction_attributes.hour_of_day,
+        transaction_attributes.is_weekend,
+        customer_behaviour.tx_count_1h,
+        customer_behaviour.tx_count_24h,
+        customer_behaviour.amount_to_customer_avg,
+        customer_behaviour.is_new_country,
+        customer_behaviour.is_new_device,
+        category_fraud_rates.category_fraud_rate
+
+    from transaction_attributes
+    inner join customer_behaviour
+        on transaction_attributes.transaction_id = customer_behaviour.transaction_id
+    left join category_fraud_rates
+        on transaction_attributes.event_date = category_fraud_rates.feature_date
+        and transaction_attributes.merchant_category = category_fraud_rates.merchant_category
+
+)
+
+select * from final

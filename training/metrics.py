@@ -1,9 +1,10 @@
 """Evaluation metrics for a binary scorer, and a paired bootstrap for comparing two scorers.
 
 Why our own implementation of average precision and ROC AUC: the paired bootstrap resamples the
-same holdout hundreds of times. Written as weighted cumulative sums over a sort order computed
-once, every replicate is a few vector operations instead of a re-sort inside sklearn. The
-full-sample values equal sklearn's `average_precision_score` / `roc_auc_score` (tested).
+same holdout hundreds of times. Each scorer's ranking is reduced once to integer codes (see
+`_RankCodes`); a replicate is then two bincounts and cumulative sums instead of a re-sort inside
+sklearn (~10x faster). The values equal sklearn's `average_precision_score` / `roc_auc_score`
+on the full sample and on explicit resamples (tested).
 
 Rules for awkward inputs (documented, never a crash deep inside a library):
 
@@ -119,51 +120,77 @@ def _check_probabilities(s: npt.NDArray[np.float64], name: str = "scores") -> No
 
 
 # --------------------------------------------------------------------------------------------
-# ranking structure shared by the full-sample metrics and the bootstrap
+# rank metrics as counts over "positive groups" (shared by full-sample metrics and the bootstrap)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Ranking:
-    """Rows sorted by score (descending) and where each group of tied scores ends."""
+class _RankCodes:
+    """One scorer's ranking of a labelled set, reduced to what AP and ROC AUC need.
 
-    order: npt.NDArray[np.intp]
-    group_ends: npt.NDArray[np.intp]  # index (in sorted order) of the last row of each tie group
-
-
-def _ranking(scores: npt.NDArray[np.float64]) -> _Ranking:
-    order = np.argsort(-scores, kind="mergesort")
-    s_sorted = scores[order]
-    ends = np.flatnonzero(np.diff(s_sorted)).astype(np.intp)
-    group_ends = np.concatenate([ends, np.array([s_sorted.size - 1], dtype=np.intp)])
-    return _Ranking(order=order, group_ends=group_ends)
-
-
-def _weighted_rank_metrics(
-    ranking: _Ranking, y: npt.NDArray[np.int8], weights: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Average precision and ROC AUC for each row of `weights` (shape (B, n), row multiplicities).
-
-    With integer weights this is exactly the metric of the resample that repeats row i w_i times:
-    tie groups and the sort order do not change under resampling, only the counts do.
+    The K distinct scores carried by positives, in descending order, are the "positive groups".
+    Each positive belongs to one group; each negative gets the code 2*a + t, where a is how many
+    positive groups score strictly above it and t = 1 when it ties with group a. A bootstrap
+    resample changes only how many times each row is drawn, never these codes, so a replicate's
+    AP and AUC follow from two bincounts and some (B, K) arithmetic - no sort per replicate.
     """
-    ys = y[ranking.order].astype(np.float64)
-    w = weights[:, ranking.order]
-    tp = np.cumsum(w * ys, axis=1)[:, ranking.group_ends]
-    fp = np.cumsum(w * (1.0 - ys), axis=1)[:, ranking.group_ends]
-    p_total = tp[:, -1:]
-    n_total = fp[:, -1:]
+
+    pos_group: npt.NDArray[np.intp]  # per positive row (in `flatnonzero(y == 1)` order)
+    neg_code: npt.NDArray[np.intp]  # per negative row (in `flatnonzero(y == 0)` order)
+    n_groups: int
+
+
+def _rank_codes(y: npt.NDArray[np.int8], scores: npt.NDArray[np.float64]) -> _RankCodes:
+    pos_s, neg_s = scores[y == 1], scores[y == 0]
+    asc = np.unique(pos_s)
+    k = int(asc.size)
+    pos_group = (k - 1 - np.searchsorted(asc, pos_s)).astype(np.intp)
+    left = np.searchsorted(asc, neg_s, side="left")
+    right = np.searchsorted(asc, neg_s, side="right")
+    neg_code = (2 * (k - right) + (left != right)).astype(np.intp)
+    return _RankCodes(pos_group=pos_group, neg_code=neg_code, n_groups=k)
+
+
+def _offset_bincount(codes: npt.NDArray[np.intp], width: int) -> npt.NDArray[np.float64]:
+    """Row-wise bincount of a (B, m) code matrix into a (B, width) count matrix."""
+    b = codes.shape[0]
+    offsets = (np.arange(b, dtype=np.intp) * width)[:, None]
+    return np.bincount((codes + offsets).ravel(), minlength=b * width).reshape(b, width).astype(np.float64)
+
+
+def _resampled_rank_metrics(
+    rc: _RankCodes, pos_draws: npt.NDArray[np.intp], neg_draws: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """AP and ROC AUC of each resample; row r of `pos_draws`/`neg_draws` indexes the positives and
+    negatives drawn by replicate r (shape (B, n_pos) and (B, n_neg)). Equals sklearn on the
+    physically resampled rows (tested)."""
+    k = rc.n_groups
+    tpg = _offset_bincount(rc.pos_group[pos_draws], k)  # positives drawn per group
+    nc = _offset_bincount(rc.neg_code[neg_draws], 2 * k + 2)  # negatives drawn per code
+    n_pos = tpg.sum(axis=1)
+    n_neg = nc.sum(axis=1)
+    tp = np.cumsum(tpg, axis=1)
+    fp = np.cumsum(nc[:, 0::2] + nc[:, 1::2], axis=1)[:, :k]  # negatives scoring >= group k
     with np.errstate(invalid="ignore", divide="ignore"):
-        # average precision: sum over thresholds of (recall step) * precision at that threshold
-        tp_prev = np.concatenate([np.zeros_like(tp[:, :1]), tp[:, :-1]], axis=1)
-        d_tp = tp - tp_prev
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-300), 0.0)
-        ap = (d_tp * precision).sum(axis=1) / p_total[:, 0]
-        # ROC AUC: each negative scores above the positives ranked strictly below it, half for ties
-        fp_prev = np.concatenate([np.zeros_like(fp[:, :1]), fp[:, :-1]], axis=1)
-        d_fp = fp - fp_prev
-        auc = (d_fp * (tp_prev + 0.5 * d_tp)).sum(axis=1) / (p_total[:, 0] * n_total[:, 0])
+        precision = np.where(tpg > 0, tp / np.maximum(tp + fp, 1.0), 0.0)
+        ap = (tpg * precision).sum(axis=1) / n_pos
+        tp_before = np.concatenate([tp - tpg, n_pos[:, None]], axis=1)  # (B, K + 1), by a
+        tpg_ext = np.concatenate([tpg, np.zeros_like(n_pos)[:, None]], axis=1)
+        wins = nc[:, 0::2] * tp_before + nc[:, 1::2] * (tp_before + 0.5 * tpg_ext)
+        auc = wins.sum(axis=1) / (n_pos * n_neg)
     return ap, auc
+
+
+def _full_rank_metrics(y: npt.NDArray[np.int8], s: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(AP, ROC AUC) of the whole sample; NaN for both when a class is missing."""
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        return math.nan, math.nan
+    rc = _rank_codes(y, s)
+    ap, auc = _resampled_rank_metrics(
+        rc, np.arange(n_pos, dtype=np.intp)[None, :], np.arange(y.size - n_pos, dtype=np.intp)[None, :]
+    )
+    return float(ap[0]), float(auc[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,20 +202,14 @@ def average_precision(y_true: Any, scores: Any) -> float:
     """Average precision (area under the step PR curve, as sklearn); NaN without positives."""
     y = _as_labels(y_true)
     s = _as_scores(scores, y.size)
-    if y.sum() == 0 or y.sum() == y.size:
-        return math.nan
-    ap, _ = _weighted_rank_metrics(_ranking(s), y, np.ones((1, y.size)))
-    return float(ap[0])
+    return _full_rank_metrics(y, s)[0]
 
 
 def roc_auc(y_true: Any, scores: Any) -> float:
     """ROC AUC (probability a positive outranks a negative, ties count half); NaN for one class."""
     y = _as_labels(y_true)
     s = _as_scores(scores, y.size)
-    if y.sum() == 0 or y.sum() == y.size:
-        return math.nan
-    _, auc = _weighted_rank_metrics(_ranking(s), y, np.ones((1, y.size)))
-    return float(auc[0])
+    return _full_rank_metrics(y, s)[1]
 
 
 def recall_at_precision(y_true: Any, scores: Any, min_precision: float) -> float:
@@ -203,10 +224,11 @@ def recall_at_precision(y_true: Any, scores: Any, min_precision: float) -> float
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
         return math.nan
-    r = _ranking(s)
-    ys = y[r.order]
-    tp = np.cumsum(ys)[r.group_ends]
-    predicted = r.group_ends + 1
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    group_ends = np.append(np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1)
+    tp = np.cumsum(y[order])[group_ends]
+    predicted = group_ends + 1
     ok = tp / predicted >= min_precision - 1e-12
     return float(tp[ok].max() / n_pos) if ok.any() else 0.0
 
@@ -279,18 +301,6 @@ def rank_metric(y_true: Any, scores: Any, metric: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _stratified_counts(
-    rng: np.random.Generator, pos_idx: npt.NDArray[np.intp], neg_idx: npt.NDArray[np.intp], n: int, b: int
-) -> npt.NDArray[np.float64]:
-    """(b, n) row multiplicities: positives resampled among positives, negatives among negatives."""
-    counts = np.zeros((b, n), dtype=np.float64)
-    offsets = (np.arange(b, dtype=np.intp) * n)[:, None]
-    for idx in (pos_idx, neg_idx):
-        draws = idx[rng.integers(0, idx.size, size=(b, idx.size))]
-        counts += np.bincount((draws + offsets).ravel(), minlength=b * n).reshape(b, n)
-    return counts
-
-
 def paired_bootstrap_diff(
     y_true: Any,
     scores_a: Any,
@@ -325,19 +335,19 @@ def paired_bootstrap_diff(
             "negatives (widen the holdout window so it contains matured frauds)"
         )
     pick = 0 if metric == "pr_auc" else 1
-    rank_a, rank_b = _ranking(a), _ranking(b)
-    ones = np.ones((1, y.size))
-    observed = float(
-        _weighted_rank_metrics(rank_a, y, ones)[pick][0] - _weighted_rank_metrics(rank_b, y, ones)[pick][0]
-    )
+    observed = _full_rank_metrics(y, a)[pick] - _full_rank_metrics(y, b)[pick]
+    codes_a, codes_b = _rank_codes(y, a), _rank_codes(y, b)
 
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_bootstrap, dtype=np.float64)
     for start in range(0, n_bootstrap, chunk_size):
         size = min(chunk_size, n_bootstrap - start)
-        w = _stratified_counts(rng, pos_idx, neg_idx, y.size, size)
+        # one draw of row indices per replicate, within each class, applied to both scorers
+        pos_draws = rng.integers(0, pos_idx.size, size=(size, pos_idx.size), dtype=np.intp)
+        neg_draws = rng.integers(0, neg_idx.size, size=(size, neg_idx.size), dtype=np.intp)
         diffs[start : start + size] = (
-            _weighted_rank_metrics(rank_a, y, w)[pick] - _weighted_rank_metrics(rank_b, y, w)[pick]
+            _resampled_rank_metrics(codes_a, pos_draws, neg_draws)[pick]
+            - _resampled_rank_metrics(codes_b, pos_draws, neg_draws)[pick]
         )
     alpha = (1.0 - confidence) / 2.0
     lower, upper = np.quantile(diffs, [alpha, 1.0 - alpha])

@@ -71,19 +71,20 @@ def test_agrees_with_sklearn(seed: int, decimals: int | None) -> None:
     assert m.log_loss(y, s) == pytest.approx(sk_log_loss(y, np.clip(s, 1e-15, 1 - 1e-15)), rel=1e-9)
 
 
-def test_integer_weights_equal_explicit_resample() -> None:
-    """The bootstrap's weighted form must equal sklearn on the physically repeated rows."""
+def test_resampled_metrics_equal_sklearn_on_explicit_resample() -> None:
+    """The bootstrap's count form must equal sklearn on the physically resampled rows (ties included)."""
     rng = np.random.default_rng(5)
     n = 400
     y = (rng.random(n) < 0.1).astype(np.int8)
     s = np.round(rng.random(n) * 0.6 + y * 0.4 * rng.random(n), 2)
-    w = rng.integers(0, 4, size=(3, n)).astype(float)
-    ap, auc = m._weighted_rank_metrics(m._ranking(s), y, w)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    pos_draws = rng.integers(0, pos.size, size=(3, pos.size))
+    neg_draws = rng.integers(0, neg.size, size=(3, neg.size))
+    ap, auc = m._resampled_rank_metrics(m._rank_codes(y, s), pos_draws, neg_draws)
     for i in range(3):
-        rep = w[i].astype(int)
-        yy, ss = np.repeat(y, rep), np.repeat(s, rep)
-        assert ap[i] == pytest.approx(average_precision_score(yy, ss), abs=1e-12)
-        assert auc[i] == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
+        rows = np.concatenate([pos[pos_draws[i]], neg[neg_draws[i]]])
+        assert ap[i] == pytest.approx(average_precision_score(y[rows], s[rows]), abs=1e-12)
+        assert auc[i] == pytest.approx(roc_auc_score(y[rows], s[rows]), abs=1e-12)
 
 
 def test_single_class_gives_nan_rank_metrics_and_finite_rest(base_config: Config) -> None:

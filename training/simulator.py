@@ -108,8 +108,6 @@ _CAT_SIGMA = np.array([v[1] for v in _CATEGORY_TABLE.values()])
 _CAT_ONLINE = np.array([v[2] for v in _CATEGORY_TABLE.values()])
 _CAT_INSTORE = np.array([v[3] for v in _CATEGORY_TABLE.values()])
 _CAT_MERCHANTS = np.array([v[4] for v in _CATEGORY_TABLE.values()])
-#: categories whose in-store purchases look entirely ordinary (merchant collusion hides here)
-_ORDINARY_CATEGORIES = ("grocery", "fuel", "restaurants", "fashion", "pharmacy")
 
 _HOME_COUNTRIES = ("DE", "FR", "NL", "ES", "IT", "BE", "AT", "PL", "PT")
 _HOME_WEIGHTS = np.array([0.28, 0.20, 0.10, 0.10, 0.10, 0.06, 0.06, 0.05, 0.05])
@@ -182,10 +180,17 @@ SCENARIO_KINDS: dict[str, dict[str, Any]] = {
     },
     "fraud_mechanism_shift": {
         "family": _CONCEPT,
-        "description": "fraud moves `to` a new mechanism (merchant_collusion: ordinary domestic "
-        "in-store purchases at `merchant_share` of ordinary merchants); only `residual` of fraud "
-        "keeps the old mechanisms. Features barely move; only delayed labels show it",
-        "params": {"to": "merchant_collusion", "residual": 0.1, "merchant_share": 0.05},
+        "description": "fraud moves `to` a new mechanism (merchant_collusion: domestic in-store "
+        "purchases at `merchant_share` of the merchants in `categories`, billed `amount_factor` x "
+        "the usual amount); only `residual` of fraud keeps the old mechanisms. Feature "
+        "distributions barely move: only delayed labels show it, and a retrained model can learn it",
+        "params": {
+            "to": "merchant_collusion",
+            "residual": 0.1,
+            "categories": ["fuel"],
+            "merchant_share": 0.25,
+            "amount_factor": 2.0,
+        },
     },
     "missing_column": {
         "family": _BAD_BATCH,
@@ -236,6 +241,7 @@ _STREAM_LABELS = 4
 _STREAM_SCENARIO = 5
 _STREAM_BAD_BATCH = 6
 _STREAM_CHARGEBACK = 7
+_STREAM_IDS = 8
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -545,9 +551,16 @@ def _shift_share(p: np.ndarray, weights: np.ndarray, target: float) -> np.ndarra
     return q / (1.0 + q)
 
 
-def _fraud_mix(concept: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, float], float]:
+@dataclass(frozen=True)
+class _Collusion:
+    categories: tuple[str, ...]
+    merchant_share: float
+    amount_factor: float
+
+
+def _fraud_mix(concept: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, float], _Collusion | None]:
     mix = dict(_BASE_MIX)
-    merchant_share = 0.0
+    collusion = None
     for _kind, params in concept:
         to = params["to"]
         if to != "merchant_collusion":
@@ -555,22 +568,34 @@ def _fraud_mix(concept: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, flo
                 f"fraud_mechanism_shift to={to!r} is not simulated; use to='merchant_collusion'"
             )
         residual = float(params["residual"])
+        share = float(params["merchant_share"])
+        factor = float(params["amount_factor"])
+        categories = (
+            (params["categories"],) if isinstance(params["categories"], str) else params["categories"]
+        )
+        categories = tuple(str(c) for c in categories)
         if not 0.0 <= residual <= 1.0:
             raise SimulatorError(f"fraud_mechanism_shift residual must be in [0, 1], got {residual}")
+        if not 0.0 < share <= 1.0:
+            raise SimulatorError(f"fraud_mechanism_shift merchant_share must be in (0, 1], got {share}")
+        if factor <= 0:
+            raise SimulatorError(f"fraud_mechanism_shift amount_factor must be > 0, got {factor}")
+        unknown = set(categories) - set(CATEGORIES)
+        if not categories or unknown:
+            raise SimulatorError(
+                f"fraud_mechanism_shift categories {sorted(unknown) or categories} unknown; "
+                f"pick from {list(CATEGORIES)}"
+            )
         mix = {k: v * residual for k, v in _BASE_MIX.items()}
         mix["merchant_collusion"] = 1.0 - residual
-        merchant_share = float(params["merchant_share"])
-        if not 0.0 < merchant_share <= 1.0:
-            raise SimulatorError(
-                f"fraud_mechanism_shift merchant_share must be in (0, 1], got {merchant_share}"
-            )
-    return mix, merchant_share
+        collusion = _Collusion(categories, share, factor)
+    return mix, collusion
 
 
 def _fraud_rows(spec: SimulatorSpec, pop: _Population, day: dt.date, n_total: int) -> _Rows:
     """Fraud rows for the day by mechanism; about `fraud_rate * n_total` rows in all."""
     rng = _rng(spec.seed, day.toordinal(), _STREAM_FRAUD)
-    mix, merchant_share = _fraud_mix(_active(spec, day, _CONCEPT))
+    mix, collusion = _fraud_mix(_active(spec, day, _CONCEPT))
     n_fraud = int(rng.binomial(n_total, spec.fraud_rate)) if n_total else 0
     counts = {k: int(round(n_fraud * share)) for k, share in mix.items()}
     blocks = [
@@ -578,8 +603,8 @@ def _fraud_rows(spec: SimulatorSpec, pop: _Population, day: dt.date, n_total: in
         _account_takeover(rng, pop, counts.get("account_takeover", 0)),
         _high_value(rng, pop, counts.get("high_value", 0)),
     ]
-    if "merchant_collusion" in counts:
-        blocks.append(_merchant_collusion(spec, pop, day, counts["merchant_collusion"], merchant_share))
+    if collusion is not None:
+        blocks.append(_merchant_collusion(spec, pop, day, counts["merchant_collusion"], collusion))
     return _concat_rows(blocks)
 
 
@@ -605,8 +630,14 @@ def _card_testing(rng: np.random.Generator, pop: _Population, n_target: int) -> 
     sizes = rng.integers(3, 9, n_target // 3 + 1)
     k = int(np.searchsorted(np.cumsum(sizes), n_target)) + 1
     sizes = sizes[:k]
-    sizes[-1] -= max(int(sizes.sum()) - n_target, 0)  # hit the target exactly
-    sizes = sizes[sizes > 0]
+    remainder = n_target - int(sizes[:-1].sum())  # hit the target, but keep every burst >= 3
+    sizes = (
+        sizes
+        if remainder >= sizes[-1]
+        else (np.append(sizes[:-1], remainder) if remainder >= 3 else sizes[:-1])
+    )
+    if sizes.size == 0:
+        return _empty_rows()
     n_bursts, n = sizes.size, int(sizes.sum())
     burst = np.repeat(np.arange(n_bursts), sizes)
     victim = rng.integers(0, len(pop.customer_ids), n_bursts)
@@ -690,27 +721,37 @@ def _high_value(rng: np.random.Generator, pop: _Population, n: int) -> _Rows:
     )
 
 
-def _colluding_merchants(spec: SimulatorSpec, pop: _Population, share: float) -> np.ndarray:
-    """Positions of the colluding merchants: fixed per seed, in ordinary in-store categories."""
+def _colluding_merchants(spec: SimulatorSpec, pop: _Population, collusion: _Collusion) -> np.ndarray:
+    """Positions of the colluding merchants: fixed per seed, a share of the chosen categories."""
     rng = _rng(spec.seed, _STREAM_SCENARIO, 0)
-    ordinary = np.flatnonzero(np.isin(pop.merchant_cat, [_CAT_INDEX[c] for c in _ORDINARY_CATEGORIES]))
-    if ordinary.size == 0:
-        ordinary = np.arange(len(pop.merchant_ids))
-    k = max(1, int(round(share * ordinary.size)))
-    return np.sort(rng.choice(ordinary, size=k, replace=False))
+    pool = np.flatnonzero(np.isin(pop.merchant_cat, [_CAT_INDEX[c] for c in collusion.categories]))
+    if pool.size == 0:
+        raise SimulatorError(
+            f"fraud_mechanism_shift: no merchant in categories {list(collusion.categories)}; "
+            "raise n_merchants or pick other categories"
+        )
+    k = max(1, int(round(collusion.merchant_share * pool.size)))
+    return np.sort(rng.choice(pool, size=k, replace=False))
 
 
-def _merchant_collusion(spec: SimulatorSpec, pop: _Population, day: dt.date, n: int, share: float) -> _Rows:
+def _merchant_collusion(
+    spec: SimulatorSpec, pop: _Population, day: dt.date, n: int, collusion: _Collusion
+) -> _Rows:
+    """Domestic in-store purchases at colluding merchants, billed a bit above the usual amount.
+
+    Nothing here is new to the champion's features (in-store, home country, ordinary category and
+    hours); the inflated bill is only mildly unusual, so the old model misses it and only a
+    model retrained on the new labels learns it.
+    """
     if n <= 0:
         return _empty_rows()
     rng = _rng(spec.seed, day.toordinal(), _STREAM_SCENARIO, 1)
-    colluders = _colluding_merchants(spec, pop, share)
+    colluders = _colluding_merchants(spec, pop, collusion)
     merchant = colluders[rng.integers(0, colluders.size, n)]
     victim = _categorical_draw(rng.random(n), pop.activity)
     mcat = pop.merchant_cat[merchant]
-    amount = np.exp(
-        np.log(_CAT_MEDIAN[mcat] * pop.spend_level[victim]) + _CAT_SIGMA[mcat] * rng.normal(0, 1, n)
-    )
+    typical = np.log(_CAT_MEDIAN[mcat] * pop.spend_level[victim])
+    amount = np.exp(typical + _CAT_SIGMA[mcat] * rng.normal(0, 1, n)) * collusion.amount_factor
     return _Rows(
         cust=victim,
         ts_us=_hours_to_us(rng, n, _HOUR_LEGIT),
@@ -750,19 +791,46 @@ def _spec_key(spec: SimulatorSpec) -> str:
     return clean.model_dump_json()
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
 def _clean_day_cached(key: str, day: dt.date) -> _Day:
     return _build_day(SimulatorSpec.model_validate_json(key), day)
 
 
-def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
-    pop = _population(spec.seed, spec.n_customers, spec.n_merchants)
+@dataclass(frozen=True)
+class _FraudPart:
+    """What decides a day's labels, computable without the legit rows (keeps chargebacks cheap)."""
+
+    n_total: int
+    rows: _Rows
+    id_numbers: np.ndarray  # a permutation of 1..n_total: legit rows first, then fraud rows
+    delay: np.ndarray  # label delay (days) per fraud row
+
+
+def _fraud_part(spec: SimulatorSpec, pop: _Population, day: dt.date) -> _FraudPart:
     n_total = _day_volume(spec, day)
     fraud = _fraud_rows(spec, pop, day, n_total)
-    n_legit = max(n_total - len(fraud.cust), 0)
+    n_total = max(n_total, len(fraud.cust))
+    # ids are a random permutation (like real processors' ids), so an id says nothing about time
+    # or label, and the fraud rows' ids are known without generating the legit rows
+    id_numbers = _rng(spec.seed, day.toordinal(), _STREAM_IDS).permutation(n_total) + 1
+    label_rng = _rng(spec.seed, day.toordinal(), _STREAM_LABELS)
+    delay = label_rng.integers(spec.label_delay_days.min, spec.label_delay_days.max + 1, len(fraud.cust))
+    return _FraudPart(n_total=n_total, rows=fraud, id_numbers=id_numbers, delay=delay)
+
+
+def _tx_ids(day: dt.date, numbers: np.ndarray) -> np.ndarray:
+    return _format_ids(f"tx-{day:%Y%m%d}-", numbers, 7)
+
+
+def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
+    pop = _population(spec.seed, spec.n_customers, spec.n_merchants)
+    part = _fraud_part(spec, pop, day)
+    fraud = part.rows
+    n_legit = part.n_total - len(fraud.cust)
     covariate = _active(spec, day, _COVARIATE)
     legit = _legit_rows(spec, pop, day, n_legit, covariate)
     rows = _concat_rows([legit, fraud])
+    delay_all = np.concatenate([np.zeros(n_legit, np.int64), part.delay])
     order = np.argsort(rows.ts_us, kind="stable")
     n = order.size
 
@@ -788,7 +856,7 @@ def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
     cust = rows.cust[order]
     tx = pd.DataFrame(
         {
-            "transaction_id": _format_ids(f"tx-{day:%Y%m%d}-", np.arange(1, n + 1), 7),
+            "transaction_id": _tx_ids(day, part.id_numbers[order]),
             "event_ts": day_start + rows.ts_us[order].astype("timedelta64[us]"),
             "customer_id": pop.customer_ids[cust],
             "customer_home_country": np.asarray(_HOME_COUNTRIES, dtype=object)[pop.home_idx[cust]],
@@ -803,18 +871,17 @@ def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
     )
     tx = tx.astype(TRANSACTION_COLUMNS)
 
-    label_rng = _rng(spec.seed, day.toordinal(), _STREAM_LABELS)
     is_fraud = mechanism != "legit"
-    delay = label_rng.integers(spec.label_delay_days.min, spec.label_delay_days.max + 1, n)
+    delay = pd.array(delay_all[order], dtype="Int64")
+    delay[~is_fraud] = pd.NA
     truth = pd.DataFrame(
         {
             "transaction_id": tx["transaction_id"].to_numpy(),
             "is_fraud": is_fraud,
             "mechanism": mechanism,
-            "label_delay_days": pd.array(np.where(is_fraud, delay, 0), dtype="Int64"),
+            "label_delay_days": delay,
         }
     )
-    truth.loc[~is_fraud, "label_delay_days"] = pd.NA
     return _Day(transactions=tx, truth=truth)
 
 
@@ -957,14 +1024,15 @@ def ground_truth(spec: SimulatorSpec, day: dt.date) -> pd.DataFrame:
 
 @lru_cache(maxsize=512)
 def _fraud_labels(key: str, day: dt.date) -> pd.DataFrame:
-    """Small per-day table of frauds (id, event_ts, delay) so chargebacks stay cheap."""
-    clean = _clean_day_cached(key, day)
-    mask = clean.truth["is_fraud"].to_numpy()
+    """Small per-day table of frauds (id, event_ts, delay): no legit rows are generated for it."""
+    spec = SimulatorSpec.model_validate_json(key)
+    part = _fraud_part(spec, _population(spec.seed, spec.n_customers, spec.n_merchants), day)
+    n_legit = part.n_total - len(part.rows.cust)
     return pd.DataFrame(
         {
-            "transaction_id": clean.truth["transaction_id"].to_numpy()[mask],
-            "event_ts": clean.transactions["event_ts"].to_numpy()[mask],
-            "delay": clean.truth["label_delay_days"].to_numpy(dtype=np.int64, na_value=-1)[mask],
+            "transaction_id": _tx_ids(day, part.id_numbers[n_legit:]),
+            "event_ts": np.datetime64(day, "us") + part.rows.ts_us.astype("timedelta64[us]"),
+            "delay": part.delay,
         }
     )
 

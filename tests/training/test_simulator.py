@@ -182,3 +182,241 @@ def test_unknown_param_is_an_error(small_config, spec):
     bad = _spec(small_config, scenarios=[{"kind": "amount_inflation", "from_day": 0, "params": {"factr": 2}}])
     with pytest.raises(SimulatorError, match="factr"):
         generate_transactions(bad, _day(spec, 0))
+
+
+def _with(cfg: Config, kind: str, from_day: int = 2, until_day: int | None = 4, **params) -> SimulatorSpec:
+    scenario = {"kind": kind, "from_day": from_day, "until_day": until_day, "params": params}
+    return _spec(cfg, scenarios=[scenario])
+
+
+def _window_days(spec: SimulatorSpec) -> tuple[list[dt.date], list[dt.date]]:
+    """(inactive days, active days) for a knob with from_day=2, until_day=4."""
+    return [_day(spec, 1), _day(spec, 4)], [_day(spec, 2), _day(spec, 3)]
+
+
+def test_amount_inflation_scales_amounts_only_while_active(small_config, spec):
+    knob = _with(small_config, "amount_inflation", factor=2.0)
+    off, on = _window_days(spec)
+    for day in off:
+        pd.testing.assert_frame_equal(generate_transactions(knob, day), generate_transactions(spec, day))
+    for day in on:
+        clean, shifted = generate_transactions(spec, day), generate_transactions(knob, day)
+        np.testing.assert_allclose(shifted["amount"], 2.0 * clean["amount"], atol=0.011)
+        pd.testing.assert_frame_equal(shifted.drop(columns="amount"), clean.drop(columns="amount"))
+        pd.testing.assert_frame_equal(ground_truth(knob, day), ground_truth(spec, day))
+
+
+def test_new_merchant_category_appears(small_config, spec):
+    knob = _with(small_config, "new_merchant_category")
+    off, on = _window_days(spec)
+    for day in off:
+        assert "crypto_exchange" not in set(generate_transactions(knob, day)["merchant_category"])
+    known_merchants = set(generate_transactions(spec, _day(spec, 2))["merchant_id"])
+    for day in on:
+        tx = generate_transactions(knob, day)
+        new = tx[tx["merchant_category"] == "crypto_exchange"]
+        assert 0.10 < len(new) / len(tx) < 0.20
+        assert set(new["merchant_id"]).isdisjoint(known_merchants)
+        store = new["channel"] == "in_store"
+        assert (new.loc[store, "device_id"] == "pos-" + new.loc[store, "merchant_id"]).all()
+        assert new["amount"].median() > 2 * tx.loc[tx.index.difference(new.index), "amount"].median()
+
+
+def test_channel_mix_moves_online_share(small_config, spec):
+    knob = _with(small_config, "channel_mix", online_share=0.85)
+    off, on = _window_days(spec)
+    for day in off:
+        assert (generate_transactions(knob, day)["channel"] == "online").mean() < 0.6
+    for day in on:
+        assert (generate_transactions(knob, day)["channel"] == "online").mean() == pytest.approx(
+            0.85, abs=0.04
+        )
+
+
+def test_fraud_mechanism_shift_is_concept_drift(small_config, spec):
+    knob = _with(small_config, "fraud_mechanism_shift", from_day=2, until_day=None)
+    before = ground_truth(knob, _day(spec, 1))
+    assert "merchant_collusion" not in set(before["mechanism"])
+    days = [_day(spec, i) for i in range(2, 6)]
+    truth = pd.concat([ground_truth(knob, d) for d in days])
+    tx = pd.concat([generate_transactions(knob, d) for d in days]).merge(truth, on="transaction_id")
+    frauds = tx[tx["is_fraud"]]
+    assert (frauds["mechanism"] == "merchant_collusion").mean() > 0.8
+    assert 0.6 * spec.fraud_rate < tx["is_fraud"].mean() < 1.4 * spec.fraud_rate
+    collusion = frauds[frauds["mechanism"] == "merchant_collusion"]
+    assert (collusion["channel"] == "in_store").all()
+    assert (collusion["country"] == collusion["customer_home_country"]).all()
+    assert collusion["merchant_id"].nunique() <= 0.1 * spec.n_merchants
+    # the feature distributions barely move: only delayed labels reveal the shift
+    clean = pd.concat([generate_transactions(spec, d) for d in days])
+    for col in ("channel", "merchant_category"):
+        shares = pd.concat(
+            [clean[col].value_counts(normalize=True), tx[col].value_counts(normalize=True)], axis=1
+        ).fillna(0)
+        assert (shares.iloc[:, 0] - shares.iloc[:, 1]).abs().max() < 0.03, col
+    assert np.log(tx["amount"]).mean() == pytest.approx(np.log(clean["amount"]).mean(), abs=0.05)
+    # and the labels still arrive as chargebacks
+    delivered = pd.concat(
+        [generate_chargebacks(knob, _day(spec, i)) for i in range(3, 6 + knob.label_delay_days.max)]
+    )
+    assert set(collusion["transaction_id"]) <= set(delivered["transaction_id"])
+
+
+def test_fraud_mechanism_shift_rejects_unknown_target(small_config, spec):
+    knob = _with(small_config, "fraud_mechanism_shift", to="telepathy")
+    with pytest.raises(SimulatorError, match="telepathy"):
+        generate_transactions(knob, _day(spec, 2))
+
+
+BAD_BATCHES = [
+    "missing_column",
+    "renamed_column",
+    "type_change",
+    "null_burst",
+    "duplicate_delivery",
+    "amounts_in_cents",
+    "future_timestamps",
+    "empty_batch",
+]
+
+
+def _check_bad_batch(kind: str, bad: pd.DataFrame, clean: pd.DataFrame, day: dt.date) -> None:
+    if kind == "missing_column":
+        assert list(bad.columns) == [c for c in clean.columns if c != "merchant_category"]
+    elif kind == "renamed_column":
+        assert "amount" not in bad.columns and "amt" in bad.columns
+        np.testing.assert_array_equal(bad["amt"], clean["amount"])
+    elif kind == "type_change":
+        assert bad["amount"].dtype == object
+        assert bad["amount"].str.fullmatch(r"\d+\.\d{2} EUR").all()
+        np.testing.assert_allclose(bad["amount"].str.removesuffix(" EUR").astype(float), clean["amount"])
+    elif kind == "null_burst":
+        assert bad["customer_id"].isna().mean() == pytest.approx(0.3, abs=0.05)
+        assert bad.drop(columns="customer_id").notna().all().all()
+    elif kind == "duplicate_delivery":
+        assert len(bad) == 2 * len(clean)
+        assert (bad["transaction_id"].value_counts() == 2).all()
+    elif kind == "amounts_in_cents":
+        np.testing.assert_allclose(bad["amount"], 100 * clean["amount"], atol=0.5)
+    elif kind == "future_timestamps":
+        future = bad["event_ts"] >= pd.Timestamp(day + dt.timedelta(days=1))
+        assert future.mean() == pytest.approx(0.2, abs=0.05)
+        assert (bad.loc[~future, "event_ts"] == clean.loc[~future, "event_ts"]).all()
+    elif kind == "empty_batch":
+        assert bad.empty and list(bad.columns) == list(clean.columns)
+    else:  # pragma: no cover
+        raise AssertionError(f"no check for {kind}")
+
+
+@pytest.mark.parametrize("kind", BAD_BATCHES)
+def test_bad_batch_breaks_feed_but_not_labels(small_config, spec, kind):
+    assert SCENARIO_KINDS[kind]["family"] == "bad_batch"
+    knob = _with(small_config, kind)
+    off, on = _window_days(spec)
+    for day in off:
+        pd.testing.assert_frame_equal(generate_transactions(knob, day), generate_transactions(spec, day))
+    for day in on:
+        clean, bad = generate_transactions(spec, day), generate_transactions(knob, day)
+        assert not bad.equals(clean)
+        _check_bad_batch(kind, bad, clean, day)
+        pd.testing.assert_frame_equal(ground_truth(knob, day), ground_truth(spec, day))
+    for i in range(2, 2 + knob.label_delay_days.max + 2):
+        day = _day(spec, i)
+        pd.testing.assert_frame_equal(generate_chargebacks(knob, day), generate_chargebacks(spec, day))
+
+
+def test_bad_batch_on_unknown_column_says_so(small_config, spec):
+    knob = _with(small_config, "null_burst", column="nope")
+    with pytest.raises(SimulatorError, match="nope"):
+        generate_transactions(knob, _day(spec, 2))
+
+
+def test_clean_path_when_no_scenario_active(small_config, spec):
+    """Scenarios outside their window leave the feed byte-identical to the no-scenario spec."""
+    everything = _spec(
+        small_config,
+        scenarios=[{"kind": k, "from_day": 50, "params": {}} for k in SCENARIO_KINDS],
+    )
+    for i in (0, 3):
+        day = _day(spec, i)
+        pd.testing.assert_frame_equal(
+            generate_transactions(everything, day), generate_transactions(spec, day)
+        )
+        pd.testing.assert_frame_equal(generate_chargebacks(everything, day), generate_chargebacks(spec, day))
+
+
+# ---------------------------------------------------------------------------- realism
+
+
+@pytest.fixture(scope="module")
+def history(request) -> pd.DataFrame:
+    """Ten days of the small world joined with the truth (module-scoped: built once)."""
+    cfg = request.getfixturevalue("base_config")
+    from tests.conftest import SMALL_SIMULATOR
+
+    spec = with_overrides(cfg, simulator=SMALL_SIMULATOR).simulator
+    frames = []
+    for i in range(10):
+        day = _day(spec, i)
+        frames.append(generate_transactions(spec, day).merge(ground_truth(spec, day), on="transaction_id"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _legit_profile(history: pd.DataFrame) -> pd.DataFrame:
+    legit = history[~history["is_fraud"]]
+    return legit.groupby("customer_id").agg(
+        typical=("amount", "median"), devices=("device_id", lambda s: set(s))
+    )
+
+
+def test_card_testing_signature(history):
+    ct = history[history["mechanism"] == "card_testing"]
+    assert len(ct) > 0
+    assert (ct["amount"] < 5).all() and (ct["channel"] == "online").all()
+    assert set(ct["merchant_category"]) <= {"digital_goods", "gaming"}
+    bursts = ct.groupby(["customer_id", "merchant_id", ct["event_ts"].dt.date])["event_ts"].agg(
+        ["count", "min", "max"]
+    )
+    assert (bursts["count"] >= 2).all()
+    assert ((bursts["max"] - bursts["min"]) < pd.Timedelta(minutes=30)).all()
+
+
+def test_account_takeover_signature(history):
+    ato = history[history["mechanism"] == "account_takeover"].join(_legit_profile(history), on="customer_id")
+    assert len(ato) > 0
+    assert (ato["channel"] == "online").all()
+    assert (ato["country"] != ato["customer_home_country"]).mean() > 0.6
+    known = ato.apply(lambda r: isinstance(r["devices"], set) and r["device_id"] in r["devices"], axis=1)
+    assert not known.any(), "account takeover must come from a device the customer never used"
+    assert (ato["amount"] > ato["typical"]).mean() > 0.85
+
+
+def test_high_value_signature(history):
+    hv = history[history["mechanism"] == "high_value"].join(_legit_profile(history), on="customer_id")
+    assert len(hv) > 0
+    assert set(hv["merchant_category"]) <= {"electronics", "jewelry"}
+    assert (hv["amount"] > 3 * hv["typical"]).mean() > 0.85
+
+
+def test_legit_behaviour_overlaps_fraud_signals(history):
+    """Fraud signals must not be perfect: legit customers travel, change phones, buy big."""
+    legit = history[~history["is_fraud"]].join(_legit_profile(history)[["typical"]], on="customer_id")
+    online = legit[legit["channel"] == "online"]
+    assert 0.01 < (legit["country"] != legit["customer_home_country"]).mean() < 0.1
+    first_use = ~online.duplicated(["customer_id", "device_id"]) & (
+        online["event_ts"] > online["event_ts"].min() + pd.Timedelta(days=3)
+    )
+    assert first_use.mean() > 0.01, "legit customers should sometimes use a new device"
+    big = legit["merchant_category"].isin(["electronics", "jewelry"]) & (
+        legit["amount"] > 3 * legit["typical"]
+    )
+    assert big.sum() > 20
+    assert (legit["amount"] < 5).mean() > 0.01
+
+
+def test_daily_and_weekly_rhythm(history):
+    hours = history["event_ts"].dt.hour
+    assert (hours.between(2, 4)).mean() < 0.5 * (hours.between(17, 19)).mean()
+    per_day = history.groupby(history["event_ts"].dt.date).size()
+    weekend = np.array([d.weekday() >= 5 for d in per_day.index])
+    assert per_day[weekend].mean() > 1.08 * per_day[~weekend].mean()

@@ -174,6 +174,13 @@ class DriftSpec(_Strict):
     min_rows: int = Field(ge=1)
     min_positives: int = Field(ge=1)
     cooldown_days: int = Field(ge=0)
+    # Features left out of the drifted share: calendar features (is_weekend) move with which days a
+    # window covers, not with a change in the world, so a daily window would "drift" every day.
+    exclude_features: list[str] = Field(default_factory=list)
+    # Performance breaches only when the one-sided bootstrap upper bound of the window's primary
+    # metric (at this level) is below the floor; a window holds too few frauds to act on its value.
+    performance_confidence: float = Field(default=0.9, gt=0.5, lt=1)
+    performance_bootstrap: int = Field(default=200, ge=50)
 
 
 class ScheduleSpec(_Strict):
@@ -197,6 +204,9 @@ class Config(_Strict):
         unknown = set(self.drift.feature_overrides) - set(self.model.features)
         if unknown:
             raise ValueError(f"drift.feature_overrides names unknown features: {sorted(unknown)}")
+        unknown = set(self.drift.exclude_features) - set(self.model.features)
+        if unknown:
+            raise ValueError(f"drift.exclude_features names unknown features: {sorted(unknown)}")
         if self.windows.label_maturity_days < self.simulator.label_delay_days.max:
             raise ValueError(
                 f"windows.label_maturity_days ({self.windows.label_maturity_days}) is shorter than "

@@ -1,0 +1,208 @@
+"""train_model: time-based splits, frozen holdout, leakage check, MLflow lineage, idempotency,
+reproducibility — against real MLflow (SQLite) and real DVC data versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import datasets, tracking
+from training.datasets import DatasetError, LeakageError
+from training.metrics import METRIC_NAMES
+from training.train import TrainRequest, build_pipeline, sample_params, train_model
+
+REQUEST = TrainRequest(
+    reason="drift",
+    evidence={"drift_share": 0.42, "window": "2026-01-29..2026-02-01"},
+    airflow_dag_id="train_model",
+    airflow_run_id="manual__2026-02-02T00:00:00",
+)
+
+
+@pytest.fixture(scope="module")
+def data_version(module_state, training_frame, synth):
+    return synth.publish(
+        module_state, training_frame, "full", dbt_invocation_id="dbt-123", gx_run_id="gx-456"
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(module_state, train_cfg, data_version):
+    return train_model(module_state, train_cfg, REQUEST)  # data version: newest published
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(module_state):
+    return tracking.client(module_state)
+
+
+# --- splits and leakage (no MLflow) ---
+
+
+def test_split_windows_are_consecutive_and_newest_last(training_frame, train_cfg):
+    s = datasets.split_windows(training_frame, train_cfg.windows)
+    last = max(training_frame["batch_date"])
+    assert s.holdout_range == (last - dt.timedelta(days=3), last)
+    assert s.validation_range[1] == s.holdout_range[0] - dt.timedelta(days=1)
+    assert s.train_range[1] == s.validation_range[0] - dt.timedelta(days=1)
+    assert (s.train_range[1] - s.train_range[0]).days + 1 == train_cfg.windows.training_days
+    assert set(s.holdout["batch_date"]) == {last - dt.timedelta(days=i) for i in range(4)}
+    assert max(s.train["batch_date"]) < min(s.validation["batch_date"]) <= max(s.validation["batch_date"])
+    assert max(s.validation["batch_date"]) < min(s.holdout["batch_date"])
+
+
+def test_split_too_little_data_names_the_window(training_frame, train_cfg):
+    recent = training_frame[
+        training_frame["batch_date"] >= max(training_frame["batch_date"]) - dt.timedelta(days=5)
+    ]
+    with pytest.raises(DatasetError, match="train window .* has no rows"):
+        datasets.split_windows(recent, train_cfg.windows)
+
+
+def test_holdout_transaction_in_training_raises_leakage(training_frame, train_cfg):
+    s = datasets.split_windows(training_frame, train_cfg.windows)
+    leaked = s.holdout.iloc[[0]].assign(batch_date=s.train_range[0])
+    leaky = pd.concat([training_frame, leaked], ignore_index=True)
+    with pytest.raises(LeakageError, match="holdout transactions also appear in train"):
+        datasets.check_no_leakage(datasets.split_windows(leaky, train_cfg.windows), "transaction_id")
+    datasets.check_no_leakage(s, "transaction_id")  # the clean frame passes
+
+
+def test_train_model_refuses_leaky_data_version(
+    module_state, train_cfg, training_frame, synth, mlflow_client
+):
+    s = datasets.split_windows(training_frame, train_cfg.windows)
+    leaky = pd.concat(
+        [training_frame, s.holdout.iloc[:5].assign(batch_date=s.train_range[0])], ignore_index=True
+    )
+    version = synth.publish(module_state, leaky, "leaky")
+    before = mlflow_client.search_model_versions(f"name = '{train_cfg.model.name}'")
+    with pytest.raises(LeakageError):
+        train_model(module_state, train_cfg, TrainRequest(reason="leak", data_version=version))
+    assert len(mlflow_client.search_model_versions(f"name = '{train_cfg.model.name}'")) == len(before)
+
+
+def test_holdout_hash_depends_on_content_not_order(training_frame, train_cfg):
+    h = datasets.split_windows(training_frame, train_cfg.windows).holdout
+    shuffled = h.sample(frac=1.0, random_state=3)[list(reversed(h.columns))]
+    assert datasets.holdout_hash(h, "transaction_id") == datasets.holdout_hash(shuffled, "transaction_id")
+    changed = h.copy()
+    changed.loc[0, "is_fraud"] = 1 - changed.loc[0, "is_fraud"]
+    assert datasets.holdout_hash(changed, "transaction_id") != datasets.holdout_hash(h, "transaction_id")
+
+
+# --- candidates ---
+
+
+def test_candidate_pipelines_handle_imbalance_and_unseen_categories(training_frame, train_cfg):
+    spec = train_cfg.model
+    sample = training_frame.iloc[:3000]
+    X, y = datasets.prepare_features(sample, spec), sample["is_fraud"]
+    lr = build_pipeline("logistic_regression", {"C": 1.0}, spec, 7, 20.0)
+    xgb = build_pipeline("xgboost", sample_params("xgboost", 1, 7)[0], spec, 7, 20.0)
+    assert lr.named_steps["clf"].class_weight == "balanced"
+    assert xgb.named_steps["clf"].scale_pos_weight == 20.0
+    unseen = X.head(3).assign(merchant_category="never_seen_before")
+    for model in (lr.fit(X, y), xgb.fit(X, y)):
+        assert model.predict_proba(unseen).shape == (3, 2)
+    assert sample_params("xgboost", 2, 7) == sample_params("xgboost", 2, 7)
+    assert sample_params("xgboost", 2, 7) != sample_params("xgboost", 2, 8)
+
+
+# --- the MLflow run and registered version ---
+
+
+def test_registered_as_challenger(trained, train_cfg, mlflow_client, data_version):
+    assert not trained.reused
+    assert trained.data_version == data_version
+    mv = mlflow_client.get_model_version_by_alias(train_cfg.model.name, "challenger")
+    assert str(mv.version) == trained.version
+    assert trained.family in train_cfg.training.candidates
+    assert trained.holdout_metrics["pr_auc"] > 0.3  # the synthetic signal was learned
+
+
+def test_lineage_tags_on_run_and_version(trained, train_cfg, mlflow_client, data_version):
+    run = mlflow_client.get_run(trained.run_id)
+    mv = mlflow_client.get_model_version(train_cfg.model.name, trained.version)
+    for tags in (run.data.tags, mv.tags):
+        missing = [t for t in tracking.LINEAGE_TAGS if not tags.get(t)]
+        assert not missing, f"missing lineage tags {missing}"
+        assert tags["data_version"] == data_version
+        assert tags["dbt_invocation_id"] == "dbt-123"  # from the data version's ledger row
+        assert tags["gx_run_id"] == "gx-456"
+        assert tags["gx_success"] == "true"
+        assert tags["airflow_dag_id"] == "train_model"
+        assert tags["airflow_run_id"] == REQUEST.airflow_run_id
+        assert tags["trigger_reason"] == "drift"
+        assert json.loads(tags["trigger_evidence"]) == REQUEST.evidence
+        assert tags["holdout_hash"] == trained.holdout_hash
+        assert tags["seed"] == str(train_cfg.training.seed)
+        assert tags["git_commit"] != ""
+        start = dt.date.fromisoformat(tags["training_window_start"])
+        end = dt.date.fromisoformat(tags["training_window_end"])
+        w = train_cfg.windows
+        assert (end - start).days + 1 == w.training_days + w.validation_days
+
+
+def test_run_logs_metrics_datasets_plots_and_signature(trained, mlflow_client, data_version, train_cfg):
+    run = mlflow_client.get_run(trained.run_id)
+    for prefix in ("val_", "holdout_"):
+        assert {f"{prefix}{m}" for m in METRIC_NAMES} <= set(run.data.metrics)
+    assert run.data.metrics["holdout_pr_auc"] == pytest.approx(trained.holdout_metrics["pr_auc"])
+    digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert digests == {"training": data_version, "holdout": trained.holdout_hash}
+    artifacts = {a.path for a in mlflow_client.list_artifacts(trained.run_id, "plots")}
+    assert artifacts == {"plots/pr_curve.png", "plots/calibration.png", "plots/feature_importance.png"}
+    trials = json.loads(
+        Path(mlflow_client.download_artifacts(trained.run_id, "search/trials.json")).read_text()
+    )
+    assert len(trials["trials"]) == 2 * 2  # two families x search_budget
+    sig = tracking.input_signature(trained.model_uri)
+    assert [c["name"] for c in sig] == train_cfg.model.features
+    assert {c["type"] for c in sig} == {"double", "string"}
+
+
+def test_holdout_is_frozen_under_its_hash(trained, module_state, train_cfg, training_frame):
+    path = module_state.holdouts / f"{trained.holdout_hash}.parquet"
+    assert path.is_file()
+    holdout = datasets.load_holdout(module_state, trained.holdout_hash, "transaction_id")
+    expected = datasets.split_windows(training_frame, train_cfg.windows).holdout
+    assert sorted(holdout["transaction_id"]) == sorted(expected["transaction_id"])
+    assert holdout["is_fraud"].sum() == expected["is_fraud"].sum()
+
+
+def test_same_request_does_not_train_twice(trained, module_state, train_cfg, mlflow_client):
+    runs_before = mlflow_client.search_runs(
+        [mlflow_client.get_experiment_by_name("closedloop/card_fraud").experiment_id]
+    )
+    again = train_model(module_state, train_cfg, REQUEST)
+    assert again.reused and again.version == trained.version and again.run_id == trained.run_id
+    runs_after = mlflow_client.search_runs([runs_before[0].info.experiment_id])
+    assert len(runs_after) == len(runs_before)
+
+
+def test_retraining_from_recorded_version_reproduces_holdout_metrics(
+    trained, module_state, train_cfg, mlflow_client
+):
+    mv = mlflow_client.get_model_version(train_cfg.model.name, trained.version)
+    again = train_model(
+        module_state,
+        train_cfg,
+        TrainRequest(reason="reproduce", data_version=mv.tags["data_version"], seed=int(mv.tags["seed"])),
+    )
+    assert not again.reused and again.version != trained.version
+    assert again.holdout_hash == trained.holdout_hash
+    assert again.family == trained.family
+    for name, value in trained.holdout_metrics.items():
+        assert again.holdout_metrics[name] == pytest.approx(value, abs=1e-9), name
+    # and the two registered models score the frozen holdout identically
+    holdout = datasets.load_holdout(module_state, trained.holdout_hash, "transaction_id")
+    X = datasets.prepare_features(holdout, train_cfg.model)
+    a = tracking.score(tracking.load_model(trained.model_uri), X)
+    b = tracking.score(tracking.load_model(again.model_uri), X)
+    np.testing.assert_allclose(a, b, atol=1e-12)

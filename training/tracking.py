@@ -1,0 +1,235 @@
+"""MLflow plumbing shared by train, evaluate, registry and inference.
+
+MLflow keeps its tracking URI in process-global state, so every entry point calls `client(paths)`
+first (never at import time): that points MLflow at this state directory's SQLite store and
+returns a client bound to it. Also here: the lineage tag set of the contract, model look-ups by
+alias and by tag, and the figures logged with each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from training.config import PROJECT_ROOT, Config
+from training.paths import StatePaths
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+TAG_VALUE_MAX = 4000
+UNKNOWN = "unknown"
+
+#: Tags carried by the training run AND the registered model version (docs/contracts.md).
+LINEAGE_TAGS: tuple[str, ...] = (
+    "data_version",
+    "dbt_invocation_id",
+    "gx_run_id",
+    "gx_success",
+    "git_commit",
+    "airflow_dag_id",
+    "airflow_run_id",
+    "trigger_reason",
+    "trigger_evidence",
+    "holdout_hash",
+    "training_window_start",
+    "training_window_end",
+    "seed",
+)
+IDEMPOTENCY_TAG = "idempotency_key"
+
+#: XGBoost types a skops-serialised pipeline may load (skops refuses unknown types by default).
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
+
+
+class ModelNotFound(LookupError):
+    """No registered model version answers the requested name / alias / version."""
+
+
+def client(paths: StatePaths):  # -> mlflow.MlflowClient (mlflow is imported lazily: it is slow)
+    """Point MLflow at this state directory's SQLite store and return a client bound to it."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no internet here; don't try
+    paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    uri = paths.mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_name(cfg: Config) -> str:
+    return f"closedloop/{cfg.model.name}"
+
+
+def ensure_experiment(paths: StatePaths, cfg: Config) -> str:
+    """The experiment id, creating it with its artifact root under `StatePaths.mlflow_artifacts`."""
+    from mlflow.exceptions import MlflowException
+
+    mc = client(paths)
+    name = experiment_name(cfg)
+    exp = mc.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = (paths.mlflow_artifacts / cfg.model.name).as_uri()
+    try:
+        return str(mc.create_experiment(name, artifact_location=location))
+    except MlflowException:  # created concurrently by another task
+        exp = mc.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def git_commit() -> str:
+    """The project's current commit, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or UNKNOWN
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN
+
+
+def tag_value(value: Any) -> str:
+    """A tag-safe string: None -> 'unknown', dicts/lists -> JSON, truncated to `TAG_VALUE_MAX`."""
+    if value is None or value == "":
+        return UNKNOWN
+    if isinstance(value, Mapping | list | tuple):
+        text = json.dumps(value, sort_keys=True, default=str)
+    else:
+        text = str(value)
+    if len(text) > TAG_VALUE_MAX:
+        text = text[: TAG_VALUE_MAX - 14] + "...(truncated)"
+    return text
+
+
+def model_uri(name: str, *, version: str | int | None = None, alias: str | None = None) -> str:
+    if (version is None) == (alias is None):
+        raise ValueError("give exactly one of version or alias")
+    return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
+
+
+def alias_version(mc: Any, name: str, alias: str):  # -> ModelVersion | None
+    """The version an alias points to, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mc.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def get_version(mc: Any, name: str, version: str | int):  # -> ModelVersion
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mc.get_model_version(name, str(version))
+    except MlflowException:
+        raise ModelNotFound(
+            f"model {name!r} has no version {version}; list versions with `python -m training audit`"
+        ) from None
+
+
+def versions_with_tag(mc: Any, name: str, key: str, value: str) -> list:
+    """Registered versions of `name` whose tag `key` equals `value`, oldest first."""
+    safe = value.replace("'", "''")
+    found = mc.search_model_versions(f"name = '{name}' and tags.{key} = '{safe}'")
+    return sorted(found, key=lambda mv: int(mv.version))
+
+
+def load_model(uri: str) -> Any:
+    """The scikit-learn pipeline behind a `models:/` URI (scores come from `predict_proba`)."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(uri)
+
+
+def input_signature(uri: str) -> list[dict[str, str]]:
+    """The model's input schema as `[{name, type}]` (what the signature gate compares)."""
+    from mlflow.models import get_model_info
+
+    sig = get_model_info(uri).signature
+    if sig is None or sig.inputs is None:
+        return []
+    return [{"name": str(c.get("name")), "type": str(c.get("type"))} for c in sig.inputs.to_dict()]
+
+
+def model_size_mb(uri: str) -> float:
+    """Size of the model's stored artifacts (as recorded by MLflow, else measured on disk)."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    size = getattr(Model.load(uri), "model_size_bytes", None)
+    if not size:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        size = sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file())
+    return float(size) / (1024 * 1024)
+
+
+def score(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """Positive-class probabilities."""
+    return np.asarray(model.predict_proba(X))[:, 1].astype("float64")
+
+
+# --- figures (matplotlib's object API: no pyplot, no global backend state) ---
+
+
+def pr_curve_figure(y_true: npt.ArrayLike, scores: npt.ArrayLike, title: str) -> Figure:
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    ax.plot(recall, precision)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(y_true: npt.ArrayLike, scores: npt.ArrayLike, title: str) -> Figure:
+    from sklearn.calibration import calibration_curve
+
+    frac_pos, mean_pred = calibration_curve(y_true, scores, n_bins=10, strategy="quantile")
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    ax.plot(mean_pred, frac_pos, marker="o", label="model")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed fraud rate")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(
+    names: Sequence[str], importances: Sequence[float], title: str, top: int = 20
+) -> Figure:
+    order = np.argsort(np.abs(np.asarray(importances, dtype=float)))[::-1][:top][::-1]
+    fig = Figure(figsize=(6, max(3.0, 0.28 * len(order) + 1)))
+    ax = fig.subplots()
+    ax.barh([names[i] for i in order], [importances[i] for i in order])
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

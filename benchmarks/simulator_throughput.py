@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generate_transactions: {t_tx:6.2f} s  ({len(tx) / t_tx:,.0f} rows/s), frame {frame_mb:,.0f} MiB")
     print(
         f"generate_chargebacks:  {t_cb:6.2f} s  ({len(cb):,} chargebacks, "
-        f"{spec.label_delay_days.max - spec.label_delay_days.min + 1} source days rebuilt)"
+        f"{spec.label_delay_days.max - spec.label_delay_days.min + 1} source days, fraud rows only)"
     )
     if args.tracemalloc:
         print(

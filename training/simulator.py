@@ -34,6 +34,9 @@ import pandas as pd
 from training.config import SimulatorSpec
 
 __all__ = [
+    "BAD_BATCH_KINDS",
+    "CONCEPT_DRIFT_KINDS",
+    "COVARIATE_SHIFT_KINDS",
     "CATEGORIES",
     "CHARGEBACK_COLUMNS",
     "GROUND_TRUTH_COLUMNS",
@@ -135,7 +138,7 @@ _P_ONLINE_ABROAD_COUNTRY = 0.6  # online tx of a traveller located in the visite
 _P_VPN = 0.01  # legit online tx geolocated to a random foreign country
 _P_NEW_DEVICE = 0.03  # legit online tx from a device never used before (new phone, browser)
 _P_LARGE = 0.01  # legit large purchases (electronics/jewelry, several times typical spend)
-_P_MICRO_BURST = 0.002  # legit customers buying several small in-game items within minutes
+_P_MICRO_BURST = 0.04  # online gaming purchases followed by more small in-game items within minutes
 
 _MICROS_PER_DAY = 86_400_000_000
 _MICROS_PER_HOUR = 3_600_000_000
@@ -233,6 +236,12 @@ SCENARIO_KINDS: dict[str, dict[str, Any]] = {
         "params": {},
     },
 }
+
+BAD_BATCH_KINDS: tuple[str, ...] = tuple(k for k, v in SCENARIO_KINDS.items() if v["family"] == _BAD_BATCH)
+COVARIATE_SHIFT_KINDS: tuple[str, ...] = tuple(
+    k for k, v in SCENARIO_KINDS.items() if v["family"] == _COVARIATE
+)
+CONCEPT_DRIFT_KINDS: tuple[str, ...] = tuple(k for k, v in SCENARIO_KINDS.items() if v["family"] == _CONCEPT)
 
 _STREAM_POPULATION = 1
 _STREAM_LEGIT = 2
@@ -508,7 +517,7 @@ def _with_micro_bursts(rng: np.random.Generator, pop: _Population, rows: _Rows) 
     n = len(rows.cust)
     gaming = _CAT_INDEX["gaming"]
     seeds = np.flatnonzero(
-        rows.online & (pop.merchant_cat[rows.merchant_pos] == gaming) & (rng.random(n) < _P_MICRO_BURST * 20)
+        rows.online & (pop.merchant_cat[rows.merchant_pos] == gaming) & (rng.random(n) < _P_MICRO_BURST)
     )
     if seeds.size == 0:
         return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import get_args
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from training.config import Config, ScenarioKind, SimulatorSpec, with_overrides
 from training.simulator import (
+    BAD_BATCH_KINDS,
     CATEGORIES,
     CHARGEBACK_COLUMNS,
     SCENARIO_KINDS,
@@ -56,6 +58,41 @@ def test_deterministic_across_cache(spec):
     simulator._clean_day_cached.cache_clear()
     simulator._fraud_labels.cache_clear()
     pd.testing.assert_frame_equal(first, generate_transactions(spec, day))
+
+
+_DIGEST_SNIPPET = """
+import datetime as dt, sys
+import pandas as pd
+from training.config import SimulatorSpec
+from training.simulator import generate_chargebacks, generate_transactions
+spec = SimulatorSpec.model_validate_json(sys.argv[1])
+day = dt.date.fromisoformat(sys.argv[2])
+for frame in (generate_transactions(spec, day), generate_chargebacks(spec, day)):
+    print(int(pd.util.hash_pandas_object(frame, index=True).sum()))
+"""
+
+
+def _digest(spec: SimulatorSpec, day: dt.date) -> list[str]:
+    return [
+        str(int(pd.util.hash_pandas_object(f, index=True).sum()))
+        for f in (generate_transactions(spec, day), generate_chargebacks(spec, day))
+    ]
+
+
+def test_deterministic_across_processes(spec):
+    """Airflow runs each task in a fresh process (and hash seed): the feed must not change."""
+    import subprocess
+    import sys
+
+    day = _day(spec, 5)
+    out = subprocess.run(
+        [sys.executable, "-c", _DIGEST_SNIPPET, spec.model_dump_json(), day.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
+    assert out.stdout.split() == _digest(spec, day)
 
 
 def test_different_seed_or_day_differs(small_config, spec):
@@ -278,6 +315,10 @@ BAD_BATCHES = [
     "future_timestamps",
     "empty_batch",
 ]
+
+
+def test_bad_batch_kinds_listed():
+    assert set(BAD_BATCH_KINDS) == set(BAD_BATCHES)
 
 
 def _check_bad_batch(kind: str, bad: pd.DataFrame, clean: pd.DataFrame, day: dt.date) -> None:

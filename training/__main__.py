@@ -1,0 +1,5 @@
+"""`python -m training <stage> ...` (see training/cli.py)."""
+
+from training.cli import main
+
+raise SystemExit(main())

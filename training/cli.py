@@ -1,0 +1,298 @@
+"""`python -m training <stage> ...`: each subcommand is a thin call into one module.
+
+The CLI is the seam for scale-out (a KubernetesPodOperator runs the same command in a container
+that a local task runs in-process). Subcommands live in a small registry: adding one is one
+decorated function::
+
+    @command("drift", "run the drift monitor for a day", arg("--date", type=_date, required=True))
+    def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
+        from training import monitoring
+        return monitoring.run(ctx.paths, ctx.cfg, ns.date)
+
+Whatever the function returns is printed as JSON (dataclasses via `to_dict()`), so the output can
+be parsed by a pod operator's XCom sidecar. Heavy modules are imported inside the functions, so
+`--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import Config, ConfigError, load_config
+from training.paths import StatePaths
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: Config
+    paths: StatePaths
+
+
+Handler = Callable[[Context, argparse.Namespace], Any]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    handler: Handler
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An `add_argument` call, deferred until the parser is built."""
+    return flags, kwargs
+
+
+def command(
+    name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]]
+) -> Callable[[Handler], Handler]:
+    """Register a subcommand; the decorated function gets the context and the parsed arguments."""
+
+    def register(fn: Handler) -> Handler:
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} registered twice")
+        COMMANDS[name] = Command(name, help, tuple(args), fn)
+        return fn
+
+    return register
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _datetime(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a timestamp (ISO 8601): {text!r}") from None
+
+
+def _json_obj(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("evidence must be a JSON object")
+    return value
+
+
+_AIRFLOW_ARGS = (
+    arg("--airflow-dag-id", default=None, help="Airflow DAG id (lineage)"),
+    arg("--airflow-run-id", default=None, help="Airflow run id (lineage and idempotency key)"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# subcommands
+# --------------------------------------------------------------------------------------------
+
+
+@command(
+    "train",
+    "train candidates on a data version and register the best as @challenger",
+    arg("--reason", default="manual", help="why this training happens (recorded as trigger_reason)"),
+    arg("--evidence", type=_json_obj, default=None, help="JSON object with the trigger's evidence"),
+    arg("--data-version", default=None, help="DVC md5 of the training set (default: newest published)"),
+    arg("--as-of", type=_date, default=None, help="newest data version on or before this date"),
+    arg("--seed", type=int, default=None, help="override training.seed (reproduce a version)"),
+    arg("--idempotency-key", default=None),
+    *_AIRFLOW_ARGS,
+)
+def _train(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.train import TrainRequest, train_model
+
+    request = TrainRequest(
+        reason=ns.reason,
+        evidence=ns.evidence or {},
+        data_version=ns.data_version,
+        as_of=ns.as_of,
+        airflow_dag_id=ns.airflow_dag_id,
+        airflow_run_id=ns.airflow_run_id,
+        seed=ns.seed,
+        idempotency_key=ns.idempotency_key,
+    )
+    return train_model(ctx.paths, ctx.cfg, request)
+
+
+@command(
+    "evaluate",
+    "gate @challenger against @champion on the frozen holdout, then promote or reject",
+    arg("--version", default=None, help="challenger version (default: @challenger)"),
+    arg("--signature-override-reason", default=None, help="accept an input-schema change, saying why"),
+    arg("--dry-run", action="store_true", help="write the report but do not touch the registry"),
+    arg("--idempotency-key", default=None),
+    arg("--airflow-run-id", default=None),
+)
+def _evaluate(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.evaluate import evaluate_challenger
+
+    return evaluate_challenger(
+        ctx.paths,
+        ctx.cfg,
+        version=ns.version,
+        signature_override_reason=ns.signature_override_reason,
+        airflow_run_id=ns.airflow_run_id,
+        idempotency_key=ns.idempotency_key,
+        act=not ns.dry_run,
+    )
+
+
+@command(
+    "promote",
+    "promote a version whose gate decision passed (see `evaluate --dry-run`)",
+    arg("--version", default=None, help="version to promote (default: @challenger)"),
+    arg("--reason", default="gate decision passed; promoted from the CLI"),
+    arg("--idempotency-key", default=None),
+    arg("--airflow-run-id", default=None),
+)
+def _promote(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import registry, tracking
+
+    version = ns.version
+    mc = tracking.client(ctx.paths)
+    if version is None:
+        mv = tracking.alias_version(mc, ctx.cfg.model.name, tracking.CHALLENGER)
+        if mv is None:
+            raise registry.RegistryError("no @challenger to promote; pass --version")
+        version = str(mv.version)
+    mv = tracking.get_version(mc, ctx.cfg.model.name, version)
+    key = ns.idempotency_key or f"cli-promote:{ctx.cfg.model.name}:{version}"
+    return registry.promote(
+        ctx.paths,
+        ctx.cfg,
+        version,
+        reason=ns.reason,
+        idempotency_key=key,
+        report_uri=mv.tags.get("decision_report"),
+        airflow_run_id=ns.airflow_run_id,
+    )
+
+
+@command(
+    "rollback",
+    "restore the previous champion recorded in the audit log",
+    arg("--reason", required=True, help="why (written to the audit log)"),
+    arg("--idempotency-key", default=None),
+    arg("--airflow-run-id", default=None),
+)
+def _rollback(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import registry
+
+    return registry.rollback(
+        ctx.paths, ctx.cfg, ns.reason, idempotency_key=ns.idempotency_key, airflow_run_id=ns.airflow_run_id
+    )
+
+
+@command(
+    "force-promote",
+    "make a version champion without gates (audited; a reason is mandatory)",
+    arg("--version", required=True),
+    arg("--reason", required=True, help="why the gates are overridden (written to the audit log)"),
+    arg("--idempotency-key", default=None),
+    arg("--airflow-run-id", default=None),
+)
+def _force_promote(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import registry
+
+    return registry.force_promote(
+        ctx.paths,
+        ctx.cfg,
+        ns.version,
+        ns.reason,
+        idempotency_key=ns.idempotency_key,
+        airflow_run_id=ns.airflow_run_id,
+    )
+
+
+@command(
+    "infer",
+    "score one day with @champion (+ @challenger in shadow) into published.predictions",
+    arg("--date", type=_date, required=True, help="batch date (YYYY-MM-DD)"),
+    arg("--start", type=_datetime, default=None, help="data interval start (default: the date 00:00)"),
+    arg("--end", type=_datetime, default=None, help="data interval end (default: start + 1 day)"),
+)
+def _infer(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.inference import score_interval
+
+    return score_interval(ctx.paths, ctx.cfg, ns.date, ns.start, ns.end)
+
+
+@command(
+    "audit",
+    "show the registry audit log (newest first)",
+    arg("--limit", type=int, default=20),
+)
+def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import registry
+
+    return registry.audit_log(ctx.paths, ctx.cfg.model.name, ns.limit)
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description="closedloop ML stages")
+    parser.add_argument("--config", type=Path, default=None, help="config YAML (default: $CLOSEDLOOP_CONFIG)")
+    parser.add_argument("--home", type=Path, default=None, help="state directory (default: $CLOSEDLOOP_HOME)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        for flags, kwargs in cmd.args:
+            p.add_argument(*flags, **kwargs)
+    return parser
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        cfg = load_config(ns.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = StatePaths(ns.home.resolve()) if ns.home else StatePaths.from_env()
+    try:
+        result = COMMANDS[ns.command].handler(Context(cfg, paths), ns)
+    except (LookupError, ValueError, RuntimeError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(json.dumps(_jsonable(result), indent=2, default=str))
+    return 0

@@ -1,0 +1,369 @@
+"""Champion/challenger aliases in the MLflow registry, with every move audited in the ledger.
+
+Aliases say what is serving now; the `registry_audit` table says how it got there. Rollback reads
+the audit log (a stack of champions: promotions push, rollbacks pop), never guesses from version
+numbers. Every action carries an idempotency key (UNIQUE in the table): repeating an action with
+the same key returns the first row and changes nothing, so a retried task cannot promote twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from training import ledger, tracking
+from training.config import Config
+from training.paths import StatePaths
+
+log = logging.getLogger(__name__)
+
+Action = Literal["promote", "reject", "rollback", "force_promote", "first_promote"]
+#: Actions that make `to_version` the champion (they push onto the champion stack).
+PROMOTING = ("promote", "first_promote", "force_promote")
+GATE_DECISION_TAG = "gate_decision"
+
+registry_audit = sa.Table(
+    "registry_audit",
+    ledger.metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False, index=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("from_version", sa.String(32)),
+    sa.Column("to_version", sa.String(32)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("reason", sa.Text),
+    sa.Column("metrics", sa.Text),  # JSON
+    sa.Column("report_uri", sa.Text),
+    sa.Column("airflow_run_id", sa.String(250)),
+    sa.Column("idempotency_key", sa.String(500), nullable=False, unique=True),
+)
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked; the message says why and what to do instead."""
+
+
+class MissingReasonError(ValueError):
+    """An override (force-promote, rollback) was asked for without saying why."""
+
+
+class NothingToRollBack(RegistryError):
+    """The audit log holds no earlier champion to restore."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: dt.datetime
+    model_name: str
+    action: str
+    from_version: str | None
+    to_version: str | None
+    run_id: str | None
+    reason: str | None
+    metrics: dict[str, Any]
+    report_uri: str | None
+    airflow_run_id: str | None
+    idempotency_key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["at"] = self.at.isoformat()
+        return d
+
+
+def _engine(paths: StatePaths) -> sa.Engine:
+    eng = ledger.engine(paths)
+    ledger.ensure_tables(eng, registry_audit)
+    return eng
+
+
+def _record(row: Any) -> AuditRecord:
+    m = dict(row._mapping)
+    m["metrics"] = json.loads(m["metrics"]) if m.get("metrics") else {}
+    return AuditRecord(**m)
+
+
+def find_audit(paths: StatePaths, idempotency_key: str) -> AuditRecord | None:
+    """The audit row recorded under a key, if that action already happened."""
+    with _engine(paths).connect() as conn:
+        row = conn.execute(
+            sa.select(registry_audit).where(registry_audit.c.idempotency_key == idempotency_key)
+        ).first()
+    return None if row is None else _record(row)
+
+
+def audit_log(paths: StatePaths, model_name: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest-first audit rows of one model, JSON-friendly (for the UI and the CLI)."""
+    with _engine(paths).connect() as conn:
+        rows = conn.execute(
+            sa.select(registry_audit)
+            .where(registry_audit.c.model_name == model_name)
+            .order_by(registry_audit.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [_record(r).to_dict() for r in rows]
+
+
+def _insert(paths: StatePaths, **values: Any) -> AuditRecord:
+    """Insert one audit row; if its key exists already (a concurrent retry), return that row."""
+    values["at"] = values.get("at") or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    values["metrics"] = json.dumps(values.get("metrics") or {}, sort_keys=True, default=str)
+    for key in ("from_version", "to_version"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    try:
+        with _engine(paths).begin() as conn:
+            conn.execute(sa.insert(registry_audit).values(**values))
+    except sa.exc.IntegrityError:
+        pass
+    found = find_audit(paths, values["idempotency_key"])
+    assert found is not None
+    return found
+
+
+def champion_stack(paths: StatePaths, model_name: str) -> list[str]:
+    """Champion versions in the order they took over, replaying the audit log (rollback pops)."""
+    with _engine(paths).connect() as conn:
+        rows = conn.execute(
+            sa.select(registry_audit.c.action, registry_audit.c.to_version)
+            .where(registry_audit.c.model_name == model_name)
+            .order_by(registry_audit.c.id)
+        ).all()
+    stack: list[str] = []
+    for action, to_version in rows:
+        if action in PROMOTING:
+            if not stack or stack[-1] != str(to_version):
+                stack.append(str(to_version))
+        elif action == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != str(to_version):  # keep the log authoritative
+                stack.append(str(to_version))
+    return stack
+
+
+def current_champion(paths: StatePaths, cfg: Config) -> str | None:
+    mv = tracking.alias_version(tracking.client(paths), cfg.model.name, tracking.CHAMPION)
+    return None if mv is None else str(mv.version)
+
+
+def _move_champion(
+    paths: StatePaths,
+    cfg: Config,
+    version: str,
+    action: Action,
+    *,
+    reason: str,
+    idempotency_key: str,
+    metrics: dict[str, Any] | None,
+    report_uri: str | None,
+    airflow_run_id: str | None,
+) -> AuditRecord:
+    name = cfg.model.name
+    mc = tracking.client(paths)
+    mv = tracking.get_version(mc, name, version)
+    previous = tracking.alias_version(mc, name, tracking.CHAMPION)
+    from_version = None if previous is None else str(previous.version)
+    if from_version == str(version):
+        # Already champion: a crash between the alias move and the audit insert; recover the
+        # previous champion from the tag written before the move.
+        recorded = mv.tags.get("previous_champion")
+        from_version = None if recorded in (None, "none") else recorded
+    else:
+        mc.set_model_version_tag(name, str(version), "previous_champion", from_version or "none")
+        mc.set_registered_model_alias(name, tracking.CHAMPION, str(version))
+    mc.set_model_version_tag(name, str(version), "champion_since", dt.datetime.now(dt.UTC).isoformat())
+    rec = _insert(
+        paths,
+        model_name=name,
+        action=action,
+        from_version=from_version,
+        to_version=str(version),
+        run_id=mv.run_id,
+        reason=reason,
+        metrics=metrics,
+        report_uri=report_uri,
+        airflow_run_id=airflow_run_id,
+        idempotency_key=idempotency_key,
+    )
+    log.info("%s: %s champion %s -> %s (%s)", action, name, from_version, version, reason)
+    return rec
+
+
+def promote(
+    paths: StatePaths,
+    cfg: Config,
+    version: str | int,
+    *,
+    reason: str,
+    idempotency_key: str,
+    metrics: dict[str, Any] | None = None,
+    report_uri: str | None = None,
+    airflow_run_id: str | None = None,
+) -> AuditRecord:
+    """Make a gate-approved version `@champion` in one alias move, recording the previous champion.
+
+    The version must carry `gate_decision=promote` (set by `evaluate`); otherwise use
+    `force_promote` with a reason. With no champion yet the action is audited as `first_promote`.
+    """
+    done = find_audit(paths, idempotency_key)
+    if done is not None:
+        return done
+    mc = tracking.client(paths)
+    mv = tracking.get_version(mc, cfg.model.name, version)
+    if mv.tags.get(GATE_DECISION_TAG) != "promote":
+        raise RegistryError(
+            f"{cfg.model.name} version {version} has no passing gate decision "
+            f"(tag {GATE_DECISION_TAG}={mv.tags.get(GATE_DECISION_TAG)!r}); run `python -m training evaluate` "
+            "or use force-promote with a reason"
+        )
+    first = tracking.alias_version(mc, cfg.model.name, tracking.CHAMPION) is None
+    return _move_champion(
+        paths,
+        cfg,
+        str(version),
+        "first_promote" if first else "promote",
+        reason=reason,
+        idempotency_key=idempotency_key,
+        metrics=metrics,
+        report_uri=report_uri,
+        airflow_run_id=airflow_run_id,
+    )
+
+
+def reject(
+    paths: StatePaths,
+    cfg: Config,
+    version: str | int,
+    *,
+    reason: str,
+    idempotency_key: str,
+    metrics: dict[str, Any] | None = None,
+    report_uri: str | None = None,
+    airflow_run_id: str | None = None,
+) -> AuditRecord:
+    """Record why a challenger was not promoted; the champion is left untouched."""
+    done = find_audit(paths, idempotency_key)
+    if done is not None:
+        return done
+    mc = tracking.client(paths)
+    mv = tracking.get_version(mc, cfg.model.name, version)
+    champion = tracking.alias_version(mc, cfg.model.name, tracking.CHAMPION)
+    return _insert(
+        paths,
+        model_name=cfg.model.name,
+        action="reject",
+        from_version=None if champion is None else str(champion.version),
+        to_version=str(version),
+        run_id=mv.run_id,
+        reason=reason,
+        metrics=metrics,
+        report_uri=report_uri,
+        airflow_run_id=airflow_run_id,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _require_reason(reason: str | None, what: str) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise MissingReasonError(
+            f"{what} needs a non-empty reason (it is written to the audit log): pass --reason '...'"
+        )
+    return text
+
+
+def _key(given: str | None, prefix: str, airflow_run_id: str | None) -> str:
+    if given:
+        return given
+    if airflow_run_id:
+        return f"{prefix}:{airflow_run_id}"
+    return f"{prefix}:{uuid.uuid4().hex}"
+
+
+def force_promote(
+    paths: StatePaths,
+    cfg: Config,
+    version: str | int,
+    reason: str,
+    *,
+    idempotency_key: str | None = None,
+    airflow_run_id: str | None = None,
+) -> AuditRecord:
+    """Make any registered version champion, bypassing the gates; the reason is mandatory."""
+    text = _require_reason(reason, "force-promote")
+    key = _key(idempotency_key, f"force_promote:{cfg.model.name}:{version}", airflow_run_id)
+    done = find_audit(paths, key)
+    if done is not None:
+        return done
+    if current_champion(paths, cfg) == str(version):
+        raise RegistryError(f"{cfg.model.name} version {version} is already the champion")
+    return _move_champion(
+        paths,
+        cfg,
+        str(version),
+        "force_promote",
+        reason=text,
+        idempotency_key=key,
+        metrics=None,
+        report_uri=None,
+        airflow_run_id=airflow_run_id,
+    )
+
+
+def rollback(
+    paths: StatePaths,
+    cfg: Config,
+    reason: str,
+    *,
+    idempotency_key: str | None = None,
+    airflow_run_id: str | None = None,
+) -> AuditRecord:
+    """Restore the champion that preceded the current one, as the audit log records it."""
+    text = _require_reason(reason, "rollback")
+    name = cfg.model.name
+    key = _key(idempotency_key, f"rollback:{name}", airflow_run_id)
+    done = find_audit(paths, key)
+    if done is not None:
+        return done
+    stack = champion_stack(paths, name)
+    current = current_champion(paths, cfg)
+    if current is None:
+        raise NothingToRollBack(f"{name} has no champion: nothing to roll back")
+    if not stack or stack[-1] != current:
+        raise RegistryError(
+            f"{name}@champion is version {current} but the audit log says {stack[-1] if stack else 'none'}: "
+            "the alias was moved outside closedloop; force-promote the intended version with a reason"
+        )
+    if len(stack) < 2:
+        raise NothingToRollBack(
+            f"{name} version {current} is the first audited champion: there is no earlier champion to restore"
+        )
+    target = stack[-2]
+    mc = tracking.client(paths)
+    tracking.get_version(mc, name, target)  # still registered?
+    mc.set_registered_model_alias(name, tracking.CHAMPION, target)
+    mc.set_model_version_tag(name, current, "rolled_back", text[:500])
+    rec = _insert(
+        paths,
+        model_name=name,
+        action="rollback",
+        from_version=current,
+        to_version=target,
+        run_id=mc.get_model_version(name, target).run_id,
+        reason=text,
+        metrics=None,
+        report_uri=None,
+        airflow_run_id=airflow_run_id,
+        idempotency_key=key,
+    )
+    log.warning("rollback: %s champion %s -> %s (%s)", name, current, target, text)
+    return rec

@@ -80,9 +80,9 @@ class DbtResult:
         return [r for r in self.results if r.status == "warn"]
 
     def status_of(self, name: str) -> str | None:
-        """Status of the node whose unique_id ends with `name` (e.g. a test or model name)."""
+        """Status of the node named `name` (model, test, unit test or source table), None if it did not run."""
         for r in self.results:
-            if r.unique_id == name or r.unique_id.split(".")[-1] == name or r.unique_id.endswith(f".{name}"):
+            if r.unique_id == name or name in r.unique_id.split("."):
                 return r.status
         return None
 
@@ -160,8 +160,11 @@ def run_dbt(
         full_args += ["--vars", json.dumps(variables)]
 
     child_env = {**os.environ, **dbt_env(paths), **(env or {})}
-    run_results = paths.dbt_target / "run_results.json"
-    run_results.unlink(missing_ok=True)
+    # `source freshness` writes sources.json, every other command run_results.json; clear both so
+    # a failure is never explained with a previous invocation's results.
+    result_files = [paths.dbt_target / "run_results.json", paths.dbt_target / "sources.json"]
+    for stale in result_files:
+        stale.unlink(missing_ok=True)
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _DBT_MAIN, *full_args],
@@ -180,14 +183,13 @@ def run_dbt(
         returncode=proc.returncode,
         stdout=proc.stdout,
         stderr=proc.stderr,
-        results=_read_run_results(run_results),
+        results=[r for f in result_files for r in _read_run_results(f)],
     )
     if check and not result.success:
         failed = [r.unique_id for r in result.failed]
-        detail = (
-            "\n".join(f"  - {r.unique_id}: {r.status}: {(r.message or '').strip()[:300]}" for r in result.failed)
-            or _tail(proc.stdout + proc.stderr)
-        )
+        detail = "\n".join(
+            f"  - {r.unique_id}: {r.status}: {(r.message or '').strip()[:1000]}" for r in result.failed
+        ) or _tail(proc.stdout + proc.stderr)
         raise DbtError(
             f"dbt {' '.join(args)} (target {target}) failed with exit code {proc.returncode}:\n{detail}\n"
             f"Full log: {dbt_log_path(paths) / 'dbt.log'}",

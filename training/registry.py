@@ -150,6 +150,22 @@ def champion_stack(paths: StatePaths, model_name: str) -> list[str]:
     return stack
 
 
+def _latest_promotion(paths: StatePaths, model_name: str, version: str) -> AuditRecord | None:
+    t = registry_audit
+    with _engine(paths).connect() as conn:
+        row = conn.execute(
+            sa.select(t)
+            .where(
+                t.c.model_name == model_name,
+                t.c.to_version == version,
+                t.c.action.in_([*PROMOTING, "rollback"]),
+            )
+            .order_by(t.c.id.desc())
+            .limit(1)
+        ).first()
+    return None if row is None else _record(row)
+
+
 def current_champion(paths: StatePaths, cfg: Config) -> str | None:
     mv = tracking.alias_version(tracking.client(paths), cfg.model.name, tracking.CHAMPION)
     return None if mv is None else str(mv.version)
@@ -225,7 +241,14 @@ def promote(
             f"(tag {GATE_DECISION_TAG}={mv.tags.get(GATE_DECISION_TAG)!r}); run `python -m training evaluate` "
             "or use force-promote with a reason"
         )
-    first = tracking.alias_version(mc, cfg.model.name, tracking.CHAMPION) is None
+    champion = tracking.alias_version(mc, cfg.model.name, tracking.CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        stack = champion_stack(paths, cfg.model.name)
+        if stack and stack[-1] == str(version):  # already audited as champion: nothing to do
+            latest = _latest_promotion(paths, cfg.model.name, str(version))
+            if latest is not None:
+                return latest
+    first = champion is None
     return _move_champion(
         paths,
         cfg,

@@ -206,6 +206,11 @@ def _lineage(paths: StatePaths, request: TrainRequest) -> tuple[str, dict[str, A
         record = versioning.latest_data_version(paths, request.as_of)
         data_version = record.data_version
     gx_success = request.gx_success if request.gx_success is not None else getattr(record, "gx_success", None)
+    if gx_success is False:
+        raise TrainingError(
+            f"data version {data_version} failed its Great Expectations gate (gx_run_id "
+            f"{request.gx_run_id or getattr(record, 'gx_run_id', None)}); fix the data and re-publish"
+        )
     return data_version, {
         "data_version": data_version,
         "dbt_invocation_id": request.dbt_invocation_id or getattr(record, "dbt_invocation_id", None),

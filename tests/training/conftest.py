@@ -133,11 +133,6 @@ def permute_features(df: pd.DataFrame, columns: list[str], before: dt.date, seed
     return out
 
 
-def shuffle_labels(df: pd.DataFrame, before: dt.date, seed: int = 2) -> pd.DataFrame:
-    """Labels shuffled among rows before `before`: a model trained on it learns nothing."""
-    return permute_features(df, ["is_fraud"], before, seed)
-
-
 def publish(paths: StatePaths, df: pd.DataFrame, name: str, **lineage: object) -> str:
     """Snapshot a training-set frame as a DVC data version with a ledger row; returns its md5."""
     from training import versioning
@@ -197,7 +192,6 @@ def synth() -> SimpleNamespace:
         make=make_training_set,
         holdout_start=holdout_start,
         permute=permute_features,
-        shuffle_labels=shuffle_labels,
         publish=publish,
         overrides=TEST_OVERRIDES,
     )

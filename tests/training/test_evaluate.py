@@ -27,7 +27,6 @@ def versions(module_state, training_frame, train_cfg, synth):
         "no_device": synth.publish(
             module_state, synth.permute(training_frame, ["is_new_device"], cut), "nodev"
         ),
-        "noise": synth.publish(module_state, synth.shuffle_labels(training_frame, cut), "noise"),
     }
 
 
@@ -94,11 +93,15 @@ def _assert_champion_kept(module_state, cfg, champion_version, holdout_hash):
     assert scores.shape == (len(holdout),) and np.isfinite(scores).all()
 
 
-def test_worse_challenger_rejected_and_champion_stays_loadable(
-    first_then_better, module_state, cfg, versions, train_eval
-):
+@pytest.fixture(scope="module")
+def worse(first_then_better, module_state, cfg, versions, train_eval):
+    """Trained without its strongest features (labels unchanged): clearly worse than the champion."""
+    return train_eval(module_state, cfg, versions["weak"], "worse")
+
+
+def test_worse_challenger_rejected_and_champion_stays_loadable(first_then_better, worse, module_state, cfg):
     _, (strong_t, _) = first_then_better
-    worse_t, e = train_eval(module_state, cfg, versions["weak"], "worse")
+    worse_t, e = worse
     assert e.action == "reject" and not e.promote
     assert "non_regression" in e.failed_gates
     assert e.metrics["non_regression_upper"] < 0  # clearly worse, not just not-better
@@ -167,13 +170,11 @@ def test_schema_changed_challenger_rejected_without_override(
     _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
 
 
-def test_rejected_version_cannot_be_promoted_without_force(
-    first_then_better, module_state, cfg, versions, train_eval
-):
-    noise_t, e = train_eval(module_state, cfg, versions["noise"], "noise")
+def test_rejected_version_cannot_be_promoted_without_force(worse, module_state, cfg):
+    worse_t, e = worse
     assert e.action == "reject"
     with pytest.raises(registry.RegistryError, match="force-promote"):
-        registry.promote(module_state, cfg, noise_t.version, reason="try", idempotency_key="sneaky")
+        registry.promote(module_state, cfg, worse_t.version, reason="try", idempotency_key="sneaky")
 
 
 def test_reevaluating_a_decided_challenger_changes_nothing(first_then_better, module_state, cfg):

@@ -50,6 +50,9 @@ def test_rerunning_train_and_evaluate_for_the_same_interval_is_a_noop(two_champi
     key = audit_before[0]["idempotency_key"]
     rec = registry.promote(module_state, train_cfg, v2, reason="retry", idempotency_key=key)
     assert rec.id == audit_before[0]["id"]
+    # and so does promoting the current champion under another key (e.g. `python -m training promote`)
+    rec = registry.promote(module_state, train_cfg, v2, reason="cli", idempotency_key="cli-promote:v2")
+    assert rec.id == audit_before[0]["id"]
     assert registry.audit_log(module_state, train_cfg.model.name, limit=1000) == audit_before
 
 

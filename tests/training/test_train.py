@@ -14,7 +14,7 @@ import pytest
 from training import datasets, tracking
 from training.datasets import DatasetError, LeakageError
 from training.metrics import METRIC_NAMES
-from training.train import TrainRequest, build_pipeline, sample_params, train_model
+from training.train import TrainingError, TrainRequest, build_pipeline, sample_params, train_model
 
 REQUEST = TrainRequest(
     reason="drift",
@@ -85,6 +85,13 @@ def test_train_model_refuses_leaky_data_version(
     with pytest.raises(LeakageError):
         train_model(module_state, train_cfg, TrainRequest(reason="leak", data_version=version))
     assert len(mlflow_client.search_model_versions(f"name = '{train_cfg.model.name}'")) == len(before)
+
+
+def test_train_model_refuses_data_that_failed_gx(module_state, train_cfg, data_version):
+    with pytest.raises(TrainingError, match="failed its Great Expectations gate"):
+        train_model(
+            module_state, train_cfg, TrainRequest(reason="x", data_version=data_version, gx_success=False)
+        )
 
 
 def test_holdout_hash_depends_on_content_not_order(training_frame, train_cfg):

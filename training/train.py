@@ -234,16 +234,32 @@ def _feature_importances(model: Pipeline) -> tuple[list[str], list[float]]:
     return names, values.tolist()
 
 
-def _for_logging(df: pd.DataFrame) -> pd.DataFrame:
-    """Object columns as Arrow types, so MLflow infers the dataset schema per column, not per value."""
+def _dataset(df: pd.DataFrame, name: str, digest: str, target: str) -> Any:
+    """An MLflow dataset for `log_input`, with its schema inferred in O(columns), not O(cells).
+
+    MLflow infers the schema value by value (seconds per 100k rows); here the column types come
+    from a sample and `required` from a vectorised null check, stored where the dataset caches
+    its schema. Object columns go in as Arrow types so their type inference is per column too.
+    """
     import pyarrow as pa
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
 
     out = df.copy()
     for col in out.columns:
         if out[col].dtype == object:
             arr = pa.array(out[col], from_pandas=True)
             out[col] = pd.Series(arr.to_pandas(types_mapper=pd.ArrowDtype), index=out.index)
-    return out
+    ds = from_pandas(out, name=name, digest=digest, targets=target)
+    with warnings.catch_warnings():  # MLflow's hint about integer columns concerns serving, not data
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        sampled = _infer_schema(out.head(1000))
+    nulls = out.isna().any()
+    ds.__dict__["schema"] = Schema(
+        [ColSpec(type=c.type, name=c.name, required=not bool(nulls[c.name])) for c in sampled.inputs]  # type: ignore[arg-type]
+    )
+    return ds
 
 
 def _pip_requirements() -> list[str]:
@@ -279,7 +295,6 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     """Train, log and register a challenger; idempotent on `request.key_for(data_version)`."""
     import mlflow
     import mlflow.sklearn
-    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     spec = cfg.model
@@ -340,18 +355,8 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
             {"primary_metric": spec.primary_metric, "trials": [dataclasses.asdict(t) for t in trials]},
             "search/trials.json",
         )
-        with warnings.catch_warnings():  # MLflow's hint about integer columns concerns serving, not data
-            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-            mlflow.log_input(
-                from_pandas(
-                    _for_logging(fit_frame), name="training", digest=data_version, targets=spec.target
-                ),
-                context="training",
-            )
-            mlflow.log_input(
-                from_pandas(_for_logging(holdout), name="holdout", digest=digest, targets=spec.target),
-                context="holdout",
-            )
+        mlflow.log_input(_dataset(fit_frame, "training", data_version, spec.target), context="training")
+        mlflow.log_input(_dataset(holdout, "holdout", digest, spec.target), context="holdout")
         mlflow.log_figure(tracking.pr_curve_figure(y_ho, ho_scores, "holdout PR curve"), "plots/pr_curve.png")
         mlflow.log_figure(
             tracking.calibration_figure(y_ho, ho_scores, "holdout calibration"), "plots/calibration.png"

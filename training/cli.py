@@ -246,6 +246,13 @@ def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
     return registry.audit_log(ctx.paths, ctx.cfg.model.name, ns.limit)
 
 
+@command("status", "show @champion and @challenger with lineage and holdout metrics")
+def _status(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import registry
+
+    return registry.model_status(ctx.paths, ctx.cfg)
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------

@@ -390,3 +390,31 @@ def rollback(
     )
     log.warning("rollback: %s champion %s -> %s (%s)", name, current, target, text)
     return rec
+
+
+def _version_summary(mc: Any, mv: Any) -> dict[str, Any]:
+    metrics = mc.get_run(mv.run_id).data.metrics
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "created_at": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(),
+        "lineage": {k: mv.tags.get(k) for k in tracking.LINEAGE_TAGS},
+        "holdout_metrics": {k[len("holdout_") :]: v for k, v in metrics.items() if k.startswith("holdout_")},
+        "gate_decision": mv.tags.get(GATE_DECISION_TAG),
+        "decision_report": mv.tags.get("decision_report"),
+        "previous_champion": mv.tags.get("previous_champion"),
+    }
+
+
+def model_status(paths: StatePaths, cfg: Config) -> dict[str, Any]:
+    """What serves and what waits: champion and challenger with lineage and holdout metrics.
+
+    For the short-circuit of `train_model` (is there a champion? when was it trained?), the drift
+    monitor (the champion's data version and holdout metrics) and the UI.
+    """
+    mc = tracking.client(paths)
+    out: dict[str, Any] = {"model_name": cfg.model.name}
+    for alias in (tracking.CHAMPION, tracking.CHALLENGER):
+        mv = tracking.alias_version(mc, cfg.model.name, alias)
+        out[alias] = None if mv is None else _version_summary(mc, mv)
+    return out

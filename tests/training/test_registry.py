@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from training import cli, registry, tracking, versioning
+from training.config import with_overrides
 from training.evaluate import evaluate_challenger
 from training.train import TrainRequest, train_model
 
@@ -81,6 +82,17 @@ def test_audit_log_records_each_move_newest_first(two_champions, module_state, t
     assert rows[0]["report_uri"].endswith("decision/decision_report.md")
     assert rows[0]["metrics"]["challenger_pr_auc"] > rows[0]["metrics"]["champion_pr_auc"]
     assert len({r["idempotency_key"] for r in rows}) == 2
+
+
+def test_model_status_reports_champion_lineage_and_metrics(two_champions, module_state, train_cfg):
+    status = registry.model_status(module_state, train_cfg)
+    champion = status["champion"]
+    assert champion["version"] == _champion(module_state, train_cfg)
+    assert champion["lineage"]["data_version"] and champion["lineage"]["holdout_hash"]
+    assert champion["holdout_metrics"]["pr_auc"] > 0
+    assert status["challenger"]["version"] == two_champions[1]
+    empty = registry.model_status(module_state, with_overrides(train_cfg, model={"name": "nobody"}))
+    assert empty["champion"] is None and empty["challenger"] is None
 
 
 def test_force_promote_without_reason_fails_clearly(two_champions, module_state, train_cfg):
@@ -165,11 +177,13 @@ def test_cli_force_promote_rollback_and_audit(two_champions, module_state, train
     rows = json.loads(capsys.readouterr().out)
     assert [r["action"] for r in rows] == ["rollback", "force_promote"]
     assert [r["reason"] for r in rows] == ["cli drill over", "cli drill"]
+    assert cli.main([*cli_args, "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["champion"]["version"] == before
 
 
 def test_cli_registry_of_subcommands_is_extensible():
     names = set(cli.COMMANDS)
-    assert {"train", "evaluate", "promote", "rollback", "force-promote", "infer", "audit"} <= names
+    assert {"train", "evaluate", "promote", "rollback", "force-promote", "infer", "audit", "status"} <= names
 
     @cli.command("hello-test", "a subcommand added by one function", cli.arg("--who", default="x"))
     def _hello(ctx, ns):

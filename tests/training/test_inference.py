@@ -149,3 +149,10 @@ def test_cli_infer(models, features, days, module_state, train_cfg, tmp_path, ca
     assert out["status"] == "scored" and out["rows"] == int((features["batch_date"] == days[1]).sum())
     with pytest.raises(SystemExit):
         cli.main(["--config", str(cfg_file), "infer", "--date", "yesterday"])
+
+
+def test_day_without_features_writes_an_empty_partition(models, features, days, module_state, train_cfg):
+    empty_day = days[1] + dt.timedelta(days=30)
+    out = score_interval(module_state, train_cfg, empty_day)
+    assert out["status"] == "scored" and out["rows"] == 0 and out["blocked"] == 0
+    assert _predictions(module_state, f"batch_date = DATE '{empty_day}'").empty

@@ -274,8 +274,16 @@ def build_parameters(
 
     Timestamps are normalised to naive UTC, matching the warehouse's `timestamp` columns.
     """
-    merged: dict[str, Any] = dict(suite_meta.get("parameters") or {})
-    merged.update(parameters or {})
+    defaults: dict[str, Any] = dict(suite_meta.get("parameters") or {})
+    merged = dict(defaults)
+    for key, value in (parameters or {}).items():
+        # values rendered from Airflow templates arrive as text: follow the default's type
+        if isinstance(defaults.get(key), int) and isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ValueError(f"suite parameter {key!r} must be an integer, got {value!r}") from None
+        merged[key] = value
     if batch_date is not None:
         merged.setdefault("interval_start", dt.datetime.combine(batch_date, dt.time()))
         merged.setdefault("interval_end", dt.datetime.combine(batch_date + dt.timedelta(days=1), dt.time()))

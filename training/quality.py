@@ -227,6 +227,7 @@ def sync_suites(
     The file's hash is kept in the stored suite's `meta.source_sha256`; an unchanged file is not
     re-written, so a run costs one read instead of a store update and a Data Docs re-render.
     """
+    _quiet_gx()
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.exceptions import DataContextError
 
@@ -356,6 +357,7 @@ def run_checkpoint(
     min_rows, max_rows); the interval defaults to `batch_date`'s day. Columns the suite lists in
     `meta.ignore_columns` (bookkeeping our ingest adds) are dropped before validation.
     """
+    _quiet_gx()  # before the first GX import: it logs at INFO while registering its API
     from great_expectations.core.run_identifier import RunIdentifier
 
     meta = load_suite_file(suite_name, expectations_dir).get("meta") or {}

@@ -66,3 +66,14 @@ def airflow_db() -> Path:
                     "DuckDB allows one writer at a time"], check=True, env=os.environ.copy(),
                    stdout=subprocess.DEVNULL)
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dbt manifest parsed once per session; cosmos renders the dbt task group from it."""
+    from training.dbt import parse_manifest
+
+    root = tmp_path_factory.mktemp("dbt-manifest-state")
+    manifest = parse_manifest(StatePaths(root).ensure(), load_config())
+    os.environ["CLOSEDLOOP_DBT_MANIFEST"] = str(manifest)
+    return manifest

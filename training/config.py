@@ -121,6 +121,7 @@ class WindowSpec(_Strict):
 class TrainingSpec(_Strict):
     seed: int = 7
     cadence_days: int = Field(gt=0)
+    min_training_days: int = Field(default=3, gt=0)  # fewer matured training days: skip, don't train
     search_budget: int = Field(gt=0, le=50)
     candidates: list[Literal["logistic_regression", "xgboost"]] = Field(min_length=1)
 
@@ -181,6 +182,10 @@ class DriftSpec(_Strict):
     # metric (at this level) is below the floor; a window holds too few frauds to act on its value.
     performance_confidence: float = Field(default=0.9, gt=0.5, lt=1)
     performance_bootstrap: int = Field(default=200, ge=50)
+    # The drift window: the last N scored days compared with the champion's frozen holdout.
+    window_days: int = Field(default=1, ge=1)
+    # The performance window: N days whose labels have matured (label_maturity_days back).
+    performance_window_days: int = Field(default=3, ge=1)
 
 
 class ScheduleSpec(_Strict):

@@ -1,0 +1,79 @@
+"""The dbt project rendered by cosmos as Airflow tasks.
+
+Parsing reads a precompiled manifest (`LoadMode.DBT_MANIFEST`) so the DAG processor never runs dbt;
+`python -m training dbt-parse` (run by `make env`/the demo/the test session) writes it into the state
+directory. The warehouse location reaches dbt through the task's environment at run time
+(`CLOSEDLOOP_HOME`), never through values frozen into the DAG at parse time. Tasks run dbt in a subprocess (`InvocationMode.SUBPROCESS`): cosmos's in-process runner
+leaves DuckDB connections open, and a later read-only connection in the same process fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
+
+from training.config import PROJECT_ROOT, load_config
+from training.paths import StatePaths
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+MANIFEST_ENV_VAR = "CLOSEDLOOP_DBT_MANIFEST"
+
+
+class DbtManifestMissing(FileNotFoundError):
+    """The precompiled manifest cosmos renders from does not exist yet."""
+
+
+def manifest_path() -> Path:
+    return Path(os.environ.get(MANIFEST_ENV_VAR) or StatePaths.from_env().dbt_target / "manifest.json")
+
+
+def dbt_task_group(group_id: str = "dbt", pool: str | None = None) -> DbtTaskGroup:
+    """Every dbt model as a task running `dbt build` for that model (its tests run right after it)."""
+    manifest = manifest_path()
+    if not manifest.is_file():
+        raise DbtManifestMissing(
+            f"dbt manifest not found at {manifest}: run `python -m training dbt-parse` "
+            f"(make demo / make up do it) or set {MANIFEST_ENV_VAR}"
+        )
+    from training.dbt import dbt_vars
+
+    cfg = load_config()
+    # `local` (default): one `dbt build` per model task. `watcher`: one `dbt build` in a producer task
+    # while every model/test task watches its node's status (one dbt start-up per day; needs a real
+    # scheduler and triggerer, so `dag.test()` runs use `local`).
+    mode = ExecutionMode(os.environ.get("CLOSEDLOOP_DBT_EXECUTION_MODE", "local"))
+    operator_args: dict = {"install_deps": False, "append_env": True}
+    if pool:
+        operator_args["pool"] = pool
+    return DbtTaskGroup(
+        group_id=group_id,
+        project_config=ProjectConfig(
+            dbt_project_path=DBT_PROJECT_DIR,
+            manifest_path=manifest,
+            dbt_vars=dbt_vars(cfg),
+            install_dbt_deps=False,
+        ),
+        profile_config=ProfileConfig(
+            profile_name="closedloop",
+            target_name=os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"),
+            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=mode,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            dbt_executable_path=str(Path(sys.executable).parent / "dbt"),
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.AFTER_EACH if mode == ExecutionMode.WATCHER else TestBehavior.BUILD,
+            source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
+            # Tests over several models (relationships, cross-model asserts) run as their own tasks
+            # once all their parents are built, not inside whichever parent happens to build first.
+            should_detach_multiple_parents_tests=True,
+        ),
+        operator_args=operator_args,
+    )

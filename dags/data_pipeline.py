@@ -1,0 +1,118 @@
+"""
+### data_pipeline — one day of source data, from the source system to published features
+
+`land` → **raw gate** → `load_raw` → dbt (sources, staging, intermediate, marts/ml via cosmos) →
+**feature gate** → `publish` (emits the `closedloop_features` Asset).
+
+* Partitions are keyed on the data interval: re-running a day replaces that day, never duplicates it.
+* Every landed feed and every published training set is a DVC version; the `data_version` rides on
+  the Asset event's extra to `train_model`.
+* A failing Great Expectations gate fails the run with the failed expectations named, quarantines
+  the batch (`quarantine.rejected_batches` / `rejected_rows`) and publishes nothing: the previously
+  published features and models are untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
+from closedloop.assets import FEATURES
+from closedloop.cosmos_dbt import dbt_task_group
+from closedloop.operators.gx_validate import GXValidateCheckpointOperator
+from closedloop.runtime import batch_date_of, load_runtime
+
+from training.config import load_config
+
+CONFIG = load_config()
+
+# DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
+WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
+
+
+@dag(
+    dag_id="data_pipeline",
+    schedule=CronDataIntervalTimetable(CONFIG.schedules.data_pipeline or "@daily", timezone="UTC"),
+    start_date=dt.datetime.combine(CONFIG.simulator.start_date, dt.time(), tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["closedloop", "data"],
+    doc_md=__doc__,
+    default_args={"retries": 0},
+)
+def data_pipeline():
+    @task(pool=WAREHOUSE_POOL)
+    def land(**context) -> dict:
+        """Land the interval's transactions and chargebacks as DVC-versioned Parquet."""
+        from training.ingest import land as land_batch
+
+        cfg, paths = load_runtime()
+        return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
+
+    raw_gate = GXValidateCheckpointOperator(
+        task_id="raw_gate",
+        suite_name="raw_transactions",
+        load_dataframe="parquet",
+        loader_kwargs={"path": "{{ ti.xcom_pull(task_ids='land')['transactions']['path'] }}"},
+        batch_date="{{ data_interval_start | ds }}",
+        interval_start="{{ data_interval_start.isoformat() }}",
+        interval_end="{{ data_interval_end.isoformat() }}",
+        pool=WAREHOUSE_POOL,
+    )
+
+    @task(pool=WAREHOUSE_POOL)
+    def load_raw(landed: dict) -> dict:
+        """Replace the interval's partition of raw.transactions / raw.chargebacks."""
+        from training.ingest import LandedBatch
+        from training.ingest import load_raw as load
+
+        _, paths = load_runtime()
+        return load(paths, LandedBatch.from_xcom(landed))
+
+    dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL)
+
+    feature_gate = GXValidateCheckpointOperator(
+        task_id="feature_gate",
+        suite_name="ml_transaction_features",
+        load_dataframe="warehouse",
+        loader_kwargs={"table": "ml.ml_transaction_features"},
+        batch_date="{{ data_interval_start | ds }}",
+        interval_start="{{ data_interval_start.isoformat() }}",
+        interval_end="{{ data_interval_end.isoformat() }}",
+        pool=WAREHOUSE_POOL,
+    )
+
+    @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
+    def publish(landed: dict, **context) -> dict:
+        """Publish the gated interval and emit the features Asset with its data version."""
+        from training.ingest import latest_dbt_invocation
+        from training.ingest import publish as publish_interval
+
+        _, paths = load_runtime()
+        ti = context["ti"]
+        raw = ti.xcom_pull(task_ids="raw_gate") or {}
+        feat = ti.xcom_pull(task_ids="feature_gate") or {}
+        extra = publish_interval(
+            paths,
+            batch_date_of(context),
+            context["data_interval_start"],
+            context["data_interval_end"],
+            lineage={
+                "raw_transactions_md5": landed["transactions"]["md5"],
+                "raw_chargebacks_md5": landed["chargebacks"]["md5"],
+                "dbt_invocation_id": latest_dbt_invocation(paths),
+                "gx_run_id": ";".join(str(r["run_id"]) for r in (raw, feat) if r.get("run_id")),
+                "gx_success": bool(raw.get("success") and feat.get("success")),
+            },
+        )
+        context["outlet_events"][FEATURES].extra = extra
+        return extra
+
+    landed = land()
+    loaded = load_raw(landed)
+    published = publish(landed)
+    chain(landed, raw_gate, loaded, dbt_build, feature_gate, published)
+
+
+data_pipeline()

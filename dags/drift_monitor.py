@@ -1,0 +1,122 @@
+"""
+### drift_monitor — Evidently drift + delayed-label performance → maybe retrain
+
+Scheduled on the `closedloop_predictions` Asset (one run per scored interval).
+
+1. `wait_for_window` — a sensor (reschedule mode: it frees its worker slot between pokes) until the
+   interval is scored by the champion and a data version covering it (so its matured labels) exists.
+2. `evaluate` — data drift per feature (method/threshold from config) and prediction drift against
+   the champion's frozen holdout; PR-AUC / recall on the window whose labels have matured, against
+   the champion's holdout values. The Evidently HTML report goes to the state dir.
+3. The trigger policy: the same signal breached in k of the last n windows including the latest;
+   minimum rows/positives; cooldown since the last promotion or retrain; no trigger while a
+   `train_model` run is queued or running; windows scored by an older champion ignored.
+   Every decision — trigger or not, and why — is a row in `monitoring_decisions`.
+4. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, PokeReturnValue, dag, task
+from closedloop.assets import PREDICTIONS
+from closedloop.runtime import load_runtime
+
+RETRAIN_DAG_ID = "train_model"
+
+
+@dag(
+    dag_id="drift_monitor",
+    schedule=[PREDICTIONS],
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["closedloop", "monitoring"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    params={"batch_date": Param(None, type=["null", "string"], description="window end (default: the Asset event's)")},
+    default_args={"retries": 0},
+)
+def drift_monitor():
+    @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
+    def wait_for_window(**context) -> PokeReturnValue:
+        """Each interval is scored by the champion and its labels' data version is published."""
+        from training import versioning
+        from training.monitoring import MonitoringDataError, load_current_window
+        from training.registry import current_champion
+
+        cfg, paths = load_runtime()
+        days = _batch_dates(context)
+        if current_champion(paths, cfg) is None:
+            print("no champion yet: nothing is scored, nothing to wait for")
+            return PokeReturnValue(is_done=True, xcom_value=[d.isoformat() for d in days])
+        for day in days:
+            try:
+                scored = not load_current_window(paths, cfg, day, day).empty
+                published = versioning.latest_data_version(paths, day).batch_date == day
+            except (MonitoringDataError, versioning.DataVersionNotFound, FileNotFoundError) as exc:
+                print(f"waiting for {day}: {exc}")
+                return PokeReturnValue(is_done=False)
+            if not (scored and published):
+                print(f"waiting for {day}: scored={scored}, labels published={published}")
+                return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=[d.isoformat() for d in days])
+
+    @task
+    def evaluate(days: list[str], **context) -> dict:
+        """Decide window by window, oldest first; the last decision is the run's."""
+        from training.drift_job import monitor_interval
+
+        cfg, paths = load_runtime()
+        result: dict = {}
+        for day in days:
+            in_flight = context["ti"].get_dr_count(dag_id=RETRAIN_DAG_ID, states=["queued", "running"]) > 0
+            result = monitor_interval(paths, cfg, dt.date.fromisoformat(day), retrain_in_flight=in_flight)
+            print(f"{day}: {result['decision']}: {result['why']}")
+            if result.get("trigger"):
+                break  # one retrain per run; later windows are re-decided by the next run
+        return result
+
+    @task.short_circuit
+    def breached(result: dict) -> bool:
+        return bool(result.get("trigger"))
+
+    trigger = TriggerDagRunOperator(
+        task_id="trigger_retrain",
+        trigger_dag_id=RETRAIN_DAG_ID,
+        conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
+        wait_for_completion=False,
+    )
+
+    @task
+    def record_trigger(result: dict, **context) -> None:
+        from training.monitoring import attach_triggered_run
+
+        _, paths = load_runtime()
+        run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")
+        attach_triggered_run(paths, dt.date.fromisoformat(result["window_end"]), result["champion_version"], run_id)
+
+    result = evaluate(wait_for_window())
+    breached(result) >> trigger >> record_trigger(result)
+
+
+def _batch_dates(context) -> list[dt.date]:
+    if context["params"].get("batch_date"):
+        return [dt.date.fromisoformat(context["params"]["batch_date"])]
+    events = context.get("triggering_asset_events") or {}
+    dates = {
+        d
+        for evs in events.values()
+        for e in evs
+        if e.extra
+        for d in (e.extra.get("batch_dates") or [e.extra.get("batch_date")])
+        if d
+    }
+    if not dates:
+        raise ValueError('no batch_date: trigger with conf {"batch_date": "YYYY-MM-DD"} or via the predictions Asset')
+    return sorted(dt.date.fromisoformat(d) for d in dates)
+
+
+drift_monitor()

@@ -1,0 +1,47 @@
+"""
+### rollback_champion — restore the previous champion, audited
+
+Manual only: `airflow dags trigger rollback_champion --conf '{"reason": "bad precision in prod"}'`.
+Moves `@champion` back to the version that preceded the current one (as the audit log records
+it) and appends a `rollback` row to the registry audit log. A reason is required.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+from closedloop.assets import CHAMPION
+from closedloop.runtime import load_runtime
+
+
+@dag(
+    dag_id="rollback_champion",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    tags=["closedloop", "ml", "ops"],
+    doc_md=__doc__,
+    params={"reason": Param("", type="string", minLength=1, description="why roll back (required, audited)")},
+    default_args={"retries": 0},
+)
+def rollback_champion():
+    @task(outlets=[CHAMPION])
+    def rollback(**context) -> dict:
+        from training.registry import rollback as rollback_alias
+
+        cfg, paths = load_runtime()
+        record = rollback_alias(paths, cfg, context["params"]["reason"], airflow_run_id=context["run_id"])
+        extra = record.to_dict()
+        context["outlet_events"][CHAMPION].extra = {
+            "model_name": cfg.model.name,
+            "champion_version": extra.get("to_version"),
+            "previous_champion": extra.get("from_version"),
+            "action": "rollback",
+        }
+        return extra
+
+    rollback()
+
+
+rollback_champion()

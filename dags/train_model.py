@@ -1,0 +1,124 @@
+"""
+### train_model — challenger training, champion/challenger gates, registry promotion
+
+Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
+`airflow dags trigger train_model --conf '{"reason": "manual", "evidence": {...}}'`.
+
+1. `decide` — trains only when there is no champion, the cadence (`training.cadence_days`) has passed,
+   or the trigger gave a reason (manual, drift, ...): daily data does not mean daily churn.
+2. `train` — LR + XGBoost search on the pinned data version (from the Asset event, else the newest),
+   logged to MLflow with lineage tags; the best is registered as `@challenger`.
+3. `evaluate` — gates against `@champion` on the frozen holdout (floors, paired-bootstrap
+   non-regression, slices, signature, latency/size); promotes or rejects, audited, with a report.
+4. `announce_champion` — emits the `closedloop_champion` Asset only when the alias moved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+from closedloop.assets import CHAMPION, FEATURES
+from closedloop.runtime import load_runtime
+
+
+@dag(
+    dag_id="train_model",
+    schedule=[FEATURES],
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["closedloop", "ml"],
+    doc_md=__doc__,
+    params={
+        "reason": Param(None, type=["null", "string"], description="why retrain: manual, drift_monitor:..., ..."),
+        "evidence": Param({}, type=["object", "null"], description="what made someone ask (JSON)"),
+        "data_version": Param(None, type=["null", "string"], description="pin a data version (DVC md5)"),
+        "signature_override_reason": Param(None, type=["null", "string"],
+                                           description="accept a changed input schema (audited)"),
+    },
+    default_args={"retries": 0},
+)
+def train_model():
+    @task.short_circuit
+    def decide(**context) -> dict | bool:
+        """Train only with a reason, without a champion, or once the cadence has passed."""
+        from training import versioning
+        from training.retrain_policy import decide_training, enough_history
+
+        cfg, paths = load_runtime()
+        params = context["params"]
+        data_version = params.get("data_version") or _event_data_version(context)
+        record = (
+            versioning.get_version(paths, data_version) if data_version else versioning.latest_data_version(paths)
+        )
+        ok, why = enough_history(paths, cfg, record.data_version)
+        if not ok:
+            print(f"skip: {why}")
+            return False
+        decision = decide_training(paths, cfg, params.get("reason"), record.batch_date)
+        print(f"{'train' if decision.train else 'skip'}: {decision.why}")
+        if not decision.train:
+            return False
+        return {**decision.to_dict(), "data_version": record.data_version, "batch_date": record.batch_date.isoformat()}
+
+    @task
+    def train(decision: dict, **context) -> dict:
+        from training.train import TrainRequest, train_model
+
+        cfg, paths = load_runtime()
+        params = context["params"]
+        request = TrainRequest(
+            reason=decision["reason"],
+            evidence=params.get("evidence") or {},
+            data_version=decision["data_version"],
+            airflow_dag_id=context["dag"].dag_id,
+            airflow_run_id=context["run_id"],
+        )
+        return train_model(paths, cfg, request).to_dict()
+
+    @task
+    def evaluate(trained: dict, **context) -> dict:
+        from training.evaluate import evaluate_challenger
+
+        cfg, paths = load_runtime()
+        result = evaluate_challenger(
+            paths,
+            cfg,
+            version=trained["version"],
+            signature_override_reason=context["params"].get("signature_override_reason"),
+            airflow_run_id=context["run_id"],
+        )
+        print(f"decision: {result.action} (failed gates: {result.failed_gates}); report {result.report_uri}")
+        return result.to_dict()
+
+    @task.short_circuit
+    def promoted(result: dict) -> bool:
+        return result["action"] in ("promote", "first_promote")
+
+    @task(outlets=[CHAMPION])
+    def announce_champion(result: dict, **context) -> None:
+        context["outlet_events"][CHAMPION].extra = {
+            "model_name": result["model_name"],
+            "champion_version": result["challenger_version"],
+            "previous_champion": result["champion_version"],
+        }
+
+    decision = decide()
+    result = evaluate(train(decision))
+    promoted(result) >> announce_champion(result)
+
+
+def _event_data_version(context) -> str | None:
+    """The data version of the newest features Asset event that triggered this run, if any."""
+    events = context.get("triggering_asset_events") or {}
+    versions = [
+        (e.timestamp, e.extra.get("data_version"))
+        for evs in events.values()
+        for e in evs
+        if e.extra and e.extra.get("data_version")
+    ]
+    return max(versions)[1] if versions else None
+
+
+train_model()

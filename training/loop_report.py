@@ -1,0 +1,185 @@
+"""What the loop did, day by day: the table and chart the demo prints, and whether the loop closed.
+
+Reads only what the stages recorded (data versions, quarantine, predictions, monitoring decisions,
+the registry audit log and model-version tags), so it shows the loop's own evidence, not a replay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from training import ledger, monitoring, registry, tracking, warehouse
+from training.config import Config
+from training.paths import StatePaths
+
+
+@dataclass(frozen=True)
+class LoopVerdict:
+    closed: bool
+    why: str
+
+
+def _warehouse_frame(paths: StatePaths, sql: str, table: tuple[str, str]) -> pd.DataFrame:
+    if not paths.warehouse.exists():
+        return pd.DataFrame()
+    with warehouse.connect(paths, read_only=True) as con:
+        if not warehouse.table_exists(con, *table):
+            return pd.DataFrame()
+        return con.execute(sql).df()
+
+
+def day_table(paths: StatePaths, cfg: Config) -> pd.DataFrame:
+    """One row per batch date: data version, rows, GX verdict, drift, matured performance, decision, champion."""
+    eng = ledger.engine(paths)
+    ledger.ensure_tables(eng, ledger.data_versions)
+    with eng.connect() as con:
+        versions = pd.read_sql(
+            sa.select(ledger.data_versions.c.batch_date, ledger.data_versions.c.data_version,
+                      ledger.data_versions.c.feature_rows, ledger.data_versions.c.gx_success), con
+        )
+    quarantined = _warehouse_frame(
+        paths, "select batch_date, table_name, reason from quarantine.rejected_batches",
+        ("quarantine", "rejected_batches"),
+    )
+    scored = _warehouse_frame(
+        paths,
+        "select batch_date, alias, min(model_version) as version, count(*) as n "
+        "from published.predictions group by 1, 2",
+        ("published", "predictions"),
+    )
+    decisions = pd.DataFrame(monitoring.latest_decisions(paths, limit=10_000))
+
+    days: set[dt.date] = set()
+    for frame, col in ((versions, "batch_date"), (quarantined, "batch_date"), (scored, "batch_date")):
+        if not frame.empty:
+            days |= {pd.Timestamp(d).date() for d in frame[col]}
+    rows = []
+    for day in sorted(days):
+        row: dict[str, Any] = {"day": day.isoformat()}
+        v = versions[pd.to_datetime(versions["batch_date"]).dt.date == day] if not versions.empty else versions
+        q = quarantined[pd.to_datetime(quarantined["batch_date"]).dt.date == day] if not quarantined.empty else quarantined
+        row["data_version"] = v["data_version"].iloc[-1][:8] if len(v) else "-"
+        row["rows"] = int(v["feature_rows"].iloc[-1]) if len(v) else 0
+        row["gx"] = "quarantined" if len(q) and not len(v) else ("pass" if len(v) else "-")
+        s = scored[(pd.to_datetime(scored["batch_date"]).dt.date == day) & (scored["alias"] == "champion")] \
+            if not scored.empty else scored
+        row["champion"] = f"v{s['version'].iloc[0]}" if len(s) else "-"
+        sh = scored[(pd.to_datetime(scored["batch_date"]).dt.date == day) & (scored["alias"] == "challenger")] \
+            if not scored.empty else scored
+        row["shadow"] = f"v{sh['version'].iloc[0]}" if len(sh) else "-"
+        d = decisions[pd.to_datetime(decisions["window_end"]).dt.date == day] if not decisions.empty else decisions
+        if len(d):
+            latest = d.iloc[0]
+            perf = latest["performance"] or {}
+            window = perf.get("window") or {}
+            row["drift_share"] = latest["drift_share"]
+            row["matured_pr_auc"] = window.get(cfg.model.primary_metric)
+            row["signals"] = ",".join(
+                name for name in ("data_drift", "prediction_drift", "performance") if latest[f"breach_{name}"]
+            ) or "-"
+            row["decision"] = f"{latest['decision']} ({latest['reason']})"
+        else:
+            row.update(drift_share=None, matured_pr_auc=None, signals="-", decision="-")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(no day has been processed)"
+    shown = table.copy()
+    for col in ("drift_share", "matured_pr_auc"):
+        shown[col] = shown[col].map(lambda x: "-" if x is None or pd.isna(x) else f"{x:.3f}")
+    return shown.to_string(index=False)
+
+
+def promotions(paths: StatePaths, cfg: Config) -> list[dict[str, Any]]:
+    """Alias moves, oldest first, with the trigger reason recorded on each promoted version."""
+    rows = [r for r in reversed(registry.audit_log(paths, cfg.model.name, limit=1000))
+            if r["action"] in ("first_promote", "promote", "force_promote", "rollback")]
+    if not rows:
+        return rows
+    mc = tracking.client(paths)
+    for r in rows:
+        try:
+            mv = mc.get_model_version(cfg.model.name, r["to_version"])
+            r["trigger_reason"] = mv.tags.get("trigger_reason")
+            r["data_version"] = mv.tags.get("data_version")
+            r["training_window_end"] = mv.tags.get("training_window_end")
+        except Exception:  # a deleted version: keep the audit row as it is
+            r["trigger_reason"] = None
+    return rows
+
+
+def loop_verdict(paths: StatePaths, cfg: Config) -> LoopVerdict:
+    """Closed = a first champion, then a drift-triggered retrain promoted a new champion."""
+    moves = promotions(paths, cfg)
+    if not any(m["action"] == "first_promote" for m in moves):
+        return LoopVerdict(False, "no first champion was promoted (see train_model runs and the gate reports)")
+    triggers = [r for r in monitoring.latest_decisions(paths, limit=10_000) if r["decision"] == "trigger"]
+    if not triggers:
+        return LoopVerdict(False, "the drift monitor never triggered a retrain (see monitoring_decisions)")
+    drift_promotions = [
+        m for m in moves if m["action"] == "promote" and str(m.get("trigger_reason") or "").startswith("drift_monitor")
+    ]
+    if not drift_promotions:
+        return LoopVerdict(
+            False,
+            f"the drift monitor triggered {len(triggers)} retrain(s) but no drift-triggered challenger was promoted",
+        )
+    m = drift_promotions[0]
+    return LoopVerdict(
+        True,
+        f"v{m['from_version']} -> v{m['to_version']} promoted after a drift-triggered retrain "
+        f"({m['trigger_reason']})",
+    )
+
+
+def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Path) -> Path:
+    """Drift share and matured PR-AUC over days, with the days a new champion started scoring marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    x = pd.to_datetime(table["day"]) if not table.empty else pd.Series(dtype="datetime64[ns]")
+    if not table.empty:
+        drift = pd.to_numeric(table["drift_share"], errors="coerce")
+        ax.bar(x, drift, width=0.6, color="#9ecae1", label="drifted feature share")
+        ax.axhline(cfg.drift.drift_share_threshold, color="#3182bd", ls=":", lw=1, label="drift share threshold")
+        perf = pd.to_numeric(table["matured_pr_auc"], errors="coerce")
+        ax.plot(x, perf, "o-", color="#e6550d", label="matured PR-AUC of the champion")
+        changes = table["champion"].ne(table["champion"].shift()) & table["champion"].ne("-")
+        for day, version in zip(x[changes], table.loc[changes, "champion"], strict=False):
+            ax.axvline(day, color="#31a354", lw=1.5)
+            ax.annotate(f"{version} serving", (day, 1.0), rotation=90, va="top", ha="right", fontsize=8,
+                        color="#31a354")
+        for day, decision in zip(x, table["decision"], strict=False):
+            if str(decision).startswith("trigger"):
+                ax.annotate("retrain", (day, 0.02), color="#de2d26", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share / PR-AUC")
+    ax.set_title(f"closedloop: {cfg.model.name} - drift and delayed-label performance by day")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_json(table: pd.DataFrame, moves: list[dict[str, Any]], verdict: LoopVerdict, out: Path) -> Path:
+    out.write_text(json.dumps({
+        "closed": verdict.closed, "why": verdict.why,
+        "days": json.loads(table.to_json(orient="records")), "alias_moves": moves,
+    }, indent=2, default=str))
+    return out

@@ -35,6 +35,11 @@ WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
     dag_id="data_pipeline",
     schedule=CronDataIntervalTimetable(CONFIG.schedules.data_pipeline or "@daily", timezone="UTC"),
     start_date=dt.datetime.combine(CONFIG.simulator.start_date, dt.time(), tzinfo=dt.UTC),
+    end_date=(
+        dt.datetime.combine(CONFIG.schedules.data_pipeline_end_date, dt.time(), tzinfo=dt.UTC)
+        if CONFIG.schedules.data_pipeline_end_date
+        else None
+    ),
     catchup=False,
     max_active_runs=1,
     tags=["closedloop", "data"],

@@ -83,7 +83,7 @@ def drift_monitor():
     def breached(result: dict) -> bool:
         return bool(result.get("trigger"))
 
-    trigger = TriggerDagRunOperator(
+    trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id=RETRAIN_DAG_ID,
         conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
@@ -99,7 +99,7 @@ def drift_monitor():
         attach_triggered_run(paths, dt.date.fromisoformat(result["window_end"]), result["champion_version"], run_id)
 
     result = evaluate(wait_for_window())
-    breached(result) >> trigger >> record_trigger(result)
+    breached(result) >> trigger_retrain >> record_trigger(result)
 
 
 def _batch_dates(context) -> list[dt.date]:

@@ -39,6 +39,9 @@ def demo_config_file(paths: StatePaths, days: int) -> tuple[Path, object]:
 
     base = load_config().model_dump(mode="json")
     overrides = yaml.safe_load((ROOT / "config" / "demo_overrides.yaml").read_text())
+    start = dt.date.fromisoformat(str(overrides.get("simulator", {}).get("start_date", base["simulator"]["start_date"])))
+    # the schedule stops at the last simulated day: unpausing never creates a run for "today"
+    overrides.setdefault("schedules", {})["data_pipeline_end_date"] = (start + dt.timedelta(days=days)).isoformat()
     cfg = parse_config(_deep_merge(base, overrides), "config/demo_overrides.yaml")
     out = paths.root / "demo_config.yaml"
     out.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -112,10 +115,13 @@ def main() -> int:
         stack.wait_for_dags(DAG_IDS, timeout_s=240)
         for dag_id in DAG_IDS:
             stack.airflow("dags", "unpause", dag_id)
-        stack.airflow(
-            "backfill", "create", "--dag-id", "data_pipeline", "--from-date", first_day.isoformat(),
-            "--to-date", last_day.isoformat(), "--max-active-runs", "1",
-        )
+        # The source system's clock: one data_pipeline run per simulated day, queued in order; the
+        # scheduler runs them one at a time (max_active_runs=1) and everything downstream follows
+        # from Assets and the drift monitor's decisions.
+        for i in range(args.days):
+            interval_end = first_day + dt.timedelta(days=i + 1)
+            stack.airflow("dags", "trigger", "data_pipeline", "--logical-date", interval_end.isoformat(),
+                          "--run-id", f"day__{(interval_end - dt.timedelta(days=1)).isoformat()}")
         print(f"Airflow UI: {stack.url}  (login {stack.user} / {stack.password})  setup took {time.monotonic() - t0:.0f}s")
 
         deadline = t0 + args.timeout_min * 60

@@ -190,6 +190,9 @@ class DriftSpec(_Strict):
 
 class ScheduleSpec(_Strict):
     data_pipeline: str | None = "@daily"
+    # Last data interval the schedule may create (None = open-ended). The demo sets it so that
+    # unpausing data_pipeline never schedules "today" in a simulated past.
+    data_pipeline_end_date: dt.date | None = None
     train_model: str | None = None
     batch_inference: str | None = None
     drift_monitor: str | None = None

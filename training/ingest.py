@@ -34,8 +34,17 @@ create table if not exists raw.chargebacks (
 )"""
 RAW_COLUMNS = {
     "transactions": [
-        "transaction_id", "event_ts", "customer_id", "customer_home_country", "merchant_id",
-        "merchant_category", "channel", "country", "device_id", "amount", "currency",
+        "transaction_id",
+        "event_ts",
+        "customer_id",
+        "customer_home_country",
+        "merchant_id",
+        "merchant_category",
+        "channel",
+        "country",
+        "device_id",
+        "amount",
+        "currency",
     ],
     "chargebacks": ["chargeback_id", "transaction_id", "reported_at", "reason_code"],
 }
@@ -125,9 +134,9 @@ def load_raw(paths: StatePaths, batch: LandedBatch, loaded_at: dt.datetime | Non
                     f"select {select_cols}, ?::date, ?::timestamp from read_parquet(?)",
                     [batch.batch_date, loaded_at, feed.path],
                 )
-                counts[feed.table] = con.execute(
-                    f"select count(*) from raw.{feed.table} where batch_date = ?", [batch.batch_date]
-                ).fetchone()[0]
+                counts[feed.table] = warehouse.scalar(
+                    con, f"select count(*) from raw.{feed.table} where batch_date = ?", [batch.batch_date]
+                )
             con.execute("commit")
         except Exception:
             con.execute("rollback")
@@ -163,16 +172,18 @@ def publish(
         for table in ("ml_transaction_features", "ml_training_set"):
             if not warehouse.table_exists(con, "ml", table):
                 raise PublishError(f"ml.{table} does not exist: the dbt build did not run for {batch_date}")
-        feature_rows = con.execute(
-            f"select count(*) from {CANDIDATE_FEATURES} where batch_date = ?", [batch_date]
-        ).fetchone()[0]
+        feature_rows = warehouse.scalar(
+            con, f"select count(*) from {CANDIDATE_FEATURES} where batch_date = ?", [batch_date]
+        )
         if feature_rows == 0:
             raise PublishError(
                 f"no feature rows for batch_date {batch_date}: nothing to publish (was the raw batch loaded?)"
             )
-        con.execute(f"copy (select * from {CANDIDATE_TRAINING_SET} order by batch_date, transaction_id) "
-                    f"to '{snapshot_file}' (format parquet)")
-        training_rows = con.execute(f"select count(*) from {CANDIDATE_TRAINING_SET}").fetchone()[0]
+        con.execute(
+            f"copy (select * from {CANDIDATE_TRAINING_SET} order by batch_date, transaction_id) "
+            f"to '{snapshot_file}' (format parquet)"
+        )
+        training_rows = warehouse.scalar(con, f"select count(*) from {CANDIDATE_TRAINING_SET}")
         con.execute("create schema if not exists published")
         con.execute(
             f"create table if not exists {PUBLISHED_FEATURES} as select * from {CANDIDATE_FEATURES} limit 0"
@@ -223,7 +234,8 @@ def latest_dbt_invocation(paths: StatePaths, model: str = "ml_transaction_featur
         if not warehouse.table_exists(con, "ml", "dbt_invocations"):
             return None
         row = con.execute(
-            "select invocation_id from ml.dbt_invocations where model = ? order by built_at desc limit 1", [model]
+            "select invocation_id from ml.dbt_invocations where model = ? order by built_at desc limit 1",
+            [model],
         ).fetchone()
     return row[0] if row else None
 
@@ -233,10 +245,10 @@ def published_row_count(paths: StatePaths, batch_date: dt.date | None = None) ->
         if not warehouse.table_exists(con, "published", "transaction_features"):
             return 0
         if batch_date is None:
-            return con.execute(f"select count(*) from {PUBLISHED_FEATURES}").fetchone()[0]
-        return con.execute(
-            f"select count(*) from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date]
-        ).fetchone()[0]
+            return warehouse.scalar(con, f"select count(*) from {PUBLISHED_FEATURES}")
+        return warehouse.scalar(
+            con, f"select count(*) from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date]
+        )
 
 
 def snapshot_path_for(paths: StatePaths, table: str, batch_date: dt.date) -> Path:

@@ -21,7 +21,9 @@ class WarehouseBusy(RuntimeError):
 
 
 @contextmanager
-def connect(paths: StatePaths, read_only: bool = False, timeout_s: float = 300.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    paths: StatePaths, read_only: bool = False, timeout_s: float = 300.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection to the warehouse; writers hold an exclusive file lock while open."""
     paths.warehouse.parent.mkdir(parents=True, exist_ok=True)
     if read_only:
@@ -44,7 +46,9 @@ def connect(paths: StatePaths, read_only: bool = False, timeout_s: float = 300.0
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise WarehouseBusy(f"waited {timeout_s:.0f}s for the warehouse write lock {lock_path}") from None
+                    raise WarehouseBusy(
+                        f"waited {timeout_s:.0f}s for the warehouse write lock {lock_path}"
+                    ) from None
                 time.sleep(0.2)
         try:
             con = _retry(lambda: duckdb.connect(str(paths.warehouse)), timeout_s)
@@ -68,10 +72,17 @@ def _retry(open_fn, timeout_s: float):
             time.sleep(0.2)
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The first column of the first row of a query (None when it returns no row)."""
+    row = con.execute(sql, params or []).fetchone()
+    return None if row is None else row[0]
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     return bool(
-        con.execute(
+        scalar(
+            con,
             "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
             [schema, table],
-        ).fetchone()[0]
+        )
     )

@@ -1,0 +1,273 @@
+"""Model health inside the Airflow UI: what serves, what waits, why it changed, and what drifted.
+
+An Airflow 3 plugin: a small FastAPI app mounted by the API server at `/model-health` and an
+external view that puts it in the UI's navigation (rendered in an iframe at `/plugin/model-health`).
+It shows, for the configured model:
+
+* `@champion` and `@challenger` with their holdout metrics and lineage (`training.registry.model_status`);
+* the promotion / rejection / rollback history with reasons (`training.registry.audit_log`);
+* the latest drift-monitor decisions, each linked to its Evidently report
+  (`training.monitoring.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
+* the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered.
+
+Everything is read through `training/`, never with SQL of its own, so the page shows what the loop
+itself will act on. Each section fails on its own: a missing ledger or MLflow store shows a clear
+note in that section instead of an error page, and a fresh install says there is no champion yet.
+
+Access: the pages require an Airflow login (the UI's `_token` cookie or an `Authorization: Bearer`
+token from `POST /auth/token`) - plugin apps are not protected by Airflow on their own.
+
+Module name: Airflow's plugin loader imports this file as a top-level module named after it, so it
+must not be named like an installed package. Heavy imports (training, mlflow, airflow's auth code)
+happen inside the handlers: schedulers and workers import plugins too and should not pay for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/model-health"
+TEMPLATES = Path(__file__).resolve().parent / "model_health" / "templates"
+#: Where the MLflow UI is, for "open in MLflow" links (`make up` / compose set it; optional).
+MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"
+METRIC_ORDER = ("pr_auc", "roc_auc", "recall_at_precision", "precision_at_k", "log_loss", "brier")
+AUDIT_LIMIT = 25
+DRIFT_LIMIT = 15
+#: The cookie the Airflow UI keeps its JWT in (airflow.api_fastapi.auth.managers.base_auth_manager).
+AIRFLOW_TOKEN_COOKIE = "_token"
+
+
+class ReportNotServable(LookupError):
+    """A drift report path is outside the state directory's reports folder or does not exist."""
+
+
+# --------------------------------------------------------------------------------------------
+# access
+# --------------------------------------------------------------------------------------------
+
+
+async def require_airflow_user(request: Request) -> Any:
+    """The logged-in Airflow user, from a Bearer token or the UI's session cookie; else 401/403."""
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(AIRFLOW_TOKEN_COOKIE)
+    return await resolve_user_from_token(token)
+
+
+# --------------------------------------------------------------------------------------------
+# data: everything through training/
+# --------------------------------------------------------------------------------------------
+
+
+def _section(fn: Callable[[], Any]) -> dict[str, Any]:
+    """Run one section's reader: `{"data": ...}` or `{"error": "<what failed and why>"}`."""
+    try:
+        return {"data": fn(), "error": None}
+    except Exception as exc:  # one section failing must not take the page down
+        log.warning("model-health section failed: %s", exc, exc_info=True)
+        return {"data": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _report_uri(status: dict[str, Any], audit: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The newest gate decision report: the last acted-on decision, else the aliases' tags."""
+    for row in audit:
+        if row.get("action") in ("promote", "first_promote", "reject") and row.get("report_uri"):
+            return row["report_uri"], f"{row['action']} of version {row.get('to_version')} at {row.get('at')}"
+    for alias in ("challenger", "champion"):
+        summary = status.get(alias) or {}
+        if summary.get("decision_report") and summary["decision_report"] != "unknown":
+            return summary["decision_report"], f"@{alias} (version {summary.get('version')})"
+    return None, ""
+
+
+def _load_report(paths: Any, uri: str) -> str:
+    import mlflow.artifacts
+
+    from training import tracking
+
+    tracking.client(paths)  # points MLflow at this state's store (mlflow-artifacts:/ URIs need it)
+    return mlflow.artifacts.load_text(uri)
+
+
+def render_markdown(text: str) -> str:
+    """Markdown -> HTML with raw HTML escaped (the report is data, not markup we trust)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
+def collect(paths: Any, cfg: Any) -> dict[str, Any]:
+    """What the page shows, as plain data (also served as JSON at `/model-health/api/status`)."""
+    from training import monitoring, registry
+
+    name = cfg.model.name
+    status = _section(lambda: registry.model_status(paths, cfg))
+    audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
+    drift = _section(lambda: monitoring.latest_decisions(paths, DRIFT_LIMIT))
+    report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None}
+    uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
+    if uri:
+        report.update(uri=uri, source=source)
+        try:
+            report["markdown"] = _load_report(paths, uri)
+        except Exception as exc:
+            report["error"] = f"{type(exc).__name__}: {exc}"
+    for row in drift.get("data") or []:
+        row["report_href"] = _report_href(paths, row.get("report_path"))
+    return {
+        "model_name": name,
+        "state_dir": str(paths.root),
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "status": status,
+        "audit": audit,
+        "drift": drift,
+        "report": report,
+    }
+
+
+def _report_href(paths: Any, report_path: str | None) -> str | None:
+    """The page-relative link under which a drift report is served, None if it cannot be."""
+    if not report_path:
+        return None
+    try:
+        rel = Path(report_path).resolve().relative_to(paths.reports.resolve())
+    except ValueError:
+        return None
+    return "reports/" + rel.as_posix()
+
+
+def resolve_report(paths: Any, relpath: str) -> Path:
+    """The report file for a served link; only HTML files inside `StatePaths.reports`."""
+    root = paths.reports.resolve()
+    target = (root / relpath).resolve()
+    if not target.is_relative_to(root) or target.suffix.lower() not in (".html", ".htm"):
+        raise ReportNotServable(f"{relpath!r} is not a report under {root}")
+    if not target.is_file():
+        raise ReportNotServable(f"report {relpath!r} does not exist (state dir {paths.root})")
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# presentation
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if value == value else "—"  # NaN
+    return str(value)
+
+
+def _metrics(summary: dict[str, Any] | None) -> list[tuple[str, str]]:
+    metrics = (summary or {}).get("holdout_metrics") or {}
+    ordered = [k for k in METRIC_ORDER if k in metrics] + sorted(k for k in metrics if k not in METRIC_ORDER)
+    return [(k, _fmt(metrics[k])) for k in ordered]
+
+
+def _mlflow_link(name: str, version: str | None) -> str | None:
+    base = os.environ.get(MLFLOW_UI_ENV_VAR, "").rstrip("/")
+    if not base:
+        return None
+    return f"{base}/#/models/{name}/versions/{version}" if version else f"{base}/#/models/{name}"
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
+    env.filters["fmt"] = _fmt
+    env.globals.update(metrics=_metrics, mlflow_link=_mlflow_link)
+    return env
+
+
+def render_page(data: dict[str, Any]) -> str:
+    report = data["report"]
+    html_report = render_markdown(report["markdown"]) if report.get("markdown") else None
+    return _environment().get_template("model_health.html").render(data=data, report_html=html_report)
+
+
+# --------------------------------------------------------------------------------------------
+# the app
+# --------------------------------------------------------------------------------------------
+
+
+def _runtime() -> tuple[Any, Any]:
+    from training.config import load_config
+    from training.paths import StatePaths
+
+    return load_config(), StatePaths.from_env()
+
+
+def create_app(runtime: Callable[[], tuple[Any, Any]] = _runtime) -> FastAPI:
+    """The model-health app; `runtime` returns `(Config, StatePaths)` per request (tests pass their own)."""
+    app = FastAPI(
+        title="closedloop model health",
+        description="Champion/challenger, audit history, drift decisions and the latest gate report.",
+        dependencies=[Depends(require_airflow_user)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        cfg, paths = runtime()
+        return HTMLResponse(render_page(collect(paths, cfg)))
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        cfg, paths = runtime()
+        return collect(paths, cfg)
+
+    @app.get("/reports/{relpath:path}")
+    def report(relpath: str) -> FileResponse:
+        _, paths = runtime()
+        try:
+            return FileResponse(resolve_report(paths, relpath), media_type="text/html")
+        except ReportNotServable as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+
+    @app.get("/index.html", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse(url="./")
+
+    return app
+
+
+app = create_app()
+
+
+class ClosedloopModelHealthPlugin(AirflowPlugin):
+    """Registers the app under /model-health and a "Model health" entry in the UI's Browse menu."""
+
+    name = "closedloop_model_health"
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "closedloop model health"}]
+    external_views = [
+        {
+            "name": "Model health",
+            # Relative (no leading slash): resolved against the UI's base URL, so a base path works.
+            "href": URL_PREFIX.lstrip("/") + "/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "model-health",
+        }
+    ]

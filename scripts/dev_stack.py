@@ -1,0 +1,917 @@
+"""The local development stack: Airflow UI and components, MLflow UI and the dbt docs site.
+
+`make up` / `make down` run it natively on the embedded profile (SQLite, DuckDB, everything under the
+state directory); `docker-compose.yaml` runs the very same commands on the services profile
+(PostgreSQL). The commands live in one table, `SERVICE_COMMANDS`, and `tests/test_compose.py`
+checks that every compose service runs exactly its entry - so what the native tests exercise is
+what the containers run.
+
+    python scripts/dev_stack.py up        # start in the background, wait until healthy, print URLs + login
+    python scripts/dev_stack.py down      # stop what `up` started (pid files under <state>/devstack)
+    python scripts/dev_stack.py status
+    python scripts/dev_stack.py init      # service command: metadata DB, admin password, pool,
+                                          # connections, dbt manifest + docs
+    python scripts/dev_stack.py dbt-docs  # service command: serve the dbt docs site
+    python scripts/dev_stack.py check-http URL   # healthcheck helper (compose)
+
+From Python (the demo driver and the browser tests)::
+
+    stack = start_stack(paths, Ports.from_env())
+    stack.wait_healthy()
+    ... stack.url, stack.user, stack.password, stack.env, stack.airflow("dags", "list") ...
+    stack.stop()
+
+Nothing here knows about the demo: it starts, checks and stops services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:  # `python scripts/dev_stack.py` from anywhere
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from training.paths import StatePaths  # noqa: E402
+
+# --------------------------------------------------------------------------------------------
+# the one table of commands (compose services run exactly these; see tests/test_compose.py)
+# --------------------------------------------------------------------------------------------
+
+#: service name -> argv. The first word is resolved in the project's virtualenv natively and on
+#: the image's PATH in compose. Everything variable (ports, stores, secrets) comes from the
+#: environment, so the argv is the same on both profiles.
+SERVICE_COMMANDS: dict[str, tuple[str, ...]] = {
+    "airflow-init": ("python", "scripts/dev_stack.py", "init"),
+    "airflow-api-server": ("airflow", "api-server"),
+    "airflow-scheduler": ("airflow", "scheduler"),
+    "airflow-dag-processor": ("airflow", "dag-processor"),
+    "airflow-triggerer": ("airflow", "triggerer"),
+    # --backend-store-uri / --artifacts-destination / --host / --port come from MLFLOW_* variables
+    "mlflow": ("mlflow", "server", "--serve-artifacts", "--workers", "1"),
+    "dbt-docs": ("python", "scripts/dev_stack.py", "dbt-docs"),
+}
+#: Runs to completion before the long-running services start.
+INIT_SERVICE = "airflow-init"
+AIRFLOW_COMPONENTS: tuple[str, ...] = (
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
+LONG_RUNNING: tuple[str, ...] = (*AIRFLOW_COMPONENTS, "mlflow", "dbt-docs")
+#: Health keys of `/api/v2/monitor/health` per Airflow component.
+HEALTH_KEYS = {
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag_processor",
+    "airflow-triggerer": "triggerer",
+}
+
+#: Airflow settings shared by both profiles (compose's airflow services carry exactly these).
+AIRFLOW_SETTINGS: dict[str, str] = {
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+    "AIRFLOW__API__WORKERS": "1",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+}
+ADMIN_USER = "admin"
+ADMIN_PASSWORD_ENV_VAR = "CLOSEDLOOP_AIRFLOW_ADMIN_PASSWORD"
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+WAREHOUSE_POOL = ("duckdb_writer", 1, "DuckDB allows one writer at a time")
+DBT_DOCS_HOST_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_HOST"
+DBT_DOCS_PORT_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_PORT"
+MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"  # links from the model-health page
+#: Inherited variables that describe another state dir / Airflow install and must not leak in.
+_NOT_INHERITED_PREFIXES = ("AIRFLOW__", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION")
+_NOT_INHERITED = {"AIRFLOW_HOME", "AIRFLOW_CONFIG", "CLOSEDLOOP_HOME", "CLOSEDLOOP_DBT_MANIFEST", "MLFLOW_HOST", "MLFLOW_PORT"}
+
+
+class DevStackError(RuntimeError):
+    """The stack cannot start or is unhealthy; the message says which service and where its log is."""
+
+
+class RestApiError(RuntimeError):
+    """The Airflow REST API refused a request; carries the HTTP status and the response body."""
+
+    def __init__(self, message: str, status: int | None = None, body: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+# --------------------------------------------------------------------------------------------
+# ports and environments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the stack listens (localhost only on the embedded profile)."""
+
+    airflow: int = 8080
+    mlflow: int = 5000
+    dbt_docs: int = 8081
+    host: str = "127.0.0.1"
+
+    ENV_VARS = {"airflow": "CLOSEDLOOP_AIRFLOW_PORT", "mlflow": "CLOSEDLOOP_MLFLOW_PORT", "dbt_docs": "CLOSEDLOOP_DBT_DOCS_PORT"}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for key, var in cls.ENV_VARS.items():
+            if env.get(var):
+                try:
+                    values[key] = int(env[var])
+                except ValueError:
+                    raise DevStackError(f"{var}={env[var]!r} is not a port number") from None
+        return cls(**values)
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three currently free ports (tests run beside a developer's `make up`)."""
+        return cls(airflow=_free_port(), mlflow=_free_port(), dbt_docs=_free_port())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _secrets(paths: StatePaths) -> dict[str, str]:
+    """Per-state-dir Airflow secrets, created once: every component must share the JWT secret."""
+    file = paths.airflow_home / "devstack-secrets.json"
+    if file.is_file():
+        return json.loads(file.read_text())
+    from cryptography.fernet import Fernet
+
+    values = {
+        "jwt_secret": secrets.token_urlsafe(64),
+        "api_secret_key": secrets.token_urlsafe(32),
+        "fernet_key": Fernet.generate_key().decode(),
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.touch(mode=0o600)
+    file.write_text(json.dumps(values))
+    return values
+
+
+def airflow_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
+    """The embedded profile's Airflow settings (variables only; children also inherit os.environ)."""
+    home = paths.airflow_home
+    api = f"http://{ports.host}:{ports.airflow}"
+    keys = _secrets(paths)
+    return {
+        **AIRFLOW_SETTINGS,
+        "CLOSEDLOOP_HOME": str(paths.root),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__API__HOST": ports.host,
+        "AIRFLOW__API__PORT": str(ports.airflow),
+        "AIRFLOW__API__BASE_URL": api,
+        # tasks reach the API server here; it must follow the port (DESIGN.md)
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        MLFLOW_UI_ENV_VAR: f"http://{ports.host}:{ports.mlflow}",
+    }
+
+
+def mlflow_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
+    """`mlflow server` on the state dir's SQLite store (the one training writes) with proxied artifacts."""
+    return {
+        "MLFLOW_BACKEND_STORE_URI": paths.mlflow_tracking_uri,
+        "MLFLOW_ARTIFACTS_DESTINATION": str(paths.mlflow_artifacts),
+        "MLFLOW_HOST": ports.host,
+        "MLFLOW_PORT": str(ports.mlflow),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+def dbt_docs_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
+    return {
+        "CLOSEDLOOP_HOME": str(paths.root),
+        DBT_DOCS_HOST_ENV_VAR: ports.host,
+        DBT_DOCS_PORT_ENV_VAR: str(ports.dbt_docs),
+    }
+
+
+def service_env(service: str, paths: StatePaths, ports: Ports) -> dict[str, str]:
+    """The variables one service gets on the embedded profile (on top of the inherited environment)."""
+    if service in (INIT_SERVICE, *AIRFLOW_COMPONENTS):
+        return airflow_env(paths, ports)
+    if service == "mlflow":
+        return mlflow_env(paths, ports)
+    if service == "dbt-docs":
+        return {**airflow_env(paths, ports), **dbt_docs_env(paths, ports)}
+    raise KeyError(f"unknown service {service!r}; known: {', '.join(SERVICE_COMMANDS)}")
+
+
+def _inherited(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in environ.items()
+        if k not in _NOT_INHERITED and not k.startswith(_NOT_INHERITED_PREFIXES)
+    }
+
+
+def resolve_argv(argv: Iterable[str]) -> list[str]:
+    """The table's argv with its program taken from this virtualenv (natively)."""
+    words = list(argv)
+    program = words[0]
+    if program == "python":
+        words[0] = sys.executable
+    else:
+        candidate = Path(sys.executable).parent / program
+        words[0] = str(candidate) if candidate.exists() else program
+    return words
+
+
+# --------------------------------------------------------------------------------------------
+# the running stack
+# --------------------------------------------------------------------------------------------
+
+
+def devstack_dir(paths: StatePaths) -> Path:
+    return paths.root / "devstack"
+
+
+@dataclass
+class Stack:
+    """Background services of one state directory, with their pid files and logs."""
+
+    paths: StatePaths
+    ports: Ports
+    env: dict[str, str]
+    services: tuple[str, ...]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    user: str = ADMIN_USER
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ports.host}:{self.ports.airflow}"
+
+    airflow_url = url
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.ports.host}:{self.ports.mlflow}"
+
+    @property
+    def dbt_docs_url(self) -> str:
+        return f"http://{self.ports.host}:{self.ports.dbt_docs}"
+
+    @property
+    def model_health_url(self) -> str:
+        return f"{self.url}/plugin/model-health"
+
+    @property
+    def airflow_db(self) -> Path:
+        return self.paths.airflow_home / "airflow.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return devstack_dir(self.paths) / "logs"
+
+    @property
+    def password(self) -> str:
+        return admin_password(self.paths)
+
+    def log_of(self, service: str) -> Path:
+        return self.log_dir / f"{service}.log"
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        """An `airflow` CLI command in this stack's environment."""
+        result = subprocess.run(
+            resolve_argv(["airflow", *args]),
+            env=self.env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise DevStackError(f"`airflow {' '.join(args)}` failed:\n{result.stderr[-3000:]}")
+        return result
+
+    def check_alive(self) -> None:
+        """Raise naming any service that exited, with the end of its log."""
+        for name in self.services:
+            pid = self._pid(name)
+            if pid is None or not _alive(self.paths, name):
+                raise DevStackError(f"{name} is not running; last lines of {self.log_of(name)}:\n{_tail(self.log_of(name))}")
+
+    def _pid(self, name: str) -> int | None:
+        proc = self.procs.get(name)
+        if proc is not None:
+            return proc.pid if proc.poll() is None else None
+        rec = _read_pid(self.paths, name)
+        return None if rec is None else rec["pid"]
+
+    def health(self) -> dict[str, str]:
+        """service -> 'healthy' or why not (one probe per service, no waiting)."""
+        out: dict[str, str] = {}
+        want_airflow = [s for s in self.services if s in AIRFLOW_COMPONENTS]
+        if want_airflow:
+            try:
+                health = _get_json(f"{self.url}/api/v2/monitor/health")
+                for s in want_airflow:
+                    key = HEALTH_KEYS.get(s)
+                    status = "healthy" if key is None else (health.get(key) or {}).get("status") or "unknown"
+                    out[s] = status
+            except (OSError, ValueError) as exc:
+                out.update({s: f"api-server not answering: {exc}" for s in want_airflow})
+        if "mlflow" in self.services:
+            out["mlflow"] = "healthy" if http_ok(f"{self.mlflow_url}/health") else "not answering"
+        if "dbt-docs" in self.services:
+            out["dbt-docs"] = "healthy" if http_ok(f"{self.dbt_docs_url}/") else "not answering"
+        return out
+
+    def wait_healthy(self, timeout_s: float = 300) -> None:
+        """Until every service answers healthy; raises `DevStackError` naming the laggards."""
+        deadline = time.monotonic() + timeout_s
+        health: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self.check_alive()
+            health = self.health()
+            if all(v == "healthy" for v in health.values()):
+                return
+            time.sleep(2)
+        bad = {k: v for k, v in health.items() if v != "healthy"}
+        raise DevStackError(f"not healthy after {timeout_s:.0f}s: {bad}; logs in {self.log_dir}")
+
+    def wait_for_dags(self, dag_ids: Iterable[str], timeout_s: float = 240) -> None:
+        """Until the dag-processor has parsed every DAG in `dag_ids`; raises on import errors."""
+        wanted = set(dag_ids)
+        deadline = time.monotonic() + timeout_s
+        token = get_token(self.url, self.user, self.password)
+        missing = wanted
+        while time.monotonic() < deadline:
+            self.check_alive()
+            errors = _get_json(f"{self.url}/api/v2/importErrors", token)
+            if errors.get("total_entries"):
+                found = [(e.get("filename"), (e.get("stack_trace") or "")[-800:]) for e in errors["import_errors"]]
+                raise DevStackError(f"DAG import errors: {found}")
+            dags = _get_json(f"{self.url}/api/v2/dags?limit=1000", token)
+            missing = wanted - {d["dag_id"] for d in dags.get("dags", [])}
+            if not missing:
+                return
+            time.sleep(2)
+        raise DevStackError(f"DAGs not parsed after {timeout_s:.0f}s: {sorted(missing)}; see {self.log_of('airflow-dag-processor')}")
+
+    def describe(self) -> str:
+        lines = [f"closedloop dev stack (state {self.paths.root})"]
+        if any(s in AIRFLOW_COMPONENTS for s in self.services):
+            lines += [
+                f"  Airflow UI    {self.url}    login: {self.user} / {self.password}",
+                f"  Model health  {self.model_health_url}",
+            ]
+        if "mlflow" in self.services:
+            lines.append(f"  MLflow UI     {self.mlflow_url}")
+        if "dbt-docs" in self.services:
+            lines.append(f"  dbt docs      {self.dbt_docs_url}")
+        lines.append(f"  logs, pids    {devstack_dir(self.paths)}")
+        return "\n".join(lines)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop every service of this stack (process groups: api-server workers, task processes)."""
+        stop_services(self.paths, self.services, timeout_s=timeout_s, procs=self.procs)
+        self.procs.clear()
+
+
+def admin_password(paths: StatePaths) -> str:
+    file = paths.airflow_home / PASSWORD_FILE
+    try:
+        return str(json.loads(file.read_text())[ADMIN_USER])
+    except (OSError, ValueError, KeyError):
+        raise DevStackError(f"no admin password in {file} yet: run `python scripts/dev_stack.py init`") from None
+
+
+def start_stack(
+    paths: StatePaths,
+    ports: Ports | None = None,
+    *,
+    services: Iterable[str] = LONG_RUNNING,
+    extra_env: Mapping[str, str] | None = None,
+    init_timeout_s: float = 600,
+) -> Stack:
+    """Run the init command, then start `services` in the background; returns without waiting.
+
+    Call `.wait_healthy()` next. `extra_env` reaches every service (e.g. `CLOSEDLOOP_CONFIG`).
+    Raises `DevStackError` if a port is taken or the stack of this state dir already runs.
+    """
+    ports = ports or Ports.from_env()
+    chosen = tuple(services)
+    unknown = [s for s in chosen if s not in LONG_RUNNING]
+    if unknown:
+        raise DevStackError(f"unknown services {unknown}; choose from {', '.join(LONG_RUNNING)}")
+    paths.ensure()
+    running = [s for s in LONG_RUNNING if _alive(paths, s)]
+    if running:
+        raise DevStackError(f"the stack of {paths.root} is already running ({', '.join(running)}): `make down` first")
+    port_of = {"airflow-api-server": ports.airflow, "mlflow": ports.mlflow, "dbt-docs": ports.dbt_docs}
+    for s in chosen:
+        if s in port_of and not _port_free(ports.host, port_of[s]):
+            var = {"airflow-api-server": "CLOSEDLOOP_AIRFLOW_PORT", "mlflow": "CLOSEDLOOP_MLFLOW_PORT", "dbt-docs": "CLOSEDLOOP_DBT_DOCS_PORT"}[s]
+            raise DevStackError(f"port {ports.host}:{port_of[s]} for {s} is taken: free it or set {var}")
+    base = {**_inherited(os.environ), **(extra_env or {})}
+    log_dir = devstack_dir(paths) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    init_env = {**base, **service_env(INIT_SERVICE, paths, ports)}
+    with open(log_dir / f"{INIT_SERVICE}.log", "ab") as log:
+        try:
+            done = subprocess.run(
+                resolve_argv(SERVICE_COMMANDS[INIT_SERVICE]),
+                env=init_env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=init_timeout_s, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DevStackError(f"init timed out after {init_timeout_s:.0f}s; see {log_dir / (INIT_SERVICE + '.log')}") from None
+    if done.returncode != 0:
+        raise DevStackError(f"init failed (exit {done.returncode}):\n{_tail(log_dir / (INIT_SERVICE + '.log'))}")
+
+    stack = Stack(paths=paths, ports=ports, env=init_env, services=chosen)
+    try:
+        for name in chosen:
+            env = {**base, **service_env(name, paths, ports)}
+            with open(stack.log_of(name), "ab") as log:
+                proc = subprocess.Popen(
+                    resolve_argv(SERVICE_COMMANDS[name]),
+                    env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+            stack.procs[name] = proc
+            _write_pid(paths, name, proc.pid, SERVICE_COMMANDS[name])
+    except Exception:
+        stack.stop()
+        raise
+    return stack
+
+
+def attach(paths: StatePaths, ports: Ports | None = None) -> Stack:
+    """The stack of a state dir started by another process (`make up`), from its pid files."""
+    ports = ports or _recorded_ports(paths) or Ports.from_env()
+    services = tuple(s for s in LONG_RUNNING if _read_pid(paths, s) is not None)
+    return Stack(paths=paths, ports=ports, env={**_inherited(os.environ), **airflow_env(paths, ports)}, services=services)
+
+
+# --------------------------------------------------------------------------------------------
+# pid files: <state>/devstack/<service>.pid = {"pid", "start_ticks", "argv"}
+# --------------------------------------------------------------------------------------------
+
+
+def _pid_file(paths: StatePaths, name: str) -> Path:
+    return devstack_dir(paths) / f"{name}.pid"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot): tells a reused pid from ours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _write_pid(paths: StatePaths, name: str, pid: int, argv: Iterable[str]) -> None:
+    _pid_file(paths, name).write_text(json.dumps({"pid": pid, "start_ticks": _start_ticks(pid), "argv": list(argv)}))
+
+
+def _read_pid(paths: StatePaths, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(_pid_file(paths, name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(paths: StatePaths, name: str) -> bool:
+    rec = _read_pid(paths, name)
+    if rec is None:
+        return False
+    ticks = _start_ticks(int(rec["pid"]))
+    if ticks is None or ticks != rec.get("start_ticks"):
+        return False
+    try:
+        state = Path(f"/proc/{rec['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stop_services(
+    paths: StatePaths,
+    services: Iterable[str] = LONG_RUNNING,
+    *,
+    timeout_s: float = 30,
+    procs: Mapping[str, subprocess.Popen] | None = None,
+) -> list[str]:
+    """SIGTERM each service's process group, SIGKILL what is left after `timeout_s`; returns the stopped."""
+    procs = procs or {}
+    targets: dict[str, int] = {}
+    for name in services:
+        if _alive(paths, name):
+            targets[name] = int(_read_pid(paths, name)["pid"])  # type: ignore[index]
+        elif name in procs and procs[name].poll() is None:
+            targets[name] = procs[name].pid
+    for pid in targets.values():
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for name, pid in targets.items():
+        while time.monotonic() < deadline and _group_alive(pid, procs.get(name)):
+            time.sleep(0.3)
+        if _group_alive(pid, procs.get(name)):
+            _signal_group(pid, signal.SIGKILL)
+        if name in procs:
+            try:
+                procs[name].wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+    for name in services:
+        _pid_file(paths, name).unlink(missing_ok=True)
+    return list(targets)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # start_new_session: the service leads its own group
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int, proc: subprocess.Popen | None) -> bool:
+    if proc is not None:
+        proc.poll()  # reap our own child so it does not linger as a zombie
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a group of only zombies is gone for our purposes
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _recorded_ports(paths: StatePaths) -> Ports | None:
+    try:
+        return Ports(**json.loads((devstack_dir(paths) / "ports.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP helpers and the REST trigger
+# --------------------------------------------------------------------------------------------
+
+
+def http_ok(url: str, timeout: float = 5) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 400
+    except (OSError, ValueError):
+        return False
+
+
+def _request(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Accept", "application/json")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        raise RestApiError(f"{method} {url} -> HTTP {exc.code}: {text[:1000]}", exc.code, text) from None
+
+
+def _get_json(url: str, token: str | None = None) -> Any:
+    return _request("GET", url, token=token)
+
+
+def get_token(base_url: str, user: str, password: str) -> str:
+    """A JWT for the Airflow REST API (`POST /auth/token`, SimpleAuthManager)."""
+    reply = _request("POST", f"{base_url.rstrip('/')}/auth/token", {"username": user, "password": password})
+    return str(reply["access_token"])
+
+
+def trigger_via_rest(base_url: str, user: str, password: str, dag_id: str, conf: Mapping[str, Any]) -> str:
+    """Trigger `dag_id` through the REST API v2 with `conf`; returns the new run id.
+
+    `logical_date` is sent as null: the run is not tied to a data interval (a manual trigger).
+    A paused DAG accepts the run but the scheduler starts it only once the DAG is unpaused.
+    """
+    token = get_token(base_url, user, password)
+    quoted = urllib.parse.quote(dag_id, safe="")
+    reply = _request(
+        "POST",
+        f"{base_url.rstrip('/')}/api/v2/dags/{quoted}/dagRuns",
+        {"logical_date": None, "conf": dict(conf)},
+        token=token,
+    )
+    return str(reply["dag_run_id"])
+
+
+# --------------------------------------------------------------------------------------------
+# service commands: init, dbt-docs
+# --------------------------------------------------------------------------------------------
+
+
+def _postgres_databases(environ: Mapping[str, str]) -> list[str]:
+    """SQLAlchemy URLs of the PostgreSQL databases this profile uses (none on the embedded profile)."""
+    urls = [environ.get(k, "") for k in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_BACKEND_STORE_URI", "CLOSEDLOOP_OPS_DB_URL")]
+    if environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres":
+        from sqlalchemy.engine import URL
+
+        urls.append(
+            URL.create(
+                "postgresql+psycopg2",
+                username=environ.get("CLOSEDLOOP_PG_USER", "postgres"),
+                password=environ.get("CLOSEDLOOP_PG_PASSWORD") or None,
+                host=environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
+                port=int(environ.get("CLOSEDLOOP_PG_PORT", "5432")),
+                database=environ.get("CLOSEDLOOP_PG_DBNAME", "closedloop"),
+            ).render_as_string(hide_password=False)
+        )
+    return [u for u in urls if u.startswith("postgresql")]
+
+
+def create_databases(environ: Mapping[str, str], wait_s: float = 60) -> list[str]:
+    """Create each PostgreSQL database named in the profile's URLs if missing; returns those created."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    created: list[str] = []
+    for raw in _postgres_databases(environ):
+        url = make_url(raw)
+        name = url.database
+        admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                try:
+                    with admin.connect() as con:
+                        exists = con.execute(sa.text("select 1 from pg_database where datname = :n"), {"n": name}).first()
+                        if not exists:
+                            con.execute(sa.text(f'create database "{name}"'))
+                            created.append(str(name))
+                    break
+                except sa.exc.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(2)
+        finally:
+            admin.dispose()
+    return created
+
+
+def ensure_admin_password(paths: StatePaths, environ: Mapping[str, str]) -> None:
+    """The SimpleAuthManager password file: `CLOSEDLOOP_AIRFLOW_ADMIN_PASSWORD` if given, else kept or generated."""
+    file = paths.airflow_home / PASSWORD_FILE
+    try:
+        passwords = json.loads(file.read_text())
+    except (OSError, ValueError):
+        passwords = {}
+    wanted = environ.get(ADMIN_PASSWORD_ENV_VAR) or passwords.get(ADMIN_USER) or secrets.token_urlsafe(12)
+    if passwords.get(ADMIN_USER) != wanted:
+        passwords[ADMIN_USER] = wanted
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.touch(mode=0o600)
+        file.write_text(json.dumps(passwords) + "\n")
+
+
+def _connections(paths: StatePaths, environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Connections a user's hooks can use: the warehouse and the MLflow tracking server."""
+    if environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres":
+        warehouse = {
+            "conn_type": "postgres",
+            "host": environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
+            "port": int(environ.get("CLOSEDLOOP_PG_PORT", "5432")),
+            "login": environ.get("CLOSEDLOOP_PG_USER", "postgres"),
+            "password": environ.get("CLOSEDLOOP_PG_PASSWORD") or None,
+            "schema": environ.get("CLOSEDLOOP_PG_DBNAME", "closedloop"),
+        }
+    else:
+        warehouse = {"conn_type": "generic", "extra": json.dumps({"path": str(paths.warehouse), "engine": "duckdb"})}
+    mlflow_url = environ.get("MLFLOW_TRACKING_URI") or environ.get(MLFLOW_UI_ENV_VAR) or ""
+    return [
+        {"conn_id": "closedloop_warehouse", "description": "closedloop warehouse (dbt target)", **warehouse},
+        {"conn_id": "closedloop_mlflow", "description": "MLflow tracking server", "conn_type": "http", "host": mlflow_url},
+    ]
+
+
+def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
+    """Migrate the metadata DB, then the pool and the connections (idempotent)."""
+    subprocess.run(resolve_argv(["airflow", "db", "migrate"]), check=True, env=dict(environ), cwd=PROJECT_ROOT)
+    from airflow.models.connection import Connection  # the ORM model (metadata DB), not the SDK one
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    name, slots, description = WAREHOUSE_POOL
+    Pool.create_or_update_pool(name, slots, description, include_deferred=False)
+    with create_session() as session:
+        for spec in _connections(paths, environ):
+            found = session.query(Connection).filter(Connection.conn_id == spec["conn_id"]).one_or_none()
+            if found is not None:
+                session.delete(found)
+                session.flush()
+            session.add(Connection(**spec))
+
+
+def _dbt_docs(paths: StatePaths, target: str) -> None:
+    """`dbt docs generate` (also writes the manifest cosmos renders from); else at least `dbt parse`."""
+    from training.config import load_config
+    from training.dbt import DbtError, parse_manifest, run_dbt
+
+    cfg = load_config()
+    try:
+        run_dbt(["docs", "generate"], paths, cfg, target)  # type: ignore[arg-type]
+    except DbtError as exc:
+        print(f"dbt docs generate failed; the docs site will say so:\n{exc}", file=sys.stderr)
+        parse_manifest(paths, cfg, target)  # type: ignore[arg-type]
+        (paths.dbt_target / "index.html").write_text(
+            "<!doctype html><title>dbt docs unavailable</title><h1>dbt docs could not be generated</h1>"
+            f"<pre>{_html_escape(str(exc))}</pre>"
+        )
+    if not (paths.dbt_target / "manifest.json").is_file():
+        raise DevStackError(f"no dbt manifest at {paths.dbt_target / 'manifest.json'}")
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def run_init(environ: Mapping[str, str] | None = None) -> None:
+    """What the init service does, in order; every step is idempotent."""
+    env = dict(os.environ if environ is None else environ)
+    paths = StatePaths.from_env().ensure()
+    created = create_databases(env)
+    if created:
+        print(f"created PostgreSQL databases: {', '.join(created)}")
+    ensure_admin_password(paths, env)
+    _airflow_metadata(paths, env)
+    _dbt_docs(paths, env.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
+    print(f"init done: metadata DB, admin password, pool {WAREHOUSE_POOL[0]}, connections, dbt manifest + docs")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        sys.stderr.write("dbt-docs: " + (format % args) + "\n")
+
+
+def serve_dbt_docs(paths: StatePaths, host: str, port: int) -> None:
+    """Serve the dbt docs site (index.html + manifest.json + catalog.json) from the state dir."""
+    if not (paths.dbt_target / "index.html").is_file():
+        _dbt_docs(paths, os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
+    handler = functools.partial(_QuietHandler, directory=str(paths.dbt_target))
+    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+        print(f"dbt docs on http://{host}:{port} from {paths.dbt_target}", flush=True)
+        server.serve_forever()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _cmd_up(ns: argparse.Namespace) -> int:
+    paths = StatePaths.from_env()
+    if all(_alive(paths, s) for s in LONG_RUNNING):
+        print(attach(paths).describe())
+        print("already running; `make down` stops it")
+        return 0
+    stopped = stop_services(paths)  # a half-running stack from an earlier `up`
+    if stopped:
+        print(f"stopped leftovers: {', '.join(stopped)}")
+    ports = Ports.from_env()
+    t0 = time.monotonic()
+    print(f"starting the dev stack in {paths.root} (init: metadata DB, dbt docs; then the services) ...", flush=True)
+    stack = start_stack(paths, ports)
+    (devstack_dir(paths) / "ports.json").write_text(json.dumps(ports.__dict__))
+    try:
+        stack.wait_healthy(timeout_s=ns.timeout)
+    except DevStackError:
+        stack.stop()
+        raise
+    print(f"up in {time.monotonic() - t0:.0f}s\n{stack.describe()}\nStop with `make down`.")
+    return 0
+
+
+def _cmd_down(ns: argparse.Namespace) -> int:
+    paths = StatePaths.from_env()
+    stopped = stop_services(paths)
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing running for {paths.root}")
+    return 0
+
+
+def _cmd_status(ns: argparse.Namespace) -> int:
+    paths = StatePaths.from_env()
+    stack = attach(paths)
+    alive = {s: _alive(paths, s) for s in LONG_RUNNING}
+    for s, ok in alive.items():
+        print(f"  {s:24s} {'running' if ok else 'stopped'}")
+    if any(alive.values()):
+        print(stack.describe())
+    return 0 if all(alive.values()) else 3
+
+
+def _cmd_init(ns: argparse.Namespace) -> int:
+    run_init()
+    return 0
+
+
+def _cmd_dbt_docs(ns: argparse.Namespace) -> int:
+    serve_dbt_docs(
+        StatePaths.from_env(),
+        os.environ.get(DBT_DOCS_HOST_ENV_VAR, "127.0.0.1"),
+        int(os.environ.get(DBT_DOCS_PORT_ENV_VAR, "8081")),
+    )
+    return 0
+
+
+def _cmd_check_http(ns: argparse.Namespace) -> int:
+    return 0 if http_ok(ns.url) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/dev_stack.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the stack in the background and wait until healthy")
+    up.add_argument("--timeout", type=float, default=300)
+    sub.add_parser("down", help="stop the stack of $CLOSEDLOOP_HOME")
+    sub.add_parser("status", help="which services run")
+    sub.add_parser("init", help="service command: metadata DB, admin password, pool, connections, dbt docs")
+    sub.add_parser("dbt-docs", help="service command: serve the dbt docs site")
+    check = sub.add_parser("check-http", help="exit 0 if URL answers 2xx/3xx (healthchecks)")
+    check.add_argument("url")
+    ns = parser.parse_args(argv)
+    handler = {
+        "up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "init": _cmd_init,
+        "dbt-docs": _cmd_dbt_docs, "check-http": _cmd_check_http,
+    }[ns.cmd]
+    try:
+        return handler(ns)
+    except DevStackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

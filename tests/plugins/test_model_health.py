@@ -1,0 +1,217 @@
+"""The model-health page: real registry, ledger, MLflow artifacts and Evidently report behind it.
+
+A module state gets a champion trained and gated for real (first_promote), a worse challenger the
+gates reject, and a drift-monitor decision with its Evidently HTML - all through `training/`. The
+page must show each of them; an empty state must render a clear "no champion yet"; and inside the
+real Airflow API app the plugin is mounted, listed in the navigation and closed to anonymous users.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from fastapi.testclient import TestClient
+
+from training.config import Config, with_overrides
+from training.paths import StatePaths
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def training_fixtures() -> ModuleType:
+    """tests/training/conftest.py loaded as a module: its synthetic training set and helpers, not copies."""
+    spec = importlib.util.spec_from_file_location(
+        "closedloop_training_fixtures", ROOT / "tests" / "training" / "conftest.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _plugin_module() -> ModuleType:
+    import closedloop.model_health_plugin as mh
+
+    return mh
+
+
+def _client(paths: StatePaths, cfg: Config) -> TestClient:
+    """The plugin app bound to one state dir, with the Airflow login check satisfied."""
+    mh = _plugin_module()
+    app = mh.create_app(runtime=lambda: (cfg, paths))
+    app.dependency_overrides[mh.require_airflow_user] = lambda: "test-user"
+    return TestClient(app)
+
+
+def _text(html: str) -> str:
+    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
+    """A champion (v1, first_promote), a rejected challenger (v2) and one recorded drift window."""
+    from training import monitoring, registry, tracking
+
+    fx = training_fixtures()
+    root = tmp_path_factory.mktemp("model-health-state")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLOSEDLOOP_HOME", str(root))
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mp.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
+    paths = StatePaths(root).ensure()
+    cfg = with_overrides(base_config, **fx.TEST_OVERRIDES)
+    frame = fx.make_training_set()
+    cut = fx.holdout_start(frame, cfg)
+    full = fx.publish(paths, frame, "full")
+    # the same rows with the two strongest signals scrambled before the holdout: a worse model
+    weak = fx.publish(paths, fx.permute_features(frame, ["is_new_device", "is_new_country"], cut), "weak")
+    champion, first = fx.train_and_evaluate(paths, cfg, full, "first champion")
+    challenger, second = fx.train_and_evaluate(paths, cfg, weak, "scheduled")
+    assert (first.action, second.action) == ("first_promote", "reject"), second.failed_gates
+
+    # one monitoring window: reference = training rows, current = the holdout days scored by v1
+    model = tracking.load_model(tracking.model_uri(cfg.model.name, version=champion.version))
+    features = cfg.model.features
+    reference = frame[frame.batch_date < cut].sample(6000, random_state=0)
+    current = frame[frame.batch_date >= cut].copy()
+    current["score"] = tracking.score(model, current[features])
+    current["model_version"] = champion.version
+    labels = current[["transaction_id", "is_fraud"]].assign(matured=True)
+    window = monitoring.evaluate_window(
+        paths,
+        cfg,
+        min(current.batch_date),
+        max(current.batch_date),
+        reference,
+        tracking.score(model, reference[features]),
+        registry.model_status(paths, cfg)["champion"]["holdout_metrics"],
+        current,
+        labels,
+        champion_version=champion.version,
+    )
+    decision = monitoring.decide(
+        cfg,
+        [window],
+        now_window_end=window.window_end,
+        last_promotion_or_retrain_at=None,
+        retrain_in_flight=False,
+        current_champion_version=champion.version,
+    )
+    monitoring.record_decision(paths, window, decision)
+    yield paths, cfg, champion, challenger, window, decision
+    mp.undo()
+
+
+def test_page_shows_champion_challenger_history_drift_and_gate_report(populated) -> None:
+    paths, cfg, champion, challenger, window, decision = populated
+    resp = _client(paths, cfg).get("/")
+    assert resp.status_code == 200, resp.text
+    html, text = resp.text, _text(resp.text)
+    # champion and the rejected challenger, each with its holdout metrics
+    assert f"@champion: version {champion.version}" in text
+    assert f"@challenger: version {challenger.version}" in text
+    assert "No champion yet" not in text
+    cards = html.split("<h2>Latest gate decision</h2>")[0]
+    for metric in ("pr_auc", "roc_auc", "recall_at_precision", "log_loss"):
+        assert cards.count(f"<td>{metric}</td>") == 2, metric
+    # the audit history with the reasons the registry recorded
+    assert "first_promote" in text and "reject" in text
+    assert "failed gates - " in text and "all evaluated gates passed" in text
+    # the drift decision, linked to its report
+    assert str(window.window_end) in text and decision.reason in text
+    href = re.search(r'href="(reports/drift/[^"]+\.html)"', html)
+    assert href, "no link to the Evidently report"
+    # the latest gate decision is v2's rejection, rendered from its Markdown artifact
+    assert 'id="gate-report"' in html and f"Promotion decision — {cfg.model.name} v{challenger.version}" in text
+    assert "KEEP CHAMPION" in text and "<table>" in html.split('id="gate-report"')[1]
+
+
+def test_drift_report_is_served_through_the_plugin_and_nothing_else_is(populated) -> None:
+    paths, cfg, *_rest, window, _decision = populated
+    client = _client(paths, cfg)
+    href = re.search(r'href="(reports/drift/[^"]+\.html)"', client.get("/").text).group(1)
+    resp = client.get("/" + href)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    assert resp.content == Path(window.report_path).read_bytes()
+    assert "merchant_category" in resp.text  # the per-feature drift tables
+    # path traversal, non-HTML files and missing reports are refused
+    (paths.reports / "notes.txt").write_text("secret")
+    for bad in ("reports/../ops.db", "reports/%2e%2e/ops.db", "reports/notes.txt", "reports/drift/nope.html"):
+        assert client.get("/" + bad).status_code == 404, bad
+
+
+def test_status_json_matches_the_training_library(populated) -> None:
+    from training import monitoring, registry
+
+    paths, cfg, champion, challenger, *_ = populated
+    data = _client(paths, cfg).get("/api/status").json()
+    status = registry.model_status(paths, cfg)
+    assert data["status"]["data"]["champion"]["version"] == status["champion"]["version"] == champion.version
+    assert data["status"]["data"]["challenger"]["version"] == challenger.version
+    assert [r["id"] for r in data["audit"]["data"]] == [
+        r["id"] for r in registry.audit_log(paths, cfg.model.name, 25)
+    ]
+    assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in monitoring.latest_decisions(paths, 15)]
+    assert data["report"]["uri"].endswith("decision/decision_report.md")
+
+
+def test_fresh_install_renders_no_champion_yet(tmp_path: Path, base_config: Config, monkeypatch) -> None:
+    monkeypatch.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
+    paths = StatePaths(tmp_path / "fresh")  # not even created: nothing has run yet
+    resp = _client(paths, base_config).get("/")
+    assert resp.status_code == 200, resp.text
+    text = _text(resp.text)
+    assert "No champion yet" in text and "airflow dags trigger train_model" in text
+    assert "No registry actions recorded yet" in text
+    assert "No monitoring windows evaluated yet" in text
+    assert "No gate decision yet" in text
+    assert "Could not read" not in text
+
+
+def test_a_broken_section_is_reported_in_place(tmp_path: Path, base_config: Config, monkeypatch) -> None:
+    """An unreachable ledger (services profile, database down) names the problem; the page still renders."""
+    monkeypatch.setenv("CLOSEDLOOP_OPS_DB_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    resp = _client(StatePaths(tmp_path / "s"), base_config).get("/")
+    assert resp.status_code == 200
+    text = _text(resp.text)
+    assert "Could not read the audit log: OperationalError" in text
+    assert "Could not read the monitoring decisions: OperationalError" in text
+    assert "No champion yet" in text  # the registry section still works
+
+
+def test_markdown_report_cannot_inject_html() -> None:
+    html = _plugin_module().render_markdown("# T\n\n<script>alert(1)</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<table>" in html
+
+
+def test_airflow_api_server_mounts_the_plugin_behind_login(
+    airflow_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Airflow API app: plugin listed with its nav entry, page 401 without a token, 200 with one."""
+    monkeypatch.setenv("CLOSEDLOOP_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
+    from airflow.api_fastapi.app import create_app
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    client = TestClient(create_app())
+    assert client.get("/model-health/").status_code == 401
+    password = SimpleAuthManager.get_passwords()["admin"]
+    token = client.post("/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    plugins = client.get("/api/v2/plugins", headers=auth).json()["plugins"]
+    ours = [p for p in plugins if p["name"] == "closedloop_model_health"]
+    assert len(ours) == 1, [p["name"] for p in plugins]
+    assert ours[0]["fastapi_apps"][0]["url_prefix"] == "/model-health"
+    view = ours[0]["external_views"][0]
+    assert (view["url_route"], view["href"], view["destination"]) == ("model-health", "model-health/", "nav")
+    plugin_errors = client.get("/api/v2/plugins/importErrors", headers=auth).json()
+    assert plugin_errors["total_entries"] == 0, plugin_errors
+    page = client.get("/model-health/", headers=auth)
+    assert page.status_code == 200 and "No champion yet" in page.text
+    client.cookies.set("_token", token)  # what the UI's iframe sends
+    assert client.get("/model-health/api/status").json()["status"]["data"]["champion"] is None

@@ -1,0 +1,230 @@
+"""docker-compose.yaml: valid for `docker-compose config`, and every service runs the command the
+native stack runs (scripts/dev_stack.py SERVICE_COMMANDS) - there is no Docker engine here, so the
+native tests are what vouch for the containers.
+
+Also: no secret has a default in the compose file, `.env.example` names every variable it needs,
+the image installs from the lock file, and the services profile's init command does its PostgreSQL
+part against the machine's real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+SECRET_VARS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
+AIRFLOW_SERVICES = ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+
+
+def dev_stack() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dev_stack", ROOT / "scripts" / "dev_stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("dev_stack", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def compose_config(env: dict[str, str], env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed (`make compose-deps` installs Debian's package)")
+    return subprocess.run(
+        [exe, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    """`docker-compose config` with .env.example: what docker-compose would actually run."""
+    result = compose_config({})
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_config_is_valid_and_every_service_runs_the_native_command(rendered) -> None:
+    ds = dev_stack()
+    services = rendered["services"]
+    assert set(services) == set(ds.SERVICE_COMMANDS) | {"postgres"}
+    for name, argv in ds.SERVICE_COMMANDS.items():
+        assert services[name]["command"] == list(argv), name
+    # one image built from the Dockerfile for everything but the database
+    builds = {(s["build"]["context"], s["build"]["dockerfile"]) for n, s in services.items() if n != "postgres"}
+    assert builds == {(str(ROOT), "Dockerfile")}
+    assert {s.get("image") for n, s in services.items() if n != "postgres"} == {"closedloop:dev"}
+
+
+def test_the_native_stack_starts_what_compose_starts() -> None:
+    """`make up` runs init first and then exactly the compose services, with the table's argv."""
+    ds = dev_stack()
+    assert ds.INIT_SERVICE == "airflow-init"
+    assert set(ds.LONG_RUNNING) | {ds.INIT_SERVICE} == set(ds.SERVICE_COMMANDS)
+    resolved = ds.resolve_argv(ds.SERVICE_COMMANDS["airflow-scheduler"])
+    assert resolved == [str(Path(sys.executable).parent / "airflow"), "scheduler"]
+    assert ds.resolve_argv(ds.SERVICE_COMMANDS["dbt-docs"])[0] == sys.executable
+
+
+def test_airflow_services_share_the_settings_table_and_the_services_profile(rendered) -> None:
+    ds = dev_stack()
+    from training.dbt import POSTGRES_ENV_VARS
+
+    for name in AIRFLOW_SERVICES + ("dbt-docs",):
+        env = {k: str(v) for k, v in rendered["services"][name]["environment"].items()}
+        assert {k: env.get(k) for k in ds.AIRFLOW_SETTINGS} == ds.AIRFLOW_SETTINGS, name
+        assert env["CLOSEDLOOP_DBT_TARGET"] == "postgres"
+        assert env["CLOSEDLOOP_OPS_DB_URL"].startswith("postgresql+psycopg2://")
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        assert set(POSTGRES_ENV_VARS) <= set(env), sorted(set(POSTGRES_ENV_VARS) - set(env))
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        # the execution API URL follows the API server's port (DESIGN.md)
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"http://airflow-api-server:{env['AIRFLOW__API__PORT']}/execution/"
+        assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/closedloop/dags"
+        assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/closedloop/plugins"
+    mlflow = rendered["services"]["mlflow"]["environment"]
+    assert mlflow["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://") and "/mlflow" in mlflow["MLFLOW_BACKEND_STORE_URI"]
+    assert "--serve-artifacts" in rendered["services"]["mlflow"]["command"]
+    # the init service knows the MLflow database too, so it can create it
+    assert rendered["services"]["airflow-init"]["environment"]["MLFLOW_BACKEND_STORE_URI"] == mlflow["MLFLOW_BACKEND_STORE_URI"]
+
+
+def test_healthchecks_named_volumes_and_start_order(raw, rendered) -> None:
+    services = rendered["services"]
+    for name, svc in services.items():
+        if name != "airflow-init":
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "mlflow", "dbt-docs"):
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+    assert services["airflow-init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert set(raw["volumes"]) == {"postgres-data", "closedloop-state", "mlflow-artifacts"}
+    mounted = {v.split(":")[0] for s in raw["services"].values() for v in s.get("volumes", [])}
+    assert mounted == set(raw["volumes"])
+    # compose healthchecks use the same probe the native stack uses
+    assert services["airflow-api-server"]["healthcheck"]["test"][1:4] == ["python", "scripts/dev_stack.py", "check-http"]
+
+
+def test_no_secret_has_a_default_and_env_example_covers_every_variable() -> None:
+    text = COMPOSE.read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = env_example()
+    assert used <= set(example), f"missing from .env.example: {sorted(used - set(example))}"
+    for var in SECRET_VARS + ("POSTGRES_USER",):
+        # every first use of a secret is mandatory (`:?`), and none anywhere has a default (`:-`)
+        assert re.search(r"\$\{" + var + r":\?", text), f"{var} is not required"
+        assert not re.search(r"\$\{" + var + r":?-", text), f"{var} has a default"
+    assert "AIRFLOW_FERNET_KEY?" in text  # must be set (may be empty: documented in .env.example)
+    assert not re.search(r"://[^:@/\s]+:[^$@\s]+@", text), "a literal password in a URL"
+    # without a .env, docker-compose refuses and names what is missing
+    empty = ROOT / "tests" / ".empty.env"
+    try:
+        empty.write_text("")
+        result = compose_config({}, env_file=empty)
+    finally:
+        empty.unlink(missing_ok=True)
+    assert result.returncode != 0 and "set POSTGRES_USER in .env" in result.stderr + result.stdout
+
+
+def test_image_installs_from_the_lock_file_and_ignores_local_state() -> None:
+    docker = DOCKERFILE.read_text()
+    assert "COPY pyproject.toml uv.lock" in docker
+    installs = re.findall(r"^RUN uv sync .*$", docker, flags=re.M)
+    assert installs and all("--frozen" in line for line in installs), installs
+    assert "pip install" not in docker.replace("pip install --no-cache-dir uv==", "")
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", ".closedloop", ".env", ".git"} <= ignored
+
+
+def _pg_reachable() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def services_init_env(rendered, tmp_path_factory) -> dict[str, str]:
+    """The airflow-init service's environment, pointed at this machine's PostgreSQL and a temp state."""
+    if not _pg_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
+    ds = dev_stack()
+    prefix = "cltest_" + uuid.uuid4().hex[:8]
+    state = tmp_path_factory.mktemp("services-state")
+    env = {}
+    for key, value in rendered["services"]["airflow-init"]["environment"].items():
+        value = str(value)
+        for db in ("airflow", "mlflow", "closedloop_ops"):
+            value = value.replace(f"@postgres:5432/{db}", f"@127.0.0.1:5432/{prefix}_{db}")
+        value = value.replace("closedloop:change-me-postgres@", "postgres@")  # local trust auth
+        env[key] = value.replace("/var/lib/closedloop", str(state)).replace("/opt/closedloop", str(ds.PROJECT_ROOT))
+    env.update(CLOSEDLOOP_PG_HOST="127.0.0.1", CLOSEDLOOP_PG_USER="postgres", CLOSEDLOOP_PG_DBNAME=f"{prefix}_closedloop")
+    yield env
+    import psycopg2
+
+    con = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    con.autocommit = True
+    with con.cursor() as cur:
+        for db in ("airflow", "mlflow", "closedloop_ops", "closedloop"):
+            cur.execute(f'drop database if exists "{prefix}_{db}" with (force)')
+    con.close()
+
+
+def test_services_init_creates_the_profiles_databases_on_postgresql(services_init_env) -> None:
+    ds = dev_stack()
+    names = sorted(u.rsplit("/", 1)[1] for u in ds._postgres_databases(services_init_env))
+    prefix = services_init_env["CLOSEDLOOP_PG_DBNAME"].rsplit("_", 1)[0]
+    assert names == sorted(f"{prefix}_{d}" for d in ("airflow", "closedloop", "closedloop_ops", "mlflow"))
+    assert sorted(ds.create_databases(services_init_env)) == names
+    assert ds.create_databases(services_init_env) == []  # idempotent
+
+
+def test_services_init_command_runs_natively_against_postgresql(services_init_env, rendered) -> None:
+    """The compose init command, same argv and environment, on this machine: PostgreSQL metadata DB."""
+    if importlib.util.find_spec("asyncpg") is None:
+        pytest.skip(
+            "Airflow 3.3 on PostgreSQL needs the asyncpg driver (its async metadata engine) and uv.lock "
+            "lacks it: add `asyncpg` to pyproject dependencies to run the services profile"
+        )
+    ds = dev_stack()
+    argv = ds.resolve_argv(rendered["services"]["airflow-init"]["command"])
+    env = {**{k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}, **services_init_env}
+    done = subprocess.run(argv, env=env, cwd=ds.PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    state = Path(services_init_env["CLOSEDLOOP_HOME"])
+    assert (state / "dbt" / "target" / "manifest.json").is_file()
+    assert (state / "dbt" / "target" / "index.html").is_file()

@@ -5,6 +5,8 @@
 **feature gate** → `publish` (emits the `closedloop_features` Asset).
 
 * Partitions are keyed on the data interval: re-running a day replaces that day, never duplicates it.
+  Scheduled and backfill runs take the day from their data interval; to (re)process a given day by
+  hand: `airflow dags trigger data_pipeline --conf '{"batch_date": "2026-01-05"}'`.
 * Every landed feed and every published training set is a DVC version; the `data_version` rides on
   the Asset event's extra to `train_model`.
 * A failing Great Expectations gate fails the run with the failed expectations named, quarantines
@@ -17,11 +19,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 from closedloop.assets import FEATURES
 from closedloop.cosmos_dbt import dbt_task_group
 from closedloop.operators.gx_validate import GXValidateCheckpointOperator
-from closedloop.runtime import batch_date_of, load_runtime
+from closedloop.runtime import (
+    BATCH_DATE_TEMPLATE,
+    BATCH_END_TEMPLATE,
+    BATCH_START_TEMPLATE,
+    batch_date_of,
+    day_bounds,
+    load_runtime,
+)
 
 from training.config import load_config
 
@@ -44,6 +53,12 @@ WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
     max_active_runs=1,
     tags=["closedloop", "data"],
     doc_md=__doc__,
+    params={
+        "batch_date": Param(
+            None, type=["null", "string"], format="date",
+            description="process this day (YYYY-MM-DD) instead of the run's data interval, e.g. to re-run it",
+        )
+    },
     default_args={"retries": 0},
 )
 def data_pipeline():
@@ -60,9 +75,9 @@ def data_pipeline():
         suite_name="raw_transactions",
         load_dataframe="parquet",
         loader_kwargs={"path": "{{ ti.xcom_pull(task_ids='land')['transactions']['path'] }}"},
-        batch_date="{{ data_interval_start | ds }}",
-        interval_start="{{ data_interval_start.isoformat() }}",
-        interval_end="{{ data_interval_end.isoformat() }}",
+        batch_date=BATCH_DATE_TEMPLATE,
+        interval_start=BATCH_START_TEMPLATE,
+        interval_end=BATCH_END_TEMPLATE,
         pool=WAREHOUSE_POOL,
     )
 
@@ -82,9 +97,9 @@ def data_pipeline():
         suite_name="ml_transaction_features",
         load_dataframe="warehouse",
         loader_kwargs={"table": "ml.ml_transaction_features"},
-        batch_date="{{ data_interval_start | ds }}",
-        interval_start="{{ data_interval_start.isoformat() }}",
-        interval_end="{{ data_interval_end.isoformat() }}",
+        batch_date=BATCH_DATE_TEMPLATE,
+        interval_start=BATCH_START_TEMPLATE,
+        interval_end=BATCH_END_TEMPLATE,
         pool=WAREHOUSE_POOL,
     )
 
@@ -101,8 +116,7 @@ def data_pipeline():
         extra = publish_interval(
             paths,
             batch_date_of(context),
-            context["data_interval_start"],
-            context["data_interval_end"],
+            *day_bounds(batch_date_of(context)),
             lineage={
                 "raw_transactions_md5": landed["transactions"]["md5"],
                 "raw_chargebacks_md5": landed["chargebacks"]["md5"],

@@ -42,6 +42,8 @@ def airflow_env(paths: StatePaths, api_port: int, extra: dict[str, str] | None =
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # one `dbt build` per day watched by every model/test task (needs this real scheduler + triggerer)
+        "CLOSEDLOOP_DBT_EXECUTION_MODE": "watcher",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
@@ -153,6 +155,23 @@ class AirflowStack:
                 pass
             time.sleep(2)
         raise TimeoutError(f"DAGs not parsed after {timeout_s}s: {sorted(missing)}; see {self.logs}")
+
+    def _token(self) -> str:
+        body = json.dumps({"username": self.user, "password": self.password}).encode()
+        req = urllib.request.Request(f"{self.url}/auth/token", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())["access_token"]
+
+    def trigger(self, dag_id: str, conf: dict, run_id: str, logical_date: str | None = None) -> str:
+        """Create a DAG run through the REST API v2 (what a user's script or CI would do)."""
+        body = json.dumps({"dag_run_id": run_id, "logical_date": logical_date, "conf": conf}).encode()
+        req = urllib.request.Request(
+            f"{self.url}/api/v2/dags/{dag_id}/dagRuns", data=body, method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())["dag_run_id"]
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -68,11 +68,25 @@ def latest_pipeline_day(airflow_db: Path) -> str | None:
     con = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True, timeout=5)
     try:
         row = con.execute(
-            "select max(data_interval_start) from dag_run where dag_id = 'data_pipeline' and state = 'success'"
+            "select max(run_id) from dag_run where dag_id = 'data_pipeline' and state = 'success'"
         ).fetchone()
-        return row[0][:10] if row and row[0] else None
+        return row[0].removeprefix("day__") if row and row[0] else None
     except sqlite3.Error:
         return None
+    finally:
+        con.close()
+
+
+def pipeline_idle(airflow_db: Path) -> bool:
+    """No data_pipeline run is queued or running."""
+    con = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute(
+            "select count(*) from dag_run where dag_id = 'data_pipeline' and state in ('queued', 'running')"
+        ).fetchone()
+        return row is not None and row[0] == 0
+    except sqlite3.Error:
+        return False
     finally:
         con.close()
 
@@ -115,30 +129,30 @@ def main() -> int:
         stack.wait_for_dags(DAG_IDS, timeout_s=240)
         for dag_id in DAG_IDS:
             stack.airflow("dags", "unpause", dag_id)
-        # The source system's clock: one data_pipeline run per simulated day, queued in order; the
-        # scheduler runs them one at a time (max_active_runs=1) and everything downstream follows
-        # from Assets and the drift monitor's decisions.
-        for i in range(args.days):
-            interval_end = first_day + dt.timedelta(days=i + 1)
-            stack.airflow("dags", "trigger", "data_pipeline", "--logical-date", interval_end.isoformat(),
-                          "--run-id", f"day__{(interval_end - dt.timedelta(days=1)).isoformat()}")
         print(f"Airflow UI: {stack.url}  (login {stack.user} / {stack.password})  setup took {time.monotonic() - t0:.0f}s")
 
         deadline = t0 + args.timeout_min * 60
-        last_line, quiet_polls = "", 0
+        last_line, quiet_polls, next_day = "", 0, 0
         while time.monotonic() < deadline:
+            # The source system's clock: day i+1 is delivered once day i's data_pipeline run is over.
+            # Everything downstream follows from Assets and the drift monitor's own decisions.
+            if next_day < args.days and pipeline_idle(stack.airflow_db):
+                day = first_day + dt.timedelta(days=next_day)
+                stack.trigger("data_pipeline", {"batch_date": day.isoformat()}, run_id=f"day__{day.isoformat()}",
+                              logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
+                next_day += 1
             counts = run_counts(stack.airflow_db)
             pipeline = counts.get("data_pipeline", {})
             done_days = sum(n for s, n in pipeline.items() if s in TERMINAL)
             active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
-            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{args.days} (last published {latest_pipeline_day(stack.airflow_db)}) | {describe(counts)}"
+            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{args.days} (last processed {latest_pipeline_day(stack.airflow_db)}) | {describe(counts)}"
             if line.split("|", 1)[1] != last_line.split("|", 1)[-1]:
                 print(line, flush=True)
                 last_line = line
             quiet_polls = quiet_polls + 1 if (done_days >= args.days and active == 0) else 0
             if quiet_polls >= 3:
                 break
-            time.sleep(5)
+            time.sleep(2)
         else:
             print(f"timed out after {args.timeout_min} minutes", flush=True)
     finally:

@@ -47,9 +47,9 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None) -> DbtTaskGro
     # scheduler and triggerer, so `dag.test()` runs use `local`).
     mode = ExecutionMode(os.environ.get("CLOSEDLOOP_DBT_EXECUTION_MODE", "local"))
     operator_args: dict = {"install_deps": False, "append_env": True}
-    if pool:
+    if pool and mode != ExecutionMode.WATCHER:
         operator_args["pool"] = pool
-    return DbtTaskGroup(
+    group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(
             dbt_project_path=DBT_PROJECT_DIR,
@@ -77,3 +77,12 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None) -> DbtTaskGro
         ),
         operator_args=operator_args,
     )
+    if pool and mode == ExecutionMode.WATCHER:
+        # Tasks that run dbt (the producer, source freshness) take the warehouse slot; the sensors
+        # that only watch the producer's node statuses must not, or they would starve it.
+        from airflow.sdk.bases.sensor import BaseSensorOperator
+
+        for task in group:
+            if not isinstance(task, BaseSensorOperator):
+                task.pool = pool
+    return group

@@ -14,7 +14,25 @@ def load_runtime() -> tuple[Any, Any]:
     return load_config(), StatePaths.from_env().ensure()
 
 
+#: Jinja for the same day in templated operator fields (conf `batch_date` wins over the interval).
+BATCH_DATE_TEMPLATE = "{{ params.batch_date or data_interval_start | ds }}"
+BATCH_START_TEMPLATE = "{{ params.batch_date or data_interval_start | ds }}T00:00:00"
+BATCH_END_TEMPLATE = "{{ macros.ds_add(params.batch_date or data_interval_start | ds, 1) }}T00:00:00"
+
+
 def batch_date_of(context: dict[str, Any]) -> dt.date:
-    """The simulated business day a run processes: the start of its data interval."""
+    """The business day a run processes: `conf.batch_date` if given, else its data interval's start.
+
+    Scheduled and backfill runs carry the day in their data interval; a manual run (`airflow dags
+    trigger`) gets an interval inferred from *now*, so re-running a given day passes it in conf.
+    """
+    given = (context.get("params") or {}).get("batch_date")
+    if given:
+        return dt.date.fromisoformat(str(given)[:10])
     start = context["data_interval_start"]
     return dt.date(start.year, start.month, start.day)
+
+
+def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)

@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -244,6 +245,84 @@ def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
     from training import registry
 
     return registry.audit_log(ctx.paths, ctx.cfg.model.name, ns.limit)
+
+
+@command(
+    "simulate",
+    "print a summary of the source system's feeds for a day (the simulator stands in for production)",
+    arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
+)
+def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import simulator
+
+    tx = simulator.generate_transactions(ctx.cfg.simulator, ns.date)
+    cb = simulator.generate_chargebacks(ctx.cfg.simulator, ns.date)
+    return {"date": ns.date.isoformat(), "transactions": len(tx), "chargebacks": len(cb),
+            "columns": list(tx.columns)}
+
+
+@command(
+    "ingest",
+    "land a day's feeds (DVC-versioned), run the raw GX gate, load the raw tables",
+    arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
+)
+def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import ingest, quality
+
+    landed = ingest.land(ctx.paths, ctx.cfg, ns.date)
+    frame = ingest.read_landed(landed.transactions)
+    gate = quality.gate("raw_transactions", frame, ns.date, ctx.paths)
+    return {"landed": landed.to_xcom(), "raw_gate": gate.to_xcom(), "loaded": ingest.load_raw(ctx.paths, landed)}
+
+
+@command(
+    "dbt",
+    "run dbt with the project's profile, vars and state-dir paths, e.g. `dbt -- build`",
+    arg("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt (after --)"),
+)
+def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.dbt import run_dbt
+
+    args = [a for a in ns.dbt_args if a != "--"] or ["build"]
+    result = run_dbt(args, ctx.paths, ctx.cfg, target=os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
+    return {"success": result.success, "failed": [n.name for n in result.failed]}
+
+
+@command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from")
+def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.dbt import parse_manifest
+
+    return {"manifest": str(parse_manifest(ctx.paths, ctx.cfg))}
+
+
+@command(
+    "publish",
+    "run the feature GX gate on a day's candidate features and publish them as a new data version",
+    arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
+)
+def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training import ingest, quality
+
+    frame = quality.load_warehouse_batch(ns.date, ctx.paths, table="ml.ml_transaction_features")
+    gate = quality.gate("ml_transaction_features", frame, ns.date, ctx.paths)
+    start = dt.datetime.combine(ns.date, dt.time())
+    return ingest.publish(
+        ctx.paths, ns.date, start, start + dt.timedelta(days=1),
+        lineage={"dbt_invocation_id": ingest.latest_dbt_invocation(ctx.paths), "gx_run_id": gate.run_id,
+                 "gx_success": gate.success},
+    )
+
+
+@command(
+    "drift",
+    "evaluate the drift window ending on a day, decide whether to retrain, record the decision",
+    arg("--date", type=_date, required=True, help="window end (YYYY-MM-DD)"),
+    arg("--retrain-in-flight", action="store_true", help="a train_model run is queued or running"),
+)
+def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.drift_job import monitor_interval
+
+    return monitor_interval(ctx.paths, ctx.cfg, ns.date, retrain_in_flight=ns.retrain_in_flight)
 
 
 @command("status", "show @champion and @challenger with lineage and holdout metrics")

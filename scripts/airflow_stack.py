@@ -44,6 +44,8 @@ def airflow_env(paths: StatePaths, api_port: int, extra: dict[str, str] | None =
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         # one `dbt build` per day watched by every model/test task (needs this real scheduler + triggerer)
         "CLOSEDLOOP_DBT_EXECUTION_MODE": "watcher",
+        # production-style runs: dbt unit tests belong to development/CI (tests/dbt)
+        "CLOSEDLOOP_DBT_UNIT_TESTS": "false",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",

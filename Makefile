@@ -20,7 +20,7 @@ env: $(VENV)/.synced
 demo: env
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py
 
-test: env
+test: env browser-deps compose-deps
 	$(PY) -m pytest tests
 
 lint: env

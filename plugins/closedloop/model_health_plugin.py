@@ -84,7 +84,8 @@ def _report_uri(status: dict[str, Any], audit: list[dict[str, Any]]) -> tuple[st
     """The newest gate decision report: the last acted-on decision, else the aliases' tags."""
     for row in audit:
         if row.get("action") in ("promote", "first_promote", "reject") and row.get("report_uri"):
-            return row["report_uri"], f"{row['action']} of version {row.get('to_version')} at {row.get('at')}"
+            at = str(row.get("at") or "")[:19].replace("T", " ")
+            return row["report_uri"], f"{row['action']} of version {row.get('to_version')} at {at} UTC"
     for alias in ("challenger", "champion"):
         summary = status.get(alias) or {}
         if summary.get("decision_report") and summary["decision_report"] != "unknown":

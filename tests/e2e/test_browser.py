@@ -1,0 +1,234 @@
+"""The three UIs as a person uses them, in headless Chromium against the real dev stack.
+
+A module fixture builds a populated state from real calls - a few simulated days landed through
+`training.ingest` and built by dbt (for the docs site's catalog), and a tiny champion trained and
+promoted through `training.train` / `training.evaluate` - then starts the stack with
+`scripts/dev_stack.py` (init, api-server, scheduler, dag-processor, triggerer, MLflow, dbt docs) on
+free ports. Each test saves a screenshot under `<state>/screenshots/`.
+
+Skipped (with the reason) only when Debian's chromium / chromium-driver are not installed and
+could not be (`make browser-deps`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+
+from training.config import Config, with_overrides
+from training.paths import StatePaths
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+DAG_IDS = tuple(sorted(p.stem for p in (ROOT / "dags").glob("*.py")))  # one DAG per file, file name = dag_id
+SIMULATED_DAYS = 2
+SMALL_SOURCE = {"transactions_per_day": 1500, "n_customers": 400, "n_merchants": 80, "fraud_rate": 0.015}
+WAIT_S = 60
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _chromium_missing() -> str | None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        return f"{', '.join(missing)} not installed and could not be installed (`make browser-deps` uses apt-get)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iterator[SimpleNamespace]:
+    """A populated state dir and the dev stack serving it."""
+    reason = _chromium_missing()
+    if reason:
+        pytest.skip(reason)
+    from training import dbt, ingest
+
+    ds = _load("dev_stack", ROOT / "scripts" / "dev_stack.py")
+    fx = _load("closedloop_training_fixtures", ROOT / "tests" / "training" / "conftest.py")
+    root = tmp_path_factory.mktemp("browser-state")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLOSEDLOOP_HOME", str(root))
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mp.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
+    mp.delenv("CLOSEDLOOP_DBT_MANIFEST", raising=False)
+    paths = StatePaths(root).ensure()
+    t0 = time.monotonic()
+
+    # a tiny champion: synthetic training set -> train -> gates -> first_promote
+    train_cfg = with_overrides(base_config, **fx.TEST_OVERRIDES)
+    version = fx.publish(paths, fx.make_training_set(n_days=24, rows_per_day=600), "browser")
+    trained, decision = fx.train_and_evaluate(paths, train_cfg, version, "browser test")
+    assert decision.action == "first_promote", decision.failed_gates
+
+    # a few simulated days in the warehouse, built by dbt (the docs site then has a catalog)
+    cfg = with_overrides(base_config, simulator=SMALL_SOURCE)
+    for i in range(SIMULATED_DAYS):
+        landed = ingest.land(paths, cfg, cfg.simulator.start_date + dt.timedelta(days=i))
+        ingest.load_raw(paths, landed)
+    dbt.run_dbt(["build"], paths, cfg)
+    built = time.monotonic() - t0
+
+    running = ds.start_stack(paths, ds.Ports.free())
+    try:
+        running.wait_healthy(timeout_s=240)
+        running.wait_for_dags(DAG_IDS, timeout_s=240)
+    except Exception:
+        running.stop()
+        mp.undo()
+        raise
+    print(f"state built in {built:.0f}s, stack up after {time.monotonic() - t0:.0f}s")
+    shots = root / "screenshots"
+    shots.mkdir()
+    yield SimpleNamespace(ds=ds, stack=running, paths=paths, cfg=cfg, champion=trained.version, shots=shots)
+    running.stop()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def browser(stack) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1440,1000",
+        f"--user-data-dir={stack.paths.root / 'chromium-profile'}",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(WAIT_S)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, predicate: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
+    """Poll until `predicate()` is truthy; fail with what was expected and what the page shows."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # element not there yet, stale, ...
+            last = exc
+        time.sleep(0.5)
+    body = driver.find_element("tag name", "body").text[:1500]
+    pytest.fail(f"timed out waiting for {what} on {driver.current_url} ({last!r}); page shows:\n{body}")
+
+
+def body_text(driver) -> str:
+    return driver.find_element("tag name", "body").text
+
+
+def shot(driver, stack, name: str) -> Path:
+    path = stack.shots / f"{name}.png"
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000, f"screenshot {path} looks empty"
+    return path
+
+
+def login(driver, stack) -> None:
+    """Log in through the SimpleAuthManager form, as a person would."""
+    driver.get(stack.stack.url + "/")
+    wait_for(driver, lambda: driver.find_elements("css selector", "input[name='username']"), "the login form")
+    driver.find_element("css selector", "input[name='username']").send_keys(stack.stack.user)
+    driver.find_element("css selector", "input[name='password']").send_keys(stack.stack.password)
+    driver.find_element("css selector", "button[type='submit']").click()
+    wait_for(driver, lambda: "/auth/login" not in driver.current_url and driver.get_cookie("_token"), "the login to complete")
+
+
+def test_airflow_ui_login_lists_every_dag_without_import_errors(stack, browser) -> None:
+    login(browser, stack)
+    browser.get(stack.stack.url + "/dags")
+    wait_for(browser, lambda: all(d in body_text(browser) for d in DAG_IDS), f"the DAG list ({', '.join(DAG_IDS)})")
+    text = body_text(browser)
+    shot(browser, stack, "airflow_dags")
+    assert "Import Error" not in text and "import error" not in text.lower(), text[:800]
+    token = stack.ds.get_token(stack.stack.url, stack.stack.user, stack.stack.password)
+    errors = stack.ds._get_json(f"{stack.stack.url}/api/v2/importErrors", token)
+    assert errors["total_entries"] == 0, errors
+
+
+def _click_text(driver, text: str) -> None:
+    """Click the first visible element whose own text is `text` (a nav button, a menu item)."""
+    def visible():
+        return [e for e in driver.find_elements("xpath", f"//*[normalize-space(text())='{text}']") if e.is_displayed()]
+
+    wait_for(driver, visible, f"a visible {text!r}")[0].click()
+
+
+def test_model_health_page_in_the_airflow_ui_shows_the_champion(stack, browser) -> None:
+    if not browser.get_cookie("_token"):
+        login(browser, stack)
+    browser.get(stack.stack.url + "/")
+    _click_text(browser, "Browse")  # found the way a person finds it: Browse -> Model health
+    _click_text(browser, "Model health")
+    wait_for(browser, lambda: browser.current_url.endswith("/plugin/model-health"), "the plugin route")
+    frame = wait_for(browser, lambda: browser.find_elements("css selector", "iframe[title='Model health']"), "the plugin iframe")
+    browser.switch_to.frame(frame[0])
+    try:
+        wait_for(browser, lambda: f"@champion: version {stack.champion}" in body_text(browser), "the champion card")
+        text = body_text(browser)
+        assert "first_promote" in text and "Promotion decision" in text and "pr_auc" in text
+    finally:
+        browser.switch_to.default_content()
+    shot(browser, stack, "model_health")
+
+
+def test_dbt_docs_show_the_feature_models_lineage(stack, browser) -> None:
+    manifest = json.loads((stack.paths.dbt_target / "manifest.json").read_text())
+    node = "model.closedloop.ml_transaction_features"
+    parents = [p.split(".")[-1] for p in manifest["parent_map"][node] if p.startswith("model.")]
+    assert parents, "the feature model has no upstream models in the manifest"
+    browser.get(f"{stack.stack.dbt_docs_url}/#!/model/{node}")
+    wait_for(browser, lambda: "Depends On" in body_text(browser) and all(p in body_text(browser) for p in parents),
+             f"the model page listing its parents {parents}")
+    shot(browser, stack, "dbt_docs_model")
+    # open the lineage graph as a person would; its nodes live in cytoscape (drawn on a canvas)
+    browser.find_element("css selector", "a[title='View Lineage Graph']").click()
+    visible_nodes = (
+        "var c = document.getElementById('cy'); if (!c || !c._cyreg || !c._cyreg.cy) return [];"
+        "return c._cyreg.cy.nodes().filter(function (n) { return n.visible(); }).map(function (n) { return n.id(); });"
+    )
+    wanted = {node, *manifest["parent_map"][node]}
+    wait_for(browser, lambda: wanted <= set(browser.execute_script(visible_nodes)), f"the lineage graph with {sorted(wanted)}")
+    time.sleep(1.5)  # let the layout settle before the picture
+    shot(browser, stack, "dbt_docs_lineage")
+
+
+def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, browser) -> None:
+    name = stack.cfg.model.name
+    browser.get(f"{stack.stack.mlflow_url}/#/models/{name}")
+    wait_for(browser, lambda: name in body_text(browser) and "champion" in body_text(browser), f"{name} with @champion")
+    shot(browser, stack, "mlflow_model")
+    assert f"Version {stack.champion}" in body_text(browser) or f"v{stack.champion}" in body_text(browser)

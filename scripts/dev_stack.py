@@ -308,20 +308,23 @@ class Stack:
     def log_of(self, service: str) -> Path:
         return self.log_dir / f"{service}.log"
 
-    def airflow(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        """An `airflow` CLI command in this stack's environment."""
-        result = subprocess.run(
-            resolve_argv(["airflow", *args]),
-            env=self.env,
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise DevStackError(f"`airflow {' '.join(args)}` failed:\n{result.stderr[-3000:]}")
-        return result
+    def airflow(self, *args: str, check: bool = True, timeout: float = 600, attempts: int = 3) -> subprocess.CompletedProcess:
+        """An `airflow` CLI command in this stack's environment (retried: SQLite may be busy)."""
+        for attempt in range(1, attempts + 1):
+            result = subprocess.run(
+                resolve_argv(["airflow", *args]),
+                env=self.env,
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if result.returncode == 0 or not check:
+                return result
+            if attempt < attempts:
+                time.sleep(3)
+        raise DevStackError(f"`airflow {' '.join(args)}` failed:\n{result.stderr[-3000:]}")
 
     def check_alive(self) -> None:
         """Raise naming any service that exited, with the end of its log."""
@@ -426,7 +429,8 @@ def start_stack(
 ) -> Stack:
     """Run the init command, then start `services` in the background; returns without waiting.
 
-    Call `.wait_healthy()` next. `extra_env` reaches every service (e.g. `CLOSEDLOOP_CONFIG`).
+    Call `.wait_healthy()` next. `extra_env` reaches every service and overrides the stack's own
+    variables (e.g. `CLOSEDLOOP_CONFIG`, `AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC`).
     Raises `DevStackError` if a port is taken or the stack of this state dir already runs.
     """
     ports = ports or Ports.from_env()
@@ -443,11 +447,13 @@ def start_stack(
         if s in port_of and not _port_free(ports.host, port_of[s]):
             var = {"airflow-api-server": "CLOSEDLOOP_AIRFLOW_PORT", "mlflow": "CLOSEDLOOP_MLFLOW_PORT", "dbt-docs": "CLOSEDLOOP_DBT_DOCS_PORT"}[s]
             raise DevStackError(f"port {ports.host}:{port_of[s]} for {s} is taken: free it or set {var}")
-    base = {**_inherited(os.environ), **(extra_env or {})}
+    base = _inherited(os.environ)
+    extra = dict(extra_env or {})  # wins over the stack's own settings (e.g. faster dag parsing in a demo)
     log_dir = devstack_dir(paths) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    (devstack_dir(paths) / "ports.json").write_text(json.dumps(ports.__dict__))  # for status / attach
 
-    init_env = {**base, **service_env(INIT_SERVICE, paths, ports)}
+    init_env = {**base, **service_env(INIT_SERVICE, paths, ports), **extra}
     with open(log_dir / f"{INIT_SERVICE}.log", "ab") as log:
         try:
             done = subprocess.run(
@@ -462,7 +468,7 @@ def start_stack(
     stack = Stack(paths=paths, ports=ports, env=init_env, services=chosen)
     try:
         for name in chosen:
-            env = {**base, **service_env(name, paths, ports)}
+            env = {**base, **service_env(name, paths, ports), **extra}
             with open(stack.log_of(name), "ab") as log:
                 proc = subprocess.Popen(
                     resolve_argv(SERVICE_COMMANDS[name]),
@@ -844,7 +850,6 @@ def _cmd_up(ns: argparse.Namespace) -> int:
     t0 = time.monotonic()
     print(f"starting the dev stack in {paths.root} (init: metadata DB, dbt docs; then the services) ...", flush=True)
     stack = start_stack(paths, ports)
-    (devstack_dir(paths) / "ports.json").write_text(json.dumps(ports.__dict__))
     try:
         stack.wait_healthy(timeout_s=ns.timeout)
     except DevStackError:

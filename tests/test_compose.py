@@ -228,3 +228,40 @@ def test_services_init_command_runs_natively_against_postgresql(services_init_en
     state = Path(services_init_env["CLOSEDLOOP_HOME"])
     assert (state / "dbt" / "target" / "manifest.json").is_file()
     assert (state / "dbt" / "target" / "index.html").is_file()
+
+
+def test_ports_come_from_the_environment_and_a_taken_port_is_named(tmp_path: Path) -> None:
+    import socket
+
+    ds = dev_stack()
+    assert ds.Ports.from_env({}) == ds.Ports(8080, 5000, 8081)
+    assert ds.Ports.from_env({"CLOSEDLOOP_AIRFLOW_PORT": "9090"}).airflow == 9090
+    with pytest.raises(ds.DevStackError, match="CLOSEDLOOP_MLFLOW_PORT='x' is not a port"):
+        ds.Ports.from_env({"CLOSEDLOOP_MLFLOW_PORT": "x"})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = ds.Ports(airflow=ds._free_port(), mlflow=port, dbt_docs=ds._free_port())
+        from training.paths import StatePaths
+
+        with pytest.raises(ds.DevStackError, match=f"port 127.0.0.1:{port} for mlflow is taken.*CLOSEDLOOP_MLFLOW_PORT"):
+            ds.start_stack(StatePaths(tmp_path / "state"), ports)
+    assert not (tmp_path / "state" / "devstack" / "logs").exists()  # refused before running anything
+
+
+def test_the_airflow_env_follows_the_port_and_keeps_secrets_per_state_dir(tmp_path: Path) -> None:
+    from training.paths import StatePaths
+
+    ds = dev_stack()
+    paths = StatePaths(tmp_path / "state")
+    env = ds.airflow_env(paths, ds.Ports(airflow=18123))
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18123/execution/"
+    assert env["AIRFLOW__API__PORT"] == "18123" and env["AIRFLOW_HOME"] == str(paths.airflow_home)
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(ROOT / "plugins")
+    again = ds.airflow_env(paths, ds.Ports())
+    assert again["AIRFLOW__API_AUTH__JWT_SECRET"] == env["AIRFLOW__API_AUTH__JWT_SECRET"]  # stable per state dir
+    other = ds.airflow_env(StatePaths(tmp_path / "other"), ds.Ports())
+    assert other["AIRFLOW__API_AUTH__JWT_SECRET"] != env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert oct((paths.airflow_home / "devstack-secrets.json").stat().st_mode & 0o777) == "0o600"

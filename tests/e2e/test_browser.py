@@ -232,3 +232,32 @@ def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, bro
     wait_for(browser, lambda: name in body_text(browser) and "champion" in body_text(browser), f"{name} with @champion")
     shot(browser, stack, "mlflow_model")
     assert f"Version {stack.champion}" in body_text(browser) or f"v{stack.champion}" in body_text(browser)
+
+
+def test_rest_trigger_helper_starts_a_run_with_its_conf(stack) -> None:
+    """`trigger_via_rest` (token from /auth/token, POST dagRuns with logical_date null) as scripts use it."""
+    ds, s = stack.ds, stack.stack
+    run_id = ds.trigger_via_rest(s.url, s.user, s.password, "rollback_champion", {"reason": "rest helper test"})
+    token = ds.get_token(s.url, s.user, s.password)
+    run = ds._get_json(f"{s.url}/api/v2/dags/rollback_champion/dagRuns/{run_id}", token)
+    assert run["conf"] == {"reason": "rest helper test"} and run["logical_date"] is None
+    with pytest.raises(ds.RestApiError) as wrong:
+        ds.trigger_via_rest(s.url, s.user, "not-the-password", "rollback_champion", {})
+    assert wrong.value.status == 401
+
+
+def test_make_down_stops_every_service_from_another_process(stack) -> None:
+    """Last in the module: `dev_stack.py down` (what `make down` runs) finds the services by pid file."""
+    import subprocess
+
+    env = {**os.environ, "CLOSEDLOOP_HOME": str(stack.paths.root)}
+    script = str(ROOT / "scripts" / "dev_stack.py")
+    status = subprocess.run([sys.executable, script, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and stack.stack.url in status.stdout, status.stdout + status.stderr
+    down = subprocess.run([sys.executable, script, "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    for name in stack.ds.LONG_RUNNING:
+        assert name in down.stdout
+        assert not stack.ds._alive(stack.paths, name), name
+    for port in (stack.stack.ports.airflow, stack.stack.ports.mlflow, stack.stack.ports.dbt_docs):
+        assert stack.ds._port_free("127.0.0.1", port), f"port {port} still taken"

@@ -274,6 +274,9 @@ class Stack:
     services: tuple[str, ...]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     user: str = ADMIN_USER
+    #: per service: the environment it was started with (to restart it the same way)
+    service_envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -326,11 +329,37 @@ class Stack:
                 time.sleep(3)
         raise DevStackError(f"`airflow {' '.join(args)}` failed:\n{result.stderr[-3000:]}")
 
-    def check_alive(self) -> None:
-        """Raise naming any service that exited, with the end of its log."""
+    def spawn(self, name: str) -> subprocess.Popen:
+        """Start one service in the background (its own process group), recording its pid file."""
+        with open(self.log_of(name), "ab") as log:
+            proc = subprocess.Popen(
+                resolve_argv(SERVICE_COMMANDS[name]),
+                env=self.service_envs[name], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.procs[name] = proc
+        _write_pid(self.paths, name, proc.pid, SERVICE_COMMANDS[name])
+        return proc
+
+    def check_alive(self, restart_budget: int = 0) -> None:
+        """Raise naming any service that exited, with the end of its log.
+
+        With a `restart_budget`, a service that exited is started again up to that many times
+        first (like compose's `restart: unless-stopped`); SQLite can refuse a component's first
+        writes while its siblings start on a loaded machine.
+        """
         for name in self.services:
             pid = self._pid(name)
             if pid is None or not _alive(self.paths, name):
+                if name in self.service_envs and self.restarts.get(name, 0) < restart_budget:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    with open(self.log_of(name), "a") as log:
+                        log.write(f"\n--- dev_stack: {name} exited; restart {self.restarts[name]} of {restart_budget} ---\n")
+                    print(f"{name} exited during start-up; restarting it (see {self.log_of(name)})", file=sys.stderr)
+                    if name in self.procs:  # whatever its group left behind (workers holding the port)
+                        _signal_group(self.procs[name].pid, signal.SIGKILL)
+                    self.spawn(name)
+                    continue
                 raise DevStackError(f"{name} is not running; last lines of {self.log_of(name)}:\n{_tail(self.log_of(name))}")
 
     def _pid(self, name: str) -> int | None:
@@ -359,12 +388,15 @@ class Stack:
             out["dbt-docs"] = "healthy" if http_ok(f"{self.dbt_docs_url}/") else "not answering"
         return out
 
-    def wait_healthy(self, timeout_s: float = 300) -> None:
-        """Until every service answers healthy; raises `DevStackError` naming the laggards."""
+    def wait_healthy(self, timeout_s: float = 300, restart_budget: int = 2) -> None:
+        """Until every service answers healthy; raises `DevStackError` naming the laggards.
+
+        A service that exits meanwhile is restarted up to `restart_budget` times.
+        """
         deadline = time.monotonic() + timeout_s
         health: dict[str, str] = {}
         while time.monotonic() < deadline:
-            self.check_alive()
+            self.check_alive(restart_budget)
             health = self.health()
             if all(v == "healthy" for v in health.values()):
                 return
@@ -465,18 +497,16 @@ def start_stack(
     if done.returncode != 0:
         raise DevStackError(f"init failed (exit {done.returncode}):\n{_tail(log_dir / (INIT_SERVICE + '.log'))}")
 
-    stack = Stack(paths=paths, ports=ports, env=init_env, services=chosen)
+    stack = Stack(
+        paths=paths,
+        ports=ports,
+        env=init_env,
+        services=chosen,
+        service_envs={name: {**base, **service_env(name, paths, ports), **extra} for name in chosen},
+    )
     try:
         for name in chosen:
-            env = {**base, **service_env(name, paths, ports), **extra}
-            with open(stack.log_of(name), "ab") as log:
-                proc = subprocess.Popen(
-                    resolve_argv(SERVICE_COMMANDS[name]),
-                    env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-            stack.procs[name] = proc
-            _write_pid(paths, name, proc.pid, SERVICE_COMMANDS[name])
+            stack.spawn(name)
     except Exception:
         stack.stop()
         raise
@@ -868,12 +898,11 @@ def _cmd_down(ns: argparse.Namespace) -> int:
 
 def _cmd_status(ns: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
-    stack = attach(paths)
     alive = {s: _alive(paths, s) for s in LONG_RUNNING}
     for s, ok in alive.items():
         print(f"  {s:24s} {'running' if ok else 'stopped'}")
     if any(alive.values()):
-        print(stack.describe())
+        print(attach(paths).describe())
     return 0 if all(alive.values()) else 3
 
 

@@ -265,3 +265,37 @@ def test_the_airflow_env_follows_the_port_and_keeps_secrets_per_state_dir(tmp_pa
     other = ds.airflow_env(StatePaths(tmp_path / "other"), ds.Ports())
     assert other["AIRFLOW__API_AUTH__JWT_SECRET"] != env["AIRFLOW__API_AUTH__JWT_SECRET"]
     assert oct((paths.airflow_home / "devstack-secrets.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_service_that_dies_during_start_up_is_restarted_then_reported(tmp_path: Path) -> None:
+    """The dbt docs server as the guinea pig: killed once it is restarted, killed twice it is an error."""
+    import signal
+    import time
+
+    from training.paths import StatePaths
+
+    ds = dev_stack()
+    paths = StatePaths(tmp_path / "state")
+    paths.dbt_target.mkdir(parents=True)
+    (paths.dbt_target / "index.html").write_text("<h1>docs</h1>")
+    ports = ds.Ports(airflow=ds._free_port(), mlflow=ds._free_port(), dbt_docs=ds._free_port())
+    (ds.devstack_dir(paths) / "logs").mkdir(parents=True)
+    env = {**ds._inherited(os.environ), **ds.dbt_docs_env(paths, ports)}
+    stack = ds.Stack(paths=paths, ports=ports, env=env, services=("dbt-docs",), service_envs={"dbt-docs": env})
+    try:
+        stack.spawn("dbt-docs")
+        stack.wait_healthy(timeout_s=60, restart_budget=1)
+        first = stack.procs["dbt-docs"].pid
+        os.killpg(first, signal.SIGKILL)
+        stack.procs["dbt-docs"].wait(timeout=10)
+        stack.wait_healthy(timeout_s=60, restart_budget=1)  # restarted, answers again
+        assert stack.procs["dbt-docs"].pid != first and stack.restarts == {"dbt-docs": 1}
+        assert "restart 1 of 1" in stack.log_of("dbt-docs").read_text()
+        os.killpg(stack.procs["dbt-docs"].pid, signal.SIGKILL)
+        stack.procs["dbt-docs"].wait(timeout=10)
+        with pytest.raises(ds.DevStackError, match="dbt-docs is not running"):
+            stack.wait_healthy(timeout_s=10, restart_budget=1)
+    finally:
+        stack.stop()
+    time.sleep(0.1)
+    assert not ds._alive(paths, "dbt-docs")

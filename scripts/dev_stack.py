@@ -173,12 +173,25 @@ def _secrets(paths: StatePaths) -> dict[str, str]:
     values = {
         "jwt_secret": secrets.token_urlsafe(64),
         "api_secret_key": secrets.token_urlsafe(32),
-        "fernet_key": Fernet.generate_key().decode(),
+        # a state dir set up by other tooling may hold encrypted connections: keep its key
+        "fernet_key": _configured_fernet_key(paths) or Fernet.generate_key().decode(),
     }
     file.parent.mkdir(parents=True, exist_ok=True)
     file.touch(mode=0o600)
     file.write_text(json.dumps(values))
     return values
+
+
+def _configured_fernet_key(paths: StatePaths) -> str | None:
+    """The fernet key of an existing `airflow.cfg` in this AIRFLOW_HOME, if any."""
+    import configparser
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    try:
+        cfg.read(paths.airflow_home / "airflow.cfg")
+        return cfg.get("core", "fernet_key", fallback="").strip() or None
+    except configparser.Error:
+        return None
 
 
 def airflow_env(paths: StatePaths, ports: Ports) -> dict[str, str]:

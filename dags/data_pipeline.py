@@ -128,10 +128,27 @@ def data_pipeline():
         context["outlet_events"][FEATURES].extra = extra
         return extra
 
+    @task(trigger_rule="all_done")
+    def verify_published(**context) -> None:
+        """Fail the run, naming what stopped it, whenever the day was not published.
+
+        A skipped task (e.g. cosmos skipping the models of a failed dbt build) would otherwise let
+        the run end "successful" with nothing published.
+        """
+        run_id = context["run_id"]
+        states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[run_id]).get(run_id, {})
+        if states.get("publish") == "success":
+            return
+        stopped = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed", "skipped"))
+        raise RuntimeError(
+            f"{batch_date_of(context)} was not published (publish: {states.get('publish')}); "
+            f"stopped at: {', '.join(stopped[:8])}. Nothing downstream changed; fix and re-run this day."
+        )
+
     landed = land()
     loaded = load_raw(landed)
     published = publish(landed)
-    chain(landed, raw_gate, loaded, dbt_build, feature_gate, published)
+    chain(landed, raw_gate, loaded, dbt_build, feature_gate, published, verify_published())
 
 
 data_pipeline()

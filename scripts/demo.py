@@ -11,6 +11,7 @@ and exits 0 only if the loop closed (first champion -> drift detected -> retrain
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -24,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from airflow_stack import AirflowStack  # noqa: E402
+from dev_stack import AIRFLOW_COMPONENTS, Ports, start_stack, trigger_via_rest  # noqa: E402
 
 from training.config import load_config, parse_config  # noqa: E402
 from training.paths import StatePaths  # noqa: E402
@@ -33,12 +34,14 @@ DAG_IDS = ("data_pipeline", "train_model", "batch_inference", "drift_monitor", "
 TERMINAL = {"success", "failed"}
 
 
-def demo_config_file(paths: StatePaths, days: int) -> tuple[Path, object]:
-    """The project config with config/demo_overrides.yaml merged in, written into the state dir."""
+def demo_config_file(paths: StatePaths, days: int, extra: Path | None = None) -> tuple[Path, object]:
+    """The project config with config/demo_overrides.yaml (+ `extra`) merged in, written into the state dir."""
     from training.config import _deep_merge
 
     base = load_config().model_dump(mode="json")
     overrides = yaml.safe_load((ROOT / "config" / "demo_overrides.yaml").read_text())
+    if extra is not None:
+        overrides = _deep_merge(overrides, yaml.safe_load(extra.read_text()) or {})
     start = dt.date.fromisoformat(str(overrides.get("simulator", {}).get("start_date", base["simulator"]["start_date"])))
     # the schedule stops at the last simulated day: unpausing never creates a run for "today"
     overrides.setdefault("schedules", {})["data_pipeline_end_date"] = (start + dt.timedelta(days=days)).isoformat()
@@ -106,7 +109,9 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=16, help="simulated days to run")
     parser.add_argument("--timeout-min", type=float, default=40.0, help="give up after this many minutes")
     parser.add_argument("--keep-state", action="store_true", help="do not wipe the state dir first")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CLOSEDLOOP_AIRFLOW_PORT", "8080")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CLOSEDLOOP_AIRFLOW_PORT", "8080")),
+                        help="Airflow API/UI port")
+    parser.add_argument("--overrides", type=Path, default=None, help="extra YAML merged over the demo config")
     args = parser.parse_args()
 
     t0 = time.monotonic()
@@ -114,16 +119,21 @@ def main() -> int:
     if paths.root.exists() and not args.keep_state:
         shutil.rmtree(paths.root)
     paths.ensure()
-    cfg_file, cfg = demo_config_file(paths, args.days)
+    cfg_file, cfg = demo_config_file(paths, args.days, args.overrides)
     os.environ["CLOSEDLOOP_CONFIG"] = str(cfg_file)
     first_day = cfg.simulator.start_date
     last_day = first_day + dt.timedelta(days=args.days - 1)
     print(f"closedloop demo: state in {paths.root}; simulating {first_day} .. {last_day} "
           f"({args.days} days, drift scenarios: {[s.kind + '@day' + str(s.from_day) for s in cfg.simulator.scenarios]})")
 
-    stack = AirflowStack(paths, api_port=args.port, extra_env={"CLOSEDLOOP_CONFIG": str(cfg_file)})
-    stack.prepare()
-    stack.start()
+    ports = dataclasses.replace(Ports.from_env(), airflow=args.port)
+    stack = start_stack(paths, ports, services=AIRFLOW_COMPONENTS, extra_env={
+        "CLOSEDLOOP_CONFIG": str(cfg_file),
+        # the demo is a burst of short runs: more task slots, a quicker scheduler loop
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+    })
     try:
         stack.wait_healthy(timeout_s=240)
         stack.wait_for_dags(DAG_IDS, timeout_s=240)
@@ -138,8 +148,9 @@ def main() -> int:
             # Everything downstream follows from Assets and the drift monitor's own decisions.
             if next_day < args.days and pipeline_idle(stack.airflow_db):
                 day = first_day + dt.timedelta(days=next_day)
-                stack.trigger("data_pipeline", {"batch_date": day.isoformat()}, run_id=f"day__{day.isoformat()}",
-                              logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
+                trigger_via_rest(stack.url, stack.user, stack.password, "data_pipeline",
+                                 {"batch_date": day.isoformat()}, run_id=f"day__{day.isoformat()}",
+                                 logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
                 next_day += 1
             counts = run_counts(stack.airflow_db)
             pipeline = counts.get("data_pipeline", {})

@@ -97,6 +97,10 @@ AIRFLOW_SETTINGS: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GIT_PYTHON_REFRESH": "quiet",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    # one `dbt build` per day watched by every model/test task (a real scheduler + triggerer run here)
+    "CLOSEDLOOP_DBT_EXECUTION_MODE": "watcher",
+    # production-style runs: dbt unit tests belong to development/CI (tests/dbt)
+    "CLOSEDLOOP_DBT_UNIT_TESTS": "false",
 }
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV_VAR = "CLOSEDLOOP_AIRFLOW_ADMIN_PASSWORD"
@@ -682,20 +686,21 @@ def get_token(base_url: str, user: str, password: str) -> str:
     return str(reply["access_token"])
 
 
-def trigger_via_rest(base_url: str, user: str, password: str, dag_id: str, conf: Mapping[str, Any]) -> str:
+def trigger_via_rest(
+    base_url: str, user: str, password: str, dag_id: str, conf: Mapping[str, Any],
+    *, run_id: str | None = None, logical_date: str | None = None,
+) -> str:
     """Trigger `dag_id` through the REST API v2 with `conf`; returns the new run id.
 
-    `logical_date` is sent as null: the run is not tied to a data interval (a manual trigger).
+    `logical_date` defaults to null: the run is not tied to a data interval (a manual trigger).
     A paused DAG accepts the run but the scheduler starts it only once the DAG is unpaused.
     """
     token = get_token(base_url, user, password)
     quoted = urllib.parse.quote(dag_id, safe="")
-    reply = _request(
-        "POST",
-        f"{base_url.rstrip('/')}/api/v2/dags/{quoted}/dagRuns",
-        {"logical_date": None, "conf": dict(conf)},
-        token=token,
-    )
+    body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf)}
+    if run_id:
+        body["dag_run_id"] = run_id
+    reply = _request("POST", f"{base_url.rstrip('/')}/api/v2/dags/{quoted}/dagRuns", body, token=token)
     return str(reply["dag_run_id"])
 
 

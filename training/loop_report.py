@@ -55,9 +55,14 @@ def day_table(paths: StatePaths, cfg: Config) -> pd.DataFrame:
         ("published", "predictions"),
     )
     decisions = pd.DataFrame(monitoring.latest_decisions(paths, limit=10_000))
+    published = _warehouse_frame(
+        paths, "select batch_date, count(*) as n from published.transaction_features group by 1",
+        ("published", "transaction_features"),
+    )
 
     days: set[dt.date] = set()
-    for frame, col in ((versions, "batch_date"), (quarantined, "batch_date"), (scored, "batch_date")):
+    for frame, col in ((versions, "batch_date"), (quarantined, "batch_date"), (scored, "batch_date"),
+                       (published, "batch_date")):
         if not frame.empty:
             days |= {pd.Timestamp(d).date() for d in frame[col]}
     rows = []
@@ -65,9 +70,13 @@ def day_table(paths: StatePaths, cfg: Config) -> pd.DataFrame:
         row: dict[str, Any] = {"day": day.isoformat()}
         v = versions[pd.to_datetime(versions["batch_date"]).dt.date == day] if not versions.empty else versions
         q = quarantined[pd.to_datetime(quarantined["batch_date"]).dt.date == day] if not quarantined.empty else quarantined
+        pub = published[pd.to_datetime(published["batch_date"]).dt.date == day] if not published.empty else published
+        if not len(v) and not versions.empty:  # same bytes as an earlier day (e.g. no matured label yet)
+            earlier = versions[pd.to_datetime(versions["batch_date"]).dt.date <= day]
+            v = earlier.sort_values("batch_date").tail(1)
         row["data_version"] = v["data_version"].iloc[-1][:8] if len(v) else "-"
-        row["rows"] = int(v["feature_rows"].iloc[-1]) if len(v) else 0
-        row["gx"] = "quarantined" if len(q) and not len(v) else ("pass" if len(v) else "-")
+        row["rows"] = int(pub["n"].iloc[0]) if len(pub) else 0
+        row["gx"] = "quarantined" if len(q) and not len(pub) else ("pass" if len(pub) else "-")
         s = scored[(pd.to_datetime(scored["batch_date"]).dt.date == day) & (scored["alias"] == "champion")] \
             if not scored.empty else scored
         row["champion"] = f"v{s['version'].iloc[0]}" if len(s) else "-"

@@ -71,9 +71,10 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None) -> DbtTaskGro
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.AFTER_EACH if mode == ExecutionMode.WATCHER else TestBehavior.BUILD,
             source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
-            # Tests over several models (relationships, cross-model asserts) run as their own tasks
-            # once all their parents are built, not inside whichever parent happens to build first.
-            should_detach_multiple_parents_tests=True,
+            # Local mode: tests over several models (relationships, cross-model asserts) run as their
+            # own tasks once all their parents are built, not inside whichever parent builds first.
+            # Watcher mode: the producer's single `dbt build` orders them itself.
+            should_detach_multiple_parents_tests=mode != ExecutionMode.WATCHER,
         ),
         operator_args=operator_args,
     )
@@ -85,4 +86,14 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None) -> DbtTaskGro
         for task in group:
             if not isinstance(task, BaseSensorOperator):
                 task.pool = pool
+    if mode == ExecutionMode.WATCHER:
+        # Poke, don't defer: a watched node is usually done within a second of the sensor starting,
+        # and a trigger that fires before the executor has reported the deferral races the
+        # scheduler into marking the task failed (seen with Airflow 3.3 on the LocalExecutor).
+        from airflow.sdk.bases.sensor import BaseSensorOperator
+
+        for task in group:
+            if isinstance(task, BaseSensorOperator):
+                task.deferrable = False
+                task.poke_interval = 2
     return group

@@ -147,6 +147,7 @@ def test_bad_batch_stops_at_the_raw_gate_and_nothing_is_published(first_day, dag
     assert run.state == "failed"
     assert states["raw_gate"] == "failed"
     assert states["load_raw"] == "upstream_failed" and states["publish"] == "upstream_failed"
+    assert states["verify_published"] == "failed"  # the run names what stopped the day
     rejected = _query(
         pipeline_env,
         "select table_name, reason, row_count from quarantine.rejected_batches where batch_date = ?",

@@ -52,6 +52,7 @@ def test_data_pipeline_graph(dagbag):
     assert "feature_gate" in dag.get_task("publish").upstream_task_ids
     feature_gate_up = dag.get_task("feature_gate").upstream_task_ids
     assert feature_gate_up and all(t.startswith("dbt.") for t in feature_gate_up)
+    assert dag.get_task("verify_published").trigger_rule == "all_done"
     publish = dag.get_task("publish")
     assert [o.name for o in publish.outlets] == ["closedloop_features"]
 

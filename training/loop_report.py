@@ -166,7 +166,7 @@ def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Pat
         ax.bar(x, drift, width=0.6, color="#9ecae1", label="drifted feature share")
         ax.axhline(cfg.drift.drift_share_threshold, color="#3182bd", ls=":", lw=1, label="drift share threshold")
         perf = pd.to_numeric(table["matured_pr_auc"], errors="coerce")
-        ax.plot(x, perf, "o-", color="#e6550d", label="matured PR-AUC of the champion")
+        ax.plot(x, perf, "o-", color="#e6550d", label="champion PR-AUC on the window whose labels matured by that day")
         changes = table["champion"].ne(table["champion"].shift()) & table["champion"].ne("-")
         for day, version in zip(x[changes], table.loc[changes, "champion"], strict=False):
             ax.axvline(day, color="#31a354", lw=1.5)

@@ -3,6 +3,9 @@
 Glue between the stores (registry, frozen holdout, published predictions, the newest data version)
 and the pure pieces in `training.drift` / `training.monitoring`. Two windows, because labels are late:
 
+Every window's signals, decision and Evidently HTML report are also logged to MLflow (experiment
+`closedloop/<model>/monitoring`), beside the report kept in the state directory.
+
 * the **drift window** — the last `drift.window_days` scored days — for data and prediction drift
   against the champion's frozen holdout (recent, out-of-sample, row-aligned with its scores);
 * the **performance window** — the `drift.performance_window_days` days whose labels have matured
@@ -54,6 +57,43 @@ def _last_retrain_at(paths: StatePaths, champion: dict[str, Any]) -> dt.date | N
             dates.append(dt.date.fromisoformat(str(row["window_end"])[:10]))
             break
     return max(dates) if dates else None
+
+
+def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decision: monitoring.Decision) -> str:
+    """One MLflow run per evaluated window (experiment `closedloop/<model>/monitoring`): the signals as
+    metrics, the decision as tags, the Evidently HTML report as an artifact. Re-evaluating a window
+    adds a run; the monitoring table keeps one row per window."""
+    import mlflow
+
+    from training import tracking
+
+    mc = tracking.client(paths)
+    name = f"{tracking.experiment_name(cfg)}/monitoring"
+    experiment = mc.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id if experiment
+        else mc.create_experiment(name, artifact_location=(paths.mlflow_artifacts / "monitoring").as_uri())
+    )
+    metrics = {"rows": float(window.rows), "matured_rows": float(window.matured_rows),
+               "positives": float(window.positives)}
+    if window.drift_share is not None:
+        metrics["drift_share"] = float(window.drift_share)
+    if window.prediction is not None:
+        metrics["prediction_drift"] = float(window.prediction.score)
+    for key, value in (window.performance or {}).items():
+        if isinstance(value, int | float) and value == value:
+            metrics[f"matured_{key}"] = float(value)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift {window.window_end}") as run:
+        mlflow.set_tags({
+            "window_start": window.window_start.isoformat(), "window_end": window.window_end.isoformat(),
+            "champion_version": window.champion_version, "decision": "trigger" if decision.trigger else "no_trigger",
+            "reason": decision.reason, "breached": ",".join(window.breached) or "-",
+        })
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(decision.why, "decision.txt")
+        if window.report_path:
+            mlflow.log_artifact(window.report_path, artifact_path="evidently")
+    return run.info.run_id
 
 
 def monitor_interval(
@@ -119,6 +159,7 @@ def monitor_interval(
     )
     monitoring.record_decision(paths, window, decision, report_path=window.report_path)
     perf_signal = window.signal("performance")
+    log_to_mlflow(paths, cfg, window, decision)
     return {
         "window_start": drift_start.isoformat(),
         "window_end": batch_date.isoformat(),

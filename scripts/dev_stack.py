@@ -700,7 +700,16 @@ def trigger_via_rest(
     body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf)}
     if run_id:
         body["dag_run_id"] = run_id
-    reply = _request("POST", f"{base_url.rstrip('/')}/api/v2/dags/{quoted}/dagRuns", body, token=token)
+    url = f"{base_url.rstrip('/')}/api/v2/dags/{quoted}/dagRuns"
+    for attempt in range(4):
+        try:
+            reply = _request("POST", url, body, token=token)
+            break
+        except RestApiError as exc:
+            # SQLite metadata DB under load: "database is locked" comes back as a 500 - retry that only
+            if exc.status != 500 or "Database error" not in exc.body or attempt == 3:
+                raise
+            time.sleep(2 * (attempt + 1))
     return str(reply["dag_run_id"])
 
 

@@ -246,6 +246,33 @@ def test_rest_trigger_helper_starts_a_run_with_its_conf(stack) -> None:
     assert wrong.value.status == 401
 
 
+def test_retrains_triggered_from_outside_carry_their_reason_to_mlflow(stack) -> None:
+    """`airflow dags trigger train_model --conf ...` and REST v2 both start a retrain whose reason
+    ends up on the MLflow run and the registered version (README: Triggering from outside)."""
+
+    from training import tracking
+
+    ds, s = stack.ds, stack.stack
+    s.airflow("dags", "unpause", "train_model")
+    s.airflow("dags", "trigger", "train_model", "--conf", json.dumps({"reason": "manual-cli"}))
+    ds.trigger_via_rest(s.url, s.user, s.password, "train_model", {"reason": "manual-rest", "evidence": {"ticket": 7}})
+    token = ds.get_token(s.url, s.user, s.password)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        runs = ds._get_json(f"{s.url}/api/v2/dags/train_model/dagRuns", token)["dag_runs"]
+        if len(runs) >= 2 and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(5)
+    assert sorted(r["state"] for r in runs) == ["success", "success"], runs
+    mc = tracking.client(stack.paths)
+    versions = mc.search_model_versions(f"name='{stack.cfg.model.name}'")
+    reasons = {v.tags.get("trigger_reason"): v for v in versions}
+    assert {"manual-cli", "manual-rest"} <= set(reasons), sorted(map(str, reasons))
+    rest_version = reasons["manual-rest"]
+    assert json.loads(rest_version.tags["trigger_evidence"]) == {"ticket": 7}
+    assert mc.get_run(rest_version.run_id).data.tags["trigger_reason"] == "manual-rest"
+
+
 def test_make_down_stops_every_service_from_another_process(stack) -> None:
     """Last in the module: `dev_stack.py down` (what `make down` runs) finds the services by pid file."""
     import subprocess

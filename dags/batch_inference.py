@@ -10,13 +10,10 @@ Asset for the drift monitor. Champion rows are what production acts on; challeng
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import FEATURES, PREDICTIONS
-from closedloop.runtime import load_runtime
-
-WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
+from closedloop.runtime import WAREHOUSE_POOL, load_runtime
 
 
 @dag(

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 from closedloop.assets import FEATURES
@@ -27,6 +26,7 @@ from closedloop.runtime import (
     BATCH_DATE_TEMPLATE,
     BATCH_END_TEMPLATE,
     BATCH_START_TEMPLATE,
+    WAREHOUSE_POOL,
     batch_date_of,
     day_bounds,
     load_runtime,
@@ -36,8 +36,6 @@ from training.config import load_config
 
 CONFIG = load_config()
 
-# DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
-WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
 
 
 @dag(

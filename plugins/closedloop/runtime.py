@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
+
+#: DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
+WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
 
 
 def load_runtime() -> tuple[Any, Any]:

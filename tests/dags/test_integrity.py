@@ -16,7 +16,7 @@ EXPECTED_DAG_IDS = {p.stem for p in DAGS.glob("*.py") if not p.name.startswith("
 
 
 @pytest.fixture(scope="module")
-def dagbag(dbt_manifest):
+def dagbag(dbt_manifest, airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS), safe_mode=True)

@@ -1,11 +1,13 @@
 """`make demo`: the whole loop under the real Airflow scheduler, on the embedded profile.
 
 Starts the Airflow components (api-server, scheduler, dag-processor, triggerer) with AIRFLOW_HOME in
-the state directory, unpauses the DAGs and asks the scheduler for a backfill of `data_pipeline` over
-the simulated days. From there the DAGs drive themselves: features Assets trigger `train_model` and
-`batch_inference`, predictions Assets trigger `drift_monitor`, and only the drift monitor triggers a
-retrain. The script watches, prints progress, then prints the day-by-day table, writes a PNG chart
-and exits 0 only if the loop closed (first champion -> drift detected -> retrain -> new champion).
+the state directory and unpauses the DAGs. The script is the source system's clock: it delivers one
+simulated day to `data_pipeline` (REST, `conf.batch_date`) whenever the previous day's run is over.
+From there the DAGs drive themselves: features Assets trigger `train_model` and `batch_inference`,
+predictions Assets trigger `drift_monitor`, and only the drift monitor triggers a retrain. Once the
+loop has closed it delivers `--days-after-close` more days (the new champion scoring), at most
+`--days` in all. It prints progress, then the day-by-day table, writes a PNG chart and exits 0 only
+if the loop closed (first champion -> drift detected -> retrain -> new champion).
 """
 
 from __future__ import annotations
@@ -106,7 +108,9 @@ def describe(counts: dict[str, dict[str, int]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=16, help="simulated days to run")
+    parser.add_argument("--days", type=int, default=18, help="simulated days to run at most")
+    parser.add_argument("--days-after-close", type=int, default=1,
+                        help="once the loop has closed, deliver this many more days (the new champion scoring), then stop")
     parser.add_argument("--timeout-min", type=float, default=40.0, help="give up after this many minutes")
     parser.add_argument("--keep-state", action="store_true", help="do not wipe the state dir first")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLOSEDLOOP_AIRFLOW_PORT", "8080")),
@@ -132,6 +136,8 @@ def main() -> int:
         # the demo is a burst of short runs: more task slots, a quicker scheduler loop
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        # a day is ~25 short tasks in a chain: an idle scheduler loop looks again after 0.2 s, not 1 s
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
     })
     try:
@@ -141,26 +147,32 @@ def main() -> int:
             stack.airflow("dags", "unpause", dag_id)
         print(f"Airflow UI: {stack.url}  (login {stack.user} / {stack.password})  setup took {time.monotonic() - t0:.0f}s")
 
+        from training.loop_report import loop_verdict
+
         deadline = t0 + args.timeout_min * 60
-        last_line, quiet_polls, next_day = "", 0, 0
+        last_line, quiet_polls, next_day, last_day_index, closed = "", 0, 0, args.days, False
         while time.monotonic() < deadline:
             # The source system's clock: day i+1 is delivered once day i's data_pipeline run is over.
             # Everything downstream follows from Assets and the drift monitor's own decisions.
-            if next_day < args.days and pipeline_idle(stack.airflow_db):
-                day = first_day + dt.timedelta(days=next_day)
-                trigger_via_rest(stack.url, stack.user, stack.password, "data_pipeline",
-                                 {"batch_date": day.isoformat()}, run_id=f"day__{day.isoformat()}",
-                                 logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
-                next_day += 1
+            if next_day < last_day_index and pipeline_idle(stack.airflow_db):
+                if not closed and next_day > 0 and loop_verdict(paths, cfg).closed:
+                    closed, last_day_index = True, min(args.days, next_day + args.days_after_close)
+                    print(f"loop closed after {next_day} days; delivering {last_day_index - next_day} more", flush=True)
+                if next_day < last_day_index:
+                    day = first_day + dt.timedelta(days=next_day)
+                    trigger_via_rest(stack.url, stack.user, stack.password, "data_pipeline",
+                                     {"batch_date": day.isoformat()}, run_id=f"day__{day.isoformat()}",
+                                     logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
+                    next_day += 1
             counts = run_counts(stack.airflow_db)
             pipeline = counts.get("data_pipeline", {})
             done_days = sum(n for s, n in pipeline.items() if s in TERMINAL)
             active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
-            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{args.days} (last processed {latest_pipeline_day(stack.airflow_db)}) | {describe(counts)}"
+            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{last_day_index} (last processed {latest_pipeline_day(stack.airflow_db)}) | {describe(counts)}"
             if line.split("|", 1)[1] != last_line.split("|", 1)[-1]:
                 print(line, flush=True)
                 last_line = line
-            quiet_polls = quiet_polls + 1 if (done_days >= args.days and active == 0) else 0
+            quiet_polls = quiet_polls + 1 if (done_days >= last_day_index and active == 0) else 0
             if quiet_polls >= 3:
                 break
             time.sleep(2)

@@ -86,7 +86,8 @@ HEALTH_KEYS = {
 
 #: Airflow settings shared by both profiles (compose's airflow services carry exactly these).
 AIRFLOW_SETTINGS: dict[str, str] = {
-    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    # LocalExecutor whose workers are forked with pandas/GX/MLflow/... already imported (plugins/closedloop/warm_executor.py)
+    "AIRFLOW__CORE__EXECUTOR": "closedloop.warm_executor.WarmLocalExecutor",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

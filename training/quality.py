@@ -191,7 +191,7 @@ def load_suite_file(suite_name: str, expectations_dir: Path = EXPECTATIONS_DIR) 
     return data
 
 
-def _quiet_gx() -> None:
+def quiet_gx() -> None:
     """Silence GX's INFO chatter and progress bars (called before GX is imported or used)."""
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -199,7 +199,7 @@ def _quiet_gx() -> None:
 
 def get_context(paths: StatePaths) -> AbstractDataContext:
     """A file-backed GX context rooted at `StatePaths.gx` (Data Docs and results persist there)."""
-    _quiet_gx()
+    quiet_gx()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -227,7 +227,7 @@ def sync_suites(
     The file's hash is kept in the stored suite's `meta.source_sha256`; an unchanged file is not
     re-written, so a run costs one read instead of a store update and a Data Docs re-render.
     """
-    _quiet_gx()
+    quiet_gx()
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.exceptions import DataContextError
 
@@ -357,7 +357,7 @@ def run_checkpoint(
     min_rows, max_rows); the interval defaults to `batch_date`'s day. Columns the suite lists in
     `meta.ignore_columns` (bookkeeping our ingest adds) are dropped before validation.
     """
-    _quiet_gx()  # before the first GX import: it logs at INFO while registering its API
+    quiet_gx()  # before the first GX import: it logs at INFO while registering its API
     from great_expectations.core.run_identifier import RunIdentifier
 
     meta = load_suite_file(suite_name, expectations_dir).get("meta") or {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,11 @@ def load_model(uri: str) -> Any:
     """The scikit-learn pipeline behind a `models:/` URI (scores come from `predict_proba`)."""
     import mlflow.sklearn
 
-    return mlflow.sklearn.load_model(uri)
+    # skops resolves scipy's ufuncs by probing every loaded module; inside an Airflow task that
+    # touches Airflow's deprecated-alias modules and logs ~1,000 warnings (seconds per task).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mlflow.sklearn.load_model(uri)
 
 
 def input_signature(uri: str) -> list[dict[str, str]]:

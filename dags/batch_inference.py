@@ -13,7 +13,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import FEATURES, PREDICTIONS
-from closedloop.runtime import WAREHOUSE_POOL, load_runtime
+from closedloop.runtime import WAREHOUSE_POOL, event_extras, load_runtime
 
 
 @dag(
@@ -34,7 +34,11 @@ def batch_inference():
         from training.inference import score_interval
 
         cfg, paths = load_runtime()
-        days = [context["params"]["batch_date"]] if context["params"].get("batch_date") else _event_batch_dates(context)
+        days = (
+            [context["params"]["batch_date"]]
+            if context["params"].get("batch_date")
+            else sorted({x["batch_date"] for x in event_extras(context) if x.get("batch_date")})
+        )
         if not days:
             raise ValueError(
                 "no batch_date: trigger with conf {\"batch_date\": \"YYYY-MM-DD\"} or let the features Asset trigger"
@@ -47,11 +51,6 @@ def batch_inference():
         return extra
 
     score()
-
-
-def _event_batch_dates(context) -> list[str]:
-    events = context.get("triggering_asset_events") or {}
-    return sorted({e.extra["batch_date"] for evs in events.values() for e in evs if e.extra and e.extra.get("batch_date")})
 
 
 batch_inference()

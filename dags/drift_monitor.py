@@ -22,7 +22,7 @@ import datetime as dt
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from closedloop.assets import PREDICTIONS
-from closedloop.runtime import load_runtime
+from closedloop.runtime import event_extras, load_runtime
 
 RETRAIN_DAG_ID = "train_model"
 
@@ -105,15 +105,7 @@ def drift_monitor():
 def _batch_dates(context) -> list[dt.date]:
     if context["params"].get("batch_date"):
         return [dt.date.fromisoformat(context["params"]["batch_date"])]
-    events = context.get("triggering_asset_events") or {}
-    dates = {
-        d
-        for evs in events.values()
-        for e in evs
-        if e.extra
-        for d in (e.extra.get("batch_dates") or [e.extra.get("batch_date")])
-        if d
-    }
+    dates = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
     if not dates:
         raise ValueError('no batch_date: trigger with conf {"batch_date": "YYYY-MM-DD"} or via the predictions Asset')
     return sorted(dt.date.fromisoformat(d) for d in dates)

@@ -19,7 +19,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import CHAMPION, FEATURES
-from closedloop.runtime import load_runtime
+from closedloop.runtime import event_extras, load_runtime
 
 
 @dag(
@@ -48,7 +48,8 @@ def train_model():
 
         cfg, paths = load_runtime()
         params = context["params"]
-        data_version = params.get("data_version") or _event_data_version(context)
+        versions = [x["data_version"] for x in event_extras(context) if x.get("data_version")]
+        data_version = params.get("data_version") or (versions[-1] if versions else None)
         record = (
             versioning.get_version(paths, data_version) if data_version else versioning.latest_data_version(paths)
         )
@@ -107,18 +108,6 @@ def train_model():
     decision = decide()
     result = evaluate(train(decision))
     promoted(result) >> announce_champion(result)
-
-
-def _event_data_version(context) -> str | None:
-    """The data version of the newest features Asset event that triggered this run, if any."""
-    events = context.get("triggering_asset_events") or {}
-    versions = [
-        (e.timestamp, e.extra.get("data_version"))
-        for evs in events.values()
-        for e in evs
-        if e.extra and e.extra.get("data_version")
-    ]
-    return max(versions)[1] if versions else None
 
 
 train_model()

@@ -108,7 +108,7 @@ def describe(counts: dict[str, dict[str, int]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=18, help="simulated days to run at most")
+    parser.add_argument("--days", type=int, default=20, help="simulated days to run at most")
     parser.add_argument("--days-after-close", type=int, default=1,
                         help="once the loop has closed, deliver this many more days (the new champion scoring), then stop")
     parser.add_argument("--timeout-min", type=float, default=40.0, help="give up after this many minutes")

@@ -40,3 +40,14 @@ def batch_date_of(context: dict[str, Any]) -> dt.date:
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)
+
+
+def event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The extras of the Asset events that triggered this run, oldest first (empty for other runs).
+
+    Events queued while a run was busy arrive together, so a consumer handles every one of them.
+    """
+    events = context.get("triggering_asset_events") or {}
+    # an event reached through an alias is listed under the alias too: count it once
+    unique = {id(e): e for evs in events.values() for e in evs if e.extra}
+    return [dict(e.extra) for e in sorted(unique.values(), key=lambda e: e.timestamp)]

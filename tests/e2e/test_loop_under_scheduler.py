@@ -34,7 +34,7 @@ def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOSEDLOOP_"))}
     env["CLOSEDLOOP_HOME"] = str(state)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "16", "--port", str(_free_port()),
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(_free_port()),
          "--overrides", str(overrides), "--timeout-min", "40"],
         env=env, capture_output=True, text=True, timeout=2600,
     )

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from training.config import Config, ConfigError, load_config
 from training.paths import StatePaths
@@ -281,11 +281,13 @@ def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt (after --)"),
 )
 def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.dbt import run_dbt
+    from training.dbt import Target, run_dbt
 
     args = [a for a in ns.dbt_args if a != "--"] or ["build"]
-    result = run_dbt(args, ctx.paths, ctx.cfg, target=os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
-    return {"success": result.success, "failed": [n.name for n in result.failed]}
+    # run_dbt validates the target and raises DbtError naming the failed nodes: exit code 1
+    target = cast(Target, os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
+    result = run_dbt(args, ctx.paths, ctx.cfg, target=target)
+    return {"success": result.success, "nodes": len(result.results)}
 
 
 @command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from")

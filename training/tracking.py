@@ -8,11 +8,12 @@ alias and by tag, and the figures logged with each run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +160,18 @@ def load_model(uri: str) -> Any:
     """The scikit-learn pipeline behind a `models:/` URI (scores come from `predict_proba`)."""
     import mlflow.sklearn
 
-    # skops resolves scipy's ufuncs by probing every loaded module; inside an Airflow task that
-    # touches Airflow's deprecated-alias modules and logs ~1,000 warnings (seconds per task).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_skops():
         return mlflow.sklearn.load_model(uri)
+
+
+@contextlib.contextmanager
+def quiet_skops() -> Iterator[None]:
+    """Around MLflow's skops (de)serialisation: its first import probes every loaded module for
+    scipy's ufuncs, and inside Airflow that touches Airflow's deprecated-alias modules - about 1,000
+    warnings, seconds of logging per task."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"skops\.")
+        yield
 
 
 def input_signature(uri: str) -> list[dict[str, str]]:

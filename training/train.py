@@ -367,15 +367,16 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
             "plots/feature_importance.png",
         )
         example = X_fit.head(5)
-        info = mlflow.sklearn.log_model(
-            model,
-            name=tracking.MODEL_ARTIFACT,
-            signature=infer_signature(example, model.predict_proba(example)),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            skops_trusted_types=tracking.SKOPS_TRUSTED_TYPES,
-            pip_requirements=_pip_requirements(),
-        )
+        with tracking.quiet_skops():
+            info = mlflow.sklearn.log_model(
+                model,
+                name=tracking.MODEL_ARTIFACT,
+                signature=infer_signature(example, model.predict_proba(example)),
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                skops_trusted_types=tracking.SKOPS_TRUSTED_TYPES,
+                pip_requirements=_pip_requirements(),
+            )
         run_id = run.info.run_id
     mv = mlflow.register_model(info.model_uri, spec.name, tags=tags)
     version = str(mv.version)

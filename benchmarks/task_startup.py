@@ -11,7 +11,7 @@ times, in one run, the same imports (`PRELOAD_MODULES`, after `airflow.sdk` as i
 
     .venv/bin/python benchmarks/task_startup.py [--repeat 3]
 
-Measured on the 2-core dev machine: cold 6.9 s (6.6-7.0), warm 0.05 s (fork + no-op imports), 148x: every
+Measured on the 2-core dev machine: cold 6.1 s (6.0-6.3), warm 0.013 s (fork + no-op imports), 463x: every
 task that used GX, MLflow or Evidently started 2-6 s sooner; `make demo` went from 13.1 to 6.0 min
 (16 days, the same story) with that and the 0.2 s scheduler idle sleep together.
 """

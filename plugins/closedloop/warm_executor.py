@@ -63,7 +63,6 @@ def preload_modules(names: tuple[str, ...] | list[str]) -> dict[str, float]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 importlib.import_module(name)
-
         except Exception as exc:  # noqa: BLE001 - a preload must never stop the scheduler
             log.warning("preload of %s failed (%s: %s); tasks will import it themselves", name, type(exc).__name__, exc)
             continue

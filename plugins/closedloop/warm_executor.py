@@ -20,6 +20,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Mapping
 
 from airflow.executors.local_executor import LocalExecutor
 
@@ -70,7 +71,8 @@ def preload_modules(names: tuple[str, ...] | list[str]) -> dict[str, float]:
     return took
 
 
-def configured_modules(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+def configured_modules(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`CLOSEDLOOP_PRELOAD_MODULES` as a list; unset means `PRELOAD_MODULES`, empty means none."""
     env = os.environ if environ is None else environ
     raw = env.get(PRELOAD_ENV_VAR)
     if raw is None:

@@ -188,6 +188,16 @@ class DriftSpec(_Strict):
     performance_window_days: int = Field(default=3, ge=1)
 
 
+class AdmissionSpec(_Strict):
+    """The front door's policies (training/admission.py)."""
+
+    #: a column the feed's suite does not know: reject the batch, or drop it (warn: with a warning)
+    extra_columns: Literal["reject", "warn", "allow"] = "reject"
+    #: rows that fail row-level checks are quarantined alone while they are at most this share of
+    #: the batch; above it (or for any batch-level failure) the whole batch is quarantined
+    max_rejected_row_share: float = Field(default=0.01, ge=0, le=1)
+
+
 class ScheduleSpec(_Strict):
     data_pipeline: str | None = "@daily"
     # Last data interval the schedule may create (None = open-ended). The demo sets it so that
@@ -206,6 +216,7 @@ class Config(_Strict):
     gates: GateSpec
     drift: DriftSpec
     schedules: ScheduleSpec = ScheduleSpec()
+    admission: AdmissionSpec = AdmissionSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -190,3 +190,10 @@ def test_reevaluating_a_decided_challenger_changes_nothing(first_then_better, mo
     again = evaluate_challenger(module_state, cfg, version=strong_t.version)
     assert again.reused and again.action == "promote" and again.report_uri == strong_e.report_uri
     assert registry.audit_log(module_state, cfg.model.name, limit=1000) == before
+
+
+def test_no_tag_or_description_names_a_local_file(first_then_better, worse, module_state, cfg):
+    """Embedded store: links are `runs:/` URIs and UI routes, never `file://` or the state dir's path."""
+    from tests.mlflow_portability import local_references
+
+    assert local_references(tracking.client(module_state), cfg.model.name, module_state) == []

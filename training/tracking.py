@@ -85,7 +85,7 @@ def registry_uri(paths: StatePaths) -> str:
 def is_direct_store(uri: str) -> bool:
     """True when the URI is a database / file store the library writes itself, False for a server."""
     scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
-    return scheme in DIRECT_STORE_SCHEMES or (scheme == "" and bool(uri))
+    return scheme in DIRECT_STORE_SCHEMES or (scheme == "" and uri.startswith(("/", ".", "~")))
 
 
 def client(paths: StatePaths):  # -> mlflow.MlflowClient (mlflow is imported lazily: it is slow)

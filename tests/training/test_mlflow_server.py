@@ -35,6 +35,13 @@ class Server:
     url: str
     backend: Path
     artifacts: Path
+    proc: subprocess.Popen
+    log: Path
+
+    def wait_healthy(self) -> Server:
+        """Block until `/health` answers (the server starts while the test prepares its data)."""
+        _wait_healthy(self.url, self.proc, self.log)
+        return self
 
 
 def _free_port() -> int:
@@ -59,7 +66,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real `mlflow server --serve-artifacts` on a free local port, stopped after the module."""
+    """A real `mlflow server --serve-artifacts` on a free local port, stopped after the module.
+
+    Not waited for here: it boots (tens of seconds on a busy machine) while the data is published."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -70,14 +79,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--backend-store-uri", f"sqlite:///{backend}",
         "--serve-artifacts", "--artifacts-destination", str(artifacts),
     ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # no job runner: it starts 7 huey consumer processes (GenAI jobs, trace rollups) nothing here uses
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     with log.open("w") as out:
         # own process group: the CLI starts the web server as a child; both are stopped below
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        _wait_healthy(url, proc, log)
-        yield Server(url, backend, artifacts)
+        yield Server(url, backend, artifacts, proc, log)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -104,13 +113,15 @@ def server_state(tmp_path_factory: pytest.TempPathFactory, server: Server) -> It
 
 @pytest.fixture(scope="module")
 def cfg(train_cfg: Config) -> Config:
-    return with_overrides(train_cfg, model={"name": "fraud_on_server"})
+    # one cheap family: what is checked here is where things land, not which model wins
+    return with_overrides(train_cfg, model={"name": "fraud_on_server"}, training={"candidates": ["logistic_regression"]})
 
 
 @pytest.fixture(scope="module")
-def promoted(server_state, cfg, training_frame, synth, train_eval):
+def promoted(server, server_state, cfg, training_frame, synth, train_eval):
     """Train + register + evaluate + promote (the first champion), all against the server."""
     data_version = synth.publish(server_state, training_frame, "full")
+    server.wait_healthy()
     trained, evaluated = train_eval(server_state, cfg, data_version, "first on server")
     assert evaluated.action == "first_promote", evaluated.failed_gates
     return trained, evaluated
@@ -137,10 +148,12 @@ def drift_run(server_state, cfg, promoted) -> tuple[str, Path]:
 def _server_client(server: Server):
     from mlflow import MlflowClient
 
+    server.wait_healthy()
     return MlflowClient(tracking_uri=server.url, registry_uri=server.url)
 
 
 def test_tracking_uri_follows_the_environment_at_call_time(server, server_state, monkeypatch):
+    # no server call here: the decision is made from the environment alone
     assert tracking.tracking_uri(server_state) == server.url
     assert tracking.artifact_location(server_state, "x") is None  # the server decides
     monkeypatch.delenv("MLFLOW_TRACKING_URI")

@@ -10,6 +10,7 @@ Evidently HTML, served through the server's artifact proxy (`mlflow-artifacts:/`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -118,11 +119,19 @@ def cfg(train_cfg: Config) -> Config:
 
 
 @pytest.fixture(scope="module")
-def promoted(server, server_state, cfg, training_frame, synth, train_eval):
-    """Train + register + evaluate + promote (the first champion), all against the server."""
+def promoted(server, server_state, cfg, training_frame, synth):
+    """Train + register + evaluate + promote (the first champion), all against the server. The
+    trigger evidence names a report in the state dir, as a drift monitor's evidence may."""
+    from training.evaluate import evaluate_challenger
+    from training.train import TrainRequest, train_model
+
     data_version = synth.publish(server_state, training_frame, "full")
     server.wait_healthy()
-    trained, evaluated = train_eval(server_state, cfg, data_version, "first on server")
+    evidence = {"report": str(server_state.reports / "drift" / "v0" / "w.html"), "uri": server_state.root.as_uri()}
+    trained = train_model(
+        server_state, cfg, TrainRequest(reason="first on server", evidence=evidence, data_version=data_version)
+    )
+    evaluated = evaluate_challenger(server_state, cfg, version=trained.version)
     assert evaluated.action == "first_promote", evaluated.failed_gates
     return trained, evaluated
 
@@ -173,6 +182,9 @@ def test_server_holds_run_version_and_champion(server, promoted, cfg):
     assert str(champion.version) == trained.version == evaluated.challenger_version
     assert champion.tags["gate_decision"] == "promote"
     assert champion.tags["decision_report"] == f"runs:/{trained.run_id}/decision/decision_report.md"
+    # a state-dir path in the trigger evidence is kept relative to the state dir (resolvable there)
+    assert json.loads(champion.tags["trigger_evidence"]) == {"report": "reports/drift/v0/w.html", "uri": "."}
+    assert json.loads(run.data.tags["trigger_evidence"]) == json.loads(champion.tags["trigger_evidence"])
     artifacts = {f.path for f in mc.list_artifacts(trained.run_id)}
     assert {"model_card.md", "decision", "plots", "search"} <= artifacts
 

@@ -3,9 +3,11 @@
 Both models score exactly the rows of the holdout the challenger froze at training time (found by
 its `holdout_hash` tag), so the comparison is paired. The gates (`training.gates`) decide; the
 Markdown report is stored as an artifact of the challenger's run and linked from its model
-version by a portable `runs:/<run_id>/decision/decision_report.md` URI (tag `decision_report`) and a
-UI-relative link in the description, never by a path on one machine; then the registry promotes or records the rejection. The decision is keyed like the
-training it judges, so re-running evaluate for the same challenger changes nothing.
+version by a portable `runs:/<run_id>/decision/decision_report.md` URI (tag `decision_report`) and
+a UI-relative link in the description - never by a path on one machine, so the links survive a
+moved state directory or server; then the registry promotes or records the rejection. The
+decision is keyed like the training it judges, so re-running evaluate for the same challenger
+changes nothing.
 """
 
 from __future__ import annotations

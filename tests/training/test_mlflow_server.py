@@ -9,6 +9,7 @@ Evidently HTML, served through the server's artifact proxy (`mlflow-artifacts:/`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -89,13 +90,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield Server(url, backend, artifacts, proc, log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # uvicorn waits for idle keep-alive clients
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop the server's own process group: politely, then for sure (the web server may outlive the CLI)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:  # uvicorn waits for idle keep-alive clients; its store is thrown away
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,11 @@
 Both models score exactly the rows of the holdout the challenger froze at training time (found by
 its `holdout_hash` tag), so the comparison is paired. The gates (`training.gates`) decide; the
 Markdown report is stored as an artifact of the challenger's run and linked from its model
-version; then the registry promotes or records the rejection. The decision is keyed like the
-training it judges, so re-running evaluate for the same challenger changes nothing.
+version by a portable `runs:/<run_id>/decision/decision_report.md` URI (tag `decision_report`) and
+a UI-relative link in the description - never by a path on one machine, so the links survive a
+moved state directory or server; then the registry promotes or records the rejection. The
+decision is keyed like the training it judges, so re-running evaluate for the same challenger
+changes nothing.
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ def evaluate_challenger(
     run = mc.get_run(ch_mv.run_id)
     mc.log_text(ch_mv.run_id, gates.render_report(decision, context), REPORT_ARTIFACT)
     mc.log_dict(ch_mv.run_id, {"context": context, "decision": decision.to_dict()}, DECISION_ARTIFACT)
-    report_uri = f"{run.info.artifact_uri}/{REPORT_ARTIFACT}"
+    report_uri = tracking.run_artifact_uri(ch_mv.run_id, REPORT_ARTIFACT)
+    report_link = tracking.ui_artifact_route(run.info.experiment_id, ch_mv.run_id, REPORT_ARTIFACT)
     for k, v in _finite(decision.metrics).items():
         mc.log_metric(ch_mv.run_id, f"gate_{k}", v)
     verdict = "promote" if decision.promote else "reject"
@@ -194,7 +198,7 @@ def evaluate_challenger(
     summary = (
         f"Gate decision: {verdict.upper()} ({decision.policy}); "
         + (f"failed: {', '.join(failed)}. " if failed else "all evaluated gates passed. ")
-        + f"Report: {report_uri}"
+        + f"Report: [{REPORT_ARTIFACT}]({report_link}) (`{report_uri}`)"
     )
     base = (ch_mv.description or "").split("\n\nGate decision:")[0]
     mc.update_model_version(name, ch_version, description=f"{base}\n\n{summary}".strip())
@@ -223,7 +227,7 @@ def evaluate_challenger(
             ch_mv.run_id, gates.render_model_card(name, ch_version, decision, context), MODEL_CARD_ARTIFACT
         )
         mc.set_model_version_tag(
-            name, ch_version, "model_card", f"{run.info.artifact_uri}/{MODEL_CARD_ARTIFACT}"
+            name, ch_version, "model_card", tracking.run_artifact_uri(ch_mv.run_id, MODEL_CARD_ARTIFACT)
         )
         rec = registry.promote(
             paths,

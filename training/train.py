@@ -326,7 +326,8 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
         "training_window_end": splits.validation_range[1].isoformat(),
         "seed": seed,
     }
-    tags = {k: tracking.tag_value(tags.get(k)) for k in tracking.LINEAGE_TAGS}
+    # no path of this machine in a tag (e.g. in trigger evidence): relative to the state directory
+    tags = {k: tracking.tag_value(tracking.portable(tags.get(k), paths)) for k in tracking.LINEAGE_TAGS}
     tags[tracking.IDEMPOTENCY_TAG] = key
     tags["model_family"] = best.family
 
@@ -387,7 +388,8 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
         version,
         description=(
             f"{best.family} trained on data version {data_version} "
-            f"({tags['training_window_start']}..{tags['training_window_end']}), reason: {request.reason}"
+            f"({tags['training_window_start']}..{tags['training_window_end']}), "
+            f"reason: {tracking.portable(request.reason, paths)}"
         ),
     )
     log.info("registered %s version %s as challenger (run %s)", spec.name, version, run_id)

@@ -35,7 +35,8 @@ def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path):
     env["CLOSEDLOOP_HOME"] = str(state)
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(_free_port()),
-         "--overrides", str(overrides), "--timeout-min", "40"],
+         "--overrides", str(overrides), "--timeout-min", "40",
+         "--until", "closed"],  # healing on live data is the demo's (make demo) longer story
         env=env, capture_output=True, text=True, timeout=2600,
     )
     print(out.stdout[-6000:])

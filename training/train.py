@@ -293,6 +293,8 @@ def fit_final(
     if weight is not None and np.any(np.asarray(weight) <= 0):
         keep = np.asarray(weight) > 0
         frame, weight = frame.loc[keep].reset_index(drop=True), np.asarray(weight)[keep]
+    if weight is not None and np.all(np.asarray(weight) == 1.0):
+        weight = None
     X, y = datasets.prepare_features(frame, spec), frame[spec.target].astype(int)
     y_arr = y.to_numpy()
     folds = StratifiedKFold(n_splits=CALIBRATION_FOLDS, shuffle=True, random_state=seed)
@@ -309,7 +311,11 @@ def fit_final(
         model = base.fit(X, y, **_fit_kwargs(weight))
     else:
         model = CalibratedClassifierCV(base, method=spec.calibration, cv=folds, ensemble=True)
-        model.fit(X, y, sample_weight=weight, **_fit_kwargs(weight))
+        with warnings.catch_warnings():
+            # sklearn cannot see that a Pipeline takes weights; they reach the classifier step
+            # through `clf__sample_weight` (sliced per fold) - the warning does not apply
+            warnings.filterwarnings("ignore", message="Since Pipeline does not appear to accept sample_weight")
+            model.fit(X, y, sample_weight=weight, **_fit_kwargs(weight))
         for (_, te), fold_model in zip(splits, model.calibrated_classifiers_, strict=True):
             oof[te] = np.asarray(fold_model.predict_proba(X.iloc[te]))[:, 1]
     point = metrics.operating_point(y_arr, oof, spec.recall_at_precision)

@@ -644,7 +644,7 @@ def _recovery_section(decision: GateDecision) -> list[str]:
     r = decision.recovery
     if not r or not r.get("champion_collapsed"):
         return []
-    rows = [
+    rows: list[list[Any]] = [
         ["champion below floor on", ", ".join(r["champion_below_floor"])],
         ["recovery policy enabled", bool(r["enabled"])],
         ["recovery applied", bool(r["active"])],

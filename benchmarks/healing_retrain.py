@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-days", type=int, default=5, help="later matured days all are scored on")
     parser.add_argument("--target", type=float, default=0.9, help="required share of the ceiling")
     parser.add_argument("--skip-baseline", action="store_true", help="don't train the plain retrain")
+    parser.add_argument(
+        "--more-lags", default="4,5,6", help="also train drift-aware retrains this many days after onset"
+    )
     args = parser.parse_args(argv)
 
     from training.train import TrainRequest, train_model
@@ -242,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("first retrain (drift-aware)", at_trigger, "drift_monitor:performance", evidence)]
     if not args.skip_baseline:
         runs.append(("first retrain (plain window)", at_trigger, "benchmark:plain_window", {}))
+    for lag in [int(x) for x in args.more_lags.split(",") if x.strip()]:
+        day = onset + lag * DAY
+        version = publish_version(paths, training_set_as_of(features, cfg, day), f"trigger-{day}")
+        runs.append((f"drift-aware, trigger +{lag} days", version, "drift_monitor:performance", evidence))
     ceiling_set = training_set_as_of(features, cfg, ceiling_last)
     ceiling_set = ceiling_set[ceiling_set["batch_date"] >= onset]
     ceiling_cfg = cfg.model_copy(
@@ -256,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, data_version, reason, ev in runs:
         t0 = time.perf_counter()
         res = train_model(
-            paths, cfg, TrainRequest(reason=reason, evidence=ev, data_version=data_version, idempotency_key=None)
+            paths,
+            cfg,
+            TrainRequest(reason=reason, evidence=ev, data_version=data_version, idempotency_key=f"{label}:{data_version}"),
         )
         print(f"trained {label}: v{res.version} in {time.perf_counter() - t0:.0f} s", flush=True)
         results.append(score_on(paths, cfg, label, res.version, evaluation))

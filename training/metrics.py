@@ -39,6 +39,10 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 #: Metrics where a smaller value is better (a "floor" on them is a ceiling).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier", "ece"})
+#: An operating point must catch at least this many positives: a threshold that "reaches" the target
+#: precision on its top three rows is chance, not an operating point (measured on the demo's shift:
+#: 1.0 precision on 4 of 233 frauds, blocking nothing on later days).
+OPERATING_POINT_MIN_TP = 10
 #: Equal-mass bins of the expected calibration error: with ~1 % positives, equal-width bins would put
 #: nearly every row into the first bin and hide a model that overstates risk by a factor of six.
 ECE_BINS = 10
@@ -311,13 +315,16 @@ class OperatingPoint:
         return dict(self.__dict__)
 
 
-def operating_point(y_true: Any, scores: Any, min_precision: float) -> OperatingPoint:
+def operating_point(
+    y_true: Any, scores: Any, min_precision: float, min_true_positives: int = OPERATING_POINT_MIN_TP
+) -> OperatingPoint:
     """The threshold of the configured operating point "recall at precision `min_precision`".
 
-    Among the distinct score thresholds, the lowest one whose precision is >= `min_precision` (so
-    recall is largest, as `recall_at_precision` measures it). When no threshold reaches that
-    precision, the threshold with the best F1 is used and `rule` says so - a model that cannot reach
-    the target still needs a threshold, and blocking everything above 0.5 is not one.
+    Among the distinct score thresholds that flag at least `min_true_positives` positives (fewer:
+    all positives), the lowest one whose precision is >= `min_precision` (so recall is largest, as
+    `recall_at_precision` measures it). When no such threshold reaches that precision, the threshold
+    with the best F1 is used and `rule` says so - a model that cannot reach the target still needs a
+    threshold, and blocking everything above 0.5 is not one.
     """
     if not 0.0 < min_precision <= 1.0:
         raise MetricError(f"min_precision must be in (0, 1], got {min_precision}")
@@ -336,7 +343,7 @@ def operating_point(y_true: Any, scores: Any, min_precision: float) -> Operating
     flagged = (group_ends + 1).astype(np.float64)
     precision = tp / flagged
     recall = tp / n_pos
-    ok = precision >= min_precision - 1e-12
+    ok = (precision >= min_precision - 1e-12) & (tp >= min(min_true_positives, n_pos))
     rule: Literal["recall_at_precision", "max_f1"]
     if ok.any():
         best = int(np.flatnonzero(ok)[np.argmax(recall[ok])])  # first index of the max: highest threshold

@@ -202,20 +202,23 @@ def test_operating_point_is_the_largest_recall_at_the_target_precision() -> None
     # ranked: + + - + - - ; precision by threshold: 1, 1, 2/3, 3/4, 3/5, 1/2
     y = np.array([1, 1, 0, 1, 0, 0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    op = m.operating_point(y, s, 0.75)
+    op = m.operating_point(y, s, 0.75, min_true_positives=1)
     assert (op.threshold, op.rule) == (0.6, "recall_at_precision")
     assert op.precision == pytest.approx(0.75) and op.recall == pytest.approx(1.0)
     assert op.flagged_share == pytest.approx(4 / 6)
     assert op.recall == pytest.approx(m.recall_at_precision(y, s, 0.75))
     # demanding more precision moves the threshold up, never blocking more
-    strict = m.operating_point(y, s, 0.9)
+    strict = m.operating_point(y, s, 0.9, min_true_positives=1)
     assert strict.threshold == 0.8 and strict.recall == pytest.approx(2 / 3)
+    # ... unless that rests on too few caught positives: then the best F1 (here: flag the top 4)
+    few = m.operating_point(y, s, 0.9, min_true_positives=3)
+    assert few.rule == "max_f1" and few.threshold == 0.6
 
 
 def test_operating_point_falls_back_to_best_f1_when_the_target_is_out_of_reach() -> None:
     y = np.array([0, 1, 0, 1, 0, 0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    op = m.operating_point(y, s, 0.9)
+    op = m.operating_point(y, s, 0.9, min_true_positives=1)
     assert op.rule == "max_f1" and op.threshold == 0.6  # precision 1/2, recall 1: F1 2/3
     with pytest.raises(m.MetricError, match="both classes"):
         m.operating_point([0, 0], [0.1, 0.2], 0.5)

@@ -257,6 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results: list[Scored] = []
+    # the champion before the drift, as the demo has it: trained on the days before the onset
+    from training import registry
+    from training.evaluate import evaluate_challenger
+
+    pre_version = publish_version(paths, training_set_as_of(features, cfg, onset - DAY), f"pre-drift-{onset}")
+    champion = train_model(
+        paths, cfg, TrainRequest(reason="benchmark:pre-drift champion", data_version=pre_version, idempotency_key=f"champion:{pre_version}")
+    )
+    if registry.current_champion(paths, cfg) != champion.version:
+        registry.force_promote(paths, cfg, champion.version, reason="benchmark: the champion before the drift")
+    print(f"pre-drift champion v{champion.version}: holdout PR-AUC {champion.holdout_metrics['pr_auc']:.3f}", flush=True)
+    gate_lines: list[str] = []
     # the trigger's evidence as the drift monitor records it: onset = first breaching window
     evidence = {"onset_window_start": onset.isoformat(), "benchmark": "healing_retrain"}
     at_trigger = publish_version(paths, training_set_as_of(features, cfg, trigger_day), f"trigger-{trigger_day}")
@@ -287,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"trained {label}: v{res.version} in {time.perf_counter() - t0:.0f} s", flush=True)
         results.append(score_on(paths, cfg, label, res.version, evaluation))
+        dry = evaluate_challenger(paths, cfg, version=res.version, act=False)  # gates vs the pre-drift champion
+        m = dry.metrics
+        gate_lines.append(
+            f"{label:32} policy {dry.policy:19} {'PROMOTE' if dry.promote else 'reject':8} "
+            f"holdout PR-AUC challenger {m.get('challenger_pr_auc', float('nan')):.3f} vs champion "
+            f"{m.get('champion_pr_auc', float('nan')):.3f}, ECE {m.get('challenger_ece', float('nan')):.4f}; "
+            f"failed: {', '.join(dry.failed_gates) or 'none'}"
+        )
     t0 = time.perf_counter()
     res = train_model(paths, ceiling_cfg, TrainRequest(reason="benchmark:ceiling", data_version=ceiling_version))
     print(f"trained ceiling: v{res.version} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -304,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.pr_auc:7.3f} {r.pr_auc / ceiling.pr_auc:6.0%} {r.roc_auc:6.3f} {r.mean_score_over_rate:9.2f} "
             f"{r.ece:7.4f} {r.threshold:7.3f} {r.blocked_share:8.2%} {r.precision_at_threshold:6.2f}"
         )
+    print("gates against the pre-drift champion on each challenger's own holdout (dry run):")
+    print("\n".join(gate_lines))
     first = results[0]
     share = first.pr_auc / ceiling.pr_auc
     ok = share >= args.target

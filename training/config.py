@@ -179,6 +179,10 @@ class RecoveryPolicy(_Strict):
 
     enabled: bool = False
     floors: dict[str, float] = Field(default_factory=dict)
+    # A collapsed champion can still be better on a small slice (fraud it was trained on that has
+    # become rare): `report` waives the slice gate in recovery - the regression is shown in the
+    # report and the audit record, not blocking - `enforce` keeps it blocking.
+    slice_gate: Literal["report", "enforce"] = "report"
 
 
 class GateSpec(_Strict):

@@ -15,7 +15,9 @@ A challenger replaces the champion only when every evaluated gate passes, in thi
 Recovery (`cfg.gates.recovery`): when the champion itself is below `gates.floors` on this holdout
 (it has collapsed, e.g. after concept drift) and the policy is enabled, the challenger's floors are
 the lower `recovery.floors`; it must still beat the champion significantly (non_regression) and pass
-every other gate. The policy is then `recovery`, and the decision says so (`GateDecision.recovery`).
+every other gate - except that a slice regression against the collapsed champion is `waived`
+(reported, not blocking) unless `recovery.slice_gate` is `enforce`. The policy is then `recovery`,
+and the decision says so (`GateDecision.recovery`).
 
 Without a champion the policy is `first_champion`: the comparison gates (2-4) are skipped and the
 first challenger that passes floors and budgets is promoted. Everything here is pure: the caller
@@ -44,7 +46,7 @@ from training.metrics import (
     rank_metric,
 )
 
-Verdict = Literal["pass", "fail", "skipped"]
+Verdict = Literal["pass", "fail", "skipped", "waived"]
 POLICY_FIRST_CHAMPION = "first_champion"
 POLICY_CHAMPION_CHALLENGER = "champion_challenger"
 POLICY_RECOVERY = "recovery"
@@ -279,6 +281,8 @@ def _recovery(cfg: Config, cp_metrics: dict[str, float]) -> dict[str, Any]:
         "normal_floors": dict(cfg.gates.floors),
         "recovery_floors": dict(policy.floors),
         "floors_applied": floors,
+        "slice_gate": policy.slice_gate,
+        "waived_gates": [],
         "why": why,
     }
 
@@ -546,14 +550,30 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
             }
         )
         gates.append(_non_regression_gate(cfg, boot))
-        gates.append(_slice_gate(cfg, table))
+        slice_result = _slice_gate(cfg, table)
+        if (
+            slice_result.verdict == "fail"
+            and recovery is not None
+            and recovery["active"]
+            and cfg.gates.recovery.slice_gate == "report"
+        ):
+            slice_result = GateResult(
+                slice_result.name,
+                slice_result.value,
+                slice_result.threshold,
+                "waived",
+                f"{slice_result.why} - waived under the recovery policy (gates.recovery.slice_gate: report): "
+                "the champion has collapsed overall, so a slice it still ranks better does not keep it",
+            )
+            recovery["waived_gates"] = ["slices"]
+        gates.append(slice_result)
         gates.append(_signature_gate(inputs))
     gates.extend(_calibration_gates(cfg, ch_metrics))
     gates.extend(_budget_gates(cfg, inputs))
     flat["latency_ms_per_1k_rows"] = float(inputs.latency_ms_per_1k_rows)
     flat["model_size_mb"] = float(inputs.model_size_mb)
 
-    promote = all(g.verdict == "pass" for g in gates if g.verdict != "skipped")
+    promote = all(g.verdict == "pass" for g in gates if g.verdict not in ("skipped", "waived"))
     return GateDecision(
         promote=promote,
         policy=policy,
@@ -593,7 +613,7 @@ def _ctx(context: Mapping[str, Any], key: str, default: str = "unknown") -> str:
     return default if value in (None, "") else str(value)
 
 
-_VERDICT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭ skipped"}
+_VERDICT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭ skipped", "waived": "⚠️ waived"}
 
 
 def _metrics_table(decision: GateDecision) -> str:
@@ -650,6 +670,7 @@ def _recovery_section(decision: GateDecision) -> list[str]:
         ["recovery applied", bool(r["active"])],
         ["normal floors", r["normal_floors"]],
         ["floors applied to the challenger", r["floors_applied"]],
+        ["gates waived", ", ".join(r.get("waived_gates") or []) or "none"],
     ]
     return ["## Recovery", r["why"] + ".", _table(["", ""], rows)]
 
@@ -686,11 +707,11 @@ def render_report(decision: GateDecision, context: Mapping[str, Any]) -> str:
         ],
     )
     failed = [g.name for g in decision.failed]
-    evaluated = [g for g in decision.gates if g.verdict != "skipped"]
+    evaluated = [g for g in decision.gates if g.verdict not in ("skipped", "waived")]
     if decision.promote:
         verdict = (
             f"**Verdict: PROMOTE** — version {ch_v} becomes `@champion`: "
-            f"all {len(evaluated)} evaluated gates passed ({len(decision.gates) - len(evaluated)} skipped)."
+            f"all {len(evaluated)} evaluated gates passed ({len(decision.gates) - len(evaluated)} skipped or waived)."
         )
         nxt = [
             f"- Alias `champion` moves to version {ch_v}; the move is recorded in `registry_audit`.",

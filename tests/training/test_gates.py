@@ -391,3 +391,28 @@ def test_recovery_config_is_validated(cfg: Config) -> None:
         parse_config(data)
     with pytest.raises(ConfigError, match="relaxes a normal floor"):
         with_overrides(cfg, gates={"recovery": {"floors": {"log_loss": 0.5}}})
+
+
+def _collapsed_but_good_in_store(world: World) -> np.ndarray:
+    """A champion that has lost the online fraud (most of it) yet still ranks in-store fraud well."""
+    in_store = (world.holdout["channel"] == "in_store").to_numpy()
+    return world.model(np.where(in_store, 0.0, 3.0), 2)
+
+
+def test_recovery_waives_a_slice_the_collapsed_champion_still_wins(recovery_cfg: Config, world: World) -> None:
+    champion = _collapsed_but_good_in_store(world)
+    challenger = _worse_in_store(world)
+    d = evaluate_gates(recovery_cfg, world.inputs(challenger, champion))
+    assert d.recovery is not None and d.recovery["active"], d.metrics
+    slices = d.gate("slices")
+    assert slices.verdict == "waived" and "channel=in_store" in slices.why and "recovery policy" in slices.why
+    assert d.promote and d.policy == "recovery" and d.recovery["waived_gates"] == ["slices"]
+    report = render_report(d, {})
+    assert "waived" in report and "| gates waived | slices |" in report
+    # the same challenger with the slice gate enforced under recovery is rejected for that slice
+    strict = with_overrides(recovery_cfg, gates={"recovery": {"slice_gate": "enforce"}})
+    d2 = evaluate_gates(strict, world.inputs(challenger, champion))
+    assert not d2.promote and _failed(d2) == ["slices"]
+    # and without a collapse, a slice regression blocks as always
+    healthy = evaluate_gates(recovery_cfg, world.inputs(challenger, world.model(0.6, 2)))
+    assert healthy.gate("slices").verdict == "fail" and not healthy.promote

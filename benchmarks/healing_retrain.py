@@ -12,7 +12,8 @@ project's own `training.train.train_model`:
   once with the drift-aware method and once the way a plain scheduled retrain would have trained;
 * **ceiling** - a model trained on ample post-shift data (`--ceiling-days` days after onset);
 
-and scores all of them on the same later evaluation days that none of them saw (`--eval-days`
+runs the gates for each against the pre-drift champion (`evaluate_challenger(act=False)`: policy,
+verdict, failed gates), and scores all of them on the same later evaluation days that none of them saw (`--eval-days`
 matured days after the ceiling's data). Prints PR-AUC, ROC AUC, calibration (mean score / fraud
 rate, ECE) and the share of transactions the version's threshold blocks; exits 1 if the drift-aware
 first retrain reaches less than `--target` (0.9) of the ceiling's PR-AUC.
@@ -31,6 +32,11 @@ Measured (2-core dev machine, December 2026; evaluation 2026-01-22..26: 51,179 r
     drift-aware, trigger +5 days   2026-01-09..2026-01-11  0.330   83 %        0.72             0.0049  0.59 %   0.44
     drift-aware, trigger +6 days   2026-01-09..2026-01-12  0.392   99 %        0.64             0.0044  0.23 %   0.64
     ceiling (post-shift 01-10..19) 2026-01-10..2026-01-19  0.398   100 %       0.80             0.0029  0.00 %   -
+
+Gates against the pre-drift champion (PR-AUC 0.05 on the post-onset holdout: collapsed), dry run:
+the drift-aware first retrain (holdout PR-AUC 0.270, ECE 0.007) is PROMOTED under the recovery
+policy (its online slice, 11 frauds, is waived); the plain-window one (0.122) is rejected by the
+recovery floor.
 
 So at the demo's trigger timing (+3 days: two matured post-onset days, the newer one the holdout)
 the drift-aware first retrain reaches 68 % of the ceiling - 2.7x the plain-window retrain - and the

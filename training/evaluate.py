@@ -180,7 +180,11 @@ def evaluate_challenger(
         "training_window_start": ch_mv.tags.get("training_window_start"),
         "training_window_end": ch_mv.tags.get("training_window_end"),
         "label_maturity_days": cfg.windows.label_maturity_days,
-        "decision_threshold": cfg.model.decision_threshold,
+        "decision_threshold": ch_mv.tags.get("decision_threshold")
+        or f"{cfg.model.decision_threshold} (config fallback: the version has no threshold tag)",
+        "training_method": ch_mv.tags.get("training_method"),
+        "training_method_detail": ch_mv.tags.get("training_method_detail"),
+        "calibration": ch_mv.tags.get("calibration"),
     }
 
     run = mc.get_run(ch_mv.run_id)
@@ -207,7 +211,12 @@ def evaluate_challenger(
         **_finite(decision.metrics),
         "policy": decision.policy,
         "failed_gates": failed,
+        "training_method": ch_mv.tags.get("training_method"),
     }
+    if decision.recovery is not None and decision.recovery["champion_collapsed"]:
+        # audited: the champion had collapsed, and whether the recovery floors were applied
+        audit_metrics["recovery"] = gates.json_safe(decision.recovery)
+        mc.set_model_version_tag(name, ch_version, "gate_recovery", str(decision.recovery["active"]).lower())
     result = EvaluationResult(
         model_name=name,
         challenger_version=ch_version,
@@ -233,7 +242,11 @@ def evaluate_challenger(
             paths,
             cfg,
             ch_version,
-            reason=f"all evaluated gates passed ({decision.policy})",
+            reason=(
+                f"recovery policy: {decision.recovery['why']}; all evaluated gates passed"
+                if decision.policy == gates.POLICY_RECOVERY and decision.recovery
+                else f"all evaluated gates passed ({decision.policy})"
+            ),
             idempotency_key=key,
             metrics=audit_metrics,
             report_uri=report_uri,

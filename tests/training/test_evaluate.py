@@ -197,3 +197,40 @@ def test_no_tag_or_description_names_a_local_file(first_then_better, worse, modu
     from tests.mlflow_portability import local_references
 
     assert local_references(tracking.client(module_state), cfg.model.name, module_state) == []
+
+
+def test_collapsed_champion_replaced_only_under_the_audited_recovery_policy(
+    module_state, cfg, versions, train_eval
+):
+    """A champion below the floors on the current holdout: with the recovery policy off the better
+    challenger (itself below the normal floor) is rejected; with it on, the same challenger is
+    promoted, and the audit row and the report say `recovery`."""
+    from training.train import TrainRequest, train_model
+
+    floors = {"pr_auc": 0.95, "roc_auc": 0.6}  # nobody meets pr_auc 0.95: the champion has "collapsed"
+    off = with_overrides(
+        cfg, model={"name": "fraud_recovery"}, gates={"floors": floors, "recovery": {"enabled": False}}
+    )
+    on = with_overrides(off, gates={"recovery": {"enabled": True, "floors": {"pr_auc": 0.1}}})
+    weak = train_model(module_state, off, TrainRequest(reason="old champion", data_version=versions["weak"]))
+    registry.force_promote(module_state, off, weak.version, reason="test: the champion before the drift")
+    strong = train_model(module_state, off, TrainRequest(reason="drift_monitor:performance", data_version=versions["full"]))
+
+    rejected = evaluate_challenger(module_state, off, version=strong.version, idempotency_key="recovery-off")
+    assert rejected.action == "reject" and rejected.failed_gates == ["floor_pr_auc"]
+    assert rejected.policy == "champion_challenger"
+    row = registry.audit_log(module_state, "fraud_recovery", limit=1)[0]
+    assert row["metrics"]["recovery"]["champion_collapsed"] and not row["metrics"]["recovery"]["active"]
+
+    promoted = evaluate_challenger(module_state, on, version=strong.version, idempotency_key="recovery-on")
+    assert promoted.action == "promote" and promoted.policy == "recovery", promoted.failed_gates
+    assert promoted.metrics["non_regression_lower"] > 0  # it beat the collapsed champion significantly
+    row = registry.audit_log(module_state, "fraud_recovery", limit=1)[0]
+    assert (row["action"], row["from_version"], row["to_version"]) == ("promote", weak.version, strong.version)
+    assert row["reason"].startswith("recovery policy:")
+    assert row["metrics"]["policy"] == "recovery" and row["metrics"]["recovery"]["active"]
+    assert row["metrics"]["recovery"]["floors_applied"]["pr_auc"] == 0.1
+    report = _artifact_text(module_state, promoted.report_uri)
+    assert "## Recovery" in report and "| policy | recovery |" in report
+    mv = tracking.client(module_state).get_model_version("fraud_recovery", strong.version)
+    assert mv.tags["gate_recovery"] == "true" and mv.tags["gate_policy"] == "recovery"

@@ -295,7 +295,6 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     """Train, log and register a challenger; idempotent on `request.key_for(data_version)`."""
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
 
     spec = cfg.model
     seed = cfg.training.seed if request.seed is None else int(request.seed)
@@ -371,7 +370,7 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
             info = mlflow.sklearn.log_model(
                 model,
                 name=tracking.MODEL_ARTIFACT,
-                signature=infer_signature(example, model.predict_proba(example)),
+                signature=datasets.model_signature(spec, example, model.predict_proba(example)),
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=tracking.SKOPS_TRUSTED_TYPES,

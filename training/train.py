@@ -26,7 +26,7 @@ from sklearn.model_selection import ParameterSampler
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training import datasets, metrics, tracking
+from training import datasets, metrics, registry, tracking
 from training.config import Config, ModelSpec
 from training.paths import StatePaths
 
@@ -305,6 +305,7 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     if previous is not None:
         log.info("idempotency key %s already trained version %s; not retraining", key, previous.version)
         return previous
+    registry.end_abandoned_runs(paths, cfg, key)  # an earlier attempt killed mid-run
 
     splits = datasets.training_frames(paths, cfg, data_version)
     digest, holdout = datasets.freeze_holdout(paths, splits.holdout, spec.id_column)

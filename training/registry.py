@@ -76,6 +76,14 @@ class MissingReasonError(ValueError):
     """An override (force-promote, rollback) was asked for without saying why."""
 
 
+class ChampionMoved(RegistryError):
+    """The champion changed after the gates ran: the decision compared against another model."""
+
+
+#: `promote(gated_against=ANY_CHAMPION)`: do not check which champion the gates compared against.
+ANY_CHAMPION = "*"
+
+
 class NothingToRollBack(RegistryError):
     """The audit log holds no earlier champion to restore."""
 
@@ -284,11 +292,14 @@ def promote(
     metrics: dict[str, Any] | None = None,
     report_uri: str | None = None,
     airflow_run_id: str | None = None,
+    gated_against: str | None = ANY_CHAMPION,
 ) -> AuditRecord:
     """Make a gate-approved version `@champion` in one alias move, recording the previous champion.
 
     The version must carry `gate_decision=promote` (set by `evaluate`); otherwise use
     `force_promote` with a reason. With no champion yet the action is audited as `first_promote`.
+    `gated_against` (the champion version the gates compared with, None for none) makes the move
+    refuse with `ChampionMoved` if another promotion got in between: re-run evaluate then.
     """
     done = find_audit(paths, idempotency_key)
     if done is not None:
@@ -307,6 +318,12 @@ def promote(
                 "or use force-promote with a reason"
             )
         champion = tracking.alias_version(mc, name, tracking.CHAMPION)
+        current = None if champion is None else str(champion.version)
+        if gated_against != ANY_CHAMPION and current not in (gated_against, str(version)):
+            raise ChampionMoved(
+                f"{name}@champion is version {current} but version {version} was gated against "
+                f"{gated_against or 'no champion'}: run `python -m training evaluate` again"
+            )
         if champion is not None and str(champion.version) == str(version):
             stack = _stack(conn, name)
             if stack and stack[-1] == str(version):  # already audited as champion: nothing to do

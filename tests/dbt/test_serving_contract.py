@@ -18,7 +18,7 @@ import pytest
 
 from tests.dbt.conftest import BuiltWarehouse, copy_state, read_table
 from tests.synthetic import TEST_OVERRIDES, make_training_set, publish
-from training import datasets, ingest, tracking
+from training import datasets, ingest, quality, tracking
 from training.config import load_config, with_overrides
 
 
@@ -52,7 +52,9 @@ def test_champion_scores_published_rows_through_plain_pyfunc(
     monkeypatch.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
     day = built_warehouse.days[-1]
     start = dt.datetime.combine(day, dt.time())
-    ingest.publish(paths, day, start, start + dt.timedelta(days=1))  # the real publish path
+    # the real gate and publish path: the feature suite accepts the cast columns
+    quality.gate("ml_transaction_features", ingest.read_candidate_features(paths, day), day, paths)
+    ingest.publish(paths, day, start, start + dt.timedelta(days=1))
 
     cfg = with_overrides(load_config(), **TEST_OVERRIDES)
     data_version = publish(paths, make_training_set(), "fixture")

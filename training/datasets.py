@@ -15,6 +15,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -275,6 +276,37 @@ def prepare_features(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     for col in spec.categorical_features:
         out[col] = df[col].astype("object").where(df[col].notna(), MISSING_CATEGORY).astype(str)
     return out.reset_index(drop=True)
+
+
+def feature_schema(spec: ModelSpec):  # -> mlflow.types.Schema (mlflow is imported lazily: it is slow)
+    """The model's input contract: numeric features `double`, categoricals `string`, in config order.
+
+    The feature mart casts its columns to exactly these types (docs/contracts.md, "Feature types"),
+    and `train` logs this schema as the signature, so rows read from `published.transaction_features`
+    pass MLflow's schema enforcement as they are (MLflow refuses int64 -> double as "unsafe").
+    """
+    from mlflow.types import ColSpec, DataType, Schema
+
+    cols: list[Any] = [ColSpec(DataType.double, name) for name in spec.numeric_features]
+    cols += [ColSpec(DataType.string, name) for name in spec.categorical_features]
+    return Schema(cols)
+
+
+def model_signature(spec: ModelSpec, example: pd.DataFrame, output: object):  # -> ModelSignature
+    """The signature `train` logs: the declared input contract, outputs inferred from `output`.
+
+    `example` must be `prepare_features` output; a type that differs from the contract is a bug
+    here, not something to log silently.
+    """
+    from mlflow.models import ModelSignature, infer_signature
+
+    inferred = infer_signature(example, output)
+    declared = feature_schema(spec)
+    got = [(c.name, c.type) for c in inferred.inputs.inputs]  # type: ignore[union-attr]
+    want = [(c.name, c.type) for c in declared.inputs]
+    if got != want:
+        raise DatasetError(f"prepared features {got} do not match the feature contract {want}")
+    return ModelSignature(inputs=declared, outputs=inferred.outputs)
 
 
 NUMERIC_SIGNATURE_TYPES = {"double", "float", "long", "integer", "boolean"}

@@ -251,6 +251,7 @@ def evaluate_challenger(
             metrics=audit_metrics,
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
+            gated_against=None if champion is None else champion.version,
         )
     else:
         why = "; ".join(f"{g.name}: {g.why}" for g in decision.failed)

@@ -33,7 +33,7 @@ from sklearn.model_selection import ParameterSampler, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training import datasets, metrics, tracking
+from training import datasets, metrics, registry, tracking
 from training.config import Config, ModelSpec
 from training.paths import StatePaths
 
@@ -403,7 +403,6 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     """Train, log and register a challenger; idempotent on `request.key_for(data_version)`."""
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
 
     spec = cfg.model
     seed = cfg.training.seed if request.seed is None else int(request.seed)
@@ -414,6 +413,7 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     if previous is not None:
         log.info("idempotency key %s already trained version %s; not retraining", key, previous.version)
         return previous
+    registry.end_abandoned_runs(paths, cfg, key)  # an earlier attempt killed mid-run
 
     splits = datasets.training_frames(paths, cfg, data_version, evidence=request.evidence, seed=seed)
     log.info("training windows (%s): %s", splits.method, splits.method_detail)
@@ -505,7 +505,7 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
             info = mlflow.sklearn.log_model(
                 model,
                 name=tracking.MODEL_ARTIFACT,
-                signature=infer_signature(example, model.predict_proba(example)),
+                signature=datasets.model_signature(spec, example, model.predict_proba(example)),
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=[*tracking.SKOPS_TRUSTED_TYPES, *CALIBRATION_TRUSTED_TYPES],

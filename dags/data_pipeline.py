@@ -29,14 +29,15 @@ from closedloop.runtime import (
     WAREHOUSE_POOL,
     batch_date_of,
     day_bounds,
+    default_args,
     load_runtime,
+    parse_config,
 )
 
-from training.config import load_config
-
-CONFIG = load_config()
-
-
+CONFIG = parse_config()
+#: A failed Great Expectations gate is a verdict on the data, not a fault: a retry re-validates the
+#: same bytes (and quarantines the batch again). The run stops, the day is fixed, then re-run.
+NO_RETRY_GATE = 0
 
 @dag(
     dag_id="data_pipeline",
@@ -57,7 +58,8 @@ CONFIG = load_config()
             description="process this day (YYYY-MM-DD) instead of the run's data interval, e.g. to re-run it",
         )
     },
-    default_args={"retries": 0},
+    # land/load_raw/publish replace the day's partition and DVC version: retry service faults
+    default_args=default_args(),
 )
 def data_pipeline():
     @task(pool=WAREHOUSE_POOL)
@@ -77,6 +79,7 @@ def data_pipeline():
         interval_start=BATCH_START_TEMPLATE,
         interval_end=BATCH_END_TEMPLATE,
         pool=WAREHOUSE_POOL,
+        retries=NO_RETRY_GATE,
     )
 
     @task(pool=WAREHOUSE_POOL)
@@ -88,7 +91,7 @@ def data_pipeline():
         _, paths = load_runtime()
         return load(paths, LandedBatch.from_xcom(landed))
 
-    dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL)
+    dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL, cfg=CONFIG)
 
     feature_gate = GXValidateCheckpointOperator(
         task_id="feature_gate",
@@ -99,6 +102,7 @@ def data_pipeline():
         interval_start=BATCH_START_TEMPLATE,
         interval_end=BATCH_END_TEMPLATE,
         pool=WAREHOUSE_POOL,
+        retries=NO_RETRY_GATE,
     )
 
     @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
@@ -126,7 +130,7 @@ def data_pipeline():
         context["outlet_events"][FEATURES].extra = extra
         return extra
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", retries=0)  # reports the states of this run: a retry reads the same
     def verify_published(**context) -> None:
         """Fail the run, naming what stopped it, whenever the day was not published.
 

@@ -117,7 +117,7 @@ def drift_monitor():
 
         pod = stage_pod(EXECUTION, "evaluate", "drift", [
             "--dates={{ ti.xcom_pull(task_ids='wait_for_window') | join(',') }}",
-            "--retrain-in-flight={{ ti.xcom_pull(task_ids='retrain_in_flight') }}",
+            "--retrain-in-flight={{ ti.xcom_pull(task_ids='retrain_in_flight') | string }}",
         ])
         [windows, retrain_in_flight()] >> pod
         result = pod.output

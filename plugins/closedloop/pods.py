@@ -82,6 +82,11 @@ def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: s
         do_xcom_push=do_xcom_push,
         get_logs=True,
         on_finish_action="delete_succeeded_pod",
+        # A pod spec is strings: under a DAG's native rendering (drift_monitor) the env value "5432"
+        # would become an int, which the Kubernetes API rejects, and cpu "1" a number. (Airflow 3.3
+        # still renders with the DAG's native environment, only concatenating as strings, so each
+        # `{{ }}` in `args` must yield a string - use `| string` for a non-string XCom.)
+        render_template_as_native_obj=False,
         **kwargs,
     )
 

@@ -12,6 +12,11 @@
 * A failing Great Expectations gate fails the run with the failed expectations named, quarantines
   the batch (`quarantine.rejected_batches` / `rejected_rows`) and publishes nothing: the previously
   published features and models are untouched.
+* The dbt models are rendered from the manifest `python -m training dbt-parse` writes. On a fresh
+  clone, before it has run, the DAG still imports: the dbt step is one `dbt.manifest_missing` task
+  that fails naming that command; the models appear as tasks at the next parse after it ran.
+* Retries: tasks that write partitions retry service faults (2 × 1 min; each replaces the day, so a
+  retry is safe); the gates, the dbt model tasks and `verify_published` do not (see each one's note).
 """
 
 from __future__ import annotations

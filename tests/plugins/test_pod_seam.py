@@ -109,3 +109,18 @@ def test_cli_rejects_date_and_dates_together(tmp_path):
     assert out.returncode == 1
     assert "exactly one of --date" in out.stderr
     assert not (tmp_path / "x.json").exists()  # a failed stage hands nothing over
+
+
+def test_infer_over_several_days_hands_over_what_batch_inference_emits(tmp_path):
+    """`infer --dates` returns the Asset extra the in-process `score` task builds (here: no champion yet)."""
+    xcom = tmp_path / "return.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "--home", str(tmp_path / "state"), "infer",
+         "--dates", "2026-01-06,2026-01-05", "--xcom-json", str(xcom)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    extra = json.loads(xcom.read_text())
+    assert extra == json.loads(out.stdout)
+    assert extra["batch_date"] == "2026-01-06" and extra["batch_dates"] == ["2026-01-05", "2026-01-06"]
+    assert [r["status"] for r in extra["results"]] == ["skipped_no_champion"] * 2

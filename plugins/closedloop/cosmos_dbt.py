@@ -4,8 +4,9 @@ Parsing reads a precompiled manifest (`LoadMode.DBT_MANIFEST`) so the DAG proces
 `python -m training dbt-parse` (run by `make env`/the demo/the test session) writes it into the state
 directory. Until it exists (a fresh clone) the group is one placeholder task, `dbt.manifest_missing`:
 the DAG still imports and shows where dbt goes, and a run fails at that task naming the command to
-run - never an import error that hides the whole DAG. The warehouse location reaches dbt through the task's environment at run time
-(`CLOSEDLOOP_HOME`), never through values frozen into the DAG at parse time. Tasks run dbt in a subprocess (`InvocationMode.SUBPROCESS`): cosmos's in-process runner
+run - never an import error that hides the whole DAG. The warehouse location reaches dbt through the
+task's environment at run time (`CLOSEDLOOP_HOME`), never through values frozen into the DAG at parse
+time. Tasks run dbt in a subprocess (`InvocationMode.SUBPROCESS`): cosmos's in-process runner
 leaves DuckDB connections open, and a later read-only connection in the same process fails.
 """
 

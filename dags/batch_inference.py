@@ -5,6 +5,10 @@ Scheduled on the `closedloop_features` Asset (one run per published interval) an
 `conf={"batch_date": "YYYY-MM-DD"}`. Writes `published.predictions`, replacing the interval's
 partition per alias (re-running a day never duplicates), and emits the `closedloop_predictions`
 Asset for the drift monitor. Champion rows are what production acts on; challenger rows are shadow.
+
+With `execution.mode: kubernetes` and `infer` in `execution.stages`, the scoring runs as a pod
+(`python -m training infer --dates ...`): `days` resolves the intervals, `score` is the pod, and
+`announce` emits the Asset with the same extra the in-process `score` task emits.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import FEATURES, PREDICTIONS
-from closedloop.runtime import WAREHOUSE_POOL, event_extras, load_runtime
+from closedloop.runtime import WAREHOUSE_POOL, default_args, event_extras, load_runtime, parse_config
+
+EXECUTION = parse_config().execution
 
 
 @dag(
@@ -25,24 +31,38 @@ from closedloop.runtime import WAREHOUSE_POOL, event_extras, load_runtime
     tags=["closedloop", "ml"],
     doc_md=__doc__,
     params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},
-    default_args={"retries": 1},
+    # scoring replaces the interval's partition per alias: a retry after a service fault is safe
+    default_args=default_args(),
 )
 def batch_inference():
+    if EXECUTION.in_pod("infer"):
+        from closedloop.pods import stage_pod
+
+        @task
+        def days(**context) -> list[str]:
+            """The intervals to score (Airflow context only: the pod gets them as arguments)."""
+            return _days(context)
+
+        pod = stage_pod(EXECUTION, "score", "infer", [
+            "--dates={{ ti.xcom_pull(task_ids='days') | join(',') }}",
+        ], pool=WAREHOUSE_POOL)
+
+        @task(outlets=[PREDICTIONS])
+        def announce(extra: dict, **context) -> dict:
+            context["outlet_events"][PREDICTIONS].extra = extra
+            return extra
+
+        days() >> pod
+        announce(pod.output)
+        return
+
     @task(outlets=[PREDICTIONS], pool=WAREHOUSE_POOL)
     def score(**context) -> dict:
         """Score every interval this run was triggered for (events queued together are all scored)."""
         from training.inference import score_interval
 
         cfg, paths = load_runtime()
-        days = (
-            [context["params"]["batch_date"]]
-            if context["params"].get("batch_date")
-            else sorted({x["batch_date"] for x in event_extras(context) if x.get("batch_date")})
-        )
-        if not days:
-            raise ValueError(
-                "no batch_date: trigger with conf {\"batch_date\": \"YYYY-MM-DD\"} or let the features Asset trigger"
-            )
+        days = _days(context)
         results = [score_interval(paths, cfg, dt.date.fromisoformat(day)) for day in days]
         for result in results:
             print(result)
@@ -51,6 +71,20 @@ def batch_inference():
         return extra
 
     score()
+
+
+def _days(context) -> list[str]:
+    """`conf.batch_date`, else every day of the triggering Asset events, oldest first."""
+    days = (
+        [context["params"]["batch_date"]]
+        if context["params"].get("batch_date")
+        else sorted({x["batch_date"] for x in event_extras(context) if x.get("batch_date")})
+    )
+    if not days:
+        raise ValueError(
+            "no batch_date: trigger with conf {\"batch_date\": \"YYYY-MM-DD\"} or let the features Asset trigger"
+        )
+    return days
 
 
 batch_inference()

@@ -12,6 +12,11 @@
 * A failing Great Expectations gate fails the run with the failed expectations named, quarantines
   the batch (`quarantine.rejected_batches` / `rejected_rows`) and publishes nothing: the previously
   published features and models are untouched.
+* The dbt models are rendered from the manifest `python -m training dbt-parse` writes. On a fresh
+  clone, before it has run, the DAG still imports: the dbt step is one `dbt.manifest_missing` task
+  that fails naming that command; the models appear as tasks at the next parse after it ran.
+* Retries: tasks that write partitions retry service faults (2 × 1 min; each replaces the day, so a
+  retry is safe); the gates, the dbt model tasks and `verify_published` do not (see each one's note).
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ from closedloop.runtime import (
     WAREHOUSE_POOL,
     batch_date_of,
     day_bounds,
+    default_args,
     load_runtime,
+    parse_config,
 )
 
-from training.config import load_config
-
-CONFIG = load_config()
-
-
+CONFIG = parse_config()
+#: A failed Great Expectations gate is a verdict on the data, not a fault: a retry re-validates the
+#: same bytes (and quarantines the batch again). The run stops, the day is fixed, then re-run.
+NO_RETRY_GATE = 0
 
 @dag(
     dag_id="data_pipeline",
@@ -57,7 +63,8 @@ CONFIG = load_config()
             description="process this day (YYYY-MM-DD) instead of the run's data interval, e.g. to re-run it",
         )
     },
-    default_args={"retries": 0},
+    # land/load_raw/publish replace the day's partition and DVC version: retry service faults
+    default_args=default_args(),
 )
 def data_pipeline():
     @task(pool=WAREHOUSE_POOL)
@@ -68,7 +75,7 @@ def data_pipeline():
         cfg, paths = load_runtime()
         return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
 
-    @task(task_id="raw_gate", pool=WAREHOUSE_POOL)
+    @task(task_id="raw_gate", pool=WAREHOUSE_POOL, retries=NO_RETRY_GATE)
     def raw_gate(landed: dict, **context) -> dict:
         """The front door: both feeds through their GX suites and the checks against loaded history."""
         from airflow.sdk.exceptions import AirflowFailException
@@ -92,7 +99,7 @@ def data_pipeline():
         _, paths = load_runtime()
         return load(paths, LandedBatch.from_xcom(admission["admitted"]))
 
-    dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL)
+    dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL, cfg=CONFIG)
 
     feature_gate = GXValidateCheckpointOperator(
         task_id="feature_gate",
@@ -103,6 +110,7 @@ def data_pipeline():
         interval_start=BATCH_START_TEMPLATE,
         interval_end=BATCH_END_TEMPLATE,
         pool=WAREHOUSE_POOL,
+        retries=NO_RETRY_GATE,
     )
 
     @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
@@ -130,7 +138,7 @@ def data_pipeline():
         context["outlet_events"][FEATURES].extra = extra
         return extra
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", retries=0)  # reports the states of this run: a retry reads the same
     def verify_published(**context) -> None:
         """Fail the run, naming what stopped it, whenever the day was not published.
 

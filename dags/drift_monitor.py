@@ -13,6 +13,10 @@ Scheduled on the `closedloop_predictions` Asset (one run per scored interval).
    `train_model` run is queued or running; windows scored by an older champion ignored.
    Every decision — trigger or not, and why — is a row in `monitoring_decisions`.
 4. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`.
+
+With `execution.mode: kubernetes` and `drift` in `execution.stages`, `evaluate` runs as a pod
+(`python -m training drift --dates ... --retrain-in-flight=...`, same loop, same result dict); a light
+`retrain_in_flight` task asks Airflow first, since the pod has no access to it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import datetime as dt
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from closedloop.assets import PREDICTIONS
-from closedloop.runtime import event_extras, load_runtime
+from closedloop.runtime import default_args, event_extras, load_runtime, parse_config
 
 RETRAIN_DAG_ID = "train_model"
+EXECUTION = parse_config().execution
 
 
 @dag(
@@ -37,7 +42,8 @@ RETRAIN_DAG_ID = "train_model"
     doc_md=__doc__,
     render_template_as_native_obj=True,
     params={"batch_date": Param(None, type=["null", "string"], description="window end (default: the Asset event's)")},
-    default_args={"retries": 0},
+    # the sensor and evaluate read/replace one window's rows: a retry after a service fault is safe
+    default_args=default_args(),
 )
 def drift_monitor():
     @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
@@ -65,6 +71,10 @@ def drift_monitor():
         return PokeReturnValue(is_done=True, xcom_value=[d.isoformat() for d in days])
 
     @task
+    def retrain_in_flight(**context) -> bool:
+        return context["ti"].get_dr_count(dag_id=RETRAIN_DAG_ID, states=["queued", "running"]) > 0
+
+    @task
     def evaluate(days: list[str], **context) -> dict:
         """Decide window by window, oldest first; the last decision is the run's."""
         from training.drift_job import monitor_interval
@@ -88,6 +98,9 @@ def drift_monitor():
         trigger_dag_id=RETRAIN_DAG_ID,
         conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
         wait_for_completion=False,
+        # A retry after a trigger that reached the API would start a second retrain; if the breach
+        # persists, the next window's decision triggers again (the policy's in-flight guard applies).
+        retries=0,
     )
 
     @task
@@ -98,7 +111,18 @@ def drift_monitor():
         run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")
         attach_triggered_run(paths, dt.date.fromisoformat(result["window_end"]), result["champion_version"], run_id)
 
-    result = evaluate(wait_for_window())
+    windows = wait_for_window()
+    if EXECUTION.in_pod("drift"):
+        from closedloop.pods import stage_pod
+
+        pod = stage_pod(EXECUTION, "evaluate", "drift", [
+            "--dates={{ ti.xcom_pull(task_ids='wait_for_window') | join(',') }}",
+            "--retrain-in-flight={{ ti.xcom_pull(task_ids='retrain_in_flight') | string }}",
+        ])
+        [windows, retrain_in_flight()] >> pod
+        result = pod.output
+    else:
+        result = evaluate(windows)
     breached(result) >> trigger_retrain >> record_trigger(result)
 
 

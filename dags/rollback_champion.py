@@ -12,7 +12,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import CHAMPION
-from closedloop.runtime import load_runtime
+from closedloop.runtime import default_args, load_runtime
 
 
 @dag(
@@ -20,10 +20,15 @@ from closedloop.runtime import load_runtime
     schedule=None,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
+    # two rollbacks at once would both read the same "previous champion" from the audit log
+    max_active_runs=1,
     tags=["closedloop", "ml", "ops"],
     doc_md=__doc__,
     params={"reason": Param("", type="string", minLength=1, description="why roll back (required, audited)")},
-    default_args={"retries": 0},
+    # Manual and watched: a failed rollback (e.g. no previous champion) fails the same way again, so
+    # it is not retried; the operator reads why and re-triggers. (The rollback is idempotent per run,
+    # keyed on the run id, so clearing the task after a service fault is safe.)
+    default_args=default_args(retries=0),
 )
 def rollback_champion():
     @task(outlets=[CHAMPION])

@@ -11,6 +11,11 @@ Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
 3. `evaluate` — gates against `@champion` on the frozen holdout (floors, paired-bootstrap
    non-regression, slices, signature, latency/size); promotes or rejects, audited, with a report.
 4. `announce_champion` — emits the `closedloop_champion` Asset only when the alias moved.
+
+With no published data version yet, `decide` *skips* the run and says why (nothing to train on is
+not a failure). With `execution.mode: kubernetes` in the config, `train` and `evaluate` (as listed in
+`execution.stages`) run as pods: `python -m training train|evaluate ...` with the same arguments,
+their JSON result handed over as the task's XCom.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import CHAMPION, FEATURES
-from closedloop.runtime import event_extras, load_runtime
+from closedloop.runtime import default_args, event_extras, load_runtime, parse_config
+
+EXECUTION = parse_config().execution
 
 
 @dag(
@@ -37,12 +44,15 @@ from closedloop.runtime import event_extras, load_runtime
         "signature_override_reason": Param(None, type=["null", "string"],
                                            description="accept a changed input schema (audited)"),
     },
-    default_args={"retries": 0},
+    # train/evaluate/decide are idempotent per run (keyed on the run id): retry service faults
+    default_args=default_args(),
 )
 def train_model():
     @task.short_circuit
     def decide(**context) -> dict | bool:
         """Train only with a reason, without a champion, or once the cadence has passed."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from training import versioning
         from training.retrain_policy import decide_training, enough_history
 
@@ -50,9 +60,13 @@ def train_model():
         params = context["params"]
         versions = [x["data_version"] for x in event_extras(context) if x.get("data_version")]
         data_version = params.get("data_version") or (versions[-1] if versions else None)
-        record = (
-            versioning.get_version(paths, data_version) if data_version else versioning.latest_data_version(paths)
-        )
+        if data_version:  # pinned by conf or the Asset event: an unknown version is an error, not a skip
+            record = versioning.get_version(paths, data_version)
+        else:
+            try:
+                record = versioning.latest_data_version(paths)
+            except versioning.DataVersionNotFound as exc:
+                raise AirflowSkipException(f"nothing to train on: {exc}") from None
         ok, why = enough_history(paths, cfg, record.data_version)
         if not ok:
             print(f"skip: {why}")
@@ -106,7 +120,32 @@ def train_model():
         }
 
     decision = decide()
-    result = evaluate(train(decision))
+    if EXECUTION.in_pod("train"):
+        from closedloop.pods import stage_pod
+
+        trained = stage_pod(EXECUTION, "train", "train", [
+            "--reason={{ ti.xcom_pull(task_ids='decide')['reason'] }}",
+            "--evidence={{ (params.evidence or {}) | tojson }}",
+            "--data-version={{ ti.xcom_pull(task_ids='decide')['data_version'] }}",
+            "--airflow-dag-id={{ dag.dag_id }}",
+            "--airflow-run-id={{ run_id }}",
+        ])
+        decision >> trained
+        trained = trained.output
+    else:
+        trained = train(decision)
+    if EXECUTION.in_pod("evaluate"):
+        from closedloop.pods import stage_pod
+
+        evaluated = stage_pod(EXECUTION, "evaluate", "evaluate", [
+            "--version={{ ti.xcom_pull(task_ids='train')['version'] }}",
+            "--signature-override-reason={{ params.signature_override_reason or '' }}",
+            "--airflow-run-id={{ run_id }}",
+        ])
+        trained >> evaluated
+        result = evaluated.output
+    else:
+        result = evaluate(trained)
     promoted(result) >> announce_champion(result)
 
 

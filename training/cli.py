@@ -85,6 +85,22 @@ def _datetime(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(f"not a timestamp (ISO 8601): {text!r}") from None
 
 
+def _dates(text: str) -> list[dt.date]:
+    days = [_date(part.strip()) for part in text.split(",") if part.strip()]
+    if not days:
+        raise argparse.ArgumentTypeError(f"no date in {text!r} (YYYY-MM-DD,YYYY-MM-DD,...)")
+    return sorted(set(days))
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean (true/false): {text!r}")
+
+
 def _json_obj(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -149,7 +165,7 @@ def _evaluate(ctx: Context, ns: argparse.Namespace) -> Any:
         ctx.paths,
         ctx.cfg,
         version=ns.version,
-        signature_override_reason=ns.signature_override_reason,
+        signature_override_reason=ns.signature_override_reason or None,  # "" from a template: none given
         airflow_run_id=ns.airflow_run_id,
         idempotency_key=ns.idempotency_key,
         act=not ns.dry_run,
@@ -225,15 +241,26 @@ def _force_promote(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command(
     "infer",
-    "score one day with @champion (+ @challenger in shadow) into published.predictions",
-    arg("--date", type=_date, required=True, help="batch date (YYYY-MM-DD)"),
+    "score one day (or several, --dates) with @champion (+ @challenger in shadow) into published.predictions",
+    arg("--date", type=_date, default=None, help="batch date (YYYY-MM-DD)"),
+    arg("--dates", type=_dates, default=None,
+        help="several batch dates, comma-separated: prints {batch_date, batch_dates, results} "
+             "(what batch_inference hands to the drift monitor)"),
     arg("--start", type=_datetime, default=None, help="data interval start (default: the date 00:00)"),
     arg("--end", type=_datetime, default=None, help="data interval end (default: start + 1 day)"),
 )
 def _infer(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.inference import score_interval
 
-    return score_interval(ctx.paths, ctx.cfg, ns.date, ns.start, ns.end)
+    if (ns.date is None) == (ns.dates is None):
+        raise ValueError("give exactly one of --date YYYY-MM-DD or --dates YYYY-MM-DD,YYYY-MM-DD,...")
+    if ns.date is not None:
+        return score_interval(ctx.paths, ctx.cfg, ns.date, ns.start, ns.end)
+    if ns.start or ns.end:
+        raise ValueError("--start/--end apply to one --date; each of --dates is scored over its own day")
+    results = [score_interval(ctx.paths, ctx.cfg, day) for day in ns.dates]
+    days = [d.isoformat() for d in ns.dates]
+    return {"batch_date": days[-1], "batch_dates": days, "results": results}
 
 
 @command(
@@ -318,13 +345,25 @@ def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
 @command(
     "drift",
     "evaluate the drift window ending on a day, decide whether to retrain, record the decision",
-    arg("--date", type=_date, required=True, help="window end (YYYY-MM-DD)"),
-    arg("--retrain-in-flight", action="store_true", help="a train_model run is queued or running"),
+    arg("--date", type=_date, default=None, help="window end (YYYY-MM-DD)"),
+    arg("--dates", type=_dates, default=None,
+        help="several window ends, comma-separated: decided oldest first, stopping at the first "
+             "trigger (one retrain per run); prints the last decision"),
+    arg("--retrain-in-flight", type=_bool, nargs="?", const=True, default=False,
+        help="a train_model run is queued or running (a flag, or =true/false from a template)"),
 )
 def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.drift_job import monitor_interval
 
-    return monitor_interval(ctx.paths, ctx.cfg, ns.date, retrain_in_flight=ns.retrain_in_flight)
+    if (ns.date is None) == (ns.dates is None):
+        raise ValueError("give exactly one of --date YYYY-MM-DD or --dates YYYY-MM-DD,YYYY-MM-DD,...")
+    result: dict[str, Any] = {}
+    for day in [ns.date] if ns.date is not None else ns.dates:
+        result = monitor_interval(ctx.paths, ctx.cfg, day, retrain_in_flight=ns.retrain_in_flight)
+        print(f"{day}: {result['decision']}: {result['why']}", file=sys.stderr)
+        if result.get("trigger"):
+            break  # one retrain per run; later windows are re-decided by the next run
+    return result
 
 
 @command("status", "show @champion and @challenger with lineage and holdout metrics")
@@ -349,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         for flags, kwargs in cmd.args:
             p.add_argument(*flags, **kwargs)
+        p.add_argument("--xcom-json", type=Path, default=None, metavar="PATH",
+                       help="also write the JSON result to PATH (a KubernetesPodOperator's XCom sidecar "
+                            "reads /airflow/xcom/return.json)")
     return parser
 
 
@@ -383,4 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if result is not None:
         print(json.dumps(_jsonable(result), indent=2, default=str))
+    if ns.xcom_json is not None:
+        # the sidecar hands this file to XCom: the same dict the in-process task returns
+        ns.xcom_json.parent.mkdir(parents=True, exist_ok=True)
+        ns.xcom_json.write_text(json.dumps(_jsonable(result), default=str))
     return 0

@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: schemas are built at the first validation, not per class at import - the config
+    # is loaded in every DAG-parse child, where building ~20 schemas one by one cost ~30 ms
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ModelSpec(_Strict):
@@ -269,6 +271,63 @@ class ScheduleSpec(_Strict):
     drift_monitor: str | None = None
 
 
+PodStage = Literal["train", "evaluate", "infer", "drift"]
+POD_STAGES: tuple[PodStage, ...] = ("train", "evaluate", "infer", "drift")
+
+
+class PodResources(_Strict):
+    """Kubernetes requests (and optional limits) of one stage's pod, in Kubernetes quantity syntax."""
+
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTE]i?)?$")
+    cpu_limit: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory_limit: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTE]i?)?$")
+
+
+def _default_pod_resources() -> dict[PodStage, PodResources]:
+    return {
+        "train": PodResources(cpu="2", memory="8Gi"),
+        "evaluate": PodResources(cpu="1", memory="4Gi"),
+        "infer": PodResources(cpu="1", memory="4Gi"),
+        "drift": PodResources(cpu="1", memory="4Gi"),
+    }
+
+
+class ExecutionSpec(_Strict):
+    """Where the heavy stages run: in the Airflow worker (`local`) or as Kubernetes pods.
+
+    In `kubernetes` mode each stage listed in `stages` becomes a KubernetesPodOperator running
+    `python -m training <stage>` in `image`; the others stay in-process. Read when a DAG file is
+    parsed, so a change takes effect at the next parse.
+    """
+
+    mode: Literal["local", "kubernetes"] = "local"
+    stages: list[PodStage] = Field(default_factory=lambda: list(POD_STAGES))
+    image: str = Field(default="closedloop:latest", min_length=1)
+    namespace: str = Field(default="closedloop", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    service_account: str | None = None
+    # A Secret whose keys become the pod's environment (passwords: CLOSEDLOOP_PG_PASSWORD, ...);
+    # secrets are never copied from the scheduler's environment into the pod spec.
+    env_from_secret: str | None = None
+    # A PersistentVolumeClaim mounted at $CLOSEDLOOP_HOME: the pods share the state directory.
+    state_volume_claim: str | None = None
+    resources: dict[PodStage, PodResources] = Field(default_factory=_default_pod_resources)
+
+    @model_validator(mode="after")
+    def _unique_stages(self) -> ExecutionSpec:
+        dupes = sorted({s for s in self.stages if self.stages.count(s) > 1})
+        if dupes:
+            raise ValueError(f"execution.stages lists {dupes} more than once")
+        return self
+
+    def in_pod(self, stage: PodStage) -> bool:
+        """Whether `stage` runs as a Kubernetes pod under this configuration."""
+        return self.mode == "kubernetes" and stage in self.stages
+
+    def resources_for(self, stage: PodStage) -> PodResources:
+        return self.resources.get(stage) or _default_pod_resources()[stage]
+
+
 class Config(_Strict):
     model: ModelSpec
     simulator: SimulatorSpec
@@ -278,6 +337,7 @@ class Config(_Strict):
     drift: DriftSpec
     schedules: ScheduleSpec = ScheduleSpec()
     admission: AdmissionSpec = AdmissionSpec()
+    execution: ExecutionSpec = ExecutionSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -320,7 +380,8 @@ def load_config(path: str | Path | None = None) -> Config:
     if not cfg_path.is_file():
         raise ConfigError(f"config file not found: {cfg_path} (set {CONFIG_ENV_VAR} or pass a path)")
     try:
-        data = yaml.safe_load(cfg_path.read_text())
+        # libyaml's loader when built in: this runs in every DAG-parse child
+        data = yaml.load(cfg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -2,8 +2,11 @@
 
 Parsing reads a precompiled manifest (`LoadMode.DBT_MANIFEST`) so the DAG processor never runs dbt;
 `python -m training dbt-parse` (run by `make env`/the demo/the test session) writes it into the state
-directory. The warehouse location reaches dbt through the task's environment at run time
-(`CLOSEDLOOP_HOME`), never through values frozen into the DAG at parse time. Tasks run dbt in a subprocess (`InvocationMode.SUBPROCESS`): cosmos's in-process runner
+directory. Until it exists (a fresh clone) the group is one placeholder task, `dbt.manifest_missing`:
+the DAG still imports and shows where dbt goes, and a run fails at that task naming the command to
+run - never an import error that hides the whole DAG. The warehouse location reaches dbt through the
+task's environment at run time (`CLOSEDLOOP_HOME`), never through values frozen into the DAG at parse
+time. Tasks run dbt in a subprocess (`InvocationMode.SUBPROCESS`): cosmos's in-process runner
 leaves DuckDB connections open, and a later read-only connection in the same process fails.
 """
 
@@ -12,12 +15,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 
 from training.config import PROJECT_ROOT, load_config
 from training.paths import StatePaths
+
+if TYPE_CHECKING:
+    from airflow.sdk import TaskGroup
+
+    from training.config import Config
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 MANIFEST_ENV_VAR = "CLOSEDLOOP_DBT_MANIFEST"
@@ -31,32 +40,67 @@ def manifest_path() -> Path:
     return Path(os.environ.get(MANIFEST_ENV_VAR) or StatePaths.from_env().dbt_target / "manifest.json")
 
 
-def dbt_task_group(group_id: str = "dbt", pool: str | None = None) -> DbtTaskGroup:
-    """Every dbt model as a task running `dbt build` for that model (its tests run right after it)."""
+def missing_manifest_message(manifest: Path) -> str:
+    return (
+        f"dbt manifest not found at {manifest}: run `python -m training dbt-parse` "
+        f"(make demo / make up do it) or set {MANIFEST_ENV_VAR}; the dbt models appear as tasks at the "
+        "next parse of the DAG file"
+    )
+
+
+def _placeholder_group(group_id: str, manifest: Path) -> TaskGroup:
+    """The dbt group before a manifest exists: one task that fails at run time saying what to run."""
+    from airflow.sdk import TaskGroup, task
+
+    with TaskGroup(group_id=group_id, tooltip="dbt models render once the manifest exists") as group:
+
+        # no retry: the manifest does not appear by waiting
+        @task(task_id="manifest_missing", retries=0)
+        def manifest_missing() -> None:
+            if manifest.is_file():
+                raise DbtManifestMissing(
+                    f"dbt manifest {manifest} exists now, but this run was created from a parse without it: "
+                    "re-run the day once the DAG has been re-parsed (the dbt models are tasks then)"
+                )
+            raise DbtManifestMissing(missing_manifest_message(manifest))
+
+        manifest_missing()
+    return group
+
+
+def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config | None = None,
+                   retries: int = 0) -> DbtTaskGroup | TaskGroup:
+    """Every dbt model as a task running `dbt build` for that model (its tests run right after it).
+
+    `retries` defaults to 0: each task's `dbt build` runs the model's tests, and a failing test fails
+    again the same way; the run stops before anything is published, so clearing the task is safe.
+    """
     manifest = manifest_path()
     if not manifest.is_file():
-        raise DbtManifestMissing(
-            f"dbt manifest not found at {manifest}: run `python -m training dbt-parse` "
-            f"(make demo / make up do it) or set {MANIFEST_ENV_VAR}"
-        )
+        return _placeholder_group(group_id, manifest)
     from training.dbt import dbt_vars
 
-    cfg = load_config()
+    cfg = cfg or load_config()
     # `local` (default): one `dbt build` per model task. `watcher`: one `dbt build` in a producer task
     # while every model/test task watches its node's status (one dbt start-up per day; needs a real
     # scheduler and triggerer, so `dag.test()` runs use `local`).
     mode = ExecutionMode(os.environ.get("CLOSEDLOOP_DBT_EXECUTION_MODE", "local"))
-    operator_args: dict = {"install_deps": False, "append_env": True}
+    operator_args: dict[str, Any] = {"install_deps": False, "append_env": True, "retries": retries}
     if pool and mode != ExecutionMode.WATCHER:
         operator_args["pool"] = pool
+    project_config = ProjectConfig(
+        dbt_project_path=DBT_PROJECT_DIR,
+        manifest_path=manifest,
+        dbt_vars=dbt_vars(cfg),
+        install_dbt_deps=False,
+    )
+    # Cosmos wraps the path in an ObjectStoragePath, whose first read loads every Airflow plugin (the
+    # hook-lineage collector) - FastAPI and all - inside each DAG-parse child: ~0.3 s per parse. The
+    # manifest is a local file, and cosmos reads it the same way through a plain Path.
+    project_config.manifest_path = manifest
     group = DbtTaskGroup(
         group_id=group_id,
-        project_config=ProjectConfig(
-            dbt_project_path=DBT_PROJECT_DIR,
-            manifest_path=manifest,
-            dbt_vars=dbt_vars(cfg),
-            install_dbt_deps=False,
-        ),
+        project_config=project_config,
         profile_config=ProfileConfig(
             profile_name="closedloop",
             target_name=os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"),

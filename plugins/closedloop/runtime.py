@@ -6,6 +6,31 @@ import datetime as dt
 import os
 from typing import Any
 
+#: Who answers for the DAGs (shown in the UI, used for alert routing).
+OWNER = "ml-platform"
+#: Retry policy for tasks that talk to services (MLflow, PostgreSQL, the DVC remote, a pod's node):
+#: their work is idempotent per run (partitions replaced, registry and audit rows keyed on the run
+#: id), so a retry after a transient fault is safe. Tasks where a retry is wrong (a failed data gate
+#: re-validates the same bytes; a decision must not be taken twice) set `retries=0` and say why.
+SERVICE_RETRIES = 2
+SERVICE_RETRY_DELAY = dt.timedelta(minutes=1)
+
+
+def default_args(**overrides: Any) -> dict[str, Any]:
+    """Every closedloop DAG's `default_args`: the owner and the service retry policy."""
+    return {"owner": OWNER, "retries": SERVICE_RETRIES, "retry_delay": SERVICE_RETRY_DELAY, **overrides}
+
+
+def parse_config() -> Any:
+    """The validated config for a DAG file's *structure* (schedules, `execution` mode), read at parse time.
+
+    Task bodies call `load_runtime()` instead, so what they act on is read when they run.
+    """
+    from training.config import load_config
+
+    return load_config()
+
+
 #: DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
 WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
 

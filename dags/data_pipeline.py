@@ -31,6 +31,7 @@ from closedloop.runtime import (
     BATCH_DATE_TEMPLATE,
     BATCH_END_TEMPLATE,
     BATCH_START_TEMPLATE,
+    DBT_POOL,
     WAREHOUSE_POOL,
     batch_date_of,
     day_bounds,
@@ -99,7 +100,7 @@ def data_pipeline():
         _, paths = load_runtime()
         return load(paths, LandedBatch.from_xcom(admission["admitted"]))
 
-    dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL, cfg=CONFIG)
+    dbt_build = dbt_task_group(group_id="dbt", pool=DBT_POOL, cfg=CONFIG)
 
     feature_gate = GXValidateCheckpointOperator(
         task_id="feature_gate",

@@ -33,6 +33,10 @@ def parse_config() -> Any:
 
 #: DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
 WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
+#: dbt rebuilds whole mart tables: two builds at once would collide on any warehouse (on PostgreSQL
+#: on dbt's `__dbt_tmp` relations), so dbt gets a pool of its own with one slot. On DuckDB the
+#: single-writer pool already serialises it (the default); the services profile sets `dbt_build`.
+DBT_POOL = os.environ.get("CLOSEDLOOP_DBT_POOL") or WAREHOUSE_POOL
 
 
 def load_runtime() -> tuple[Any, Any]:

@@ -358,8 +358,8 @@ def _run_unrendered(
     """
     from evidently.legacy.calculations.data_drift import get_one_column_drift
     from evidently.legacy.core import ColumnType
-    from evidently.legacy.options.data_drift import DataDriftOptions
     from evidently.legacy.metric_results import DatasetColumns, DatasetUtilityColumns
+    from evidently.legacy.options.data_drift import DataDriftOptions
 
     out: dict[str, FeatureDrift] = {}
     for p in plans:

@@ -242,3 +242,40 @@ def test_save_report_writes_html(state: StatePaths, results) -> None:
     assert not list(path.parent.glob("*.tmp"))
     with pytest.raises(drift.DriftError, match="no Evidently snapshot"):
         drift.save_report(None, path)
+
+
+def test_unrendered_path_measures_exactly_what_the_report_does(base_config: Config, reference, results) -> None:
+    """Replays skip Evidently's plots (render=False); scores and verdicts must not change."""
+    current = features(3_000, seed=3, amount_factor=1.6, new_category_share=0.1)
+    ref_s, cur_s = scores(5_000, 4), scores(3_000, 5, shift=0.05)
+    rendered = drift.data_drift(reference, current, base_config, reference_scores=ref_s, current_scores=cur_s)
+    plain = drift.data_drift(
+        reference, current, base_config, reference_scores=ref_s, current_scores=cur_s, render=False
+    )
+    assert plain.features == rendered.features and plain.prediction == rendered.prediction
+    assert plain.snapshot is None and rendered.snapshot is not None
+    assert any(f.drifted for f in plain.features) and plain.prediction is not None and plain.prediction.drifted
+
+
+def test_expected_drift_is_measured_and_reported_but_relaxed_or_not_counted(
+    base_config: Config, reference: pd.DataFrame
+) -> None:
+    current = features(3_000, seed=6).assign(is_new_device=lambda f: (f.index % 3 == 0).astype(int))
+    cfg = with_overrides(
+        base_config,
+        drift={
+            "feature_overrides": {
+                "is_new_device": {"expected_drift": "warmup", "reason": "first-seen flags fall as history grows"},
+            }
+        },
+    )
+    got = drift.data_drift(reference, current, cfg, render=False)
+    dev = _by_name(got)["is_new_device"]
+    assert dev.drifted and not dev.counted and dev.expected == "warmup: first-seen flags fall as history grows"
+    assert got.drifted_features == [] and got.drifted_share == 0.0 and got.expected_drifts == [dev]
+    # with a (relaxed) threshold it counts again, at that threshold
+    relaxed = with_overrides(cfg, drift={"feature_overrides": {"is_new_device": {"threshold": 0.2}}})
+    again = _by_name(drift.data_drift(reference, current, relaxed, render=False))["is_new_device"]
+    assert again.counted and again.threshold == 0.2 and again.drifted == (again.score >= 0.2)
+    with pytest.raises(ValueError, match="needs a `reason`"):
+        with_overrides(base_config, drift={"feature_overrides": {"is_new_device": {"expected_drift": "warmup"}}})

@@ -158,9 +158,14 @@ class FeatureDriftOverride(_Strict):
     # drifted share; with one it counts at that relaxed threshold. The reason goes into every decision.
     expected_drift: Literal["warmup", "seasonal"] | None = None
     reason: str | None = None
+    # A drift of this feature alone breaches the data-drift signal, whatever the drifted share:
+    # for the feature a business reads directly (prices: log_amount), where one moving matters.
+    critical: bool = False
 
     @model_validator(mode="after")
     def _reason_given(self) -> FeatureDriftOverride:
+        if self.expected_drift and self.critical:
+            raise ValueError("a feature cannot be both critical and expected to drift")
         if self.expected_drift and not (self.reason or "").strip():
             raise ValueError(
                 f"expected_drift: {self.expected_drift} needs a `reason` (it is written into every decision)"

@@ -7,7 +7,8 @@ release). Everything Evidently-specific stays behind three functions returning p
   feature, method and threshold per feature from `cfg.drift` (Wasserstein distance normed by the
   reference standard deviation for numeric features, Jensen-Shannon distance for categorical ones;
   `feature_overrides` change either). The drifted share counts the monitored features only; a
-  feature with `expected_drift` (warm-up, seasonal) and no threshold is measured but not counted.
+  feature with `expected_drift` (warm-up, seasonal) and no threshold is measured but not counted;
+  a `critical` feature's drift alone is a breach (monitoring.evaluate_window).
 * `prediction_drift(reference_scores, current_scores, cfg)` - Wasserstein distance of the score
   distributions, normed by the reference scores' standard deviation. Chosen over PSI because
   Evidently's PSI bins on equal-width ranges of the combined data: fraud scores pile up near 0, so
@@ -89,6 +90,7 @@ class FeatureDrift:
     # measured and shown, not counted in the drifted share. `expected` says which kind and why.
     counted: bool = True
     expected: str | None = None
+    critical: bool = False  # its drift alone breaches the data-drift signal (config `critical`)
 
     @property
     def higher_is_drift(self) -> bool:
@@ -108,6 +110,7 @@ class FeatureDrift:
             drifted=bool(data["drifted"]),
             counted=bool(data.get("counted", True)),
             expected=data.get("expected"),
+            critical=bool(data.get("critical", False)),
         )
 
 
@@ -135,6 +138,11 @@ class DataDriftResult:
     @property
     def drifted_features(self) -> list[str]:
         return [f.feature for f in self.features if f.drifted and f.counted]
+
+    @property
+    def critical_drifts(self) -> list[str]:
+        """Critical features that drifted: each one alone is a data-drift breach."""
+        return [f.feature for f in self.features if f.drifted and f.critical]
 
     @property
     def expected_drifts(self) -> list[FeatureDrift]:
@@ -168,6 +176,7 @@ class _Plan:
     threshold: float
     counted: bool = True
     expected: str | None = None  # "<kind>: <reason>" from the config's expected_drift
+    critical: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +252,8 @@ def _plan(cfg: Config) -> list[_Plan]:
         if override and override.expected_drift:
             expected = f"{override.expected_drift}: {override.reason}"
             counted = override.threshold is not None  # relaxed threshold: counted; none: ignored
-        plans.append(_Plan(feature, kind, method, threshold, counted is not False, expected))
+        critical = bool(override and override.critical)
+        plans.append(_Plan(feature, kind, method, threshold, counted is not False, expected, critical))
     return plans
 
 
@@ -385,7 +395,14 @@ def _run_unrendered(
             agg_data=True,
         )
         out[p.feature] = FeatureDrift(
-            p.feature, p.method, float(res.drift_score), p.threshold, bool(res.drift_detected), p.counted, p.expected
+            p.feature,
+            p.method,
+            float(res.drift_score),
+            p.threshold,
+            bool(res.drift_detected),
+            p.counted,
+            p.expected,
+            p.critical,
         )
     return out
 
@@ -413,7 +430,9 @@ def _parse_snapshot(snapshot: Any, plans: list[_Plan]) -> dict[str, FeatureDrift
         drifted = verdicts.get(metric_id)
         if drifted is None:  # no test exported: fall back to the direction table
             drifted = _is_drift(p.method, score, p.threshold)
-        out[p.feature] = FeatureDrift(p.feature, p.method, score, p.threshold, bool(drifted), p.counted, p.expected)
+        out[p.feature] = FeatureDrift(
+            p.feature, p.method, score, p.threshold, bool(drifted), p.counted, p.expected, p.critical
+        )
     return out
 
 

@@ -5,18 +5,27 @@ One monitoring *window* (a range of batch dates, both ends inclusive) gives thre
 (an input is missing: never a breach):
 
 * `data_drift` - share of monitored features whose Evidently drift test fires >= drift_share_threshold;
+  features whose drift the config expects (`expected_drift: warmup|seasonal` with a reason) are
+  reported with that reason and not counted (or counted at their relaxed threshold);
 * `prediction_drift` - the score distribution moved (normed Wasserstein >= prediction_drift_threshold);
 * `performance` - on matured labels, even the optimistic (bootstrap upper) end of the primary metric
   is below champion holdout value x (1 - performance_tolerance).
 
+The drift reference covers whole weeks and each window is compared with the same weekdays of it
+(`select_reference`): busier, pricier weekends are the world's rhythm, not drift.
+
 `decide` turns a history of windows into one decision. It is a pure function so every rule can be
 tested without a warehouse. A retrain is triggered when, for some signal, the latest window
-breaches and at least k of the last n eligible windows breach on that same signal. Eligible
-windows are those evaluated against the current champion, scored entirely by it, and ending after
-the last promotion or retrain (evidence that already led to a retrain is not reused). A trigger is
-blocked while a retrain is in flight and for `cooldown_days` after the last promotion or retrain.
+breaches and at least k of the last n eligible windows breach on that same signal - counting only
+windows whose signal periods do not overlap, so one bad day seen by three overlapping 3-day windows
+counts once. Eligible windows are those evaluated against the current champion, scored entirely by
+it, and ending after the last promotion or retrain (evidence that already led to a retrain is not
+reused). A trigger is blocked while a retrain is in flight, for `cooldown_days` after the last
+promotion or retrain, after rejected retrains (`backoff`, growing with each rejection) and beyond
+`storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision.
 Requiring the same signal k times keeps two unrelated one-off blips (drift one day, an unlucky
-fraud sample the next) from adding up to a retrain.
+fraud sample the next) from adding up to a retrain. A trigger's evidence names the onset (first
+breaching window of the episode) so the retrain can anchor its training window there.
 """
 
 from __future__ import annotations
@@ -675,9 +684,12 @@ def evaluate_window(
             msg += "; expected drift, not counted: " + "; ".join(
                 f"{f.feature} {_fmt(f.score)} ({f.expected})" for f in result.expected_drifts
             )
+        critical = result.critical_drifts
+        if critical:
+            msg += f"; critical feature(s) drifted: {', '.join(critical)}"
         signals["data_drift"] = Signal(
             "data_drift",
-            "breach" if drift_share >= d.drift_share_threshold else "ok",
+            "breach" if drift_share >= d.drift_share_threshold or critical else "ok",
             drift_share,
             d.drift_share_threshold,
             msg,

@@ -598,7 +598,11 @@ def _sim_config(base_config: Config, *scenarios: dict) -> Config:
 
 
 def _simulated(cfg: Config, days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Scored days, the champion's reference (its last 14 training days) and its holdout metrics."""
+    """Scored days, the champion's reference (its last 14 training days) and its holdout metrics.
+
+    The holdout is the champion's last whole week: a 3-day holdout covers 3 weekdays and its PR-AUC
+    sets a floor that weekends (different amounts, different fraud mix) fall below by chance.
+    """
     from training import monitoring_replay as mr
 
     feats = mr.simulated_features(cfg.simulator, days, label_maturity_days=cfg.windows.label_maturity_days)
@@ -606,7 +610,7 @@ def _simulated(cfg: Config, days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict
     score = mr.fit_champion(feats[feats.batch_date < day[SIM_DAY0]], cfg)
     data = mr.with_scores(feats, score)
     reference = data[(data.batch_date >= day[7]) & (data.batch_date < day[SIM_DAY0])]
-    holdout = data[(data.batch_date >= day[18]) & (data.batch_date < day[SIM_DAY0])]
+    holdout = data[(data.batch_date >= day[14]) & (data.batch_date < day[SIM_DAY0])]  # a whole week
     return data, reference, compute_metrics(holdout.is_fraud, holdout.score, cfg.model)
 
 

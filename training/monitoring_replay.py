@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from training import monitoring, simulator
-from training.config import Config, SimulatorSpec
+from training.config import Config, SimulatorSpec, parse_config
 from training.monitoring import Decision, PastTrigger, WindowEvidence
 from training.paths import StatePaths
 
@@ -93,6 +93,21 @@ def simulated_features(
     out["batch_date"] = pd.to_datetime(out["batch_date"]).dt.date
     out["is_fraud"] = out["is_fraud"].astype(int)
     return out
+
+
+def old_policy(cfg: Config) -> Config:
+    """`cfg` with the monitor settings landed before issue 10, for comparisons (tests, benchmark).
+
+    Reference used as given (the frozen holdout), no per-feature expected-drift or critical
+    policy, no storm cap or backoff. (k-of-n now counts non-overlapping periods either way.)
+    """
+    data = cfg.model_dump(mode="json")
+    data["drift"].update(
+        reference="as_given",
+        feature_overrides={},
+        storm={"max_triggers": 10_000, "period_days": 1, "backoff_days": 0, "backoff_factor": 1.0},
+    )
+    return parse_config(data, "old monitoring policy")
 
 
 def fit_champion(frame: pd.DataFrame, cfg: Config, seed: int = 0) -> Callable[[pd.DataFrame], np.ndarray]:

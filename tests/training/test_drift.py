@@ -88,12 +88,17 @@ def test_features_methods_and_thresholds_follow_config(base_config: Config, resu
     monitored = [f for f in base_config.model.features if f not in base_config.drift.exclude_features]
     assert list(got) == monitored
     assert "is_weekend" not in got and results["stable"].excluded_features == ["is_weekend"]
+    overrides = base_config.drift.feature_overrides
     for name in base_config.model.numeric_features:
         if name in got:
+            own = overrides[name].threshold if name in overrides else None
             assert (got[name].method, got[name].threshold) == (
                 "wasserstein",
-                base_config.drift.default_threshold,
+                own if own is not None else base_config.drift.default_threshold,
             )
+    # the shipped per-feature policy: prices are critical, warm-up features are expected to drift
+    assert got["log_amount"].critical and got["log_amount"].threshold == 0.08
+    assert not got["is_new_device"].counted and got["is_new_device"].expected.startswith("warmup: ")
     for name in base_config.model.categorical_features:
         assert (got[name].method, got[name].threshold) == (
             "jensenshannon",
@@ -278,4 +283,4 @@ def test_expected_drift_is_measured_and_reported_but_relaxed_or_not_counted(
     again = _by_name(drift.data_drift(reference, current, relaxed, render=False))["is_new_device"]
     assert again.counted and again.threshold == 0.2 and again.drifted == (again.score >= 0.2)
     with pytest.raises(ValueError, match="needs a `reason`"):
-        with_overrides(base_config, drift={"feature_overrides": {"is_new_device": {"expected_drift": "warmup"}}})
+        with_overrides(base_config, drift={"feature_overrides": {"tx_count_1h": {"expected_drift": "warmup"}}})

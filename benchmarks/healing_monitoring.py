@@ -11,7 +11,7 @@ all with busy, pricier weekends (volume x2, amounts +20 %):
 * `abrupt`      - amounts +30 % from day 42 on;
 * `gradual`     - amounts +3 %/day from day 42 on (+15 % on the 5th day).
 
-A champion (logistic regression) is trained on days 0-20. Every triggered retrain is assumed
+A champion (logistic regression) is trained on days 0-27; its reference is days 14-27. Every triggered retrain is assumed
 rejected by the gates (the worst case for storms: the drift persists). The old policy is the landed
 one as far as config can express it: reference = a 3-day weekday holdout as given, no expected-drift
 or critical features, no storm cap or backoff (k-of-n, cooldown and min-sample rules as before; the
@@ -39,7 +39,7 @@ from training.config import load_config, with_overrides
 from training.metrics import compute_metrics
 from training.paths import StatePaths
 
-TRAIN_DAYS = 21  # champion trained on days 0..20; reference = days 7..20 (two whole weeks)
+TRAIN_DAYS = 28  # champion trained on days 0..27; reference = days 14..27 (two whole weeks)
 ONSET = 42
 SCENARIOS: dict[str, list[dict[str, Any]]] = {
     "seasonality": [],
@@ -65,8 +65,8 @@ def run(name: str, rows_per_day: int, weeks: int) -> list[dict[str, Any]]:
     day = {i: start + dt.timedelta(days=i) for i in range(days_total)}
     feats = mr.simulated_features(cfg.simulator, days_total, label_maturity_days=cfg.windows.label_maturity_days)
     data = mr.with_scores(feats, mr.fit_champion(feats[feats.batch_date < day[TRAIN_DAYS]], cfg))
-    reference = data[(data.batch_date >= day[7]) & (data.batch_date < day[TRAIN_DAYS])]
-    week = data[(data.batch_date >= day[14]) & (data.batch_date < day[TRAIN_DAYS])]
+    reference = data[(data.batch_date >= day[TRAIN_DAYS - 14]) & (data.batch_date < day[TRAIN_DAYS])]
+    week = data[(data.batch_date >= day[TRAIN_DAYS - 7]) & (data.batch_date < day[TRAIN_DAYS])]
     metrics = compute_metrics(week.is_fraud, week.score, cfg.model)
     # the landed monitor's reference: the frozen holdout, here its 3 last weekdays
     weekday_dates = sorted({d for d in reference.batch_date if d.weekday() < 5})[-3:]

@@ -581,7 +581,11 @@ def test_load_current_window_names_missing_tables(state: StatePaths, base_config
 # policy replayed day by day through the DAG's own functions (training.monitoring_replay)
 # --------------------------------------------------------------------------------------------
 
-SIM_DAY0 = 21  # the champion trains on days 0..20; its drift reference is days 7..20 (two whole weeks)
+# The champion trains on days 0..27 (like production: 21 training + 3 validation + 3 holdout days);
+# its drift reference is its last two whole weeks, days 14..27. (A reference starting a week after an
+# empty warehouse opened holds the steepest warm-up of is_new_device - a strong model feature - and
+# the scores of those days moved with it.)
+SIM_DAY0 = 28
 
 
 def _sim_config(base_config: Config, *scenarios: dict) -> Config:
@@ -610,12 +614,12 @@ def _simulated(cfg: Config, days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict
 
     feats = mr.simulated_features(cfg.simulator, days, label_maturity_days=cfg.windows.label_maturity_days)
     day = {i: cfg.simulator.start_date + dt.timedelta(days=i) for i in range(days)}
-    # every world is the same until day 42: one champion (trained on days 0..20) serves them all
+    # every world is the same until day 42: one champion (trained on days 0..27) serves them all
     if "champion" not in _CHAMPIONS:
         _CHAMPIONS["champion"] = mr.fit_champion(feats[feats.batch_date < day[SIM_DAY0]], cfg)
     data = mr.with_scores(feats, _CHAMPIONS["champion"])  # type: ignore[arg-type]
-    reference = data[(data.batch_date >= day[7]) & (data.batch_date < day[SIM_DAY0])]
-    holdout = data[(data.batch_date >= day[14]) & (data.batch_date < day[SIM_DAY0])]  # a whole week
+    reference = data[(data.batch_date >= day[SIM_DAY0 - 14]) & (data.batch_date < day[SIM_DAY0])]
+    holdout = data[(data.batch_date >= day[SIM_DAY0 - 7]) & (data.batch_date < day[SIM_DAY0])]  # a whole week
     return data, reference, compute_metrics(holdout.is_fraud, holdout.score, cfg.model)
 
 
@@ -669,8 +673,8 @@ def test_the_old_policy_cries_wolf_on_the_same_weeks(seasonal, tmp_path_factory)
     assert old.drift.feature_overrides == {} and old.drift.reference == "as_given"
     data, reference, metrics = sim
     weekdays = reference[[d.weekday() < 5 for d in reference.batch_date]].tail(3 * 2_000)  # a weekday holdout
-    result = _replay(tmp_path_factory, old, (data, weekdays, metrics), SIM_DAY0, SIM_DAY0 + 27)
-    assert len(result.trigger_days) >= 3, result.reasons()
+    result = _replay(tmp_path_factory, old, (data, weekdays, metrics), SIM_DAY0, SIM_DAY0 + 20)
+    assert len(result.trigger_days) >= 2, result.reasons()
 
 
 @pytest.fixture(scope="module")
@@ -771,3 +775,23 @@ def test_past_triggers_read_their_outcome_from_the_registry_audit(state: StatePa
                      idempotency_key="k2")
     got = drift_job.past_triggers(state, base_config)
     assert [(t.window_end.day, t.outcome) for t in got] == [(2, "rejected"), (3, "promoted"), (4, "pending")]
+
+
+def test_champion_reference_is_its_last_whole_weeks_scored_by_it(
+    module_state: StatePaths, train_cfg: Config, training_frame: pd.DataFrame, synth, train_eval
+) -> None:
+    from training import drift_job, registry
+
+    data_version = synth.publish(module_state, training_frame, "full")
+    _, decision = train_eval(module_state, train_cfg, data_version, "first")
+    assert decision.action == "first_promote"
+    champion = registry.model_status(module_state, train_cfg)["champion"]
+    ref = drift_job.champion_reference(module_state, train_cfg, champion)
+    last = max(training_frame.batch_date)
+    assert sorted(set(ref.batch_date)) == [last - dt.timedelta(days=i) for i in range(13, -1, -1)]
+    assert ref["score"].between(0, 1).all() and ref["score"].std() > 0
+    # the landed behaviour on request (reference: as_given): the frozen holdout, scored
+    holdout = drift_job.champion_reference(
+        module_state, with_overrides(train_cfg, drift={"reference": "as_given"}), champion
+    )
+    assert len(set(holdout.batch_date)) == train_cfg.windows.holdout_days and "score" in holdout

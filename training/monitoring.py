@@ -421,6 +421,14 @@ def decide(
         elif why_not is not None:
             ignored.append({"window_end": w.window_end.isoformat(), "why": why_not})
     eligible.reverse()
+    # the onset looks further back than k-of-n: across earlier (rejected) retrains of this champion
+    champion_windows: list[WindowEvidence] = []
+    seen_c: set[dt.date] = set()
+    for w in reversed(upto):
+        if _ineligible_because(w, current_champion_version, None) is None and w.window_end not in seen_c:
+            seen_c.add(w.window_end)
+            champion_windows.append(w)
+    champion_windows.reverse()
     evidence["ignored_windows"] = ignored[: 2 * n]
     evidence["latest"] = {name: now.signal(name).to_dict() for name in SIGNALS}
     if now.reference_note:
@@ -446,7 +454,7 @@ def decide(
         }
         if is_fired:
             fired.append(name)
-            onset = _onset(eligible, name, n) or now
+            onset = _onset(champion_windows, name, n) or now
             o_start, o_end = onset.period(name)
             signals_ev[name]["onset_window_start"] = o_start.isoformat()
             signals_ev[name]["onset_window_end"] = o_end.isoformat()

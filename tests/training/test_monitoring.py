@@ -710,6 +710,9 @@ def test_persistent_drift_over_20_windows_triggers_at_most_twice(abrupt) -> None
     assert "backoff" in blocked or "storm_cap" in blocked, blocked
     capped = next(s.decision for s in steps if s.decision.reason in ("backoff", "storm_cap"))
     assert capped.evidence["guards"]["storm"]["consecutive_rejected_retrains"] >= 1
+    # a later trigger of the same persisting drift still names where it began
+    last = next(s.decision for s in reversed(steps) if s.decision.trigger)
+    assert last.evidence["onset_window_start"] == onset.isoformat()
 
 
 def test_gradual_amount_drift_of_3_percent_a_day_is_detected_before_plus_15_percent(

@@ -19,8 +19,24 @@ non-overlapping count of 3-day performance windows is not switched off).
 
     .venv/bin/python benchmarks/healing_monitoring.py [--rows-per-day 3000] [--weeks 8] [--only NAME]
 
-Measured on the 2-core dev machine, load ~10 from other jobs (--rows-per-day 2000, 8 weeks): see
-the module's last commit message / the report in the issue for the printed table.
+Measured on the 2-core dev machine (load ~12 from other jobs; ~10 min), defaults (3000 weekday rows
+a day, 8 weeks = 56 daily windows, every triggered retrain rejected):
+
+    world        policy       false triggers  onset->detection  triggers after onset  in 20 windows  blocked
+    seasonality  this policy   0               -                 -                     -              0
+                 old policy   17               -                 -                     -              0
+    abrupt +30%  this policy   0               2 days            3 (35 windows)        2             32
+                 old policy    3               3 days*          14                     6              0
+    gradual 3%/d this policy   0               5 days (+15 %)    3                     2             29
+                 old policy    3               3 days*          14                     6              0
+
+    * the old policy triggers every 3rd day anyway (weekend windows against a weekday holdout), so its
+      "detection" is its false-alarm rhythm, not a detection.
+
+The gradual target (before +15 %) is met in the tests' world (2000 rows a day, detected on drift day
+3-4) but not in this one: on the 3rd/4th day (+9/+12 %) log_amount's normed distance sits at the
+0.08 threshold within the day-to-day noise of a few thousand rows; at production volume the noise is
+~3x smaller.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ a day, 8 weeks = 56 daily windows, every triggered retrain rejected):
     world        policy       false triggers  onset->detection  triggers after onset  in 20 windows  blocked
     seasonality  this policy   0               -                 -                     -              0
                  old policy   17               -                 -                     -              0
-    abrupt +30%  this policy   0               2 days            3 (35 windows)        2             32
+    abrupt +30%  this policy   0               2 days            3 (42 windows)        2             32
                  old policy    3               3 days*          14                     6              0
     gradual 3%/d this policy   0               5 days (+15 %)    3                     2             29
                  old policy    3               3 days*          14                     6              0

@@ -97,7 +97,7 @@ def test_features_methods_and_thresholds_follow_config(base_config: Config, resu
                 own if own is not None else base_config.drift.default_threshold,
             )
     # the shipped per-feature policy: prices are critical, warm-up features are expected to drift
-    assert got["log_amount"].critical and got["log_amount"].threshold == 0.08
+    assert got["log_amount"].critical and got["log_amount"].threshold == 0.06
     assert not got["is_new_device"].counted and got["is_new_device"].expected.startswith("warmup: ")
     for name in base_config.model.categorical_features:
         assert (got[name].method, got[name].threshold) == (

@@ -163,11 +163,13 @@ def test_false_alarms_30_stable_windows_never_trigger(base_config: Config, stabl
     decisions = run_policy(base_config, stable_windows)
     assert [d.reason for d in decisions if d.trigger] == []
     breaches = {s: sum(w.signal(s).breach for w in stable_windows) for s in mon.SIGNALS}
-    # not only no trigger: the drift signals never even fire once, performance at most once
-    assert breaches["data_drift"] == 0 and breaches["prediction_drift"] == 0, breaches
+    # not only no trigger: prediction drift never fires; data drift at most once (the critical
+    # log_amount threshold is tight on purpose, 0.06), performance at most once
+    assert breaches["data_drift"] <= 1 and breaches["prediction_drift"] == 0, breaches
     assert breaches["performance"] <= 1, breaches
     assert all(w.signal("performance").status in ("ok", "breach") for w in stable_windows)
-    assert all(w.drift_share is not None and w.drift_share <= 1 / 11 for w in stable_windows)
+    assert all(w.drift_share is not None and w.drift_share <= 1 / 9 for w in stable_windows)
+    assert all(w.signal("data_drift").reason.count("critical") <= 1 for w in stable_windows)
 
 
 def test_covariate_shift_breaches_data_drift_and_triggers_on_the_second_window(

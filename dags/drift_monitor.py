@@ -5,13 +5,16 @@ Scheduled on the `closedloop_predictions` Asset (one run per scored interval).
 
 1. `wait_for_window` — a sensor (reschedule mode: it frees its worker slot between pokes) until the
    interval is scored by the champion and a data version covering it (so its matured labels) exists.
-2. `evaluate` — data drift per feature (method/threshold from config) and prediction drift against
-   the champion's frozen holdout; PR-AUC / recall on the window whose labels have matured, against
-   the champion's holdout values. The Evidently HTML report goes to the state dir.
-3. The trigger policy: the same signal breached in k of the last n windows including the latest;
-   minimum rows/positives; cooldown since the last promotion or retrain; no trigger while a
-   `train_model` run is queued or running; windows scored by an older champion ignored.
-   Every decision — trigger or not, and why — is a row in `monitoring_decisions`.
+2. `evaluate` — data drift per feature (method/threshold/expected drift from config) and prediction
+   drift against the same weekdays of the champion's last whole weeks of training data; PR-AUC /
+   recall on the window whose labels have matured, against the champion's holdout values. The
+   Evidently HTML report goes to the state dir.
+3. The trigger policy: the same signal breached in k of the last n non-overlapping windows
+   including the latest; minimum rows/positives; cooldown since the last promotion or retrain; no
+   trigger while a `train_model` run is queued or running; backoff after rejected retrains and a
+   cap of retrains per period (outcomes from the registry audit log); windows scored by an older
+   champion ignored. Every decision — trigger or not, and why — is a row in `monitoring_decisions`;
+   a trigger's evidence carries the onset window for the drift-aware retrain.
 4. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`.
 
 With `execution.mode: kubernetes` and `drift` in `execution.stages`, `evaluate` runs as a pod

@@ -78,6 +78,8 @@ ScenarioKind = Literal[
     "amount_inflation",
     "new_merchant_category",
     "channel_mix",
+    "weekly_seasonality",
+    "gradual_amount_drift",
     # concept drift
     "fraud_mechanism_shift",
     # bad batches
@@ -213,6 +215,37 @@ class GateSpec(_Strict):
 class FeatureDriftOverride(_Strict):
     method: str | None = None
     threshold: float | None = None
+    # A drift the world is expected to show, with why: `warmup` (history-based features such as
+    # is_new_device move while the warehouse fills up), `seasonal` (moves with the calendar). Without
+    # a `threshold` the feature is still measured and reported but does not count towards the
+    # drifted share; with one it counts at that relaxed threshold. The reason goes into every decision.
+    expected_drift: Literal["warmup", "seasonal"] | None = None
+    reason: str | None = None
+    # A drift of this feature alone breaches the data-drift signal, whatever the drifted share:
+    # for the feature a business reads directly (prices: log_amount), where one moving matters.
+    critical: bool = False
+
+    @model_validator(mode="after")
+    def _reason_given(self) -> FeatureDriftOverride:
+        if self.expected_drift and self.critical:
+            raise ValueError("a feature cannot be both critical and expected to drift")
+        if self.expected_drift and not (self.reason or "").strip():
+            raise ValueError(
+                f"expected_drift: {self.expected_drift} needs a `reason` (it is written into every decision)"
+            )
+        return self
+
+
+class StormSpec(_Strict):
+    """Caps on drift-triggered retrains, in data days (batch dates), recorded as decisions."""
+
+    # at most this many triggers in any `period_days` window (reason `storm_cap` beyond it)
+    max_triggers: int = Field(default=2, ge=1)
+    period_days: int = Field(default=28, ge=1)
+    # after a triggered retrain was rejected by the gates: no trigger for backoff_days x
+    # backoff_factor^(consecutive rejections - 1) days after it (reason `backoff`)
+    backoff_days: int = Field(default=7, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
 
 
 class KOfN(_Strict):
@@ -249,6 +282,21 @@ class DriftSpec(_Strict):
     window_days: int = Field(default=1, ge=1)
     # The performance window: N days whose labels have matured (label_maturity_days back).
     performance_window_days: int = Field(default=3, ge=1)
+    # Drift reference: the last `reference_days` (whole weeks) of the champion's training data.
+    # `day_of_week`: a window is compared with the reference days of the same weekdays (weekly
+    # seasonality cancels out); `whole_weeks`: with all the reference; `as_given`: the frame as passed.
+    reference: Literal["day_of_week", "whole_weeks", "as_given"] = "day_of_week"
+    reference_days: int = Field(default=14, ge=7)
+    storm: StormSpec = StormSpec()
+
+    @model_validator(mode="after")
+    def _whole_weeks(self) -> DriftSpec:
+        if self.reference != "as_given" and self.reference_days % 7:
+            raise ValueError(
+                f"drift.reference_days ({self.reference_days}) must be a multiple of 7 so the reference "
+                "covers whole weeks (weekly seasonality)"
+            )
+        return self
 
 
 class AdmissionSpec(_Strict):

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from training import datasets, monitoring, registry, versioning
 from training.config import Config
 from training.evaluate import score_version
-from training.monitoring import Signal, WindowEvidence
+from training.monitoring import PastTrigger, Signal, WindowEvidence
 from training.paths import StatePaths
 
 DAY = dt.timedelta(days=1)
@@ -90,6 +92,106 @@ def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decisi
     return run.info.run_id
 
 
+def measure_interval(
+    paths: StatePaths,
+    cfg: Config,
+    batch_date: dt.date,
+    *,
+    reference: pd.DataFrame,
+    reference_scores: Any,
+    holdout_metrics: dict[str, float],
+    version: str,
+    load_window: Callable[[dt.date, dt.date], pd.DataFrame],
+    load_labels: Callable[[pd.Series, dt.date], pd.DataFrame],
+    save_html: bool = True,
+) -> WindowEvidence:
+    """The evidence of the window ending `batch_date`: drift window + matured performance window.
+
+    Stores are behind the two loaders (the DAG reads the warehouse, the replay in
+    `training.monitoring_replay` reads memory), so both run exactly this. `reference` may carry
+    `batch_date` and `score` columns: the drift window is then compared with the matching weekdays
+    of it (see `monitoring.select_reference`).
+    """
+    d = cfg.drift
+    id_col = cfg.model.id_column
+    drift_start = batch_date - (d.window_days - 1) * DAY
+    current = load_window(drift_start, batch_date)
+    evidence = monitoring.evaluate_window(
+        paths, cfg, drift_start, batch_date, reference, reference_scores, holdout_metrics, current, None,
+        champion_version=version, save_html=save_html,
+    )
+
+    perf_end = batch_date - cfg.windows.label_maturity_days * DAY
+    perf_start = perf_end - (d.performance_window_days - 1) * DAY
+    matured = load_window(perf_start, perf_end)
+    if matured.empty:
+        perf_signal = Signal("performance", "insufficient", reason=f"nothing scored in {perf_start}..{perf_end}",
+                             start=perf_start, end=perf_end)
+        return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
+    scored_by = set(matured["model_version"].astype(str))
+    labels = load_labels(matured[id_col], batch_date)
+    perf_ev = monitoring.evaluate_window(
+        paths, cfg, perf_start, perf_end, reference.iloc[:0], None, holdout_metrics, matured, labels,
+        champion_version=version, save_html=False,
+    )
+    signal = perf_ev.signal("performance")
+    if scored_by != {version}:
+        signal = Signal("performance", "unavailable", reason=(
+            f"matured window {perf_start}..{perf_end} was scored by v{', v'.join(sorted(scored_by))}, "
+            f"not only by the current champion v{version}"), start=perf_start, end=perf_end)
+    else:
+        signal = dataclasses.replace(signal, reason=f"window {perf_start}..{perf_end}: {signal.reason}")
+    return dataclasses.replace(
+        evidence,
+        signals={**evidence.signals, "performance": signal},
+        performance=perf_ev.performance,
+        matured_rows=perf_ev.matured_rows,
+        positives=perf_ev.positives,
+    )
+
+
+def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any]) -> pd.DataFrame:
+    """The drift reference: the last `drift.reference_days` of the champion's training data, scored by it.
+
+    Whole weeks (a frozen holdout of a few days covers a few weekdays only, so weekends looked like
+    drift against a weekday holdout); `batch_date` kept for the day-of-week match. Falls back to
+    the frozen holdout when the champion's data version is unknown.
+    """
+    id_col = cfg.model.id_column
+    version = str(champion["version"])
+    data_version = champion["lineage"].get("data_version")
+    frame: pd.DataFrame | None = None
+    if data_version and cfg.drift.reference != "as_given":
+        try:
+            frame = datasets.load_training_set(paths, data_version, cfg.model)
+        except (FileNotFoundError, versioning.DataVersionNotFound, datasets.DatasetError):
+            frame = None
+    if frame is None or frame.empty or datasets.BATCH_DATE not in frame.columns:
+        frame = datasets.load_holdout(paths, champion["lineage"]["holdout_hash"], id_col)
+    else:
+        dates = pd.to_datetime(frame[datasets.BATCH_DATE]).dt.date
+        first = max(dates) - (cfg.drift.reference_days - 1) * DAY
+        frame = frame[(dates >= first).to_numpy()].reset_index(drop=True)
+    scores = score_version(cfg.model.name, version, frame, repeats=1).scores
+    return frame.assign(score=np.asarray(scores, dtype="float64"))
+
+
+def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastTrigger]:
+    """Earlier triggers of the monitor (any champion) and their retrain's outcome from the audit log."""
+    outcome_by_run: dict[str, str] = {}
+    for row in reversed(registry.audit_log(paths, cfg.model.name, limit=200)):  # oldest first
+        run = row.get("airflow_run_id")
+        if run and row["action"] in (*registry.PROMOTING, "reject"):
+            outcome_by_run[run] = "rejected" if row["action"] == "reject" else "promoted"
+    out = []
+    for row in monitoring.latest_decisions(paths, limit=limit):
+        if row.get("decision") != "trigger":
+            continue
+        outcome = outcome_by_run.get(row.get("triggered_run_id") or "", "pending")
+        out.append(PastTrigger(dt.date.fromisoformat(str(row["window_end"])[:10]), outcome))  # type: ignore[arg-type]
+    return sorted(out, key=lambda t: t.window_end)
+
+
 def monitor_interval(
     paths: StatePaths, cfg: Config, batch_date: dt.date, *, retrain_in_flight: bool = False
 ) -> dict[str, Any]:
@@ -100,47 +202,17 @@ def monitor_interval(
         return {"window_end": batch_date.isoformat(), "decision": "no_champion", "trigger": False,
                 "why": "no champion yet: nothing to monitor"}
     version = str(champion["version"])
-    id_col = cfg.model.id_column
-    holdout = datasets.load_holdout(paths, champion["lineage"]["holdout_hash"], id_col)
-    reference_scores = score_version(cfg.model.name, version, holdout, repeats=1).scores
-    holdout_metrics = champion["holdout_metrics"]
-
     d = cfg.drift
     drift_start = batch_date - (d.window_days - 1) * DAY
-    current = monitoring.load_current_window(paths, cfg, drift_start, batch_date)
-    evidence = monitoring.evaluate_window(
-        paths, cfg, drift_start, batch_date, holdout, reference_scores, holdout_metrics, current, None,
-        champion_version=version,
+    window = measure_interval(
+        paths, cfg, batch_date,
+        reference=champion_reference(paths, cfg, champion),
+        reference_scores=None,
+        holdout_metrics=champion["holdout_metrics"],
+        version=version,
+        load_window=lambda start, end: monitoring.load_current_window(paths, cfg, start, end),
+        load_labels=lambda ids, as_of: _labels_for(paths, cfg, ids, as_of),
     )
-
-    perf_end = batch_date - cfg.windows.label_maturity_days * DAY
-    perf_start = perf_end - (d.performance_window_days - 1) * DAY
-    matured = monitoring.load_current_window(paths, cfg, perf_start, perf_end)
-    if matured.empty:
-        perf_signal = Signal("performance", "insufficient", reason=f"nothing scored in {perf_start}..{perf_end}")
-        perf = dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
-    else:
-        scored_by = set(matured["model_version"].astype(str))
-        labels = _labels_for(paths, cfg, matured[id_col], batch_date)
-        perf_ev = monitoring.evaluate_window(
-            paths, cfg, perf_start, perf_end, holdout.iloc[:0], None, holdout_metrics, matured, labels,
-            champion_version=version, save_html=False,
-        )
-        signal = perf_ev.signal("performance")
-        if scored_by != {version}:
-            signal = Signal("performance", "unavailable", reason=(
-                f"matured window {perf_start}..{perf_end} was scored by v{', v'.join(sorted(scored_by))}, "
-                f"not only by the current champion v{version}"))
-        else:
-            signal = dataclasses.replace(signal, reason=f"window {perf_start}..{perf_end}: {signal.reason}")
-        perf = dataclasses.replace(
-            evidence,
-            signals={**evidence.signals, "performance": signal},
-            performance=perf_ev.performance,
-            matured_rows=perf_ev.matured_rows,
-            positives=perf_ev.positives,
-        )
-    window: WindowEvidence = perf
 
     past = monitoring.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))
     decision = monitoring.decide(
@@ -150,6 +222,7 @@ def monitor_interval(
         last_promotion_or_retrain_at=_last_retrain_at(paths, champion),
         retrain_in_flight=retrain_in_flight,
         current_champion_version=version,
+        past_triggers=past_triggers(paths, cfg),
     )
     monitoring.record_decision(paths, window, decision, report_path=window.report_path)
     perf_signal = window.signal("performance")

@@ -5,22 +5,32 @@ One monitoring *window* (a range of batch dates, both ends inclusive) gives thre
 (an input is missing: never a breach):
 
 * `data_drift` - share of monitored features whose Evidently drift test fires >= drift_share_threshold;
+  features whose drift the config expects (`expected_drift: warmup|seasonal` with a reason) are
+  reported with that reason and not counted (or counted at their relaxed threshold);
 * `prediction_drift` - the score distribution moved (normed Wasserstein >= prediction_drift_threshold);
 * `performance` - on matured labels, even the optimistic (bootstrap upper) end of the primary metric
   is below champion holdout value x (1 - performance_tolerance).
 
+The drift reference covers whole weeks and each window is compared with the same weekdays of it
+(`select_reference`): busier, pricier weekends are the world's rhythm, not drift.
+
 `decide` turns a history of windows into one decision. It is a pure function so every rule can be
 tested without a warehouse. A retrain is triggered when, for some signal, the latest window
-breaches and at least k of the last n eligible windows breach on that same signal. Eligible
-windows are those evaluated against the current champion, scored entirely by it, and ending after
-the last promotion or retrain (evidence that already led to a retrain is not reused). A trigger is
-blocked while a retrain is in flight and for `cooldown_days` after the last promotion or retrain.
+breaches and at least k of the last n eligible windows breach on that same signal - counting only
+windows whose signal periods do not overlap, so one bad day seen by three overlapping 3-day windows
+counts once. Eligible windows are those evaluated against the current champion, scored entirely by
+it, and ending after the last promotion or retrain (evidence that already led to a retrain is not
+reused). A trigger is blocked while a retrain is in flight, for `cooldown_days` after the last
+promotion or retrain, after rejected retrains (`backoff`, growing with each rejection) and beyond
+`storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision.
 Requiring the same signal k times keeps two unrelated one-off blips (drift one day, an unlucky
-fraud sample the next) from adding up to a retrain.
+fraud sample the next) from adding up to a retrain. A trigger's evidence names the onset (first
+breaching window of the episode) so the retrain can anchor its training window there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -91,13 +101,19 @@ monitoring_decisions = sa.Table(
 
 @dataclass(frozen=True)
 class Signal:
-    """One signal's verdict for one window: value vs threshold and a sentence saying why."""
+    """One signal's verdict for one window: value vs threshold and a sentence saying why.
+
+    `start`..`end` are the batch dates behind the signal (the performance signal looks at an older,
+    matured period than the drift signals); k-of-n counts only breaches whose periods do not overlap.
+    """
 
     name: str
     status: Status
     value: float | None = None
     threshold: float | None = None
     reason: str = ""
+    start: dt.date | None = None
+    end: dt.date | None = None
 
     @property
     def breach(self) -> bool:
@@ -110,11 +126,21 @@ class Signal:
             "value": _finite_or_none(self.value),
             "threshold": _finite_or_none(self.threshold),
             "reason": self.reason,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Signal:
-        return cls(d["name"], d["status"], d.get("value"), d.get("threshold"), d.get("reason", ""))
+        return cls(
+            d["name"],
+            d["status"],
+            d.get("value"),
+            d.get("threshold"),
+            d.get("reason", ""),
+            dt.date.fromisoformat(d["start"]) if d.get("start") else None,
+            dt.date.fromisoformat(d["end"]) if d.get("end") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,7 @@ class WindowEvidence:
     performance: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
     report_path: str | None = None
+    reference_note: str = ""  # which reference rows the drift was measured against (see select_reference)
 
     @property
     def scored_by_version(self) -> str | None:
@@ -147,6 +174,11 @@ class WindowEvidence:
 
     def signal(self, name: str) -> Signal:
         return self.signals.get(name) or Signal(name, "unavailable", reason="not evaluated")
+
+    def period(self, name: str) -> tuple[dt.date, dt.date]:
+        """The batch dates behind signal `name` (the window's own when the signal does not say)."""
+        s = self.signal(name)
+        return (s.start or self.window_start, s.end or self.window_end)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +196,7 @@ class WindowEvidence:
             "performance": {k: _finite_or_none(v) for k, v in self.performance.items()},
             "champion_metrics": {k: _finite_or_none(v) for k, v in self.champion_metrics.items()},
             "report_path": self.report_path,
+            "reference_note": self.reference_note,
         }
 
     @classmethod
@@ -183,7 +216,20 @@ class WindowEvidence:
             performance={k: _nan_if_none(v) for k, v in (d.get("performance") or {}).items()},
             champion_metrics={k: _nan_if_none(v) for k, v in (d.get("champion_metrics") or {}).items()},
             report_path=d.get("report_path"),
+            reference_note=d.get("reference_note") or "",
         )
+
+
+@dataclass(frozen=True)
+class PastTrigger:
+    """An earlier drift-monitor trigger (any champion) and what its retrain came to.
+
+    `outcome`: `promoted` / `rejected` (the registry audit row of the triggered train_model run) or
+    `pending` (no audit row yet: still running, or it skipped). Feeds the storm cap and the backoff.
+    """
+
+    window_end: dt.date
+    outcome: Literal["promoted", "rejected", "pending"] = "pending"
 
 
 @dataclass(frozen=True)
@@ -235,6 +281,92 @@ def _window_brief(w: WindowEvidence, name: str) -> dict[str, Any]:
     }
 
 
+def _independent(windows: list[WindowEvidence], name: str, n: int | None) -> list[WindowEvidence]:
+    """Up to `n` windows, newest first, whose `name` periods do not overlap (the newest always kept).
+
+    Daily runs over a 3-day performance window see each day three times; a one-day blip must count
+    once, so k-of-n looks only at windows with disjoint periods.
+    """
+    out: list[WindowEvidence] = []
+    for w in reversed(windows):
+        if n is not None and len(out) >= n:
+            break
+        start, end = w.period(name)
+        if out and end >= out[-1].period(name)[0]:
+            continue
+        out.append(w)
+    return out
+
+
+def _onset(eligible: list[WindowEvidence], name: str, n: int) -> WindowEvidence | None:
+    """The first breaching window of the current episode of `name`.
+
+    Walk back from the latest window; the episode ends at `n` consecutive non-breaching windows
+    (with disjoint periods), i.e. where k-of-n would have stopped counting.
+    """
+    first: WindowEvidence | None = None
+    gap = 0
+    for w in _independent(eligible, name, None):
+        if w.signal(name).breach:
+            first, gap = w, 0
+        else:
+            gap += 1
+            if gap >= n:
+                break
+    if first is None:
+        return None
+    # an overlapping earlier window may breach too (skipped above): take the earliest breaching one
+    # whose period overlaps the episode's first window
+    f_start = first.period(name)[0]
+    for w in eligible:
+        if w.signal(name).breach and w.period(name)[1] >= f_start and w.period(name)[0] < f_start:
+            return w
+    return first
+
+
+def _storm_guards(
+    cfg: Config, now_window_end: dt.date, past_triggers: list[PastTrigger]
+) -> tuple[str | None, str, dict[str, Any]]:
+    """(reason code or None, sentence, evidence) of the storm cap and the backoff after rejections."""
+    st = cfg.drift.storm
+    before = sorted((t for t in past_triggers if t.window_end < now_window_end), key=lambda t: t.window_end)
+    period_start = now_window_end - dt.timedelta(days=st.period_days - 1)
+    in_period = [t for t in before if t.window_end >= period_start]
+    rejected_run = 0
+    for t in reversed(before):
+        if t.outcome != "rejected":
+            break
+        rejected_run += 1
+    ev: dict[str, Any] = {
+        "max_triggers": st.max_triggers,
+        "period_days": st.period_days,
+        "triggers_in_period": [t.window_end.isoformat() for t in in_period],
+        "consecutive_rejected_retrains": rejected_run,
+        "backoff_days": st.backoff_days,
+        "backoff_factor": st.backoff_factor,
+    }
+    if rejected_run:
+        last = before[-1].window_end
+        wait = int(math.ceil(st.backoff_days * st.backoff_factor ** (rejected_run - 1)))
+        ev["backoff_until"] = (last + dt.timedelta(days=wait)).isoformat()
+        waited = (now_window_end - last).days
+        if waited < wait:
+            return (
+                "backoff",
+                f"the last {rejected_run} triggered retrain(s) were rejected by the gates (the latest after "
+                f"the window ending {last}); backing off {wait} days, {waited} passed",
+                ev,
+            )
+    if len(in_period) >= st.max_triggers:
+        return (
+            "storm_cap",
+            f"{len(in_period)} retrains were already triggered in the last {st.period_days} days "
+            f"({', '.join(ev['triggers_in_period'])}; max {st.max_triggers})",
+            ev,
+        )
+    return None, "", ev
+
+
 def decide(
     cfg: Config,
     history: list[WindowEvidence],
@@ -243,11 +375,14 @@ def decide(
     last_promotion_or_retrain_at: dt.date | dt.datetime | str | None,
     retrain_in_flight: bool,
     current_champion_version: str | None,
+    past_triggers: list[PastTrigger] | None = None,
 ) -> Decision:
     """Trigger a retrain or not, from the windows in `history` up to `now_window_end` (see module doc).
 
     `history` must contain the window ending `now_window_end` (the one just evaluated); windows
     ending later (a backfill re-deciding an old window) are ignored, so a re-run decides the same.
+    `past_triggers`: earlier triggers of the monitor (any champion) with their retrain outcome, for
+    the storm cap and the backoff; those ending on or after `now_window_end` are ignored likewise.
     """
     k, n = cfg.drift.k_of_n.k, cfg.drift.k_of_n.n
     cooldown = cfg.drift.cooldown_days
@@ -256,7 +391,7 @@ def decide(
     evidence: dict[str, Any] = {
         "window_end": now_window_end.isoformat(),
         "champion_version": current_champion_version,
-        "k_of_n": {"k": k, "n": n},
+        "k_of_n": {"k": k, "n": n, "counting": "windows with non-overlapping periods"},
         "guards": {
             "retrain_in_flight": bool(retrain_in_flight),
             "last_promotion_or_retrain_at": since.isoformat() if since else None,
@@ -286,14 +421,29 @@ def decide(
         elif why_not is not None:
             ignored.append({"window_end": w.window_end.isoformat(), "why": why_not})
     eligible.reverse()
-    recent = eligible[-n:]
+    # the onset looks further back than k-of-n: across earlier (rejected) retrains of this champion
+    champion_windows: list[WindowEvidence] = []
+    seen_c: set[dt.date] = set()
+    for w in reversed(upto):
+        if _ineligible_because(w, current_champion_version, None) is None and w.window_end not in seen_c:
+            seen_c.add(w.window_end)
+            champion_windows.append(w)
+    champion_windows.reverse()
     evidence["ignored_windows"] = ignored[: 2 * n]
     evidence["latest"] = {name: now.signal(name).to_dict() for name in SIGNALS}
+    if now.reference_note:
+        evidence["reference"] = now.reference_note
+    expected = [f.to_dict() for f in now.features if f.drifted and not f.counted]
+    if expected:  # drift the config expects (warm-up, seasonal): shown, not counted, with the reason
+        evidence["expected_drift"] = expected
 
     signals_ev: dict[str, Any] = {}
     fired: list[str] = []
     now_eligible = bool(eligible) and eligible[-1] is now
+    considered_max = 0
     for name in SIGNALS:
+        recent = list(reversed(_independent(eligible, name, n)))
+        considered_max = max(considered_max, len(recent))
         breaches = [w for w in recent if w.signal(name).breach]
         is_fired = now_eligible and now.signal(name).breach and len(breaches) >= k
         signals_ev[name] = {
@@ -304,12 +454,25 @@ def decide(
         }
         if is_fired:
             fired.append(name)
+            onset = _onset(champion_windows, name, n) or now
+            o_start, o_end = onset.period(name)
+            signals_ev[name]["onset_window_start"] = o_start.isoformat()
+            signals_ev[name]["onset_window_end"] = o_end.isoformat()
     evidence["signals"] = signals_ev
+    if fired:
+        # the drift-aware retrain anchors its training window here: the earliest onset of any fired signal
+        first = min(fired, key=lambda s: signals_ev[s]["onset_window_start"])
+        evidence["breaching_signals"] = fired
+        evidence["breaching_signal"] = first
+        evidence["onset_window_start"] = signals_ev[first]["onset_window_start"]
+        evidence["onset_window_end"] = signals_ev[first]["onset_window_end"]
 
     days_since = (now_window_end - since).days if since else None
     in_cooldown = days_since is not None and days_since < cooldown
     evidence["guards"]["days_since_last_promotion_or_retrain"] = days_since
     evidence["guards"]["cooldown_active"] = in_cooldown
+    storm_reason, storm_why, storm_ev = _storm_guards(cfg, now_window_end, past_triggers or [])
+    evidence["guards"]["storm"] = storm_ev
 
     if not now_eligible:
         why_not = _ineligible_because(now, current_champion_version, since) or "duplicate window"
@@ -323,11 +486,17 @@ def decide(
         latest_breaches = now.breached
         if not latest_breaches:
             statuses = ", ".join(f"{s}={now.signal(s).status}" for s in SIGNALS)
+            note = ""
+            if expected:
+                note = " Expected drift not counted: " + "; ".join(
+                    f"{f['feature']} ({f['expected']})" for f in expected
+                ) + "."
             return Decision(
-                False, "no_breach", evidence, f"No signal breached in the latest window ({statuses})."
+                False, "no_breach", evidence, f"No signal breached in the latest window ({statuses}).{note}"
             )
         parts = [
-            f"{s} breached in {signals_ev[s]['breaches']} of the last {len(recent)} windows"
+            f"{s} breached in {signals_ev[s]['breaches']} of the last {signals_ev[s]['considered']} "
+            "non-overlapping windows"
             for s in latest_breaches
         ]
         return Decision(
@@ -347,7 +516,14 @@ def decide(
             f"{summary}, but the last promotion/retrain was {days_since} day(s) ago "
             f"(cooldown {cooldown} days).",
         )
-    return Decision(True, "+".join(fired), evidence, f"{summary}: retrain.")
+    if storm_reason:
+        return Decision(False, storm_reason, evidence, f"{summary}, but {storm_why}.")
+    return Decision(
+        True,
+        "+".join(fired),
+        evidence,
+        f"{summary}; onset window starts {evidence['onset_window_start']}: retrain.",
+    )
 
 
 def _fired_summary(fired: list[str], signals_ev: dict[str, Any], now: WindowEvidence) -> str:
@@ -395,6 +571,53 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
+REFERENCE_DATE_COLUMN = "batch_date"
+
+
+def select_reference(
+    reference: pd.DataFrame, window_start: dt.date, window_end: dt.date, cfg: Config
+) -> tuple[pd.DataFrame, str]:
+    """The reference rows a window is compared with, and a sentence saying which (for the decision).
+
+    Weekly seasonality (busier, pricier weekends) is not drift: with `drift.reference: day_of_week`
+    a window is compared with the reference days of the same weekdays, in proportion (a window of
+    Saturday+Sunday against reference Saturdays and Sundays). `whole_weeks` keeps the last whole
+    weeks of the reference; `as_given` (or a reference without a `batch_date` column) uses it as is.
+    A reference lacking one of the window's weekdays falls back to its whole weeks, and says so.
+    """
+    mode = cfg.drift.reference
+    if mode == "as_given" or REFERENCE_DATE_COLUMN not in reference.columns or reference.empty:
+        return reference, f"reference: {len(reference)} rows as given"
+    dates = pd.to_datetime(reference[REFERENCE_DATE_COLUMN]).dt.date
+    days = sorted(set(dates))
+    span = f"{days[0]}..{days[-1]}"
+    last = days[-1]
+    keep_from = last - dt.timedelta(days=cfg.drift.reference_days - 1)
+    whole = (days[-1] - days[0]).days + 1 >= 7
+    recent = reference[dates >= keep_from] if whole else reference
+    if not whole:
+        note = f"reference {span} covers less than a week: all {len(reference)} rows (weekly seasonality not matched)"
+        return reference, note
+    if mode == "whole_weeks":
+        return recent, f"reference: the last whole weeks {keep_from}..{last}, {len(recent)} rows"
+    window_days = [window_start + dt.timedelta(days=i) for i in range((window_end - window_start).days + 1)]
+    weekdays = {d.weekday() for d in window_days}
+    recent_wd = pd.to_datetime(recent[REFERENCE_DATE_COLUMN]).dt.weekday
+    available = set(recent_wd)
+    if not weekdays <= available:
+        missing = sorted(weekdays - available)
+        return recent, (
+            f"reference lacks weekday(s) {missing} of the window: the whole weeks {keep_from}..{last}, "
+            f"{len(recent)} rows"
+        )
+    if len(weekdays) == 7:
+        return recent, f"reference: the whole weeks {keep_from}..{last}, {len(recent)} rows"
+    # same weekdays, weighted like the window (a 3-day window Fri-Sun: each weekday once)
+    matched = recent[recent_wd.isin(weekdays).to_numpy()]
+    names = ",".join(dt.date(2024, 1, 1 + wd).strftime("%a") for wd in sorted(weekdays))
+    return matched, f"reference: {names} of {keep_from}..{last} (day-of-week matched), {len(matched)} rows"
+
+
 def evaluate_window(
     paths: StatePaths,
     cfg: Config,
@@ -419,6 +642,9 @@ def evaluate_window(
     """
     if window_end < window_start:
         raise MonitoringError(f"window_end {window_end} is before window_start {window_start}")
+    reference_features, reference_note = select_reference(reference_features, window_start, window_end, cfg)
+    if reference_scores is None and "score" in reference_features.columns and len(reference_features):
+        reference_scores = reference_features["score"].to_numpy(dtype="float64")  # row-aligned, same selection
     d = cfg.drift
     id_col, target = cfg.model.id_column, cfg.model.target
     for col in ("score", "model_version"):
@@ -451,18 +677,27 @@ def evaluate_window(
             reference_scores=reference_scores,
             current_scores=current["score"] if reference_scores is not None else None,
             tags=[f"champion:v{champion_version}", f"window:{window_start}..{window_end}"],
+            render=save_html,  # no HTML wanted: the same scores without Evidently's plots
         )
         drift_share = result.drifted_share
         features = tuple(result.features)
         drifted = result.drifted_features
+        counted = sum(f.counted for f in result.features)
         msg = (
-            f"{len(drifted)} of {len(result.features)} features drifted"
+            f"{len(drifted)} of {counted} counted features drifted"
             + (f" ({', '.join(drifted)})" if drifted else "")
             + f"; share {drift_share:.3f} vs threshold {d.drift_share_threshold}"
         )
+        if result.expected_drifts:
+            msg += "; expected drift, not counted: " + "; ".join(
+                f"{f.feature} {_fmt(f.score)} ({f.expected})" for f in result.expected_drifts
+            )
+        critical = result.critical_drifts
+        if critical:
+            msg += f"; critical feature(s) drifted: {', '.join(critical)}"
         signals["data_drift"] = Signal(
             "data_drift",
-            "breach" if drift_share >= d.drift_share_threshold else "ok",
+            "breach" if drift_share >= d.drift_share_threshold or critical else "ok",
             drift_share,
             d.drift_share_threshold,
             msg,
@@ -481,7 +716,7 @@ def evaluate_window(
                 f"normed Wasserstein distance of scores {_fmt(prediction.score)} vs threshold "
                 f"{prediction.threshold}",
             )
-        if save_html:
+        if save_html and result.snapshot is not None:
             report_file = str(
                 drift.save_report(
                     result.snapshot, drift.report_path(paths, champion_version, window_start, window_end)
@@ -539,6 +774,10 @@ def evaluate_window(
                 f"{positives} positives in {matured_rows} matured rows",
             )
     champion_metrics = {str(k): _nan_if_none(v) for k, v in champion_holdout_metrics.items()}
+    signals = {
+        k: dataclasses.replace(v, start=v.start or window_start, end=v.end or window_end)
+        for k, v in signals.items()
+    }
     return WindowEvidence(
         window_start=window_start,
         window_end=window_end,
@@ -554,6 +793,7 @@ def evaluate_window(
         performance=performance,
         champion_metrics=champion_metrics,
         report_path=report_file,
+        reference_note=reference_note,
     )
 
 

@@ -181,6 +181,19 @@ SCENARIO_KINDS: dict[str, dict[str, Any]] = {
         "description": "legit customers shop online with overall share `online_share`",
         "params": {"online_share": 0.85},
     },
+    "weekly_seasonality": {
+        "family": _COVARIATE,
+        "description": "a stronger weekly rhythm with no change in the world: Saturdays and Sundays "
+        "carry `weekend_volume` x the weekday volume and every weekend amount is `weekend_amount` x "
+        "(a monitor must not call this drift)",
+        "params": {"weekend_volume": 2.0, "weekend_amount": 1.2},
+    },
+    "gradual_amount_drift": {
+        "family": _COVARIATE,
+        "description": "prices creep up: on the k-th day of the scenario (k = 1, 2, ...) every amount "
+        "is multiplied by 1 + `daily_rate` x k (+3 %/day by default)",
+        "params": {"daily_rate": 0.03},
+    },
     "fraud_mechanism_shift": {
         "family": _CONCEPT,
         "description": "fraud moves `to` a new mechanism (merchant_collusion: domestic in-store "
@@ -421,9 +434,27 @@ def _active(spec: SimulatorSpec, day: dt.date, family: str) -> list[tuple[str, d
     ]
 
 
+def _positive(kind: str, name: str, params: dict[str, Any]) -> float:
+    value = float(params[name])
+    if value <= 0:
+        raise SimulatorError(f"scenario {kind!r}: {name} must be > 0, got {value}")
+    return value
+
+
+def _scenario_start(spec: SimulatorSpec, kind: str, day: dt.date) -> int:
+    """`from_day` of the active scenario of `kind` on `day`: where a gradual knob counts its days from."""
+    idx = spec.day_index(day)
+    return min(s.from_day for s in spec.scenarios if s.kind == kind and s.active(idx))
+
+
 def _day_volume(spec: SimulatorSpec, day: dt.date) -> int:
     rng = _rng(spec.seed, day.toordinal(), _STREAM_LEGIT, 0)
     expected = spec.transactions_per_day * _WEEKDAY_VOLUME[day.weekday()]
+    for kind, params in _active(spec, day, _COVARIATE):
+        if kind == "weekly_seasonality":
+            factor = _positive(kind, "weekend_volume", params)
+            # weekend days get `factor` x a weekday's volume (the base rhythm is replaced)
+            expected = spec.transactions_per_day * _WEEKDAY_VOLUME[0] * (factor if day.weekday() >= 5 else 1.0)
     n = int(round(expected * (1.0 + rng.normal(0.0, 0.02))))
     if n >= 10_000_000:
         raise SimulatorError(
@@ -860,6 +891,16 @@ def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
             if factor <= 0:
                 raise SimulatorError(f"amount_inflation factor must be > 0, got {factor}")
             amount = amount * factor
+        elif kind == "weekly_seasonality":
+            factor = _positive(kind, "weekend_amount", params)
+            if day.weekday() >= 5:
+                amount = amount * factor
+        elif kind == "gradual_amount_drift":
+            rate = float(params["daily_rate"])
+            k = spec.day_index(day) - _scenario_start(spec, kind, day) + 1
+            if 1 + rate * k <= 0:
+                raise SimulatorError(f"gradual_amount_drift daily_rate {rate} makes amounts <= 0 on day {day}")
+            amount = amount * (1 + rate * k)
 
     day_start = np.datetime64(day, "us")
     cust = rows.cust[order]

@@ -243,6 +243,36 @@ def test_amount_inflation_scales_amounts_only_while_active(small_config, spec):
         pd.testing.assert_frame_equal(ground_truth(knob, day), ground_truth(spec, day))
 
 
+def test_weekly_seasonality_doubles_weekend_volume_and_lifts_weekend_amounts(small_config, spec):
+    knob = _with(small_config, "weekly_seasonality", from_day=0, until_day=None)
+    days = [_day(spec, i) for i in range(7)]
+    n = {d: len(generate_transactions(knob, d)) for d in days}
+    weekend = [d for d in days if d.weekday() >= 5]
+    weekdays = [d for d in days if d.weekday() < 5]
+    assert 1.8 < np.mean([n[d] for d in weekend]) / np.mean([n[d] for d in weekdays]) < 2.2
+    for d in days:  # same world otherwise: weekday rows and every day's fraud labels are untouched
+        clean, seasonal = generate_transactions(spec, d), generate_transactions(knob, d)
+        if d.weekday() < 5:
+            ratio = seasonal["amount"].median() / clean["amount"].median()
+            assert abs(ratio - 1) < 0.1, (d, ratio)
+        else:
+            assert 1.1 < seasonal["amount"].median() / clean["amount"].median() < 1.3
+    again = {d: len(generate_transactions(knob, d)) for d in days}
+    assert again == n  # deterministic
+
+
+def test_gradual_amount_drift_adds_3_percent_a_day(small_config, spec):
+    knob = _with(small_config, "gradual_amount_drift", from_day=2, until_day=None)
+    pd.testing.assert_frame_equal(generate_transactions(knob, _day(spec, 1)), generate_transactions(spec, _day(spec, 1)))
+    for i, k in ((2, 1), (3, 2), (6, 5)):
+        clean, drifted = generate_transactions(spec, _day(spec, i)), generate_transactions(knob, _day(spec, i))
+        np.testing.assert_allclose(drifted["amount"], (1 + 0.03 * k) * clean["amount"], atol=0.011)
+        pd.testing.assert_frame_equal(ground_truth(knob, _day(spec, i)), ground_truth(spec, _day(spec, i)))
+    bad = _with(small_config, "gradual_amount_drift", from_day=0, until_day=None, daily_rate=-0.5)
+    with pytest.raises(SimulatorError, match="makes amounts <= 0"):
+        generate_transactions(bad, _day(spec, 3))
+
+
 def test_new_merchant_category_appears(small_config, spec):
     knob = _with(small_config, "new_merchant_category")
     off, on = _window_days(spec)

@@ -6,6 +6,9 @@ Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
 
 1. `decide` — trains only when there is no champion, the cadence (`training.cadence_days`) has passed,
    or the trigger gave a reason (manual, drift, ...): daily data does not mean daily churn.
+   A drift retrain whose evidence names an onset waits until `training.drift_aware.min_post_onset_days`
+   matured days follow it: it is recorded as a pending deferral (skipped, not failed) and trained by the
+   first later run — the daily `features` event included — whose data has them (`training.retrain_deferral`).
 2. `train` — LR + XGBoost search on the pinned data version (from the Asset event, else the newest),
    logged to MLflow with lineage tags; the best is registered as `@challenger`.
 3. `evaluate` — gates against `@champion` on the frozen holdout (floors, paired-bootstrap
@@ -53,7 +56,7 @@ def train_model():
         """Train only with a reason, without a champion, or once the cadence has passed."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from training import versioning
+        from training import retrain_deferral, versioning
         from training.retrain_policy import decide_training, enough_history
 
         cfg, paths = load_runtime()
@@ -71,26 +74,34 @@ def train_model():
         if not ok:
             print(f"skip: {why}")
             return False
-        decision = decide_training(paths, cfg, params.get("reason"), record.batch_date)
+        plan = retrain_deferral.plan(
+            paths, cfg, params.get("reason"), params.get("evidence"), record, airflow_run_id=context["run_id"]
+        )
+        decision = plan or decide_training(paths, cfg, params.get("reason"), record.batch_date)
         print(f"{'train' if decision.train else 'skip'}: {decision.why}")
         if not decision.train:
             return False
-        return {**decision.to_dict(), "data_version": record.data_version, "batch_date": record.batch_date.isoformat()}
+        extra = plan.to_dict() if plan else {"evidence": params.get("evidence") or {}, "deferral_id": None}
+        return {**decision.to_dict(), **extra, "data_version": record.data_version,
+                "batch_date": record.batch_date.isoformat()}
 
     @task
     def train(decision: dict, **context) -> dict:
+        from training import retrain_deferral
         from training.train import TrainRequest, train_model
 
         cfg, paths = load_runtime()
-        params = context["params"]
         request = TrainRequest(
             reason=decision["reason"],
-            evidence=params.get("evidence") or {},
+            evidence=decision["evidence"],  # the trigger's, or the pending deferral's
             data_version=decision["data_version"],
             airflow_dag_id=context["dag"].dag_id,
             airflow_run_id=context["run_id"],
         )
-        return train_model(paths, cfg, request).to_dict()
+        result = train_model(paths, cfg, request)
+        if decision.get("deferral_id") is not None:
+            retrain_deferral.resolve(paths, decision["deferral_id"], result.version, result.data_version)
+        return result.to_dict()
 
     @task
     def evaluate(trained: dict, **context) -> dict:
@@ -125,7 +136,7 @@ def train_model():
 
         trained = stage_pod(EXECUTION, "train", "train", [
             "--reason={{ ti.xcom_pull(task_ids='decide')['reason'] }}",
-            "--evidence={{ (params.evidence or {}) | tojson }}",
+            "--evidence={{ ti.xcom_pull(task_ids='decide')['evidence'] | tojson }}",
             "--data-version={{ ti.xcom_pull(task_ids='decide')['data_version'] }}",
             "--airflow-dag-id={{ dag.dag_id }}",
             "--airflow-run-id={{ run_id }}",

@@ -136,10 +136,14 @@ class DriftAwareSpec(_Strict):
     and rows from before the onset are kept at `pre_onset_weight` (0 = left out). Measured on the
     demo's fraud-mechanism shift (benchmarks/healing_retrain.py): any pre-onset weight >= 0.05 cut
     the retrain's PR-AUC on later days by two thirds, so the default leaves them out.
+
+    `min_post_onset_days` is the evidence a triggered retrain waits for (`training.retrain_deferral`):
+    with fewer matured days from the onset on (holdout included) the train_model run defers instead of
+    training a weak model, and the retrain runs on the first data version that has them.
     """
 
     enabled: bool = True
-    min_post_onset_days: int = Field(default=2, ge=2)  # fewer matured days after the onset: standard split
+    min_post_onset_days: int = Field(default=2, ge=2)  # fewer matured days after the onset: defer the retrain
     validation_share: float = Field(default=0.5, gt=0, lt=1)
     pre_onset_weight: float = Field(default=0.0, ge=0, le=1)
 

@@ -172,20 +172,28 @@ def split_anchored(
     `windows.validation_days` post-onset days before it when at least one more post-onset day is left
     for training, else a stratified random `validation_share` of the post-onset rows before the
     holdout; train = the rest of those rows plus, at `pre_onset_weight`, the `windows.training_days`
-    days before the onset. None when fewer than `min_post_onset_days` matured days follow the onset
-    (the caller then uses the standard windows and says why).
+    days before the onset. None when the post-onset days cannot hold the holdout and one day more
+    (the caller then uses the standard windows and says why). Whether there is *enough* post-onset
+    evidence to train at all (`min_post_onset_days`) is decided before training, by
+    `training.retrain_deferral`: the train_model DAG defers a retrain that has too little.
     """
     spec = cfg.training.drift_aware
     w = cfg.windows
     dates = pd.to_datetime(df[BATCH_DATE]).dt.date
     end = max(dates)
     post_days = (end - onset).days + 1
-    if post_days < max(spec.min_post_onset_days, w.holdout_days + 1):
+    if post_days < w.holdout_days + 1:
         return None
     day = dt.timedelta(days=1)
     h_start = end - (w.holdout_days - 1) * day
     holdout = df.loc[dates >= h_start].reset_index(drop=True)
     post_pre_holdout = (h_start - onset).days
+    short = (
+        f" - below training.drift_aware.min_post_onset_days {spec.min_post_onset_days} "
+        "(the train_model DAG would have deferred this retrain)"
+        if post_days < spec.min_post_onset_days
+        else ""
+    )
     before = dates < h_start
     if post_pre_holdout >= w.validation_days + 1:
         v_start = h_start - w.validation_days * day
@@ -219,7 +227,7 @@ def split_anchored(
         f"rows {pre_start}..{onset - day} at weight {weight:g}" if weight > 0 else "rows before the onset left out"
     )
     detail = (
-        f"onset {onset} ({source}); train from {t_start}, post-onset rows weight 1, {pre_how}; {v_how}; "
+        f"onset {onset} ({source}; {post_days} matured days from it{short}); train from {t_start}, post-onset rows weight 1, {pre_how}; {v_how}; "
         f"holdout {h_start}..{end} (after the onset)"
     )
     splits = Splits(
@@ -404,7 +412,7 @@ def training_frames(
             if splits is None:
                 note = (
                     f"; onset {onset} ({source}) has too few matured days after it "
-                    f"(min_post_onset_days {cfg.training.drift_aware.min_post_onset_days}), so not anchored"
+                    f"(fewer than holdout_days {cfg.windows.holdout_days} + 1), so not anchored"
                 )
         else:
             note = f"; no onset in the trigger evidence ({source})"

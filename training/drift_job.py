@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training import datasets, monitoring, registry, versioning
+from training import datasets, monitoring, registry, retrain_deferral, versioning
 from training.config import Config
 from training.evaluate import score_version
 from training.monitoring import PastTrigger, Signal, WindowEvidence
@@ -215,6 +215,9 @@ def monitor_interval(
     )
 
     past = monitoring.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))
+    # a drift retrain deferred until enough post-onset labels mature is a retrain in flight too:
+    # triggering again would only merge into it (and count against the storm cap)
+    retrain_in_flight = retrain_in_flight or retrain_deferral.pending(paths) is not None
     decision = monitoring.decide(
         cfg,
         monitoring.assemble_history(past, window),

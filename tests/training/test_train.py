@@ -300,6 +300,9 @@ def test_anchored_windows_learn_and_judge_after_the_onset(training_frame, train_
     assert s.train_weight is not None and (s.train_weight == 1).all()
     datasets.check_no_leakage(s, "transaction_id")
     assert "onset" in s.method_detail and "random" in s.method_detail
+    # 6 post-onset days < the config's min_post_onset_days: a direct call still anchors, and says so
+    assert train_cfg.training.drift_aware.min_post_onset_days > 6
+    assert "6 matured days from it - below training.drift_aware.min_post_onset_days" in s.method_detail
 
 
 def test_anchored_windows_time_based_validation_and_pre_onset_weight(training_frame, train_cfg):
@@ -313,6 +316,7 @@ def test_anchored_windows_time_based_validation_and_pre_onset_weight(training_fr
     assert pre.any() and (s.train_weight[pre] == 0.2).all() and (s.train_weight[~pre] == 1).all()
     assert min(s.train["batch_date"]) == onset - dt.timedelta(days=train_cfg.windows.training_days)
     datasets.check_no_leakage(s, "transaction_id")
+    assert "12 matured days from it)" in s.method_detail  # enough evidence: no shortfall noted
     # an onset with too few matured days after it is not anchored
     assert datasets.split_anchored(training_frame, train_cfg, last - dt.timedelta(days=3), seed=7) is None
 

@@ -20,6 +20,7 @@ exactly its entry - so what the native tests exercise is what the containers run
                                           # connections, dbt manifest + docs
     python scripts/dev_stack.py dbt-docs  # service command: serve the dbt docs site
     python scripts/dev_stack.py check-http URL   # healthcheck helper (compose)
+    python scripts/dev_stack.py check-celery NODE  # healthcheck helper: the Celery worker answers a ping
 
 From Python (the demo driver and the browser tests)::
 
@@ -1221,6 +1222,17 @@ def _cmd_check_http(ns: argparse.Namespace) -> int:
     return 0 if http_ok(ns.url) else 1
 
 
+def celery_ping(node: str, timeout_s: float = 5) -> bool:
+    """The Celery worker `node` answers a ping over the broker (run in the workers' environment)."""
+    from airflow.providers.celery.executors.celery_executor import app
+
+    return bool(app.control.ping(destination=[node], timeout=timeout_s))
+
+
+def _cmd_check_celery(ns: argparse.Namespace) -> int:
+    return 0 if celery_ping(ns.node) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/dev_stack.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -1234,10 +1246,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dbt-docs", help="service command: serve the dbt docs site")
     check = sub.add_parser("check-http", help="exit 0 if URL answers 2xx/3xx (healthchecks)")
     check.add_argument("url")
+    ping = sub.add_parser("check-celery", help="exit 0 if Celery worker NODE answers a ping (healthchecks)")
+    ping.add_argument("node", help="worker node name, e.g. worker-1@$HOSTNAME")
     ns = parser.parse_args(argv)
     handler = {
         "up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "init": _cmd_init,
-        "dbt-docs": _cmd_dbt_docs, "check-http": _cmd_check_http,
+        "dbt-docs": _cmd_dbt_docs, "check-http": _cmd_check_http, "check-celery": _cmd_check_celery,
     }[ns.cmd]
     try:
         return handler(ns)

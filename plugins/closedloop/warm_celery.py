@@ -10,6 +10,11 @@ starts with them (copy-on-write) instead of paying seconds of imports per task.
 Use it as `AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=closedloop.warm_celery.CELERY_CONFIG`: the config
 is Airflow's default one unchanged (the scheduler imports it too; the signal only fires in workers).
 `CLOSEDLOOP_PRELOAD_MODULES` chooses the modules as for the LocalExecutor (empty turns it off).
+
+Measured once, one stack with a warm and a cold worker side by side, 10 `rollback_champion` runs
+(imports the registry, i.e. MLflow) on the 2-core machine under heavy load (load average ~11):
+Celery task wall time on the warm worker median 6.5 s (2.2 s once settled), on the cold one 11.5 s.
+The preload itself costs the worker ~50 s at start-up on that machine (once, before it says ready).
 """
 
 from __future__ import annotations

@@ -77,3 +77,52 @@ def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = parse_manifest(StatePaths(root).ensure(), load_config())
     os.environ["CLOSEDLOOP_DBT_MANIFEST"] = str(manifest)
     return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL (services profile): a real local server; one fresh database per use, dropped after
+# --------------------------------------------------------------------------------------------
+
+PG_SERVER = {
+    "host": os.environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
+    "port": os.environ.get("CLOSEDLOOP_PG_PORT", "5432"),
+    "user": os.environ.get("CLOSEDLOOP_PG_USER", "postgres"),
+}
+
+
+@pytest.fixture
+def pg_database_factory():
+    """Create uniquely named databases on the local server; all are dropped (forced) at teardown."""
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG_SERVER)
+    except psycopg2.OperationalError as exc:  # .ci/run starts the server; a bare dev box may not have one
+        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER['host']}:{PG_SERVER['port']}: {exc}".strip())
+    admin.autocommit = True
+    created: list[str] = []
+
+    def create(prefix: str = "closedloop_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with admin.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+        created.append(name)
+        return name
+
+    yield create
+    with admin.cursor() as cur:
+        for name in created:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+    admin.close()
+
+
+@pytest.fixture
+def pg_warehouse(pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point every stage (and dbt) at a fresh PostgreSQL warehouse, as the services profile does."""
+    name = pg_database_factory("closedloop_wh")
+    monkeypatch.setenv("CLOSEDLOOP_DBT_TARGET", "postgres")
+    monkeypatch.setenv("CLOSEDLOOP_PG_DBNAME", name)
+    for key in ("host", "port", "user"):
+        monkeypatch.setenv(f"CLOSEDLOOP_PG_{key.upper()}", str(PG_SERVER[key]))
+    return name

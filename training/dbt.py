@@ -121,7 +121,7 @@ def run_dbt(
     args: Sequence[str],
     paths: StatePaths,
     cfg: Config | None,
-    target: Target = "duckdb",
+    target: Target | None = None,
     *,
     extra_vars: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
@@ -133,6 +133,7 @@ def run_dbt(
     Raises `DbtError` naming the failing nodes when dbt exits non-zero and `check` is true.
     `env` adds variables (e.g. CLOSEDLOOP_PG_DBNAME for the postgres target).
     """
+    target = target or default_target()
     if target not in TARGETS:
         raise ValueError(f"unknown dbt target {target!r}: use one of {', '.join(TARGETS)}")
     if not args:
@@ -199,7 +200,14 @@ def run_dbt(
     return result
 
 
-def parse_manifest(paths: StatePaths, cfg: Config | None = None, target: Target = "duckdb") -> Path:
+def default_target() -> Target:
+    """The dbt target of the warehouse the stages use (`CLOSEDLOOP_DBT_TARGET`): one switch for both."""
+    from training.warehouse import WarehouseSettings
+
+    return WarehouseSettings.from_env().backend
+
+
+def parse_manifest(paths: StatePaths, cfg: Config | None = None, target: Target | None = None) -> Path:
     """Run `dbt parse` and return the manifest.json path in the state dir (for cosmos DBT_MANIFEST)."""
     run_dbt(["parse"], paths, cfg, target)
     manifest = paths.dbt_target / "manifest.json"

@@ -42,9 +42,9 @@ create table if not exists {PREDICTIONS_TABLE} (
     alias varchar not null,
     transaction_id varchar not null,
     batch_date date not null,
-    score double not null,
+    score double precision not null,
     decision varchar not null,
-    threshold double not null,
+    threshold double precision not null,
     data_interval_start timestamp,
     data_interval_end timestamp,
     scored_at timestamp not null
@@ -59,11 +59,11 @@ class InferenceError(RuntimeError):
 def read_interval(paths: StatePaths, batch_date: dt.date) -> pd.DataFrame:
     """The interval's published feature rows (read-only connection, closed on return)."""
     with warehouse.connect(paths, read_only=True) as con:
-        if not warehouse.table_exists(con, "published", "transaction_features"):
+        if not con.table_exists("published", "transaction_features"):
             raise InferenceError(
                 f"{FEATURES_TABLE} does not exist: run data_pipeline (publish) for {batch_date} first"
             )
-        return con.execute(f"select * from {FEATURES_TABLE} where batch_date = ?", [batch_date]).df()
+        return con.frame(f"select * from {FEATURES_TABLE} where batch_date = ?", [batch_date])
 
 
 def predictions_frame(
@@ -107,26 +107,13 @@ def write_predictions(paths: StatePaths, batch_date: dt.date, frames: dict[str, 
 
     An alias mapped to None has its partition for the day emptied (e.g. no shadow model any more).
     """
-    with warehouse.connect(paths) as con:
-        con.execute("create schema if not exists published")
-        con.execute(PREDICTIONS_DDL)
-        con.execute("begin transaction")
-        try:
-            for alias, frame in frames.items():
-                con.execute(
-                    f"delete from {PREDICTIONS_TABLE} where batch_date = ? and alias = ?", [batch_date, alias]
-                )
-                if frame is not None and not frame.empty:
-                    con.register("_preds", frame)
-                    con.execute(
-                        f"insert into {PREDICTIONS_TABLE} ({', '.join(PREDICTION_COLUMNS)}) "
-                        f"select {', '.join(PREDICTION_COLUMNS)} from _preds"
-                    )
-                    con.unregister("_preds")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+    ddl = ("create schema if not exists published", PREDICTIONS_DDL)
+    with warehouse.transaction(paths, ddl=ddl) as con:
+        for alias, frame in frames.items():
+            con.replace_partition(
+                PREDICTIONS_TABLE, {"batch_date": batch_date, "alias": alias},
+                None if frame is None else frame[PREDICTION_COLUMNS],
+            )
 
 
 def score_interval(

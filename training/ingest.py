@@ -25,7 +25,7 @@ RAW_TRANSACTIONS_DDL = """
 create table if not exists raw.transactions (
     transaction_id varchar, event_ts timestamp, customer_id varchar, customer_home_country varchar,
     merchant_id varchar, merchant_category varchar, channel varchar, country varchar,
-    device_id varchar, amount double, currency varchar, batch_date date, loaded_at timestamp
+    device_id varchar, amount double precision, currency varchar, batch_date date, loaded_at timestamp
 )"""
 RAW_CHARGEBACKS_DDL = """
 create table if not exists raw.chargebacks (
@@ -119,39 +119,27 @@ def load_raw(paths: StatePaths, batch: LandedBatch, loaded_at: dt.datetime | Non
     """Replace the interval's partition of raw.transactions / raw.chargebacks (after the raw gate)."""
     loaded_at = loaded_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     counts = {}
-    with warehouse.connect(paths) as con:
-        con.execute("create schema if not exists raw")
-        con.execute(RAW_TRANSACTIONS_DDL)
-        con.execute(RAW_CHARGEBACKS_DDL)
-        con.execute("begin transaction")
-        try:
-            for feed in (batch.transactions, batch.chargebacks):
-                cols = RAW_COLUMNS[feed.table]
-                select_cols = ", ".join(cols)
-                con.execute(f"delete from raw.{feed.table} where batch_date = ?", [batch.batch_date])
-                con.execute(
-                    f"insert into raw.{feed.table} ({select_cols}, batch_date, loaded_at) "
-                    f"select {select_cols}, ?::date, ?::timestamp from read_parquet(?)",
-                    [batch.batch_date, loaded_at, feed.path],
-                )
-                counts[feed.table] = warehouse.scalar(
-                    con, f"select count(*) from raw.{feed.table} where batch_date = ?", [batch.batch_date]
-                )
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+    ddl = ("create schema if not exists raw", RAW_TRANSACTIONS_DDL, RAW_CHARGEBACKS_DDL)
+    with warehouse.transaction(paths, ddl=ddl) as con:
+        for feed in (batch.transactions, batch.chargebacks):
+            frame = pd.read_parquet(feed.path, columns=RAW_COLUMNS[feed.table])
+            frame["batch_date"] = batch.batch_date
+            frame["loaded_at"] = loaded_at
+            con.replace_partition(f"raw.{feed.table}", {"batch_date": batch.batch_date}, frame)
+            counts[feed.table] = int(
+                con.scalar(f"select count(*) from raw.{feed.table} where batch_date = ?", [batch.batch_date])
+            )
     return counts
 
 
 def read_candidate_features(paths: StatePaths, batch_date: dt.date) -> pd.DataFrame:
     """The interval's rows of the feature mart dbt just built (not yet published)."""
     with warehouse.connect(paths, read_only=True) as con:
-        if not warehouse.table_exists(con, "ml", "ml_transaction_features"):
+        if not con.table_exists("ml", "ml_transaction_features"):
             raise PublishError("ml.ml_transaction_features does not exist: the dbt build did not run")
-        return con.execute(
+        return con.frame(
             f"select * from {CANDIDATE_FEATURES} where batch_date = ? order by transaction_id", [batch_date]
-        ).df()
+        )
 
 
 def publish(
@@ -168,38 +156,26 @@ def publish(
     lineage = lineage or {}
     snapshot_file = paths.published / "training_set.parquet"
     snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+    ddl = (
+        "create schema if not exists published",
+        f"create table if not exists {PUBLISHED_FEATURES} as select * from {CANDIDATE_FEATURES} limit 0",
+    )
     with warehouse.connect(paths) as con:
         for table in ("ml_transaction_features", "ml_training_set"):
-            if not warehouse.table_exists(con, "ml", table):
+            if not con.table_exists("ml", table):
                 raise PublishError(f"ml.{table} does not exist: the dbt build did not run for {batch_date}")
-        feature_rows = warehouse.scalar(
-            con, f"select count(*) from {CANDIDATE_FEATURES} where batch_date = ?", [batch_date]
-        )
+    with warehouse.transaction(paths, ddl=ddl) as con:
+        feature_rows = con.scalar(f"select count(*) from {CANDIDATE_FEATURES} where batch_date = ?", [batch_date])
         if feature_rows == 0:
             raise PublishError(
                 f"no feature rows for batch_date {batch_date}: nothing to publish (was the raw batch loaded?)"
             )
-        con.execute(
-            f"copy (select * from {CANDIDATE_TRAINING_SET} order by batch_date, transaction_id) "
-            f"to '{snapshot_file}' (format parquet)"
+        con.export_parquet(
+            f"select * from {CANDIDATE_TRAINING_SET} order by batch_date, transaction_id", snapshot_file
         )
-        training_rows = warehouse.scalar(con, f"select count(*) from {CANDIDATE_TRAINING_SET}")
-        con.execute("create schema if not exists published")
-        con.execute(
-            f"create table if not exists {PUBLISHED_FEATURES} as select * from {CANDIDATE_FEATURES} limit 0"
-        )
-        con.execute("begin transaction")
-        try:
-            con.execute(f"delete from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date])
-            con.execute(
-                f"insert into {PUBLISHED_FEATURES} by name "
-                f"select * from {CANDIDATE_FEATURES} where batch_date = ?",
-                [batch_date],
-            )
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+        training_rows = con.scalar(f"select count(*) from {CANDIDATE_TRAINING_SET}")
+        con.execute(f"delete from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date])
+        con.copy_rows(PUBLISHED_FEATURES, CANDIDATE_FEATURES, {"batch_date": batch_date})
     data_version = versioning.snapshot(paths, snapshot_file)
     record = versioning.DataVersionRecord(
         data_version=data_version,
@@ -230,25 +206,27 @@ def publish(
 
 def latest_dbt_invocation(paths: StatePaths, model: str = "ml_transaction_features") -> str | None:
     """The dbt invocation id that last built `model` (written by the marts' post-hook)."""
+    if not warehouse.exists(paths):
+        return None
     with warehouse.connect(paths, read_only=True) as con:
-        if not warehouse.table_exists(con, "ml", "dbt_invocations"):
+        if not con.table_exists("ml", "dbt_invocations"):
             return None
-        row = con.execute(
+        row = con.fetchone(
             "select invocation_id from ml.dbt_invocations where model = ? order by built_at desc limit 1",
             [model],
-        ).fetchone()
+        )
     return row[0] if row else None
 
 
 def published_row_count(paths: StatePaths, batch_date: dt.date | None = None) -> int:
+    if not warehouse.exists(paths):
+        return 0
     with warehouse.connect(paths, read_only=True) as con:
-        if not warehouse.table_exists(con, "published", "transaction_features"):
+        if not con.table_exists("published", "transaction_features"):
             return 0
         if batch_date is None:
-            return warehouse.scalar(con, f"select count(*) from {PUBLISHED_FEATURES}")
-        return warehouse.scalar(
-            con, f"select count(*) from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date]
-        )
+            return int(con.scalar(f"select count(*) from {PUBLISHED_FEATURES}"))
+        return int(con.scalar(f"select count(*) from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date]))
 
 
 def snapshot_path_for(paths: StatePaths, table: str, batch_date: dt.date) -> Path:

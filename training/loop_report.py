@@ -27,12 +27,12 @@ class LoopVerdict:
 
 
 def _warehouse_frame(paths: StatePaths, sql: str, table: tuple[str, str]) -> pd.DataFrame:
-    if not paths.warehouse.exists():
+    if not warehouse.exists(paths):
         return pd.DataFrame()
     with warehouse.connect(paths, read_only=True) as con:
-        if not warehouse.table_exists(con, *table):
+        if not con.table_exists(*table):
             return pd.DataFrame()
-        return con.execute(sql).df()
+        return con.frame(sql)
 
 
 def day_table(paths: StatePaths, cfg: Config) -> pd.DataFrame:

@@ -572,7 +572,7 @@ def load_current_window(paths: StatePaths, cfg: Config, start: dt.date, end: dt.
     Read-only connection to the warehouse. Columns: the id column, `batch_date`, the model
     features, `score`, `model_version`. Empty frame when nothing was scored in the window.
     """
-    from training.warehouse import connect, table_exists
+    from training.warehouse import connect, is_missing_relation
 
     id_col = cfg.model.id_column
     feats = ", ".join(f"f.{_quote(c)}" for c in cfg.model.features if c != id_col)
@@ -587,14 +587,14 @@ def load_current_window(paths: StatePaths, cfg: Config, start: dt.date, end: dt.
     """
     with connect(paths, read_only=True) as con:
         for table in ("predictions", "transaction_features"):
-            if not table_exists(con, "published", table):
+            if not con.table_exists("published", table):
                 raise MonitoringDataError(
                     f"warehouse has no published.{table}: run data_pipeline and batch_inference first"
                 )
         try:
-            return con.execute(sql, [cfg.model.name, start, end]).df()
-        except Exception as exc:  # duckdb.BinderException etc.: a contract column is missing
-            if "Binder" in type(exc).__name__ or "Catalog" in type(exc).__name__:
+            return con.frame(sql, [cfg.model.name, start, end])
+        except Exception as exc:
+            if is_missing_relation(exc):  # a contract column is missing
                 raise MonitoringDataError(
                     f"published tables do not match the contract (docs/contracts.md): {exc}"
                 ) from None

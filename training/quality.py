@@ -583,30 +583,19 @@ def quarantine(
         columns=["transaction_id", "expectation"],
     ).drop_duplicates()
     reason = f"GX suite '{result.suite}' rejected batch {result.batch_id} (run {result.run_id}): {_reason(result)}"
-    with warehouse.connect(paths) as con:
-        con.execute(f"create schema if not exists {QUARANTINE_SCHEMA}")
-        con.execute(_REJECTED_BATCHES_DDL)
-        con.execute(_REJECTED_ROWS_DDL)
-        con.execute("begin transaction")
-        try:
-            for table in (REJECTED_BATCHES, REJECTED_ROWS):
-                con.execute(f"delete from {table} where batch_date = ? and table_name = ?", [batch_date, table_name])
-            con.execute(
-                f"insert into {REJECTED_BATCHES} values (?, ?, ?, ?, ?, ?, ?, ?)",
-                [batch_date, table_name, result.suite, reason, failed_json, len(df), str(snapshot), rejected_at],
-            )
-            if len(rows):
-                con.register("_rejected_rows", rows)
-                con.execute(
-                    f"insert into {REJECTED_ROWS} select ?::date, ?, transaction_id, expectation, ?::timestamp "
-                    "from _rejected_rows",
-                    [batch_date, table_name, rejected_at],
-                )
-                con.unregister("_rejected_rows")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+    ddl = (f"create schema if not exists {QUARANTINE_SCHEMA}", _REJECTED_BATCHES_DDL, _REJECTED_ROWS_DDL)
+    batch_row = pd.DataFrame([{
+        "batch_date": batch_date, "table_name": table_name, "suite": result.suite, "reason": reason,
+        "failed_expectations": failed_json, "row_count": len(df), "snapshot_path": str(snapshot),
+        "rejected_at": rejected_at,
+    }])
+    row_frame = rows.assign(batch_date=batch_date, table_name=table_name, rejected_at=rejected_at)[
+        ["batch_date", "table_name", "transaction_id", "expectation", "rejected_at"]
+    ]
+    with warehouse.transaction(paths, ddl=ddl) as con:
+        where = {"batch_date": batch_date, "table_name": table_name}
+        con.replace_partition(REJECTED_BATCHES, where, batch_row)
+        con.replace_partition(REJECTED_ROWS, where, row_frame)
     return QuarantineRecord(
         batch_date=batch_date, table_name=table_name, reason=reason, row_count=len(df),
         rejected_rows=len(rows), snapshot_path=str(snapshot),
@@ -678,11 +667,9 @@ def load_warehouse_batch(
     if not name or not all(part.replace("_", "").isalnum() for part in (schema, name)):
         raise ValueError(f"table must be 'schema.table' with plain identifiers, got {table!r}")
     with warehouse.connect(paths, read_only=True) as con:
-        if not warehouse.table_exists(con, schema, name):
+        if not con.table_exists(schema, name):
             raise FileNotFoundError(f"warehouse table {table} does not exist: did the dbt build run?")
-        return con.execute(
-            f"select * from {schema}.{name} where {date_column} = ? order by 1", [batch_date]
-        ).df()
+        return con.frame(f"select * from {schema}.{name} where {date_column} = ? order by 1", [batch_date])
 
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {

@@ -31,7 +31,7 @@ def features(module_state, training_frame, days):
     )
     with warehouse.connect(module_state) as con:
         con.execute("create schema if not exists published")
-        con.register("f", frame)
+        con.con.register("f", frame)  # DuckDB session: build the fixture table straight from the frame
         con.execute("create or replace table published.transaction_features as select * from f")
     return frame
 
@@ -50,7 +50,7 @@ def models(module_state, train_cfg, training_frame, synth, train_eval):
 
 def _predictions(paths, where: str = "true"):
     with warehouse.connect(paths, read_only=True) as con:
-        df = con.execute(f"select * from published.predictions where {where}").df()
+        df = con.frame(f"select * from published.predictions where {where}")
     df["batch_date"] = pd.to_datetime(df["batch_date"]).dt.date
     return df
 

@@ -482,8 +482,8 @@ def test_load_current_window_reads_champion_predictions_with_features(
     )
     with connect(state) as con:
         con.execute("create schema published")
-        con.register("features_df", features)
-        con.register("predictions_df", predictions)
+        con.con.register("features_df", features)  # DuckDB session: fixture tables from frames
+        con.con.register("predictions_df", predictions)
         con.execute("create table published.transaction_features as select * from features_df")
         con.execute("create table published.predictions as select * from predictions_df")
     got = mon.load_current_window(state, base_config, D0, D0)

@@ -3,10 +3,15 @@
 Real api-server, scheduler, dag-processor and triggerer in a temporary state dir; the test only
 delivers simulated days (as the demo does). It asserts that the drift monitor - not the test -
 triggered a retrain and that the retrained challenger was promoted to champion.
+
+On both runtime profiles: embedded (SQLite, DuckDB, LocalExecutor) and services (PostgreSQL
+warehouse / metadata / ledger, Redis + two Celery workers, MLflow server), the latter skipped only
+when PostgreSQL or Redis does not answer; its databases and broker keys are dropped afterwards.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -27,15 +32,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path):
+def _dev_stack():
+    spec = importlib.util.spec_from_file_location("dev_stack", ROOT / "scripts" / "dev_stack.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("dev_stack", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("profile", ["embedded", "services"])
+def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path, profile):
     state = tmp_path / "state"
+    if profile == "services":
+        from training.paths import StatePaths
+
+        ds = _dev_stack()
+        try:
+            ds.check_servers(ds.ServicesBackends.for_state(StatePaths(state)))
+        except ds.DevStackError as exc:
+            pytest.skip(str(exc))
+        try:
+            _run_and_check(tmp_path, state, profile)
+        finally:
+            ds.drop_services_state(StatePaths(state))
+    else:
+        _run_and_check(tmp_path, state, profile)
+
+
+def _run_and_check(tmp_path, state, profile):
     overrides = tmp_path / "e2e.yaml"
     overrides.write_text("simulator:\n  transactions_per_day: 6000\n  n_customers: 2000\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOSEDLOOP_"))}
     env["CLOSEDLOOP_HOME"] = str(state)
+    env["CLOSEDLOOP_MLFLOW_PORT"] = str(_free_port())  # services: the MLflow server beside a developer's
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(_free_port()),
-         "--overrides", str(overrides), "--timeout-min", "40"],
+         "--overrides", str(overrides), "--timeout-min", "40", "--profile", profile],
         env=env, capture_output=True, text=True, timeout=2600,
     )
     print(out.stdout[-6000:])
@@ -50,3 +82,26 @@ def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path):
     assert (state / "reports" / "demo_loop.png").stat().st_size > 10_000
     days = summary["days"]
     assert any(str(d["decision"]).startswith("trigger") for d in days)
+    if profile == "services":
+        _check_services_did_the_work(state)
+
+
+def _check_services_did_the_work(state):
+    """The tasks ran on both Celery workers and the published data is in the PostgreSQL warehouse."""
+    import psycopg2
+
+    from training.paths import StatePaths
+
+    ds = _dev_stack()
+    logs = state / "devstack" / "logs"
+    per_worker = {w: (logs / f"{w}.log").read_text().count("Executing workload in Celery") for w in ds.CELERY_WORKERS}
+    assert all(n > 0 for n in per_worker.values()), per_worker
+    b = ds.ServicesBackends.for_state(StatePaths(state))
+    con = psycopg2.connect(host=b.pg_host, port=b.pg_port, user=b.pg_user, password=b.pg_password or None,
+                           dbname=b.dbname("warehouse"))
+    try:
+        with con.cursor() as cur:
+            cur.execute("select count(distinct batch_date) from published.transaction_features")
+            assert cur.fetchone()[0] >= 10
+    finally:
+        con.close()

@@ -317,3 +317,50 @@ def test_a_service_that_dies_during_start_up_is_restarted_then_reported(tmp_path
         stack.stop()
     time.sleep(0.1)
     assert not ds._alive(paths, "dbt-docs")
+
+
+def test_services_profile_env_points_airflow_and_the_library_at_this_state_dirs_databases(tmp_path: Path, monkeypatch) -> None:
+    from training.paths import StatePaths
+    from training.warehouse import WarehouseSettings
+
+    ds = dev_stack()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://someone-elses-server:5000")  # must not leak in
+    paths, other = StatePaths(tmp_path / "a"), StatePaths(tmp_path / "b")
+    ports = ds.Ports(airflow=18123, mlflow=18124)
+    env = ds.service_env("airflow-worker-1", paths, ports, "services")
+    b = ds.ServicesBackends.for_state(paths)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == b.url("airflow") == f"postgresql+psycopg2://postgres@127.0.0.1:5432/{b.stack_id}_airflow"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + b.url("airflow")
+    assert env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] == f"{b.stack_id}:"
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:18124"
+    assert env["CLOSEDLOOP_OPS_DB_URL"] == b.url("ops")
+    # the warehouse the stages open is the database dbt builds and init creates
+    wh = WarehouseSettings.from_env(env)
+    assert (wh.backend, wh.pg_dbname) == ("postgres", f"{b.stack_id}_warehouse")
+    init = ds.service_env("airflow-init", paths, ports, "services")
+    assert sorted(u.rsplit("/", 1)[1] for u in ds._postgres_databases(init)) == sorted(b.dbname(r) for r in b.DATABASES)
+    assert ds.service_env("mlflow", paths, ports, "services")["MLFLOW_BACKEND_STORE_URI"] == b.url("mlflow")
+    # another state dir, other databases and keys: stacks share the servers without colliding
+    assert ds.ServicesBackends.for_state(other).stack_id != b.stack_id
+    # embedded stays embedded whatever the caller's environment says
+    monkeypatch.setenv("CLOSEDLOOP_DBT_TARGET", "postgres")
+    embedded = {**ds._inherited(os.environ), **ds.service_env("airflow-scheduler", paths, ports)}
+    assert embedded["AIRFLOW__CORE__EXECUTOR"] == "closedloop.warm_executor.WarmLocalExecutor"
+    assert "CLOSEDLOOP_DBT_TARGET" not in embedded and "MLFLOW_TRACKING_URI" not in embedded
+    with pytest.raises(ds.DevStackError, match="unknown profile 'cloud': choose one of embedded, services"):
+        ds.airflow_env(paths, ports, "cloud")  # type: ignore[arg-type]
+    with pytest.raises(ds.DevStackError, match="Celery workers belong to the services profile"):
+        ds.start_stack(paths, ds.Ports.free(), services=("airflow-worker-1",))
+
+
+def test_services_stack_refuses_to_start_without_redis_and_says_how_to_start_it(tmp_path: Path, monkeypatch) -> None:
+    from training.paths import StatePaths
+
+    ds = dev_stack()
+    if not _pg_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
+    monkeypatch.setenv("CLOSEDLOOP_REDIS_URL", f"redis://127.0.0.1:{ds._free_port()}/0")  # nothing listens there
+    with pytest.raises(ds.DevStackError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 does not answer .*redis-server --daemonize yes"):
+        ds.start_stack(StatePaths(tmp_path / "state"), ds.Ports.free(), profile="services")
+    assert not (tmp_path / "state" / "devstack" / "logs" / "airflow-init.log").exists()  # refused before init

@@ -68,25 +68,29 @@ def data_pipeline():
         cfg, paths = load_runtime()
         return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
 
-    raw_gate = GXValidateCheckpointOperator(
-        task_id="raw_gate",
-        suite_name="raw_transactions",
-        load_dataframe="parquet",
-        loader_kwargs={"path": "{{ ti.xcom_pull(task_ids='land')['transactions']['path'] }}"},
-        batch_date=BATCH_DATE_TEMPLATE,
-        interval_start=BATCH_START_TEMPLATE,
-        interval_end=BATCH_END_TEMPLATE,
-        pool=WAREHOUSE_POOL,
-    )
+    @task(task_id="raw_gate", pool=WAREHOUSE_POOL)
+    def raw_gate(landed: dict, **context) -> dict:
+        """The front door: both feeds through their GX suites and the checks against loaded history."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from training.admission import admit
+        from training.ingest import LandedBatch
+        from training.quality import DataQualityGateFailed
+
+        cfg, paths = load_runtime()
+        try:
+            return admit(paths, cfg, LandedBatch.from_xcom(landed), run_name=context["run_id"]).to_xcom()
+        except DataQualityGateFailed as exc:  # bad data is not transient: no retry
+            raise AirflowFailException(str(exc)) from exc
 
     @task(pool=WAREHOUSE_POOL)
-    def load_raw(landed: dict) -> dict:
-        """Replace the interval's partition of raw.transactions / raw.chargebacks."""
+    def load_raw(admission: dict) -> dict:
+        """Replace the interval's partition of raw.transactions / raw.chargebacks with what was admitted."""
         from training.ingest import LandedBatch
         from training.ingest import load_raw as load
 
         _, paths = load_runtime()
-        return load(paths, LandedBatch.from_xcom(landed))
+        return load(paths, LandedBatch.from_xcom(admission["admitted"]))
 
     dbt_build = dbt_task_group(group_id="dbt", pool=WAREHOUSE_POOL)
 
@@ -144,9 +148,10 @@ def data_pipeline():
         )
 
     landed = land()
-    loaded = load_raw(landed)
+    admitted = raw_gate(landed)
+    loaded = load_raw(admitted)
     published = publish(landed)
-    chain(landed, raw_gate, loaded, dbt_build, feature_gate, published, verify_published())
+    chain(landed, admitted, loaded, dbt_build, feature_gate, published, verify_published())
 
 
 data_pipeline()

@@ -9,9 +9,11 @@ the state directory and unpauses the DAGs. The script is the source system's clo
 simulated day to `data_pipeline` (REST, `conf.batch_date`) whenever the previous day's run is over.
 From there the DAGs drive themselves: features Assets trigger `train_model` and `batch_inference`,
 predictions Assets trigger `drift_monitor`, and only the drift monitor triggers a retrain. Once the
-loop has closed it delivers `--days-after-close` more days (the new champion scoring), at most
-`--days` in all. It prints progress, then the day-by-day table, writes a PNG chart and exits 0 only
-if the loop closed (first champion -> drift detected -> retrain -> new champion).
+loop has closed it goes on delivering days until a window scored only by the new champion has
+matured labels (then `--days-after-close` more), at most `--days` in all. It prints progress, then
+the day-by-day table, writes a PNG chart and exits 0 only if the loop closed (first champion ->
+drift detected -> retrain -> new champion) AND healed: that matured live window is above the
+champion floor of the primary metric.
 """
 
 from __future__ import annotations
@@ -112,9 +114,12 @@ def describe(counts: dict[str, dict[str, int]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=20, help="simulated days to run at most")
-    parser.add_argument("--days-after-close", type=int, default=1,
-                        help="once the loop has closed, deliver this many more days (the new champion scoring), then stop")
+    parser.add_argument("--days", type=int, default=32, help="simulated days to run at most")
+    parser.add_argument("--until", choices=("healed", "closed"), default="healed",
+                        help="healed (default): wait for the new champion's first matured live window and exit 0 "
+                             "only if it is above the floor; closed: stop once a drift-triggered retrain was promoted")
+    parser.add_argument("--days-after-close", type=int, default=0,
+                        help="once the new champion's first live window has matured, deliver this many more days")
     parser.add_argument("--timeout-min", type=float, default=40.0, help="give up after this many minutes")
     parser.add_argument("--keep-state", action="store_true", help="do not wipe the state dir first")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLOSEDLOOP_AIRFLOW_PORT", "8080")),
@@ -162,14 +167,23 @@ def main() -> int:
         print(f"Airflow UI: {stack.url}  (login {stack.user} / {stack.password})  setup took {time.monotonic() - t0:.0f}s")
 
         deadline = t0 + args.timeout_min * 60
-        last_line, quiet_polls, next_day, last_day_index, closed = "", 0, 0, args.days, False
+        last_line, quiet_polls, next_day, last_day_index = "", 0, 0, args.days
+        closed = settled = False
         while time.monotonic() < deadline:
             # The source system's clock: day i+1 is delivered once day i's data_pipeline run is over.
             # Everything downstream follows from Assets and the drift monitor's own decisions.
             if next_day < last_day_index and pipeline_idle(stack):
                 if not closed and next_day > 0 and loop_report.loop_verdict(paths, cfg).closed:
-                    closed, last_day_index = True, min(args.days, next_day + args.days_after_close)
-                    print(f"loop closed after {next_day} days; delivering {last_day_index - next_day} more", flush=True)
+                    closed = True
+                    if args.until == "closed":
+                        settled, last_day_index = True, min(args.days, next_day + args.days_after_close)
+                    print(f"loop closed after {next_day} days"
+                          + ("" if settled else "; waiting for the new champion's live window to mature"), flush=True)
+                if closed and not settled:
+                    healing = loop_report.healing_verdict(paths, cfg)
+                    if healing.settled:
+                        settled, last_day_index = True, min(args.days, next_day + args.days_after_close)
+                        print(f"after {next_day} days: {healing.why}", flush=True)
                 if next_day < last_day_index:
                     day = first_day + dt.timedelta(days=next_day)
                     trigger_via_rest(stack.url, stack.user, stack.password, "data_pipeline",
@@ -195,6 +209,7 @@ def main() -> int:
         table = loop_report.day_table(paths, cfg)
         moves = loop_report.promotions(paths, cfg)
         verdict = loop_report.loop_verdict(paths, cfg)
+        healing = loop_report.healing_verdict(paths, cfg)
     finally:
         stack.stop()
 
@@ -202,15 +217,22 @@ def main() -> int:
     print("\nAlias moves:")
     for m in moves:
         print(f"  {m['at']}  {m['action']:<13} v{m['from_version']} -> v{m['to_version']}  trigger={m.get('trigger_reason')}")
-    chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png")
-    summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json")
+    chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing)
+    summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing)
     elapsed = time.monotonic() - t0
     print(f"\nchart: {chart}\nsummary: {summary}\nAirflow/MLflow state kept in {paths.root} (browse with `make up PROFILE={profile}`)")
     print(f"demo took {elapsed / 60:.1f} min")
-    if verdict.closed:
-        print(f"LOOP CLOSED: {verdict.why}")
+    if not verdict.closed:
+        print(f"LOOP NOT CLOSED: {verdict.why}", file=sys.stderr)
+        return 1
+    print(f"LOOP CLOSED: {verdict.why}")
+    if args.until == "closed":
+        print(f"healing (not awaited, --until closed): {healing.why}")
         return 0
-    print(f"LOOP NOT CLOSED: {verdict.why}", file=sys.stderr)
+    if healing.recovered:
+        print(f"LOOP HEALED: {healing.why}")
+        return 0
+    print(f"LOOP NOT HEALED: {healing.why}", file=sys.stderr)
     return 1
 
 

@@ -42,6 +42,8 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
     """A fresh state directory, exported as $CLOSEDLOOP_HOME for code that reads the environment."""
     root = tmp_path / "state"
     monkeypatch.setenv("CLOSEDLOOP_HOME", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow in this state dir, not a server
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return StatePaths(root).ensure()
 
 

@@ -263,16 +263,16 @@ def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command(
     "ingest",
-    "land a day's feeds (DVC-versioned), run the raw GX gate, load the raw tables",
+    "land a day's feeds (DVC-versioned), admit them (GX suites + checks against loaded history), load raw",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
 )
 def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import ingest, quality
+    from training import admission, ingest
 
     landed = ingest.land(ctx.paths, ctx.cfg, ns.date)
-    frame = ingest.read_landed(landed.transactions)
-    gate = quality.gate("raw_transactions", frame, ns.date, ctx.paths)
-    return {"landed": landed.to_xcom(), "raw_gate": gate.to_xcom(), "loaded": ingest.load_raw(ctx.paths, landed)}
+    admitted = admission.admit(ctx.paths, ctx.cfg, landed)
+    return {"landed": landed.to_xcom(), "raw_gate": admitted.to_xcom(),
+            "loaded": ingest.load_raw(ctx.paths, admitted.batch)}
 
 
 @command(

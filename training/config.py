@@ -36,7 +36,12 @@ class ModelSpec(_Strict):
     primary_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     recall_at_precision: float = Field(gt=0, lt=1)
     precision_at_k: int = Field(gt=0)
+    # Fallback only: a model version trained by closedloop carries its own threshold (tag
+    # `decision_threshold`, set at `recall_at_precision` on calibrated validation scores).
     decision_threshold: float = Field(gt=0, lt=1)
+    # Probability calibration fitted on the validation window and logged with the model, so scores
+    # are fraud probabilities: `sigmoid` (Platt, keeps the ranking), `isotonic`, or `none`.
+    calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
     numeric_features: list[str] = Field(min_length=1)
     categorical_features: list[str] = Field(default_factory=list)
     slice_columns: list[str] = Field(default_factory=list)
@@ -118,12 +123,30 @@ class WindowSpec(_Strict):
     label_maturity_days: int = Field(ge=0)
 
 
+class DriftAwareSpec(_Strict):
+    """How a retrain triggered by a drift/performance breach uses the change point (the onset).
+
+    The training window is anchored at the onset: the holdout is the newest `windows.holdout_days`
+    after it, validation comes from the post-onset days before the holdout (a stratified random
+    `validation_share` of their rows when fewer than `windows.validation_days` + 1 such days exist),
+    and rows from before the onset are kept at `pre_onset_weight` (0 = left out). Measured on the
+    demo's fraud-mechanism shift (benchmarks/healing_retrain.py): any pre-onset weight >= 0.05 cut
+    the retrain's PR-AUC on later days by two thirds, so the default leaves them out.
+    """
+
+    enabled: bool = True
+    min_post_onset_days: int = Field(default=2, ge=2)  # fewer matured days after the onset: standard split
+    validation_share: float = Field(default=0.5, gt=0, lt=1)
+    pre_onset_weight: float = Field(default=0.0, ge=0, le=1)
+
+
 class TrainingSpec(_Strict):
     seed: int = 7
     cadence_days: int = Field(gt=0)
     min_training_days: int = Field(default=3, gt=0)  # fewer matured training days: skip, don't train
     search_budget: int = Field(gt=0, le=50)
     candidates: list[Literal["logistic_regression", "xgboost"]] = Field(min_length=1)
+    drift_aware: DriftAwareSpec = DriftAwareSpec()
 
 
 class NonRegressionGate(_Strict):
@@ -139,12 +162,50 @@ class SliceGate(_Strict):
     min_positives: int = Field(ge=1)
 
 
+class CalibrationGate(_Strict):
+    """Ceilings on the challenger's calibration error on the holdout (None = not gated)."""
+
+    max_ece: float | None = Field(default=None, gt=0, lt=1)
+    max_brier: float | None = Field(default=None, gt=0, lt=1)
+
+
+class RecoveryPolicy(_Strict):
+    """Replacing a collapsed champion (below `gates.floors` on the current holdout).
+
+    When enabled, a challenger that beats such a champion significantly (the non-regression gate)
+    is measured against these lower `floors` instead of `gates.floors`; every other gate still
+    applies, and the decision and the audit record say `recovery`.
+    """
+
+    enabled: bool = False
+    floors: dict[str, float] = Field(default_factory=dict)
+    # A collapsed champion can still be better on a small slice (fraud it was trained on that has
+    # become rare): `report` waives the slice gate in recovery - the regression is shown in the
+    # report and the audit record, not blocking - `enforce` keeps it blocking.
+    slice_gate: Literal["report", "enforce"] = "report"
+
+
 class GateSpec(_Strict):
     floors: dict[str, float]
     non_regression: NonRegressionGate
     slices: SliceGate
     max_latency_ms_per_1k_rows: float = Field(gt=0)
     max_model_size_mb: float = Field(gt=0)
+    calibration: CalibrationGate = CalibrationGate()
+    recovery: RecoveryPolicy = RecoveryPolicy()
+
+    @model_validator(mode="after")
+    def _recovery_floors(self) -> GateSpec:
+        r = self.recovery
+        if r.enabled and not r.floors:
+            raise ValueError("gates.recovery.enabled needs gates.recovery.floors (e.g. {pr_auc: 0.1})")
+        unknown = set(r.floors) - set(self.floors)
+        if unknown:
+            raise ValueError(
+                f"gates.recovery.floors names {sorted(unknown)}, which gates.floors does not: "
+                "a recovery floor relaxes a normal floor"
+            )
+        return self
 
 
 class FeatureDriftOverride(_Strict):
@@ -188,6 +249,16 @@ class DriftSpec(_Strict):
     performance_window_days: int = Field(default=3, ge=1)
 
 
+class AdmissionSpec(_Strict):
+    """The front door's policies (training/admission.py)."""
+
+    #: a column the feed's suite does not know: reject the batch, or drop it (warn: with a warning)
+    extra_columns: Literal["reject", "warn", "allow"] = "reject"
+    #: rows that fail row-level checks are quarantined alone while they are at most this share of
+    #: the batch; above it (or for any batch-level failure) the whole batch is quarantined
+    max_rejected_row_share: float = Field(default=0.01, ge=0, le=1)
+
+
 class ScheduleSpec(_Strict):
     data_pipeline: str | None = "@daily"
     # Last data interval the schedule may create (None = open-ended). The demo sets it so that
@@ -206,6 +277,7 @@ class Config(_Strict):
     gates: GateSpec
     drift: DriftSpec
     schedules: ScheduleSpec = ScheduleSpec()
+    admission: AdmissionSpec = AdmissionSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

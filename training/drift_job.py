@@ -67,13 +67,7 @@ def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decisi
 
     from training import tracking
 
-    mc = tracking.client(paths)
-    name = f"{tracking.experiment_name(cfg)}/monitoring"
-    experiment = mc.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id if experiment
-        else mc.create_experiment(name, artifact_location=(paths.mlflow_artifacts / "monitoring").as_uri())
-    )
+    experiment_id = tracking.ensure_experiment(paths, cfg, "monitoring")  # also points MLflow there
     metrics = {"rows": float(window.rows), "matured_rows": float(window.matured_rows),
                "positives": float(window.positives)}
     if window.drift_share is not None:
@@ -84,11 +78,11 @@ def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decisi
         if isinstance(value, int | float) and value == value:
             metrics[f"matured_{key}"] = float(value)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift {window.window_end}") as run:
-        mlflow.set_tags({
+        mlflow.set_tags(tracking.portable({
             "window_start": window.window_start.isoformat(), "window_end": window.window_end.isoformat(),
             "champion_version": window.champion_version, "decision": "trigger" if decision.trigger else "no_trigger",
             "reason": decision.reason, "breached": ",".join(window.breached) or "-",
-        })
+        }, paths))
         mlflow.log_metrics(metrics)
         mlflow.log_text(decision.why, "decision.txt")
         if window.report_path:

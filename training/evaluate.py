@@ -3,8 +3,11 @@
 Both models score exactly the rows of the holdout the challenger froze at training time (found by
 its `holdout_hash` tag), so the comparison is paired. The gates (`training.gates`) decide; the
 Markdown report is stored as an artifact of the challenger's run and linked from its model
-version; then the registry promotes or records the rejection. The decision is keyed like the
-training it judges, so re-running evaluate for the same challenger changes nothing.
+version by a portable `runs:/<run_id>/decision/decision_report.md` URI (tag `decision_report`) and
+a UI-relative link in the description - never by a path on one machine, so the links survive a
+moved state directory or server; then the registry promotes or records the rejection. The
+decision is keyed like the training it judges, so re-running evaluate for the same challenger
+changes nothing.
 """
 
 from __future__ import annotations
@@ -177,13 +180,18 @@ def evaluate_challenger(
         "training_window_start": ch_mv.tags.get("training_window_start"),
         "training_window_end": ch_mv.tags.get("training_window_end"),
         "label_maturity_days": cfg.windows.label_maturity_days,
-        "decision_threshold": cfg.model.decision_threshold,
+        "decision_threshold": ch_mv.tags.get("decision_threshold")
+        or f"{cfg.model.decision_threshold} (config fallback: the version has no threshold tag)",
+        "training_method": ch_mv.tags.get("training_method"),
+        "training_method_detail": ch_mv.tags.get("training_method_detail"),
+        "calibration": ch_mv.tags.get("calibration"),
     }
 
     run = mc.get_run(ch_mv.run_id)
     mc.log_text(ch_mv.run_id, gates.render_report(decision, context), REPORT_ARTIFACT)
     mc.log_dict(ch_mv.run_id, {"context": context, "decision": decision.to_dict()}, DECISION_ARTIFACT)
-    report_uri = f"{run.info.artifact_uri}/{REPORT_ARTIFACT}"
+    report_uri = tracking.run_artifact_uri(ch_mv.run_id, REPORT_ARTIFACT)
+    report_link = tracking.ui_artifact_route(run.info.experiment_id, ch_mv.run_id, REPORT_ARTIFACT)
     for k, v in _finite(decision.metrics).items():
         mc.log_metric(ch_mv.run_id, f"gate_{k}", v)
     verdict = "promote" if decision.promote else "reject"
@@ -194,7 +202,7 @@ def evaluate_challenger(
     summary = (
         f"Gate decision: {verdict.upper()} ({decision.policy}); "
         + (f"failed: {', '.join(failed)}. " if failed else "all evaluated gates passed. ")
-        + f"Report: {report_uri}"
+        + f"Report: [{REPORT_ARTIFACT}]({report_link}) (`{report_uri}`)"
     )
     base = (ch_mv.description or "").split("\n\nGate decision:")[0]
     mc.update_model_version(name, ch_version, description=f"{base}\n\n{summary}".strip())
@@ -203,7 +211,12 @@ def evaluate_challenger(
         **_finite(decision.metrics),
         "policy": decision.policy,
         "failed_gates": failed,
+        "training_method": ch_mv.tags.get("training_method"),
     }
+    if decision.recovery is not None and decision.recovery["champion_collapsed"]:
+        # audited: the champion had collapsed, and whether the recovery floors were applied
+        audit_metrics["recovery"] = gates.json_safe(decision.recovery)
+        mc.set_model_version_tag(name, ch_version, "gate_recovery", str(decision.recovery["active"]).lower())
     result = EvaluationResult(
         model_name=name,
         challenger_version=ch_version,
@@ -223,17 +236,22 @@ def evaluate_challenger(
             ch_mv.run_id, gates.render_model_card(name, ch_version, decision, context), MODEL_CARD_ARTIFACT
         )
         mc.set_model_version_tag(
-            name, ch_version, "model_card", f"{run.info.artifact_uri}/{MODEL_CARD_ARTIFACT}"
+            name, ch_version, "model_card", tracking.run_artifact_uri(ch_mv.run_id, MODEL_CARD_ARTIFACT)
         )
         rec = registry.promote(
             paths,
             cfg,
             ch_version,
-            reason=f"all evaluated gates passed ({decision.policy})",
+            reason=(
+                f"recovery policy: {decision.recovery['why']}; all evaluated gates passed"
+                if decision.policy == gates.POLICY_RECOVERY and decision.recovery
+                else f"all evaluated gates passed ({decision.policy})"
+            ),
             idempotency_key=key,
             metrics=audit_metrics,
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
+            gated_against=None if champion is None else champion.version,
         )
     else:
         why = "; ".join(f"{g.name}: {g.why}" for g in decision.failed)

@@ -9,7 +9,15 @@ A challenger replaces the champion only when every evaluated gate passes, in thi
 3. slices       - per slice value with enough rows and positives, the primary metric must not drop
                   by more than `cfg.gates.slices.tolerance`; under-populated slices are skipped;
 4. signature    - the input schema equals the champion's, unless an override reason is given;
-5. latency, model_size - budgets.
+5. calibration  - `cfg.gates.calibration`: ceilings on the challenger's ECE / Brier score (when set);
+6. latency, model_size - budgets.
+
+Recovery (`cfg.gates.recovery`): when the champion itself is below `gates.floors` on this holdout
+(it has collapsed, e.g. after concept drift) and the policy is enabled, the challenger's floors are
+the lower `recovery.floors`; it must still beat the champion significantly (non_regression) and pass
+every other gate - except that a slice regression against the collapsed champion is `waived`
+(reported, not blocking) unless `recovery.slice_gate` is `enforce`. The policy is then `recovery`,
+and the decision says so (`GateDecision.recovery`).
 
 Without a champion the policy is `first_champion`: the comparison gates (2-4) are skipped and the
 first challenger that passes floors and budgets is promoted. Everything here is pure: the caller
@@ -38,9 +46,10 @@ from training.metrics import (
     rank_metric,
 )
 
-Verdict = Literal["pass", "fail", "skipped"]
+Verdict = Literal["pass", "fail", "skipped", "waived"]
 POLICY_FIRST_CHAMPION = "first_champion"
 POLICY_CHAMPION_CHALLENGER = "champion_challenger"
+POLICY_RECOVERY = "recovery"
 NO_CHAMPION_WHY = "no champion yet (explicit policy: first passing challenger is promoted)"
 SLICE_COLUMNS: tuple[str, ...] = (
     "slice_column",
@@ -110,6 +119,8 @@ class GateDecision:
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] | None = None
     bootstrap: BootstrapResult | None = None
+    #: None without a champion; else whether it collapsed (below `gates.floors`) and which floors applied.
+    recovery: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[GateResult]:
@@ -132,9 +143,15 @@ class GateDecision:
                 "challenger_metrics": self.challenger_metrics,
                 "champion_metrics": self.champion_metrics,
                 "bootstrap": asdict(self.bootstrap) if self.bootstrap else None,
+                "recovery": self.recovery,
                 "slice_metrics": self.slice_metrics.to_dict(orient="records"),
             }
         )
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with numpy scalars as Python values and NaN/inf as None (JSON for audit and XCom)."""
+    return _json_safe(obj)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -214,9 +231,11 @@ def _budget(value: float, what: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _floor_gates(cfg: Config, metrics: dict[str, float]) -> list[GateResult]:
+def _floor_gates(
+    cfg: Config, metrics: dict[str, float], floors: Mapping[str, float] | None = None, note: str = ""
+) -> list[GateResult]:
     results = []
-    for name, floor in cfg.gates.floors.items():
+    for name, floor in (cfg.gates.floors if floors is None else floors).items():
         if name not in METRIC_NAMES:
             raise GateConfigError(f"gates.floors names unknown metric {name!r}; choose from {METRIC_NAMES}")
         value = metrics[name]
@@ -232,7 +251,61 @@ def _floor_gates(cfg: Config, metrics: dict[str, float]) -> list[GateResult]:
             verdict = "pass" if value >= floor - _EPS else "fail"
             rel = "meets" if verdict == "pass" else "is below"
             why = f"{name} {value:.4f} {rel} the absolute floor {floor:.4f}"
-        results.append(GateResult(f"floor_{name}", value, floor, verdict, why))
+        results.append(GateResult(f"floor_{name}", value, floor, verdict, why + note))
+    return results
+
+
+def _recovery(cfg: Config, cp_metrics: dict[str, float]) -> dict[str, Any]:
+    """Has the champion collapsed on this holdout, and which floors does the challenger face?"""
+    below = [g.name[len("floor_") :] for g in _floor_gates(cfg, cp_metrics) if g.verdict == "fail"]
+    policy = cfg.gates.recovery
+    active = bool(below) and policy.enabled
+    floors = {**cfg.gates.floors, **policy.floors} if active else dict(cfg.gates.floors)
+    if not below:
+        why = "the champion meets every floor on this holdout: normal floors apply"
+    elif active:
+        why = (
+            f"the champion has collapsed (below the floor on {', '.join(below)}); recovery policy enabled: "
+            f"a challenger that beats it significantly needs only the recovery floors {policy.floors}"
+        )
+    else:
+        why = (
+            f"the champion is below the floor on {', '.join(below)}, but the recovery policy is disabled "
+            "(gates.recovery.enabled): the challenger must meet the normal floors"
+        )
+    return {
+        "enabled": policy.enabled,
+        "champion_collapsed": bool(below),
+        "champion_below_floor": below,
+        "active": active,
+        "normal_floors": dict(cfg.gates.floors),
+        "recovery_floors": dict(policy.floors),
+        "floors_applied": floors,
+        "slice_gate": policy.slice_gate,
+        "waived_gates": [],
+        "why": why,
+    }
+
+
+def _calibration_gates(cfg: Config, metrics: dict[str, float]) -> list[GateResult]:
+    """Ceilings on calibration error: a model whose scores overstate risk misprices every decision."""
+    results = []
+    rule = cfg.gates.calibration
+    for metric, ceiling in (("ece", rule.max_ece), ("brier", rule.max_brier)):
+        if ceiling is None:
+            continue
+        value = metrics[metric]
+        ok = math.isfinite(value) and value <= ceiling + _EPS
+        results.append(
+            GateResult(
+                f"calibration_{metric}",
+                value,
+                ceiling,
+                "pass" if ok else "fail",
+                f"{metric} {value:.4f} is {'within' if ok else 'above'} the ceiling {ceiling:.4f}"
+                + ("" if ok else "; recalibrate (model.calibration) or retrain on data like the holdout"),
+            )
+        )
     return results
 
 
@@ -439,7 +512,13 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
     except MetricError as exc:
         raise GateInputError(f"cannot evaluate the holdout: {exc}") from None
 
-    gates: list[GateResult] = _floor_gates(cfg, ch_metrics)
+    recovery = None if cp_metrics is None else _recovery(cfg, cp_metrics)
+    if recovery is not None and recovery["active"]:
+        gates: list[GateResult] = _floor_gates(
+            cfg, ch_metrics, recovery["floors_applied"], " (recovery floor: the champion has collapsed)"
+        )
+    else:
+        gates = _floor_gates(cfg, ch_metrics)
     flat: dict[str, float] = {f"challenger_{k}": v for k, v in ch_metrics.items()}
     table = _slice_table(cfg, inputs.holdout, y, challenger, champion)
     boot: BootstrapResult | None = None
@@ -450,7 +529,7 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
             gates.append(GateResult(name, None, None, "skipped", NO_CHAMPION_WHY))
         _signature_map(inputs.challenger_signature, "challenger")  # still reject malformed input
     else:
-        policy = POLICY_CHAMPION_CHALLENGER
+        policy = POLICY_RECOVERY if recovery is not None and recovery["active"] else POLICY_CHAMPION_CHALLENGER
         flat.update({f"champion_{k}": v for k, v in cp_metrics.items()})
         nr = cfg.gates.non_regression
         boot = paired_bootstrap_diff(
@@ -471,13 +550,30 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
             }
         )
         gates.append(_non_regression_gate(cfg, boot))
-        gates.append(_slice_gate(cfg, table))
+        slice_result = _slice_gate(cfg, table)
+        if (
+            slice_result.verdict == "fail"
+            and recovery is not None
+            and recovery["active"]
+            and cfg.gates.recovery.slice_gate == "report"
+        ):
+            slice_result = GateResult(
+                slice_result.name,
+                slice_result.value,
+                slice_result.threshold,
+                "waived",
+                f"{slice_result.why} - waived under the recovery policy (gates.recovery.slice_gate: report): "
+                "the champion has collapsed overall, so a slice it still ranks better does not keep it",
+            )
+            recovery["waived_gates"] = ["slices"]
+        gates.append(slice_result)
         gates.append(_signature_gate(inputs))
+    gates.extend(_calibration_gates(cfg, ch_metrics))
     gates.extend(_budget_gates(cfg, inputs))
     flat["latency_ms_per_1k_rows"] = float(inputs.latency_ms_per_1k_rows)
     flat["model_size_mb"] = float(inputs.model_size_mb)
 
-    promote = all(g.verdict == "pass" for g in gates if g.verdict != "skipped")
+    promote = all(g.verdict == "pass" for g in gates if g.verdict not in ("skipped", "waived"))
     return GateDecision(
         promote=promote,
         policy=policy,
@@ -487,6 +583,7 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
         challenger_metrics=ch_metrics,
         champion_metrics=cp_metrics,
         bootstrap=boot,
+        recovery=recovery,
     )
 
 
@@ -516,7 +613,7 @@ def _ctx(context: Mapping[str, Any], key: str, default: str = "unknown") -> str:
     return default if value in (None, "") else str(value)
 
 
-_VERDICT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭ skipped"}
+_VERDICT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭ skipped", "waived": "⚠️ waived"}
 
 
 def _metrics_table(decision: GateDecision) -> str:
@@ -563,12 +660,28 @@ def _slices_table(decision: GateDecision) -> str:
     )
 
 
+def _recovery_section(decision: GateDecision) -> list[str]:
+    r = decision.recovery
+    if not r or not r.get("champion_collapsed"):
+        return []
+    rows: list[list[Any]] = [
+        ["champion below floor on", ", ".join(r["champion_below_floor"])],
+        ["recovery policy enabled", bool(r["enabled"])],
+        ["recovery applied", bool(r["active"])],
+        ["normal floors", r["normal_floors"]],
+        ["floors applied to the challenger", r["floors_applied"]],
+        ["gates waived", ", ".join(r.get("waived_gates") or []) or "none"],
+    ]
+    return ["## Recovery", r["why"] + ".", _table(["", ""], rows)]
+
+
 def render_report(decision: GateDecision, context: Mapping[str, Any]) -> str:
     """The Markdown decision report stored with the challenger and shown in the UI.
 
     `context` keys used (all optional, shown as "unknown" when absent): `model_name`,
     `challenger_version`, `champion_version`, `holdout_hash`, `data_version`, `trigger_reason`,
-    `evaluated_at`, `run_id`.
+    `evaluated_at`, `run_id`, `training_method`, `training_method_detail` (how the windows were cut,
+    e.g. anchored at a detected onset), `decision_threshold`, `calibration`.
     """
     model = _ctx(context, "model_name")
     ch_v = _ctx(context, "challenger_version")
@@ -585,22 +698,31 @@ def render_report(decision: GateDecision, context: Mapping[str, Any]) -> str:
             ["holdout hash", _ctx(context, "holdout_hash")],
             ["data version", _ctx(context, "data_version")],
             ["trigger reason", _ctx(context, "trigger_reason")],
+            ["training method", _ctx(context, "training_method")],
+            ["training windows", _ctx(context, "training_method_detail")],
+            ["calibration", _ctx(context, "calibration")],
+            ["decision threshold", _ctx(context, "decision_threshold")],
             ["training run", _ctx(context, "run_id")],
             ["evaluated at", _ctx(context, "evaluated_at")],
         ],
     )
     failed = [g.name for g in decision.failed]
-    evaluated = [g for g in decision.gates if g.verdict != "skipped"]
+    evaluated = [g for g in decision.gates if g.verdict not in ("skipped", "waived")]
     if decision.promote:
         verdict = (
             f"**Verdict: PROMOTE** — version {ch_v} becomes `@champion`: "
-            f"all {len(evaluated)} evaluated gates passed ({len(decision.gates) - len(evaluated)} skipped)."
+            f"all {len(evaluated)} evaluated gates passed ({len(decision.gates) - len(evaluated)} skipped or waived)."
         )
         nxt = [
             f"- Alias `champion` moves to version {ch_v}; the move is recorded in `registry_audit`.",
             "- Batch inference scores with the new champion from its next run.",
         ]
-        if decision.policy == POLICY_CHAMPION_CHALLENGER:
+        if decision.policy == POLICY_RECOVERY:
+            nxt.append(
+                "- Promoted under the recovery policy (gates.recovery): the champion had collapsed below "
+                "its floors; the audit record carries `recovery`."
+            )
+        if decision.policy in (POLICY_CHAMPION_CHALLENGER, POLICY_RECOVERY):
             nxt.append(
                 f"- The previous champion (version {cp_v}) stays registered; `rollback_champion` restores it."
             )
@@ -626,6 +748,7 @@ def render_report(decision: GateDecision, context: Mapping[str, Any]) -> str:
         verdict,
         "## Gates",
         gates,
+        *_recovery_section(decision),
         "## Metrics on the holdout",
         _metrics_table(decision),
         "## Slices",

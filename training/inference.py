@@ -77,9 +77,13 @@ def predictions_frame(
     batch_date: dt.date,
     interval: tuple[dt.datetime, dt.datetime],
     scored_at: dt.datetime,
+    threshold: float | None = None,
 ) -> pd.DataFrame:
-    """Score feature rows with one model into the contract's prediction rows."""
-    threshold = float(cfg.model.decision_threshold)
+    """Score feature rows with one model into the contract's prediction rows.
+
+    `threshold`: the version's own decision threshold (`version_threshold`); None = config fallback.
+    """
+    threshold = float(cfg.model.decision_threshold if threshold is None else threshold)
     if features.empty:
         scores = pd.Series([], dtype="float64")
     else:
@@ -100,6 +104,16 @@ def predictions_frame(
         },
         columns=PREDICTION_COLUMNS,
     )
+
+
+def version_threshold(mv: object, cfg: Config) -> float:
+    """The decision threshold stored with a model version (tag `decision_threshold`, set by training
+    at the configured operating point); versions trained before it existed use the config's."""
+    tags = getattr(mv, "tags", None) or {}
+    try:
+        return float(tags["decision_threshold"])
+    except (KeyError, TypeError, ValueError):
+        return float(cfg.model.decision_threshold)
 
 
 def write_predictions(paths: StatePaths, batch_date: dt.date, frames: dict[str, pd.DataFrame | None]) -> None:
@@ -139,8 +153,10 @@ def score_interval(
         }
     challenger = tracking.alias_version(mc, name, tracking.CHALLENGER)
     models = {tracking.CHAMPION: str(champion.version)}
+    thresholds = {tracking.CHAMPION: version_threshold(champion, cfg)}
     if challenger is not None and str(challenger.version) != str(champion.version):
         models[tracking.CHALLENGER] = str(challenger.version)
+        thresholds[tracking.CHALLENGER] = version_threshold(challenger, cfg)
 
     features = read_interval(paths, batch_date)
     scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -157,6 +173,7 @@ def score_interval(
             batch_date=batch_date,
             interval=(start, end),
             scored_at=scored_at,
+            threshold=thresholds[alias],
         )
     write_predictions(paths, batch_date, frames)
     champ_frame = frames[tracking.CHAMPION]

@@ -26,6 +26,21 @@ class LoopVerdict:
     why: str
 
 
+@dataclass(frozen=True)
+class HealingVerdict:
+    """Did the loop heal on live data: did a window scored only by the new champion mature above the floor?
+
+    `settled` is False while no such window has matured yet (the demo keeps delivering days).
+    """
+
+    settled: bool
+    recovered: bool
+    why: str
+    window_end: str | None = None
+    matured_metric: float | None = None
+    floor: float | None = None
+
+
 def _warehouse_frame(paths: StatePaths, sql: str, table: tuple[str, str]) -> pd.DataFrame:
     if not warehouse.exists(paths):
         return pd.DataFrame()
@@ -151,7 +166,40 @@ def loop_verdict(paths: StatePaths, cfg: Config) -> LoopVerdict:
     )
 
 
-def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Path) -> Path:
+def healing_verdict(paths: StatePaths, cfg: Config) -> HealingVerdict:
+    """After the loop closed: the first monitoring window scored only by the new champion whose labels
+    matured, against the champion floor of the primary metric (`gates.floors`)."""
+    closed = loop_verdict(paths, cfg)
+    if not closed.closed:
+        return HealingVerdict(False, False, f"the loop has not closed yet: {closed.why}")
+    moves = [m for m in promotions(paths, cfg)
+             if m["action"] == "promote" and str(m.get("trigger_reason") or "").startswith("drift_monitor")]
+    new = str(moves[0]["to_version"])
+    metric = cfg.model.primary_metric
+    rows = sorted(
+        (r for r in monitoring.latest_decisions(paths, limit=10_000)
+         if str(r.get("champion_version")) == new and str(r.get("scored_by_version") or "") == new),
+        key=lambda r: r["window_end"],
+    )
+    floor = cfg.gates.floors.get(metric)
+    if floor is None:
+        return HealingVerdict(True, False, f"gates.floors has no {metric} floor to judge recovery against")
+    for r in rows:
+        perf = r.get("performance") or {}
+        value = (perf.get("window") or {}).get(metric)
+        if value is None:
+            continue  # labels not matured yet, or too few positives to measure
+        ok = float(value) >= float(floor)
+        monitor = perf.get("floor")
+        why = (f"v{new}'s first matured live window (ending {r['window_end']}) scored {metric} {float(value):.3f} "
+               f"{'>=' if ok else '<'} the champion floor {float(floor):.3f} (gates.floors)"
+               + (f"; the monitor's own floor for v{new} is {float(monitor):.3f}" if monitor is not None else ""))
+        return HealingVerdict(True, ok, why, str(r["window_end"]), float(value), float(floor))
+    return HealingVerdict(False, False, f"no window scored only by v{new} has matured labels yet")
+
+
+def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Path,
+         healing: HealingVerdict | None = None) -> Path:
     """Drift share and matured PR-AUC over days, with the days a new champion started scoring marked."""
     import matplotlib
 
@@ -175,6 +223,13 @@ def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Pat
         for day, decision in zip(x, table["decision"], strict=False):
             if str(decision).startswith("trigger"):
                 ax.annotate("retrain", (day, 0.02), color="#de2d26", ha="center", fontsize=8)
+    if healing is not None and healing.floor is not None:
+        ax.axhline(healing.floor, color="#e6550d", ls="--", lw=1, label=f"{cfg.model.primary_metric} floor (gates.floors)")
+    if healing is not None and healing.settled and healing.window_end:
+        mark = pd.Timestamp(healing.window_end)
+        ax.annotate("recovered" if healing.recovered else "not recovered", (mark, healing.matured_metric or 0),
+                    xytext=(0, 12), textcoords="offset points", ha="center", fontsize=9, fontweight="bold",
+                    color="#31a354" if healing.recovered else "#de2d26")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share / PR-AUC")
     ax.set_title(f"closedloop: {cfg.model.name} - drift and delayed-label performance by day")
@@ -186,9 +241,14 @@ def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Pat
     return out
 
 
-def write_json(table: pd.DataFrame, moves: list[dict[str, Any]], verdict: LoopVerdict, out: Path) -> Path:
+def write_json(table: pd.DataFrame, moves: list[dict[str, Any]], verdict: LoopVerdict, out: Path,
+               healing: HealingVerdict | None = None) -> Path:
     out.write_text(json.dumps({
         "closed": verdict.closed, "why": verdict.why,
+        "healing": None if healing is None else {
+            "settled": healing.settled, "recovered": healing.recovered, "why": healing.why,
+            "window_end": healing.window_end, "matured_metric": healing.matured_metric, "floor": healing.floor,
+        },
         "days": json.loads(table.to_json(orient="records")), "alias_moves": moves,
     }, indent=2, default=str))
     return out

@@ -12,6 +12,8 @@ Rules for awkward inputs (documented, never a crash deep inside a library):
 * scores outside [0, 1] -> `MetricError` (log loss and Brier score need probabilities);
 * a single class present -> the ranking metrics (`pr_auc`, `roc_auc`, `recall_at_precision`) are
   NaN because they are undefined; `precision_at_k`, `log_loss` and `brier` are still computed;
+* `ece` (expected calibration error) is computed over `ECE_BINS` equal-mass score bins, tied
+  scores always in the same bin; it needs no positives;
 * `precision_at_k` with k > n rows uses k = n; ties at the k-th score count each tied row with
   the share of positives among the tie (the expected value under random tie-breaking), so the
   result does not depend on row order.
@@ -33,9 +35,17 @@ METRIC_NAMES: tuple[str, ...] = (
     "precision_at_k",
     "log_loss",
     "brier",
+    "ece",
 )
 #: Metrics where a smaller value is better (a "floor" on them is a ceiling).
-LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier", "ece"})
+#: An operating point must catch at least this many positives: a threshold that "reaches" the target
+#: precision on its top three rows is chance, not an operating point (measured on the demo's shift:
+#: 1.0 precision on 4 of 233 frauds, blocking nothing on later days).
+OPERATING_POINT_MIN_TP = 10
+#: Equal-mass bins of the expected calibration error: with ~1 % positives, equal-width bins would put
+#: nearly every row into the first bin and hide a model that overstates risk by a factor of six.
+ECE_BINS = 10
 #: Metrics the paired bootstrap can compare.
 BOOTSTRAP_METRICS: tuple[str, ...] = ("pr_auc", "roc_auc")
 #: Probabilities are clipped to [EPS, 1 - EPS] before the log loss so a confident miss is finite.
@@ -266,6 +276,93 @@ def brier(y_true: Any, scores: Any) -> float:
     return float(np.mean((s - y) ** 2))
 
 
+def expected_calibration_error(y_true: Any, scores: Any, n_bins: int = ECE_BINS) -> float:
+    """Row-weighted mean |mean score - observed rate| over equal-mass score bins.
+
+    Bin edges are score quantiles and a bin takes every row whose score falls in it, so tied scores
+    never straddle two bins and the value does not depend on row order.
+    """
+    if n_bins < 1:
+        raise MetricError(f"n_bins must be >= 1, got {n_bins}")
+    y = _as_labels(y_true)
+    s = _as_scores(scores, y.size)
+    _check_probabilities(s)
+    edges = np.unique(np.quantile(s, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
+    bins = np.searchsorted(edges, s, side="right")
+    counts = np.bincount(bins, minlength=edges.size + 1).astype(np.float64)
+    sum_s = np.bincount(bins, weights=s, minlength=edges.size + 1)
+    sum_y = np.bincount(bins, weights=y.astype(np.float64), minlength=edges.size + 1)
+    used = counts > 0
+    return float(np.abs(sum_s[used] - sum_y[used]).sum() / y.size)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A decision threshold (score >= threshold flags a row) and what it gives on the data it was set on.
+
+    `rule` says how it was chosen: `recall_at_precision` (the largest recall whose precision reaches
+    the target) or `max_f1` (no threshold reached the target precision; the best F1 instead).
+    """
+
+    threshold: float
+    target_precision: float
+    precision: float
+    recall: float
+    flagged_share: float
+    rule: Literal["recall_at_precision", "max_f1"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def operating_point(
+    y_true: Any, scores: Any, min_precision: float, min_true_positives: int = OPERATING_POINT_MIN_TP
+) -> OperatingPoint:
+    """The threshold of the configured operating point "recall at precision `min_precision`".
+
+    Among the distinct score thresholds that flag at least `min_true_positives` positives (fewer:
+    all positives), the lowest one whose precision is >= `min_precision` (so recall is largest, as
+    `recall_at_precision` measures it). When no such threshold reaches that precision, the threshold
+    with the best F1 is used and `rule` says so - a model that cannot reach the target still needs a
+    threshold, and blocking everything above 0.5 is not one.
+    """
+    if not 0.0 < min_precision <= 1.0:
+        raise MetricError(f"min_precision must be in (0, 1], got {min_precision}")
+    y = _as_labels(y_true)
+    s = _as_scores(scores, y.size)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise MetricError(
+            f"an operating point needs both classes; got {n_pos} positives in {y.size} rows "
+            "(widen the validation window so it holds matured frauds)"
+        )
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    group_ends = np.append(np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1)
+    tp = np.cumsum(y[order])[group_ends].astype(np.float64)
+    flagged = (group_ends + 1).astype(np.float64)
+    precision = tp / flagged
+    recall = tp / n_pos
+    ok = (precision >= min_precision - 1e-12) & (tp >= min(min_true_positives, n_pos))
+    rule: Literal["recall_at_precision", "max_f1"]
+    if ok.any():
+        best = int(np.flatnonzero(ok)[np.argmax(recall[ok])])  # first index of the max: highest threshold
+        rule = "recall_at_precision"
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
+        best = int(np.argmax(f1))
+        rule = "max_f1"
+    return OperatingPoint(
+        threshold=float(s_sorted[group_ends[best]]),
+        target_precision=float(min_precision),
+        precision=float(precision[best]),
+        recall=float(recall[best]),
+        flagged_share=float(flagged[best] / y.size),
+        rule=rule,
+    )
+
+
 def compute_metrics(y_true: Any, scores: Any, model_spec: Any) -> dict[str, float]:
     """All evaluation metrics of one scorer on one labelled set, keyed as in `METRIC_NAMES`.
 
@@ -284,6 +381,7 @@ def compute_metrics(y_true: Any, scores: Any, model_spec: Any) -> dict[str, floa
         "precision_at_k": precision_at_k(y, s, k),
         "log_loss": log_loss(y, s),
         "brier": brier(y, s),
+        "ece": expected_calibration_error(y, s),
     }
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -562,16 +563,26 @@ def quarantine(
     batch_date: dt.date,
     table_name: str,
     paths: StatePaths,
+    *,
+    reason_prefix: str | None = None,
+    evidence_file: Path | None = None,
 ) -> QuarantineRecord:
-    """Record a rejected batch: one row in quarantine.rejected_batches, its offending row ids in
-    quarantine.rejected_rows and a Parquet copy under `StatePaths.quarantine`.
+    """Record a rejected batch (or its rejected rows): one row in quarantine.rejected_batches, the
+    offending row ids in quarantine.rejected_rows and a copy of the evidence under `StatePaths.quarantine`.
 
-    Idempotent per (batch_date, table_name): a re-run replaces the previous record. Nothing else in
-    the warehouse is touched. The DuckDB write connection is held only for the write.
+    `evidence_file` keeps the delivered bytes as they are (a file that could not be read at all);
+    otherwise `df` is written as Parquet. `reason_prefix` says what happened when only rows were
+    quarantined. Idempotent per (batch_date, table_name): a re-run replaces the previous record.
+    Nothing else in the warehouse is touched.
     """
     rejected_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     snapshot = paths.quarantine / table_name / f"batch_date={batch_date.isoformat()}.parquet"
-    _write_snapshot(df, snapshot)
+    if evidence_file is not None:
+        snapshot = snapshot.with_name(f"batch_date={batch_date.isoformat()}{evidence_file.suffix}.delivered")
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(evidence_file, snapshot) if evidence_file.exists() else snapshot.write_bytes(b"")
+    else:
+        _write_snapshot(df, snapshot)
     failed_json = json.dumps([{k: v for k, v in f.items() if k != "transaction_ids"} | {
         "rejected_ids": len(f.get("transaction_ids") or [])} for f in result.failed])
     rows = pd.DataFrame(
@@ -583,6 +594,8 @@ def quarantine(
         columns=["transaction_id", "expectation"],
     ).drop_duplicates()
     reason = f"GX suite '{result.suite}' rejected batch {result.batch_id} (run {result.run_id}): {_reason(result)}"
+    if reason_prefix:
+        reason = f"{reason_prefix}. {reason}"
     ddl = (f"create schema if not exists {QUARANTINE_SCHEMA}", _REJECTED_BATCHES_DDL, _REJECTED_ROWS_DDL)
     batch_row = pd.DataFrame([{
         "batch_date": batch_date, "table_name": table_name, "suite": result.suite, "reason": reason,

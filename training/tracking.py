@@ -1,9 +1,17 @@
 """MLflow plumbing shared by train, evaluate, registry and inference.
 
-MLflow keeps its tracking URI in process-global state, so every entry point calls `client(paths)`
-first (never at import time): that points MLflow at this state directory's SQLite store and
-returns a client bound to it. Also here: the lineage tag set of the contract, model look-ups by
-alias and by tag, and the figures logged with each run.
+Where MLflow is: `MLFLOW_TRACKING_URI` when set (a tracking server, e.g. `mlflow server
+--serve-artifacts` on the services profile), else the state directory's SQLite store (embedded
+profile). `tracking_uri(paths)` is the one place that decides, read at call time. MLflow keeps its
+URI in process-global state, so every entry point calls `client(paths)` first (never at import
+time): it points MLflow there and returns a client bound to it.
+
+Nothing written into MLflow names a machine's files: links to run artifacts are `runs:/<run_id>/...`
+URIs (`run_artifact_uri`) and paths under the state directory are stored relative to it
+(`portable`), so a state directory or a server can move.
+
+Also here: the lineage tag set of the contract, model look-ups by alias and by tag, and the figures
+logged with each run.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
@@ -57,33 +66,78 @@ class ModelNotFound(LookupError):
     """No registered model version answers the requested name / alias / version."""
 
 
+TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
+REGISTRY_URI_ENV_VAR = "MLFLOW_REGISTRY_URI"
+#: URI schemes with which the library writes MLflow's store itself (no server to place artifacts).
+DIRECT_STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
+
+
+def tracking_uri(paths: StatePaths) -> str:
+    """`$MLFLOW_TRACKING_URI` if set, else the state directory's SQLite store (the embedded default)."""
+    return os.environ.get(TRACKING_URI_ENV_VAR, "").strip() or paths.mlflow_tracking_uri
+
+
+def registry_uri(paths: StatePaths) -> str:
+    """`$MLFLOW_REGISTRY_URI` if set, else the tracking URI (MLflow's own rule)."""
+    return os.environ.get(REGISTRY_URI_ENV_VAR, "").strip() or tracking_uri(paths)
+
+
+def is_direct_store(uri: str) -> bool:
+    """True when the URI is a database / file store the library writes itself, False for a server."""
+    scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
+    return scheme in DIRECT_STORE_SCHEMES or (scheme == "" and uri.startswith(("/", ".", "~")))
+
+
 def client(paths: StatePaths):  # -> mlflow.MlflowClient (mlflow is imported lazily: it is slow)
-    """Point MLflow at this state directory's SQLite store and return a client bound to it."""
+    """Point MLflow (fluent API and registry) at `tracking_uri(paths)`; return a client bound to it.
+
+    `mlflow.set_tracking_uri` also exports `MLFLOW_TRACKING_URI` to the environment (for its
+    subprocesses); the environment is restored afterwards, so it keeps saying only what the user
+    configured and a later call for another state directory is not misled by a stale value.
+    """
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no internet here; don't try
-    paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
-    paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-    uri = paths.mlflow_tracking_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    uri, reg = tracking_uri(paths), registry_uri(paths)
+    if uri == paths.mlflow_tracking_uri:
+        paths.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+        paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    before = {k: os.environ.get(k) for k in (TRACKING_URI_ENV_VAR, REGISTRY_URI_ENV_VAR)}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(reg)
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=reg)
 
 
 def experiment_name(cfg: Config) -> str:
     return f"closedloop/{cfg.model.name}"
 
 
-def ensure_experiment(paths: StatePaths, cfg: Config) -> str:
-    """The experiment id, creating it with its artifact root under `StatePaths.mlflow_artifacts`."""
+def artifact_location(paths: StatePaths, folder: str) -> str | None:
+    """The artifact root for a new experiment: a folder under `StatePaths.mlflow_artifacts` when the
+    library writes the store itself; None on a tracking server, which decides (with
+    `--serve-artifacts`: `mlflow-artifacts:/...`, proxied), so artifacts land on the server."""
+    if not is_direct_store(tracking_uri(paths)):
+        return None
+    return (paths.mlflow_artifacts / folder).as_uri()
+
+
+def ensure_experiment(paths: StatePaths, cfg: Config, suffix: str = "") -> str:
+    """The id of experiment `closedloop/<model>[/<suffix>]`, created if missing (see `artifact_location`)."""
     from mlflow.exceptions import MlflowException
 
     mc = client(paths)
-    name = experiment_name(cfg)
+    name = experiment_name(cfg) + (f"/{suffix}" if suffix else "")
     exp = mc.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    location = (paths.mlflow_artifacts / cfg.model.name).as_uri()
+    location = artifact_location(paths, suffix or cfg.model.name)
     try:
         return str(mc.create_experiment(name, artifact_location=location))
     except MlflowException:  # created concurrently by another task
@@ -91,6 +145,43 @@ def ensure_experiment(paths: StatePaths, cfg: Config) -> str:
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+def run_artifact_uri(run_id: str, artifact_path: str) -> str:
+    """A portable link to one run artifact (`runs:/<run_id>/<path>`): valid wherever the run is,
+    loadable with `mlflow.artifacts.load_text` / `download_artifacts` against any tracking URI."""
+    return f"runs:/{run_id}/{artifact_path.lstrip('/')}"
+
+
+def parse_run_artifact_uri(uri: str) -> tuple[str, str] | None:
+    """`(run_id, artifact_path)` of a `runs:/` URI, None for any other form."""
+    if not uri.startswith("runs:/"):
+        return None
+    run_id, _, path = uri[len("runs:/") :].lstrip("/").partition("/")
+    return (run_id, path) if run_id and path else None
+
+
+def ui_artifact_route(experiment_id: str, run_id: str, artifact_path: str) -> str:
+    """The MLflow UI's route to one run artifact, relative to the UI (`#/experiments/...`), so it
+    opens on whichever server shows the run."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact_path.lstrip('/')}"
+
+
+def portable(value: Any, paths: StatePaths) -> Any:
+    """`value` with the state directory's absolute path (plain or `file://`) made relative to it,
+    in strings and recursively in dicts / lists: what goes into a tag must not name this machine's
+    files. Read such a path back with `paths.root / relative`."""
+    if isinstance(value, str):
+        if value in (str(paths.root), paths.root.as_uri()):
+            return "."
+        for prefix in (paths.root.as_uri() + "/", str(paths.root) + os.sep):
+            value = value.replace(prefix, "")
+        return value
+    if isinstance(value, Mapping):
+        return {k: portable(v, paths) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v, paths) for v in value]
+    return value
 
 
 def git_commit() -> str:

@@ -2,8 +2,14 @@
 
 One call = one MLflow run: candidate families (logistic regression, XGBoost) each get a small,
 seeded hyperparameter search scored on the validation window; the best by validation PR-AUC is
-refitted on train + validation, scored on the frozen holdout, logged with its data lineage and
-registered. The same request (same idempotency key) never trains twice: it returns the version
+refitted on train + validation as a cross-fitted calibrated ensemble (each fold's model calibrated
+on the fold it did not see, so scores are fraud probabilities), its decision threshold is set at the
+configured operating point (recall at precision) on those out-of-fold scores, and it is scored on
+the frozen holdout, logged with its data lineage, threshold and training method and registered.
+
+A retrain triggered by a drift or performance breach anchors its windows at the change the trigger
+points at (`datasets.training_frames`, method `onset_anchored`): it learns from after the onset and
+is judged on a holdout from after it. The same request (same idempotency key) never trains twice: it returns the version
 registered the first time, so a retried Airflow task cannot create a second challenger.
 """
 
@@ -19,14 +25,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import ParameterSampler
+from sklearn.model_selection import ParameterSampler, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training import datasets, metrics, tracking
+from training import datasets, metrics, registry, tracking
 from training.config import Config, ModelSpec
 from training.paths import StatePaths
 
@@ -34,6 +41,18 @@ log = logging.getLogger(__name__)
 
 #: One thread: on a shared 2-core box OpenMP busy-waiting makes 2 threads ~8x slower than 1.
 XGB_N_JOBS = 1
+
+#: Folds of the cross-fitted calibration: each fold's model is calibrated on the rows it did not see.
+CALIBRATION_FOLDS = 3
+#: sklearn types of the calibrated ensemble skops must be told to load (beside tracking's list).
+CALIBRATION_TRUSTED_TYPES = [
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._split.StratifiedKFold",
+]
+#: Model version / run tags written beside the lineage tags.
+THRESHOLD_TAG = "decision_threshold"
+METHOD_TAG = "training_method"
 
 #: Hyperparameter grids; `cfg.training.search_budget` points are sampled from each with the seed.
 SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
@@ -96,6 +115,9 @@ class TrainResult:
     holdout_metrics: dict[str, float]
     idempotency_key: str
     reused: bool = False
+    decision_threshold: float | None = None
+    training_method: str = ""
+
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,9 +184,23 @@ def _pos_weight(y: pd.Series) -> float:
     return float((len(y) - pos) / pos)
 
 
-def search(cfg: Config, train: pd.DataFrame, validation: pd.DataFrame, seed: int) -> list[Trial]:
+def _fit_kwargs(weight: np.ndarray | None) -> dict[str, Any]:
+    """Sample weights routed to the classifier step (None: unweighted, the sklearn default)."""
+    return {} if weight is None else {"clf__sample_weight": np.asarray(weight, dtype="float64")}
+
+
+def search(
+    cfg: Config,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    seed: int,
+    train_weight: np.ndarray | None = None,
+) -> list[Trial]:
     """Fit every sampled point of every candidate family on train, score it on validation."""
     spec = cfg.model
+    if train_weight is not None and np.any(train_weight <= 0):
+        keep = np.asarray(train_weight) > 0
+        train, train_weight = train.loc[keep].reset_index(drop=True), np.asarray(train_weight)[keep]
     X_tr, y_tr = datasets.prepare_features(train, spec), train[spec.target].astype(int)
     X_va, y_va = datasets.prepare_features(validation, spec), validation[spec.target].astype(int)
     if y_va.nunique() < 2:
@@ -176,7 +212,9 @@ def search(cfg: Config, train: pd.DataFrame, validation: pd.DataFrame, seed: int
     for family in cfg.training.candidates:
         for params in sample_params(family, cfg.training.search_budget, seed):
             t0 = time.perf_counter()
-            model = build_pipeline(family, params, spec, seed, pos_weight).fit(X_tr, y_tr)
+            model = build_pipeline(family, params, spec, seed, pos_weight).fit(
+                X_tr, y_tr, **_fit_kwargs(train_weight)
+            )
             fit_s = time.perf_counter() - t0
             m = metrics.compute_metrics(y_va.to_numpy(), tracking.score(model, X_va), spec)
             trials.append(Trial(family, params, m, fit_s))
@@ -224,7 +262,75 @@ def _lineage(paths: StatePaths, request: TrainRequest) -> tuple[str, dict[str, A
     }
 
 
-def _feature_importances(model: Pipeline) -> tuple[list[str], list[float]]:
+@dataclass(frozen=True)
+class FinalModel:
+    """The model that is logged, and the out-of-fold scores its threshold was set on."""
+
+    model: Any
+    oof_scores: np.ndarray
+    oof_labels: np.ndarray
+    operating_point: metrics.OperatingPoint
+
+
+def fit_final(
+    cfg: Config,
+    family: str,
+    params: dict[str, Any],
+    frame: pd.DataFrame,
+    seed: int,
+    weight: np.ndarray | None = None,
+) -> FinalModel:
+    """Refit the chosen candidate on `frame` as a calibrated model and set its decision threshold.
+
+    `model.calibration` sigmoid/isotonic: sklearn's `CalibratedClassifierCV` with `ensemble=True`
+    over `CALIBRATION_FOLDS` stratified folds - each fold's pipeline is fitted on the other folds
+    and its calibrator on this fold, predictions average the folds. Every row thus gets an
+    out-of-fold calibrated score, and the threshold is the operating point "recall at precision
+    `model.recall_at_precision`" on those scores (`metrics.operating_point`). With `none`, one
+    pipeline is fitted and the threshold comes from out-of-fold raw scores of the same folds.
+    """
+    spec = cfg.model
+    if weight is not None and np.any(np.asarray(weight) <= 0):
+        keep = np.asarray(weight) > 0
+        frame, weight = frame.loc[keep].reset_index(drop=True), np.asarray(weight)[keep]
+    if weight is not None and np.all(np.asarray(weight) == 1.0):
+        weight = None
+    X, y = datasets.prepare_features(frame, spec), frame[spec.target].astype(int)
+    y_arr = y.to_numpy()
+    folds = StratifiedKFold(n_splits=CALIBRATION_FOLDS, shuffle=True, random_state=seed)
+    splits = list(folds.split(X, y_arr))
+    oof = np.zeros(len(X), dtype="float64")
+    base = build_pipeline(family, params, spec, seed, _pos_weight(y))
+    model: Any
+    if spec.calibration == "none":
+        for tr, te in splits:
+            w = None if weight is None else np.asarray(weight)[tr]
+            part = build_pipeline(family, params, spec, seed, _pos_weight(y.iloc[tr]))
+            part.fit(X.iloc[tr], y.iloc[tr], **_fit_kwargs(w))
+            oof[te] = tracking.score(part, X.iloc[te])
+        model = base.fit(X, y, **_fit_kwargs(weight))
+    else:
+        model = CalibratedClassifierCV(base, method=spec.calibration, cv=folds, ensemble=True)
+        with warnings.catch_warnings():
+            # sklearn cannot see that a Pipeline takes weights; they reach the classifier step
+            # through `clf__sample_weight` (sliced per fold) - the warning does not apply
+            warnings.filterwarnings("ignore", message="Since Pipeline does not appear to accept sample_weight")
+            model.fit(X, y, sample_weight=weight, **_fit_kwargs(weight))
+        for (_, te), fold_model in zip(splits, model.calibrated_classifiers_, strict=True):
+            oof[te] = np.asarray(fold_model.predict_proba(X.iloc[te]))[:, 1]
+    point = metrics.operating_point(y_arr, oof, spec.recall_at_precision)
+    return FinalModel(model, oof, y_arr, point)
+
+
+def _fitted_pipeline(model: Any) -> Pipeline:
+    """The preprocessing + classifier pipeline inside a (possibly calibrated) model."""
+    if isinstance(model, CalibratedClassifierCV):
+        return model.calibrated_classifiers_[0].estimator  # type: ignore[no-any-return]
+    return model  # type: ignore[no-any-return]
+
+
+def _feature_importances(model: Any) -> tuple[list[str], list[float]]:
+    model = _fitted_pipeline(model)
     names = [str(n) for n in model.named_steps["pre"].get_feature_names_out()]
     clf = model.named_steps["clf"]
     if hasattr(clf, "feature_importances_"):
@@ -288,6 +394,8 @@ def _existing(mc: Any, cfg: Config, key: str) -> TrainResult | None:
         holdout_metrics={k[8:]: v for k, v in m.items() if k.startswith("holdout_")},
         idempotency_key=key,
         reused=True,
+        decision_threshold=float(mv.tags[THRESHOLD_TAG]) if THRESHOLD_TAG in mv.tags else None,
+        training_method=mv.tags.get(METHOD_TAG, ""),
     )
 
 
@@ -295,7 +403,6 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     """Train, log and register a challenger; idempotent on `request.key_for(data_version)`."""
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
 
     spec = cfg.model
     seed = cfg.training.seed if request.seed is None else int(request.seed)
@@ -306,15 +413,23 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     if previous is not None:
         log.info("idempotency key %s already trained version %s; not retraining", key, previous.version)
         return previous
+    registry.end_abandoned_runs(paths, cfg, key)  # an earlier attempt killed mid-run
 
-    splits = datasets.training_frames(paths, cfg, data_version)
+    splits = datasets.training_frames(paths, cfg, data_version, evidence=request.evidence, seed=seed)
+    log.info("training windows (%s): %s", splits.method, splits.method_detail)
     digest, holdout = datasets.freeze_holdout(paths, splits.holdout, spec.id_column)
-    trials = search(cfg, splits.train, splits.validation, seed)
+    trials = search(cfg, splits.train, splits.validation, seed, splits.train_weight)
     best = best_trial(trials, spec.primary_metric)
 
     fit_frame = pd.concat([splits.train, splits.validation], ignore_index=True)
-    X_fit, y_fit = datasets.prepare_features(fit_frame, spec), fit_frame[spec.target].astype(int)
-    model = build_pipeline(best.family, best.params, spec, seed, _pos_weight(y_fit)).fit(X_fit, y_fit)
+    fit_weight = (
+        None
+        if splits.train_weight is None
+        else np.concatenate([splits.train_weight, np.ones(len(splits.validation))])
+    )
+    final = fit_final(cfg, best.family, best.params, fit_frame, seed, fit_weight)
+    model, point = final.model, final.operating_point
+    X_fit = datasets.prepare_features(fit_frame, spec)
     X_ho, y_ho = datasets.prepare_features(holdout, spec), holdout[spec.target].astype(int).to_numpy()
     ho_scores = tracking.score(model, X_ho)
     holdout_metrics = metrics.compute_metrics(y_ho, ho_scores, spec)
@@ -326,9 +441,16 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
         "training_window_end": splits.validation_range[1].isoformat(),
         "seed": seed,
     }
-    tags = {k: tracking.tag_value(tags.get(k)) for k in tracking.LINEAGE_TAGS}
+    # no path of this machine in a tag (e.g. in trigger evidence): relative to the state directory
+    tags = {k: tracking.tag_value(tracking.portable(tags.get(k), paths)) for k in tracking.LINEAGE_TAGS}
     tags[tracking.IDEMPOTENCY_TAG] = key
     tags["model_family"] = best.family
+    tags[METHOD_TAG] = splits.method
+    tags["training_method_detail"] = tracking.tag_value(splits.method_detail)
+    tags["onset"] = tracking.tag_value(splits.onset.isoformat() if splits.onset else None)
+    tags[THRESHOLD_TAG] = repr(point.threshold)
+    tags["operating_point"] = tracking.tag_value(point.as_dict())
+    tags["calibration"] = f"{spec.calibration} ({CALIBRATION_FOLDS}-fold cross-fitted)"
 
     exp_id = tracking.ensure_experiment(paths, cfg)
     with mlflow.start_run(
@@ -347,6 +469,18 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
                 "holdout_rows": len(holdout),
                 "validation_window": f"{splits.validation_range[0]}..{splits.validation_range[1]}",
                 "holdout_window": f"{splits.holdout_range[0]}..{splits.holdout_range[1]}",
+                "training_method": splits.method,
+                "calibration": spec.calibration,
+                "decision_threshold": point.threshold,
+                "threshold_rule": point.rule,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "oof_precision_at_threshold": point.precision,
+                "oof_recall_at_threshold": point.recall,
+                "oof_flagged_share": point.flagged_share,
+                "holdout_flagged_share": float(np.mean(ho_scores >= point.threshold)),
             }
         )
         mlflow.log_metrics({f"val_{k}": v for k, v in best.validation_metrics.items()})
@@ -371,10 +505,10 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
             info = mlflow.sklearn.log_model(
                 model,
                 name=tracking.MODEL_ARTIFACT,
-                signature=infer_signature(example, model.predict_proba(example)),
+                signature=datasets.model_signature(spec, example, model.predict_proba(example)),
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
-                skops_trusted_types=tracking.SKOPS_TRUSTED_TYPES,
+                skops_trusted_types=[*tracking.SKOPS_TRUSTED_TYPES, *CALIBRATION_TRUSTED_TYPES],
                 pip_requirements=_pip_requirements(),
             )
         run_id = run.info.run_id
@@ -387,7 +521,9 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
         version,
         description=(
             f"{best.family} trained on data version {data_version} "
-            f"({tags['training_window_start']}..{tags['training_window_end']}), reason: {request.reason}"
+            f"({tags['training_window_start']}..{tags['training_window_end']}), "
+            f"reason: {tracking.portable(request.reason, paths)}; "
+            f"windows: {splits.method_detail}; decision threshold {point.threshold:.4g} ({point.rule})"
         ),
     )
     log.info("registered %s version %s as challenger (run %s)", spec.name, version, run_id)
@@ -403,4 +539,6 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
         validation_metrics=best.validation_metrics,
         holdout_metrics=holdout_metrics,
         idempotency_key=key,
+        decision_threshold=point.threshold,
+        training_method=splits.method,
     )

@@ -8,7 +8,8 @@ It shows, for the configured model:
 * the promotion / rejection / rollback history with reasons (`training.registry.audit_log`);
 * the latest drift-monitor decisions, each linked to its Evidently report
   (`training.monitoring.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
-* the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered.
+* the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
+  an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server).
 
 Everything is read through `training/`, never with SQL of its own, so the page shows what the loop
 itself will act on. Each section fails on its own: a missing ledger or MLflow store shows a clear
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 
 URL_PREFIX = "/model-health"
 TEMPLATES = Path(__file__).resolve().parent / "model_health" / "templates"
-#: Where the MLflow UI is, for "open in MLflow" links (`make up` / compose set it; optional).
+#: Where the MLflow UI is, for "open in MLflow" links (`make up` / compose set it; optional: else an
+#: http(s) `MLFLOW_TRACKING_URI` is used, since a tracking server also serves the UI).
 MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"
 METRIC_ORDER = ("pr_auc", "roc_auc", "recall_at_precision", "precision_at_k", "log_loss", "brier")
 AUDIT_LIMIT = 25
@@ -98,8 +100,21 @@ def _load_report(paths: Any, uri: str) -> str:
 
     from training import tracking
 
-    tracking.client(paths)  # points MLflow at this state's store (mlflow-artifacts:/ URIs need it)
+    tracking.client(paths)  # points MLflow at the tracking URI (runs:/ and mlflow-artifacts:/ need it)
     return mlflow.artifacts.load_text(uri)
+
+
+def _report_href(paths: Any, uri: str) -> str | None:
+    """The MLflow UI link of a `runs:/<run_id>/<path>` report; None without a UI or for other URIs."""
+    from training import tracking
+
+    base = mlflow_ui_base()
+    parsed = tracking.parse_run_artifact_uri(uri)
+    if not base or parsed is None:
+        return None
+    run_id, artifact_path = parsed
+    experiment_id = tracking.client(paths).get_run(run_id).info.experiment_id
+    return f"{base}/{tracking.ui_artifact_route(experiment_id, run_id, artifact_path)}"
 
 
 def render_markdown(text: str) -> str:
@@ -117,7 +132,7 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
     status = _section(lambda: registry.model_status(paths, cfg))
     audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
     drift = _section(lambda: monitoring.latest_decisions(paths, DRIFT_LIMIT))
-    report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None}
+    report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None, "href": None}
     uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
     if uri:
         report.update(uri=uri, source=source)
@@ -125,8 +140,13 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
             report["markdown"] = _load_report(paths, uri)
         except Exception as exc:
             report["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            try:
+                report["href"] = _report_href(paths, uri)
+            except Exception as exc:  # the report still shows; only the link is missing
+                log.warning("no MLflow link for report %s: %s", uri, exc)
     for row in drift.get("data") or []:
-        row["report_href"] = _report_href(paths, row.get("report_path"))
+        row["report_href"] = _drift_report_href(paths, row.get("report_path"))
     return {
         "model_name": name,
         "state_dir": str(paths.root),
@@ -138,12 +158,14 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
     }
 
 
-def _report_href(paths: Any, report_path: str | None) -> str | None:
+def _drift_report_href(paths: Any, report_path: str | None) -> str | None:
     """The page-relative link under which a drift report is served, None if it cannot be."""
     if not report_path:
         return None
+    path = Path(report_path)
+    path = path if path.is_absolute() else paths.root / path  # stored relative to the state dir
     try:
-        rel = Path(report_path).resolve().relative_to(paths.reports.resolve())
+        rel = path.resolve().relative_to(paths.reports.resolve())
     except ValueError:
         return None
     return "reports/" + rel.as_posix()
@@ -181,8 +203,17 @@ def _metrics(summary: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [(k, _fmt(metrics[k])) for k in ordered]
 
 
+def mlflow_ui_base() -> str | None:
+    """The MLflow UI's base URL: `$CLOSEDLOOP_MLFLOW_UI_URL`, else an http(s) `$MLFLOW_TRACKING_URI`."""
+    base = os.environ.get(MLFLOW_UI_ENV_VAR, "").strip()
+    if not base:
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        base = tracking_uri if tracking_uri.lower().startswith(("http://", "https://")) else ""
+    return base.rstrip("/") or None
+
+
 def _mlflow_link(name: str, version: str | None) -> str | None:
-    base = os.environ.get(MLFLOW_UI_ENV_VAR, "").rstrip("/")
+    base = mlflow_ui_base()
     if not base:
         return None
     return f"{base}/#/models/{name}/versions/{version}" if version else f"{base}/#/models/{name}"

@@ -32,7 +32,8 @@ def ml_env(tmp_path_factory, airflow_db, dbt_manifest):
     cfg = with_overrides(load_config(), **TEST_OVERRIDES)
     cfg_file = root / "closedloop.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    saved = {k: os.environ.get(k) for k in ("CLOSEDLOOP_HOME", "CLOSEDLOOP_CONFIG")}
+    saved = {k: os.environ.get(k) for k in ("CLOSEDLOOP_HOME", "CLOSEDLOOP_CONFIG", "MLFLOW_TRACKING_URI")}
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # MLflow in this state dir (tracking.tracking_uri)
     os.environ["CLOSEDLOOP_HOME"] = str(root / "state")
     os.environ["CLOSEDLOOP_CONFIG"] = str(cfg_file)
     paths = StatePaths(root / "state").ensure()

@@ -67,7 +67,8 @@ def _run_and_check(tmp_path, state, profile):
     env["CLOSEDLOOP_MLFLOW_PORT"] = str(_free_port())  # services: the MLflow server beside a developer's
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(_free_port()),
-         "--overrides", str(overrides), "--timeout-min", "40", "--profile", profile],
+         "--overrides", str(overrides), "--timeout-min", "40", "--profile", profile,
+         "--until", "closed"],  # healing on live data is the demo's (make demo) longer story
         env=env, capture_output=True, text=True, timeout=2600,
     )
     print(out.stdout[-6000:])

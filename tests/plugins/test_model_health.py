@@ -63,6 +63,8 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
     mp.setenv("CLOSEDLOOP_HOME", str(root))
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     mp.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # this state dir's own MLflow store
+    mp.delenv("CLOSEDLOOP_MLFLOW_UI_URL", raising=False)
     paths = StatePaths(root).ensure()
     cfg = with_overrides(base_config, **fx.TEST_OVERRIDES)
     frame = fx.make_training_set()
@@ -158,6 +160,48 @@ def test_status_json_matches_the_training_library(populated) -> None:
     ]
     assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in monitoring.latest_decisions(paths, 15)]
     assert data["report"]["uri"].endswith("decision/decision_report.md")
+
+
+def test_report_opens_in_the_mlflow_ui_from_its_portable_uri(populated, monkeypatch) -> None:
+    """The report is linked as `runs:/...`; the page turns that into the UI route on the configured
+    MLflow server, so the link follows the server, not a path on the machine that ran the gates."""
+    from training import tracking
+
+    paths, cfg, _champion, challenger, *_ = populated
+    client = _client(paths, cfg)
+    data = client.get("/api/status").json()
+    assert data["report"]["uri"] == f"runs:/{challenger.run_id}/decision/decision_report.md"
+    assert data["report"]["href"] is None and "open in MLflow" not in client.get("/").text  # no UI known
+
+    monkeypatch.setenv("CLOSEDLOOP_MLFLOW_UI_URL", "http://mlflow.example:5000/")
+    experiment_id = tracking.client(paths).get_run(challenger.run_id).info.experiment_id
+    href = (
+        f"http://mlflow.example:5000/#/experiments/{experiment_id}/runs/{challenger.run_id}"
+        "/artifacts/decision/decision_report.md"
+    )
+    assert client.get("/api/status").json()["report"]["href"] == href
+    html = client.get("/").text
+    assert f'href="{href}"' in html and 'id="report-in-mlflow"' in html
+    assert f'href="http://mlflow.example:5000/#/models/{cfg.model.name}/versions/{challenger.version}"' in html
+
+
+def test_mlflow_ui_base_falls_back_to_a_tracking_server(monkeypatch) -> None:
+    mh = _plugin_module()
+    monkeypatch.delenv("CLOSEDLOOP_MLFLOW_UI_URL", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x/mlflow.db")
+    assert mh.mlflow_ui_base() is None  # a local store has no UI to link to
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000/")
+    assert mh.mlflow_ui_base() == "http://mlflow:5000"
+    monkeypatch.setenv("CLOSEDLOOP_MLFLOW_UI_URL", "http://localhost:5001")  # the browser's view wins
+    assert mh.mlflow_ui_base() == "http://localhost:5001"
+
+
+def test_drift_report_stored_relative_to_the_state_dir_is_linked(tmp_path: Path) -> None:
+    mh = _plugin_module()
+    paths = StatePaths(tmp_path / "state")
+    assert mh._drift_report_href(paths, "reports/drift/w.html") == "reports/drift/w.html"
+    assert mh._drift_report_href(paths, str(paths.reports / "drift" / "w.html")) == "reports/drift/w.html"
+    assert mh._drift_report_href(paths, "/elsewhere/w.html") is None
 
 
 def test_fresh_install_renders_no_champion_yet(tmp_path: Path, base_config: Config, monkeypatch) -> None:

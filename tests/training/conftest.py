@@ -34,6 +34,8 @@ def module_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatePath
     mp.setenv("CLOSEDLOOP_HOME", str(root))
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     mp.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded store of this state dir
+    mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield StatePaths(Path(os.fspath(root))).ensure()
     mp.undo()
 

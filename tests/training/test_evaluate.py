@@ -4,9 +4,6 @@ shared state directory, so they do not disturb each other."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import urlparse
-
 import numpy as np
 import pytest
 
@@ -30,8 +27,13 @@ def versions(module_state, training_frame, train_cfg, synth):
     }
 
 
-def _local(uri: str) -> Path:
-    return Path(urlparse(uri).path)
+def _artifact_text(paths, uri: str) -> str:
+    """An artifact behind a portable `runs:/` URI, read through MLflow (wherever the run is)."""
+    import mlflow.artifacts
+
+    assert uri.startswith("runs:/"), uri
+    tracking.client(paths)
+    return mlflow.artifacts.load_text(uri)
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +75,15 @@ def test_clearly_better_challenger_is_promoted(first_then_better, module_state, 
         strong_t.version,
     )
     assert row["report_uri"] == strong_e.report_uri == champion.tags["decision_report"]
-    report = _local(strong_e.report_uri).read_text()
+    report = _artifact_text(module_state, strong_e.report_uri)
     assert "PROMOTE" in report and strong_t.holdout_hash in report
-    assert _local(champion.tags["model_card"]).is_file()
+    assert f"{cfg.model.name} v{strong_t.version}" in _artifact_text(module_state, champion.tags["model_card"])
     assert "Gate decision: PROMOTE" in champion.description
+    # the description links the report UI-relatively (opens on whichever MLflow server shows the run)
+    run = mc.get_run(champion.run_id)
+    assert f"(#/experiments/{run.info.experiment_id}/runs/{champion.run_id}/artifacts/decision/decision_report.md)" in (
+        champion.description
+    )
 
 
 def test_same_holdout_for_champion_and_challenger(first_then_better):
@@ -108,7 +115,7 @@ def test_worse_challenger_rejected_and_champion_stays_loadable(first_then_better
     mc = tracking.client(module_state)
     mv = mc.get_model_version(cfg.model.name, worse_t.version)
     assert mv.tags["gate_decision"] == "reject" and "non_regression" in mv.tags["gate_failed"]
-    report = _local(mv.tags["decision_report"]).read_text()
+    report = _artifact_text(module_state, mv.tags["decision_report"])
     assert "KEEP CHAMPION" in report and "| non_regression |" in report
     row = registry.audit_log(module_state, cfg.model.name, limit=1)[0]
     assert (row["action"], row["to_version"], row["from_version"]) == (
@@ -183,3 +190,47 @@ def test_reevaluating_a_decided_challenger_changes_nothing(first_then_better, mo
     again = evaluate_challenger(module_state, cfg, version=strong_t.version)
     assert again.reused and again.action == "promote" and again.report_uri == strong_e.report_uri
     assert registry.audit_log(module_state, cfg.model.name, limit=1000) == before
+
+
+def test_no_tag_or_description_names_a_local_file(first_then_better, worse, module_state, cfg):
+    """Embedded store: links are `runs:/` URIs and UI routes, never `file://` or the state dir's path."""
+    from tests.mlflow_portability import local_references
+
+    assert local_references(tracking.client(module_state), cfg.model.name, module_state) == []
+
+
+def test_collapsed_champion_replaced_only_under_the_audited_recovery_policy(
+    module_state, cfg, versions, train_eval
+):
+    """A champion below the floors on the current holdout: with the recovery policy off the better
+    challenger (itself below the normal floor) is rejected; with it on, the same challenger is
+    promoted, and the audit row and the report say `recovery`."""
+    from training.train import TrainRequest, train_model
+
+    floors = {"pr_auc": 0.95, "roc_auc": 0.6}  # nobody meets pr_auc 0.95: the champion has "collapsed"
+    off = with_overrides(
+        cfg, model={"name": "fraud_recovery"}, gates={"floors": floors, "recovery": {"enabled": False}}
+    )
+    on = with_overrides(off, gates={"recovery": {"enabled": True, "floors": {"pr_auc": 0.1}}})
+    weak = train_model(module_state, off, TrainRequest(reason="old champion", data_version=versions["weak"]))
+    registry.force_promote(module_state, off, weak.version, reason="test: the champion before the drift")
+    strong = train_model(module_state, off, TrainRequest(reason="drift_monitor:performance", data_version=versions["full"]))
+
+    rejected = evaluate_challenger(module_state, off, version=strong.version, idempotency_key="recovery-off")
+    assert rejected.action == "reject" and rejected.failed_gates == ["floor_pr_auc"]
+    assert rejected.policy == "champion_challenger"
+    row = registry.audit_log(module_state, "fraud_recovery", limit=1)[0]
+    assert row["metrics"]["recovery"]["champion_collapsed"] and not row["metrics"]["recovery"]["active"]
+
+    promoted = evaluate_challenger(module_state, on, version=strong.version, idempotency_key="recovery-on")
+    assert promoted.action == "promote" and promoted.policy == "recovery", promoted.failed_gates
+    assert promoted.metrics["non_regression_lower"] > 0  # it beat the collapsed champion significantly
+    row = registry.audit_log(module_state, "fraud_recovery", limit=1)[0]
+    assert (row["action"], row["from_version"], row["to_version"]) == ("promote", weak.version, strong.version)
+    assert row["reason"].startswith("recovery policy:")
+    assert row["metrics"]["policy"] == "recovery" and row["metrics"]["recovery"]["active"]
+    assert row["metrics"]["recovery"]["floors_applied"]["pr_auc"] == 0.1
+    report = _artifact_text(module_state, promoted.report_uri)
+    assert "## Recovery" in report and "| policy | recovery |" in report
+    mv = tracking.client(module_state).get_model_version("fraud_recovery", strong.version)
+    assert mv.tags["gate_recovery"] == "true" and mv.tags["gate_policy"] == "recovery"

@@ -98,6 +98,7 @@ def test_gates_run_in_order_with_human_reasons(clearly_better: GateDecision) -> 
         "non_regression",
         "slices",
         "signature",
+        "calibration_ece",
         "latency",
         "model_size",
     ]
@@ -296,3 +297,122 @@ def test_model_card_states_use_data_slices_limits_and_decision(clearly_better: G
     ):
         assert key in card, key
     assert "Simulated data" not in render_model_card("m", 1, clearly_better, {"simulated_data": False})
+
+
+# --- recovery policy: replacing a champion that has collapsed below its floors -------------------
+
+NO_ECE = {"calibration": {"max_ece": None}}  # these worlds' noisy models are not calibrated
+
+
+@pytest.fixture(scope="module")
+def recovery_cfg(cfg: Config) -> Config:
+    return with_overrides(cfg, gates={**NO_ECE, "recovery": {"enabled": True, "floors": {"pr_auc": 0.15, "roc_auc": 0.70}}})
+
+
+def test_collapsed_champion_is_replaced_under_the_recovery_policy(recovery_cfg: Config, world: World) -> None:
+    champion, challenger = world.model(2.0, 2), world.model(0.9, 1)  # PR-AUC ~0.08 vs ~0.21, floor 0.30
+    d = evaluate_gates(recovery_cfg, world.inputs(challenger, champion))
+    assert d.metrics["champion_pr_auc"] < 0.15 and 0.15 < d.metrics["challenger_pr_auc"] < 0.30
+    assert d.promote and d.policy == "recovery", [(g.name, g.why) for g in d.failed]
+    assert d.gate("non_regression").verdict == "pass"
+    assert d.gate("floor_pr_auc").threshold == 0.15 and "recovery floor" in d.gate("floor_pr_auc").why
+    assert d.recovery is not None and d.recovery["active"] and d.recovery["champion_collapsed"]
+    assert set(d.recovery["champion_below_floor"]) == {"pr_auc", "roc_auc"}
+    assert d.to_dict()["recovery"]["floors_applied"] == {"pr_auc": 0.15, "roc_auc": 0.70}
+    report = render_report(d, {"challenger_version": "7", "champion_version": "3"})
+    assert "## Recovery" in report and "| policy | recovery |" in report and "recovery policy" in report
+
+
+def test_without_the_recovery_policy_a_collapsed_champion_stays(recovery_cfg: Config, world: World) -> None:
+    off = with_overrides(recovery_cfg, gates={"recovery": {"enabled": False}})
+    d = evaluate_gates(off, world.inputs(world.model(0.9, 1), world.model(2.0, 2)))
+    assert not d.promote and d.policy == "champion_challenger"
+    assert _failed(d) == ["floor_pr_auc"] and d.gate("floor_pr_auc").threshold == 0.30
+    assert d.recovery is not None and d.recovery["champion_collapsed"] and not d.recovery["active"]
+    assert "disabled" in d.recovery["why"]
+
+
+def test_recovery_still_needs_a_significant_win(recovery_cfg: Config, world: World) -> None:
+    low = with_overrides(recovery_cfg, gates={"recovery": {"floors": {"pr_auc": 0.05, "roc_auc": 0.6}}})
+    a, b = world.model(1.2, 5), world.model(1.2, 6)  # equally poor: the challenger is no rescue
+    d = evaluate_gates(low, world.inputs(a, b))
+    if d.bootstrap is not None and d.bootstrap.observed_diff < 0:
+        d = evaluate_gates(low, world.inputs(b, a))
+    assert d.policy == "recovery" and not d.promote
+    assert _failed(d) == ["non_regression"]
+
+
+def test_recovery_floor_is_still_a_floor(recovery_cfg: Config, world: World) -> None:
+    d = evaluate_gates(recovery_cfg, world.inputs(world.model(1.5, 1), world.model(3.0, 2)))
+    assert d.metrics["challenger_pr_auc"] < 0.15 < 0.30
+    assert d.gate("non_regression").verdict == "pass"  # better than the wreck, yet not good enough
+    assert not d.promote and "floor_pr_auc" in _failed(d)
+
+
+def test_healthy_champion_keeps_the_normal_floors(recovery_cfg: Config, world: World) -> None:
+    # the champion meets the floors: a challenger below them is not let in by the recovery policy
+    d = evaluate_gates(recovery_cfg, world.inputs(world.model(0.9, 1), world.model(0.6, 2)))
+    assert d.recovery is not None and not d.recovery["champion_collapsed"] and not d.recovery["active"]
+    assert d.policy == "champion_challenger" and not d.promote
+    assert d.gate("floor_pr_auc").threshold == 0.30
+
+
+# --- calibration gate ------------------------------------------------------------------------------
+
+
+def test_ece_gate_rejects_a_badly_calibrated_model(cfg: Config, world: World) -> None:
+    calibrated = world.model(0.0, 1)
+    overstated = 6.0 * calibrated / (1.0 + 5.0 * calibrated)  # odds x6: same ranking, ~6x the fraud rate
+    ok = evaluate_gates(cfg, world.inputs(calibrated, None))
+    bad = evaluate_gates(cfg, world.inputs(overstated, None))
+    assert ok.gate("calibration_ece").verdict == "pass" and ok.promote
+    assert bad.metrics["challenger_pr_auc"] == pytest.approx(ok.metrics["challenger_pr_auc"])
+    assert not bad.promote and _failed(bad) == ["calibration_ece"]
+    assert bad.gate("calibration_ece").value > cfg.gates.calibration.max_ece
+    assert "above the ceiling" in bad.gate("calibration_ece").why
+
+
+def test_calibration_ceilings_are_configurable(cfg: Config, world: World) -> None:
+    s = world.model(0.0, 1)
+    overstated = 6.0 * s / (1.0 + 5.0 * s)
+    off = with_overrides(cfg, gates=NO_ECE)
+    assert "calibration_ece" not in [g.name for g in evaluate_gates(off, world.inputs(overstated, None)).gates]
+    brier = with_overrides(cfg, gates={"calibration": {"max_ece": None, "max_brier": 0.01}})
+    d = evaluate_gates(brier, world.inputs(overstated, None))
+    assert _failed(d) == ["calibration_brier"]
+
+
+def test_recovery_config_is_validated(cfg: Config) -> None:
+    from training.config import ConfigError, parse_config
+
+    data = cfg.model_dump(mode="json")
+    data["gates"]["recovery"] = {"enabled": True, "floors": {}}
+    with pytest.raises(ConfigError, match="recovery.floors"):
+        parse_config(data)
+    with pytest.raises(ConfigError, match="relaxes a normal floor"):
+        with_overrides(cfg, gates={"recovery": {"floors": {"log_loss": 0.5}}})
+
+
+def _collapsed_but_good_in_store(world: World) -> np.ndarray:
+    """A champion that has lost the online fraud (most of it) yet still ranks in-store fraud well."""
+    in_store = (world.holdout["channel"] == "in_store").to_numpy()
+    return world.model(np.where(in_store, 0.0, 3.0), 2)
+
+
+def test_recovery_waives_a_slice_the_collapsed_champion_still_wins(recovery_cfg: Config, world: World) -> None:
+    champion = _collapsed_but_good_in_store(world)
+    challenger = _worse_in_store(world)
+    d = evaluate_gates(recovery_cfg, world.inputs(challenger, champion))
+    assert d.recovery is not None and d.recovery["active"], d.metrics
+    slices = d.gate("slices")
+    assert slices.verdict == "waived" and "channel=in_store" in slices.why and "recovery policy" in slices.why
+    assert d.promote and d.policy == "recovery" and d.recovery["waived_gates"] == ["slices"]
+    report = render_report(d, {})
+    assert "waived" in report and "| gates waived | slices |" in report
+    # the same challenger with the slice gate enforced under recovery is rejected for that slice
+    strict = with_overrides(recovery_cfg, gates={"recovery": {"slice_gate": "enforce"}})
+    d2 = evaluate_gates(strict, world.inputs(challenger, champion))
+    assert not d2.promote and _failed(d2) == ["slices"]
+    # and without a collapse, a slice regression blocks as always
+    healthy = evaluate_gates(recovery_cfg, world.inputs(challenger, world.model(0.6, 2)))
+    assert healthy.gate("slices").verdict == "fail" and not healthy.promote

@@ -87,7 +87,11 @@ def test_champion_and_shadow_predictions_written(models, features, days, module_
         expected = tracking.score(tracking.load_model(uri), datasets.prepare_features(rows, train_cfg.model))
         np.testing.assert_allclose(by_alias[alias]["score"].to_numpy(), expected, rtol=1e-12)
     champ = by_alias["champion"]
-    assert ((champ["score"] >= train_cfg.model.decision_threshold) == (champ["decision"] == "block")).all()
+    # the threshold is the champion version's own (set at the operating point), not the config's 0.5
+    mv = tracking.client(module_state).get_model_version(train_cfg.model.name, champ_v)
+    threshold = float(mv.tags["decision_threshold"])
+    assert threshold != train_cfg.model.decision_threshold and (champ["threshold"] == threshold).all()
+    assert ((champ["score"] >= threshold) == (champ["decision"] == "block")).all()
     assert (champ["decision"] == "block").sum() == out["blocked"] > 0
     assert not np.allclose(champ["score"], by_alias["challenger"]["score"])  # two different models
     assert (preds["data_interval_start"] == dt.datetime.combine(day, dt.time())).all()

@@ -168,3 +168,57 @@ def test_bootstrap_rejects_what_it_cannot_compare() -> None:
         m.paired_bootstrap_diff([0, 1], [0.1, 0.2], [0.3, 0.2], "brier", 100, 0.95, 0)
     with pytest.raises(m.MetricError, match="scores_b"):
         m.paired_bootstrap_diff([0, 1], [0.1, 0.2], [0.3], "pr_auc", 100, 0.95, 0)
+
+
+# --- calibration error and the operating point -----------------------------------------------------
+
+
+def test_ece_is_small_for_calibrated_scores_and_large_for_overstated_ones() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.beta(0.3, 25.0, 40_000)  # ~1 % positives, like the fraud feed
+    y = (rng.random(p.size) < p).astype(int)
+    calibrated = m.expected_calibration_error(y, p)
+    overstated = m.expected_calibration_error(y, 6 * p / (1 + 5 * p))  # same ranking, odds x6
+    assert calibrated < 0.003 < 0.03 < overstated
+    # hand-checked: two equal-mass bins {.1,.1 | .9,.9} with rates 0 and 1 -> |.1-0|/2 + |.9-1|/2
+    assert m.expected_calibration_error([0, 0, 1, 1], [0.1, 0.1, 0.9, 0.9], n_bins=2) == pytest.approx(0.1)
+
+
+def test_ece_does_not_depend_on_row_order_with_ties() -> None:
+    y = np.array([1, 0, 0, 1, 0, 0])
+    s = np.array([0.5, 0.5, 0.5, 0.2, 0.2, 0.1])
+    order = np.array([5, 2, 0, 4, 1, 3])
+    assert m.expected_calibration_error(y, s, 3) == pytest.approx(m.expected_calibration_error(y[order], s[order], 3))
+
+
+def test_ece_rejects_non_probabilities() -> None:
+    with pytest.raises(m.MetricError, match=r"probabilities in \[0, 1\]"):
+        m.expected_calibration_error([0, 1], [0.2, 1.5])
+    with pytest.raises(m.MetricError, match="n_bins"):
+        m.expected_calibration_error([0, 1], [0.2, 0.5], n_bins=0)
+
+
+def test_operating_point_is_the_largest_recall_at_the_target_precision() -> None:
+    # ranked: + + - + - - ; precision by threshold: 1, 1, 2/3, 3/4, 3/5, 1/2
+    y = np.array([1, 1, 0, 1, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    op = m.operating_point(y, s, 0.75, min_true_positives=1)
+    assert (op.threshold, op.rule) == (0.6, "recall_at_precision")
+    assert op.precision == pytest.approx(0.75) and op.recall == pytest.approx(1.0)
+    assert op.flagged_share == pytest.approx(4 / 6)
+    assert op.recall == pytest.approx(m.recall_at_precision(y, s, 0.75))
+    # demanding more precision moves the threshold up, never blocking more
+    strict = m.operating_point(y, s, 0.9, min_true_positives=1)
+    assert strict.threshold == 0.8 and strict.recall == pytest.approx(2 / 3)
+    # ... unless that rests on too few caught positives: then the best F1 (here: flag the top 4)
+    few = m.operating_point(y, s, 0.9, min_true_positives=3)
+    assert few.rule == "max_f1" and few.threshold == 0.6
+
+
+def test_operating_point_falls_back_to_best_f1_when_the_target_is_out_of_reach() -> None:
+    y = np.array([0, 1, 0, 1, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    op = m.operating_point(y, s, 0.9, min_true_positives=1)
+    assert op.rule == "max_f1" and op.threshold == 0.6  # precision 1/2, recall 1: F1 2/3
+    with pytest.raises(m.MetricError, match="both classes"):
+        m.operating_point([0, 0], [0.1, 0.2], 0.5)

@@ -84,6 +84,17 @@ def test_audit_log_records_each_move_newest_first(two_champions, module_state, t
     assert len({r["idempotency_key"] for r in rows}) == 2
 
 
+def test_a_promotion_gated_against_an_older_champion_is_refused(two_champions, module_state, train_cfg):
+    v1, v2, _ = two_champions
+    assert _champion(module_state, train_cfg) == v2
+    before = registry.audit_log(module_state, train_cfg.model.name, limit=1000)
+    # v1 passed its gates when there was no champion; v2 has taken over since.
+    with pytest.raises(registry.ChampionMoved, match="was gated against no champion.*evaluate"):
+        registry.promote(module_state, train_cfg, v1, reason="stale", idempotency_key="stale", gated_against=None)
+    assert _champion(module_state, train_cfg) == v2
+    assert registry.audit_log(module_state, train_cfg.model.name, limit=1000) == before
+
+
 def test_model_status_reports_champion_lineage_and_metrics(two_champions, module_state, train_cfg):
     status = registry.model_status(module_state, train_cfg)
     champion = status["champion"]

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from training import datasets, tracking
+from training.config import with_overrides
 from training.datasets import DatasetError, LeakageError
 from training.metrics import METRIC_NAMES
-from training.train import TrainingError, TrainRequest, build_pipeline, sample_params, train_model
+from training.train import TrainingError, TrainRequest, build_pipeline, fit_final, sample_params, train_model
 
 REQUEST = TrainRequest(
     reason="drift",
@@ -213,3 +214,127 @@ def test_retraining_from_recorded_version_reproduces_holdout_metrics(
     a = tracking.score(tracking.load_model(trained.model_uri), X)
     b = tracking.score(tracking.load_model(again.model_uri), X)
     np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+# --- calibrated scores and the version's decision threshold ---
+
+
+def test_pyfunc_returns_calibrated_scores_near_the_fraud_rate(trained, module_state, train_cfg, mlflow_client):
+    import mlflow.pyfunc
+
+    holdout = datasets.load_holdout(module_state, trained.holdout_hash, "transaction_id")
+    X = datasets.prepare_features(holdout, train_cfg.model)
+    pyfunc_scores = np.asarray(mlflow.pyfunc.load_model(trained.model_uri).predict(X))[:, 1]
+    sk_scores = tracking.score(tracking.load_model(trained.model_uri), X)
+    np.testing.assert_allclose(pyfunc_scores, sk_scores, atol=1e-12)  # what serving gets is calibrated
+    rate = holdout["is_fraud"].mean()
+    assert rate / 1.5 < pyfunc_scores.mean() < rate * 1.5, (pyfunc_scores.mean(), rate)
+    assert trained.holdout_metrics["ece"] < train_cfg.gates.calibration.max_ece
+
+
+def test_threshold_set_at_the_operating_point_and_stored_with_the_version(trained, train_cfg, mlflow_client):
+    mv = mlflow_client.get_model_version(train_cfg.model.name, trained.version)
+    run = mlflow_client.get_run(trained.run_id)
+    threshold = float(mv.tags["decision_threshold"])
+    assert threshold == trained.decision_threshold == float(run.data.params["decision_threshold"])
+    assert 0 < threshold < 1 and threshold != train_cfg.model.decision_threshold
+    point = json.loads(mv.tags["operating_point"])
+    assert point["target_precision"] == train_cfg.model.recall_at_precision
+    if point["rule"] == "recall_at_precision":
+        assert point["precision"] >= train_cfg.model.recall_at_precision
+    assert mv.tags["training_method"] == "standard_window"  # this trigger's evidence names no onset
+    assert "no breaching window" in mv.tags["training_method_detail"]
+
+
+def test_uncalibrated_scores_would_overstate_the_rate(training_frame, train_cfg):
+    """Why calibration: the class-weighted candidates alone score far above the fraud rate."""
+    s = datasets.split_windows(training_frame, train_cfg.windows)
+    fit = pd.concat([s.train, s.validation], ignore_index=True)
+    raw_cfg = train_cfg.model_copy(update={"model": train_cfg.model.model_copy(update={"calibration": "none"})})
+    final = fit_final(raw_cfg, "logistic_regression", {"C": 1.0}, fit, 7)
+    cal = fit_final(train_cfg, "logistic_regression", {"C": 1.0}, fit, 7)
+    X = datasets.prepare_features(s.holdout, train_cfg.model)
+    rate = s.holdout["is_fraud"].mean()
+    assert tracking.score(final.model, X).mean() > 3 * rate
+    assert rate / 1.5 < tracking.score(cal.model, X).mean() < 1.5 * rate
+
+
+# --- drift-aware windows: anchored at the onset the trigger names ---
+
+
+def test_onset_from_evidence_prefers_the_monitor_onset_then_the_earliest_breach():
+    assert datasets.onset_from_evidence({"onset_window_start": "2026-01-09"}, 2) == (
+        dt.date(2026, 1, 9),
+        "evidence.onset_window_start",
+    )
+    ev = {
+        "signals": {
+            "data_drift": {"windows": [{"window_start": "2026-01-12", "status": "ok"}]},
+            "performance": {
+                "windows": [
+                    {"window_start": "2026-01-11", "status": "breach"},
+                    {"window_start": "2026-01-12", "status": "breach"},
+                ]
+            },
+            "prediction_drift": {"windows": [{"window_start": "2026-01-12", "status": "breach"}]},
+        }
+    }
+    # a performance window is measured on days matured label_maturity_days before the window
+    assert datasets.onset_from_evidence(ev, 2)[0] == dt.date(2026, 1, 9)
+    assert datasets.onset_from_evidence({"drift_share": 0.4}, 2) == (None, "evidence names no breaching window")
+    assert datasets.onset_from_evidence({}, 2)[0] is None
+
+
+def test_anchored_windows_learn_and_judge_after_the_onset(training_frame, train_cfg):
+    last = max(training_frame["batch_date"])
+    onset = last - dt.timedelta(days=5)  # 6 post-onset days: holdout 4, then 2 left
+    s = datasets.split_anchored(training_frame, train_cfg, onset, seed=7)
+    assert s is not None and s.method == "onset_anchored" and s.onset == onset
+    assert s.holdout_range == (last - dt.timedelta(days=3), last)
+    assert min(s.holdout["batch_date"]) > onset and min(s.train["batch_date"]) >= onset
+    # too few post-onset days for a 3-day time-based validation: a stratified random half of them
+    assert set(s.validation["batch_date"]) == set(s.train["batch_date"]) == {onset, onset + dt.timedelta(days=1)}
+    pool = training_frame[training_frame["batch_date"].between(onset, onset + dt.timedelta(days=1))]
+    assert len(s.validation) == pytest.approx(0.5 * len(pool), abs=2)
+    assert s.validation["is_fraud"].sum() == pytest.approx(0.5 * pool["is_fraud"].sum(), abs=1)
+    assert s.train_weight is not None and (s.train_weight == 1).all()
+    datasets.check_no_leakage(s, "transaction_id")
+    assert "onset" in s.method_detail and "random" in s.method_detail
+
+
+def test_anchored_windows_time_based_validation_and_pre_onset_weight(training_frame, train_cfg):
+    last = max(training_frame["batch_date"])
+    onset = last - dt.timedelta(days=11)  # 12 post-onset days: holdout 4, validation 3, train 5
+    weighted = with_overrides(train_cfg, training={"drift_aware": {"pre_onset_weight": 0.2}})
+    s = datasets.split_anchored(training_frame, weighted, onset, seed=7)
+    assert s is not None
+    assert s.validation_range == (last - dt.timedelta(days=6), last - dt.timedelta(days=4))
+    pre = (s.train["batch_date"] < onset).to_numpy()
+    assert pre.any() and (s.train_weight[pre] == 0.2).all() and (s.train_weight[~pre] == 1).all()
+    assert min(s.train["batch_date"]) == onset - dt.timedelta(days=train_cfg.windows.training_days)
+    datasets.check_no_leakage(s, "transaction_id")
+    # an onset with too few matured days after it is not anchored
+    assert datasets.split_anchored(training_frame, train_cfg, last - dt.timedelta(days=3), seed=7) is None
+
+
+def test_retrain_with_onset_evidence_is_anchored_and_says_so(
+    module_state, train_cfg, data_version, mlflow_client, training_frame
+):
+    last = max(training_frame["batch_date"])
+    onset = last - dt.timedelta(days=5)
+    request = TrainRequest(
+        reason="drift_monitor:performance",
+        evidence={"onset_window_start": onset.isoformat()},
+        data_version=data_version,
+        idempotency_key="anchored-test",
+    )
+    res = train_model(module_state, train_cfg, request)
+    assert res.training_method == "onset_anchored"
+    mv = mlflow_client.get_model_version(train_cfg.model.name, res.version)
+    run = mlflow_client.get_run(res.run_id)
+    assert mv.tags["training_method"] == run.data.tags["training_method"] == "onset_anchored"
+    assert mv.tags["onset"] == onset.isoformat() and onset.isoformat() in mv.tags["training_method_detail"]
+    assert mv.tags["training_window_start"] == onset.isoformat()
+    holdout = datasets.load_holdout(module_state, res.holdout_hash, "transaction_id")
+    assert min(holdout["batch_date"]) > onset
+    assert run.data.params["training_method"] == "onset_anchored"

@@ -2,7 +2,10 @@
     The model's feature table: one row per transaction of every loaded batch, every feature
     computed only from what was known at the transaction's event_ts (see the intermediate models).
     Columns are the contract in docs/contracts.md; the model config lists them as numeric /
-    categorical features.
+    categorical features. The casts in `final` are the serving contract too: every numeric
+    feature is DOUBLE and every categorical VARCHAR, the types of the model's logged input
+    signature, so `mlflow.pyfunc` scores published rows as they are (an int64 count would be
+    refused: MLflow will not "safely" convert int64 to float64).
 -#}
 with
 
@@ -62,22 +65,22 @@ final as (
         transaction_attributes.customer_id,
         transaction_attributes.event_ts,
         transaction_attributes.batch_date,
-        transaction_attributes.channel,
-        transaction_attributes.merchant_category,
+        cast(transaction_attributes.channel as varchar) as channel,
+        cast(transaction_attributes.merchant_category as varchar) as merchant_category,
         transaction_attributes.country,
         transaction_attributes.customer_home_country,
         transaction_attributes.country_bucket,
-        transaction_attributes.amount,
-        transaction_attributes.log_amount,
+        cast(transaction_attributes.amount as double precision) as amount,
+        cast(transaction_attributes.log_amount as double precision) as log_amount,
         transaction_attributes.amount_band,
-        transaction_attributes.hour_of_day,
-        transaction_attributes.is_weekend,
-        customer_behaviour.tx_count_1h,
-        customer_behaviour.tx_count_24h,
-        customer_behaviour.amount_to_customer_avg,
-        customer_behaviour.is_new_country,
-        customer_behaviour.is_new_device,
-        category_fraud_rates.category_fraud_rate
+        cast(transaction_attributes.hour_of_day as double precision) as hour_of_day,
+        cast(transaction_attributes.is_weekend as double precision) as is_weekend,
+        cast(customer_behaviour.tx_count_1h as double precision) as tx_count_1h,
+        cast(customer_behaviour.tx_count_24h as double precision) as tx_count_24h,
+        cast(customer_behaviour.amount_to_customer_avg as double precision) as amount_to_customer_avg,
+        cast(customer_behaviour.is_new_country as double precision) as is_new_country,
+        cast(customer_behaviour.is_new_device as double precision) as is_new_device,
+        cast(category_fraud_rates.category_fraud_rate as double precision) as category_fraud_rate
 
     from transaction_attributes
     inner join customer_behaviour

@@ -10,7 +10,7 @@ STATE ?= $(or $(CLOSEDLOOP_HOME),$(CURDIR)/.closedloop)
 # (PostgreSQL, Redis + Celery workers, MLflow server; the servers must run: README "Services profile").
 PROFILE ?= embedded
 
-.PHONY: env demo test lint typecheck clean-state up down bench browser-deps compose-deps
+.PHONY: env demo test lint typecheck clean-state up down bench browser-deps compose-deps test-services-e2e
 
 # The environment comes only from pyproject.toml + uv.lock (nothing installed by hand).
 $(VENV)/.synced: pyproject.toml uv.lock
@@ -29,6 +29,10 @@ test: env browser-deps compose-deps
 lint: env
 	$(VENV)/bin/ruff check training plugins dags tests
 	$(VENV)/bin/mypy training
+
+# The full loop on the services profile under the real scheduler (~35 min on 2 shared cores; opt-in).
+test-services-e2e: env
+	CLOSEDLOOP_E2E_SERVICES=1 $(PY) -m pytest "tests/e2e/test_loop_under_scheduler.py::test_drift_triggered_retrain_promotes_a_new_champion[services]"
 
 clean-state:
 	rm -rf $(STATE)

@@ -5,8 +5,11 @@ delivers simulated days (as the demo does). It asserts that the drift monitor - 
 triggered a retrain and that the retrained challenger was promoted to champion.
 
 On both runtime profiles: embedded (SQLite, DuckDB, LocalExecutor) and services (PostgreSQL
-warehouse / metadata / ledger, Redis + two Celery workers, MLflow server), the latter skipped only
-when PostgreSQL or Redis does not answer; its databases and broker keys are dropped afterwards.
+warehouse / metadata / ledger, Redis + two Celery workers, MLflow server; its databases and broker
+keys are dropped afterwards). The services run is opt-in (`CLOSEDLOOP_E2E_SERVICES=1`, or
+`make test-services-e2e`): it took 35 min on the shared 2-core machine (the same story closes in
+~7 min embedded), too long for every `make test`; `tests/test_services_stack.py` covers that stack
+in every run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
+SERVICES_OPT_IN = "CLOSEDLOOP_E2E_SERVICES"
 
 
 def _free_port() -> int:
@@ -46,6 +50,8 @@ def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path, profile):
     if profile == "services":
         from training.paths import StatePaths
 
+        if os.environ.get(SERVICES_OPT_IN) != "1":
+            pytest.skip(f"the services loop takes ~35 min here: set {SERVICES_OPT_IN}=1 (make test-services-e2e) to run it")
         ds = _dev_stack()
         try:
             ds.check_servers(ds.ServicesBackends.for_state(StatePaths(state)))

@@ -6,8 +6,11 @@ BOOT := .venv-bootstrap
 UV := $(BOOT)/bin/uv
 PY := $(VENV)/bin/python
 STATE ?= $(or $(CLOSEDLOOP_HOME),$(CURDIR)/.closedloop)
+# Runtime profile of `make demo` / `make up`: embedded (SQLite, DuckDB, LocalExecutor) or services
+# (PostgreSQL, Redis + Celery workers, MLflow server; the servers must run: README "Services profile").
+PROFILE ?= embedded
 
-.PHONY: env demo test lint typecheck clean-state up down bench browser-deps compose-deps
+.PHONY: env demo test lint typecheck clean-state up down bench browser-deps compose-deps test-services-e2e
 
 # The environment comes only from pyproject.toml + uv.lock (nothing installed by hand).
 $(VENV)/.synced: pyproject.toml uv.lock
@@ -18,7 +21,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 env: $(VENV)/.synced
 
 demo: env
-	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py
+	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE)
 
 test: env browser-deps compose-deps
 	$(PY) -m pytest tests
@@ -26,6 +29,10 @@ test: env browser-deps compose-deps
 lint: env
 	$(VENV)/bin/ruff check training plugins dags tests
 	$(VENV)/bin/mypy training
+
+# The full loop on the services profile under the real scheduler (~35 min on 2 shared cores; opt-in).
+test-services-e2e: env
+	CLOSEDLOOP_E2E_SERVICES=1 $(PY) -m pytest "tests/e2e/test_loop_under_scheduler.py::test_drift_triggered_retrain_promotes_a_new_champion[services]"
 
 clean-state:
 	rm -rf $(STATE)
@@ -49,11 +56,11 @@ compose-deps:
 	else ($(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $(COMPOSE_PKGS) >/dev/null) \
 	  || echo "compose-deps: apt-get install $(COMPOSE_PKGS) failed; compose validation will skip"; fi
 
-# Airflow UI + scheduler + dag-processor + triggerer, MLflow UI and the dbt docs site on localhost,
-# in the background (pid files and logs under $(STATE)/devstack). Ports: CLOSEDLOOP_AIRFLOW_PORT,
-# CLOSEDLOOP_MLFLOW_PORT, CLOSEDLOOP_DBT_DOCS_PORT (8080, 5000, 8081).
+# Airflow UI + scheduler + dag-processor + triggerer (+ 2 Celery workers on PROFILE=services), MLflow
+# UI and the dbt docs site on localhost, in the background (pid files and logs under $(STATE)/devstack).
+# Ports: CLOSEDLOOP_AIRFLOW_PORT, CLOSEDLOOP_MLFLOW_PORT, CLOSEDLOOP_DBT_DOCS_PORT (8080, 5000, 8081).
 up: env
-	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py up
+	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py up --profile $(PROFILE)
 
 down:
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py down

@@ -1,4 +1,8 @@
-"""`make demo`: the whole loop under the real Airflow scheduler, on the embedded profile.
+"""`make demo`: the whole loop under the real Airflow scheduler, on either runtime profile.
+
+`--profile services` (`make demo PROFILE=services`) runs the same demo on the services profile:
+PostgreSQL, Redis + two Celery workers and the MLflow server (scripts/dev_stack.py); nothing else
+changes.
 
 Starts the Airflow components (api-server, scheduler, dag-processor, triggerer) with AIRFLOW_HOME in
 the state directory and unpauses the DAGs. The script is the source system's clock: it delivers one
@@ -19,7 +23,6 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -29,7 +32,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from dev_stack import AIRFLOW_COMPONENTS, Ports, start_stack, trigger_via_rest  # noqa: E402
+from dev_stack import (  # noqa: E402
+    PROFILES,
+    RUNTIME_SERVICES,
+    Ports,
+    Stack,
+    check_profile,
+    drop_services_state,
+    start_stack,
+    trigger_via_rest,
+)
 
 from training.config import load_config, parse_config  # noqa: E402
 from training.paths import StatePaths  # noqa: E402
@@ -55,47 +67,39 @@ def demo_config_file(paths: StatePaths, days: int, extra: Path | None = None) ->
     return out, cfg
 
 
-def run_counts(airflow_db: Path) -> dict[str, dict[str, int]]:
-    """dag_id -> state -> number of runs, read straight from the metadata DB (read-only)."""
-    counts: dict[str, dict[str, int]] = {}
-    if not airflow_db.exists():
-        return counts
-    con = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True, timeout=5)
+def _query(stack: Stack, sql: str) -> list[tuple] | None:
+    """Rows of a read-only query on the metadata DB (SQLite or PostgreSQL); None if it cannot be read now."""
     try:
-        for dag_id, state, n in con.execute("select dag_id, state, count(*) from dag_run group by 1, 2"):
-            counts.setdefault(dag_id, {})[state] = n
-    except sqlite3.Error:
-        pass
-    finally:
-        con.close()
-    return counts
-
-
-def latest_pipeline_day(airflow_db: Path) -> str | None:
-    con = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True, timeout=5)
+        con = stack.metadata_connection()
+    except Exception:  # noqa: BLE001 - not created yet / busy: the caller polls again
+        return None
     try:
-        row = con.execute(
-            "select max(run_id) from dag_run where dag_id = 'data_pipeline' and state = 'success'"
-        ).fetchone()
-        return row[0].removeprefix("day__") if row and row[0] else None
-    except sqlite3.Error:
+        cur = con.cursor()
+        cur.execute(sql)
+        return list(cur.fetchall())
+    except Exception:  # noqa: BLE001 - sqlite3.Error / psycopg2.Error alike
         return None
     finally:
         con.close()
 
 
-def pipeline_idle(airflow_db: Path) -> bool:
+def run_counts(stack: Stack) -> dict[str, dict[str, int]]:
+    """dag_id -> state -> number of runs, read straight from the metadata DB (read-only)."""
+    counts: dict[str, dict[str, int]] = {}
+    for dag_id, state, n in _query(stack, "select dag_id, state, count(*) from dag_run group by 1, 2") or []:
+        counts.setdefault(dag_id, {})[state] = n
+    return counts
+
+
+def latest_pipeline_day(stack: Stack) -> str | None:
+    rows = _query(stack, "select max(run_id) from dag_run where dag_id = 'data_pipeline' and state = 'success'")
+    return rows[0][0].removeprefix("day__") if rows and rows[0][0] else None
+
+
+def pipeline_idle(stack: Stack) -> bool:
     """No data_pipeline run is queued or running."""
-    con = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True, timeout=5)
-    try:
-        row = con.execute(
-            "select count(*) from dag_run where dag_id = 'data_pipeline' and state in ('queued', 'running')"
-        ).fetchone()
-        return row is not None and row[0] == 0
-    except sqlite3.Error:
-        return False
-    finally:
-        con.close()
+    rows = _query(stack, "select count(*) from dag_run where dag_id = 'data_pipeline' and state in ('queued', 'running')")
+    return rows is not None and rows[0][0] == 0
 
 
 def describe(counts: dict[str, dict[str, int]]) -> str:
@@ -121,22 +125,28 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLOSEDLOOP_AIRFLOW_PORT", "8080")),
                         help="Airflow API/UI port")
     parser.add_argument("--overrides", type=Path, default=None, help="extra YAML merged over the demo config")
+    parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("CLOSEDLOOP_PROFILE") or "embedded",
+                        help="embedded (SQLite, DuckDB, LocalExecutor) or services (PostgreSQL, Redis + Celery, MLflow server)")
     args = parser.parse_args()
+    profile = check_profile(args.profile)
 
     t0 = time.monotonic()
     paths = StatePaths.from_env()
-    if paths.root.exists() and not args.keep_state:
-        shutil.rmtree(paths.root)
+    if not args.keep_state:
+        if paths.root.exists():
+            shutil.rmtree(paths.root)
+        if profile == "services":  # the state dir's databases and broker keys are state too
+            drop_services_state(paths)
     paths.ensure()
     cfg_file, cfg = demo_config_file(paths, args.days, args.overrides)
     os.environ["CLOSEDLOOP_CONFIG"] = str(cfg_file)
     first_day = cfg.simulator.start_date
     last_day = first_day + dt.timedelta(days=args.days - 1)
-    print(f"closedloop demo: state in {paths.root}; simulating {first_day} .. {last_day} "
+    print(f"closedloop demo ({profile} profile): state in {paths.root}; simulating {first_day} .. {last_day} "
           f"({args.days} days, drift scenarios: {[s.kind + '@day' + str(s.from_day) for s in cfg.simulator.scenarios]})")
 
     ports = dataclasses.replace(Ports.from_env(), airflow=args.port)
-    stack = start_stack(paths, ports, services=AIRFLOW_COMPONENTS, extra_env={
+    stack = start_stack(paths, ports, services=RUNTIME_SERVICES[profile], profile=profile, extra_env={
         "CLOSEDLOOP_CONFIG": str(cfg_file),
         # the demo is a burst of short runs: more task slots, a quicker scheduler loop
         "AIRFLOW__CORE__PARALLELISM": "8",
@@ -145,6 +155,10 @@ def main() -> int:
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
     })
+    # this process reads the loop's evidence too: on services that lives on the servers
+    os.environ.update(stack.library_env)
+    from training import loop_report
+
     try:
         stack.wait_healthy(timeout_s=240)
         stack.wait_for_dags(DAG_IDS, timeout_s=240)
@@ -152,23 +166,21 @@ def main() -> int:
             stack.airflow("dags", "unpause", dag_id)
         print(f"Airflow UI: {stack.url}  (login {stack.user} / {stack.password})  setup took {time.monotonic() - t0:.0f}s")
 
-        from training.loop_report import healing_verdict, loop_verdict
-
         deadline = t0 + args.timeout_min * 60
         last_line, quiet_polls, next_day, last_day_index = "", 0, 0, args.days
         closed = settled = False
         while time.monotonic() < deadline:
             # The source system's clock: day i+1 is delivered once day i's data_pipeline run is over.
             # Everything downstream follows from Assets and the drift monitor's own decisions.
-            if next_day < last_day_index and pipeline_idle(stack.airflow_db):
-                if not closed and next_day > 0 and loop_verdict(paths, cfg).closed:
+            if next_day < last_day_index and pipeline_idle(stack):
+                if not closed and next_day > 0 and loop_report.loop_verdict(paths, cfg).closed:
                     closed = True
                     if args.until == "closed":
                         settled, last_day_index = True, min(args.days, next_day + args.days_after_close)
                     print(f"loop closed after {next_day} days"
                           + ("" if settled else "; waiting for the new champion's live window to mature"), flush=True)
                 if closed and not settled:
-                    healing = healing_verdict(paths, cfg)
+                    healing = loop_report.healing_verdict(paths, cfg)
                     if healing.settled:
                         settled, last_day_index = True, min(args.days, next_day + args.days_after_close)
                         print(f"after {next_day} days: {healing.why}", flush=True)
@@ -178,11 +190,11 @@ def main() -> int:
                                      {"batch_date": day.isoformat()}, run_id=f"day__{day.isoformat()}",
                                      logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
                     next_day += 1
-            counts = run_counts(stack.airflow_db)
+            counts = run_counts(stack)
             pipeline = counts.get("data_pipeline", {})
             done_days = sum(n for s, n in pipeline.items() if s in TERMINAL)
             active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
-            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{last_day_index} (last processed {latest_pipeline_day(stack.airflow_db)}) | {describe(counts)}"
+            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{last_day_index} (last processed {latest_pipeline_day(stack)}) | {describe(counts)}"
             if line.split("|", 1)[1] != last_line.split("|", 1)[-1]:
                 print(line, flush=True)
                 last_line = line
@@ -192,16 +204,15 @@ def main() -> int:
             time.sleep(2)
         else:
             print(f"timed out after {args.timeout_min} minutes", flush=True)
+        # read while the stack runs: on services the MLflow server holds the model versions
+        cfg = load_config(cfg_file)
+        table = loop_report.day_table(paths, cfg)
+        moves = loop_report.promotions(paths, cfg)
+        verdict = loop_report.loop_verdict(paths, cfg)
+        healing = loop_report.healing_verdict(paths, cfg)
     finally:
         stack.stop()
 
-    from training import loop_report
-
-    cfg = load_config(cfg_file)
-    table = loop_report.day_table(paths, cfg)
-    moves = loop_report.promotions(paths, cfg)
-    verdict = loop_report.loop_verdict(paths, cfg)
-    healing = loop_report.healing_verdict(paths, cfg)
     print("\nDay by day:\n" + loop_report.format_table(table))
     print("\nAlias moves:")
     for m in moves:
@@ -209,7 +220,7 @@ def main() -> int:
     chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing)
     summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing)
     elapsed = time.monotonic() - t0
-    print(f"\nchart: {chart}\nsummary: {summary}\nAirflow/MLflow state kept in {paths.root} (browse with `make up`)")
+    print(f"\nchart: {chart}\nsummary: {summary}\nAirflow/MLflow state kept in {paths.root} (browse with `make up PROFILE={profile}`)")
     print(f"demo took {elapsed / 60:.1f} min")
     if not verdict.closed:
         print(f"LOOP NOT CLOSED: {verdict.why}", file=sys.stderr)

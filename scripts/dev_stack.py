@@ -1,22 +1,30 @@
 """The local development stack: Airflow UI and components, MLflow UI and the dbt docs site.
 
-`make up` / `make down` run it natively on the embedded profile (SQLite, DuckDB, everything under the
-state directory); `docker-compose.yaml` runs the very same commands on the services profile
-(PostgreSQL). The commands live in one table, `SERVICE_COMMANDS`, and `tests/test_compose.py`
-checks that every compose service runs exactly its entry - so what the native tests exercise is
-what the containers run.
+Two runtime profiles, both native here:
 
-    python scripts/dev_stack.py up        # start in the background, wait until healthy, print URLs + login
+- `embedded` (`make up`): SQLite metadata DB, WarmLocalExecutor, MLflow on the state dir's SQLite
+  store, DuckDB warehouse - everything under the state directory.
+- `services` (`make up PROFILE=services`): Airflow metadata, the MLflow backend store, the ops ledger
+  and the warehouse on PostgreSQL (one set of databases per state dir), CeleryExecutor with Redis as
+  broker and two `airflow celery worker`s, the MLflow server with proxied artifacts - and the
+  library told to use them (`MLFLOW_TRACKING_URI`, `CLOSEDLOOP_OPS_DB_URL`, `CLOSEDLOOP_DBT_TARGET`).
+
+`docker-compose.yaml` runs the very same commands on the services profile. The commands live in one
+table, `SERVICE_COMMANDS`, and `tests/test_compose.py` checks that every compose service runs
+exactly its entry - so what the native tests exercise is what the containers run.
+
+    python scripts/dev_stack.py up [--profile services]   # start in the background, wait until healthy
     python scripts/dev_stack.py down      # stop what `up` started (pid files under <state>/devstack)
     python scripts/dev_stack.py status
     python scripts/dev_stack.py init      # service command: metadata DB, admin password, pool,
                                           # connections, dbt manifest + docs
     python scripts/dev_stack.py dbt-docs  # service command: serve the dbt docs site
     python scripts/dev_stack.py check-http URL   # healthcheck helper (compose)
+    python scripts/dev_stack.py check-celery NODE  # healthcheck helper: the Celery worker answers a ping
 
 From Python (the demo driver and the browser tests)::
 
-    stack = start_stack(paths, Ports.from_env())
+    stack = start_stack(paths, Ports.from_env())          # profile="services" for the services profile
     stack.wait_healthy()
     ... stack.url, stack.user, stack.password, stack.env, stack.airflow("dags", "list") ...
     stack.stop()
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -43,7 +52,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # `python scripts/dev_stack.py` from anywhere
@@ -64,6 +73,10 @@ SERVICE_COMMANDS: dict[str, tuple[str, ...]] = {
     "airflow-scheduler": ("airflow", "scheduler"),
     "airflow-dag-processor": ("airflow", "dag-processor"),
     "airflow-triggerer": ("airflow", "triggerer"),
+    # services profile: two Celery workers (their own node names; task logs are read from the shared
+    # log folder, so no log-serving port that two workers - or two stacks - would fight over)
+    "airflow-worker-1": ("airflow", "celery", "worker", "--celery-hostname", "worker-1@%h", "--skip-serve-logs"),
+    "airflow-worker-2": ("airflow", "celery", "worker", "--celery-hostname", "worker-2@%h", "--skip-serve-logs"),
     # --backend-store-uri / --artifacts-destination / --host / --port come from MLFLOW_* variables
     "mlflow": ("mlflow", "server", "--serve-artifacts", "--workers", "1"),
     "dbt-docs": ("python", "scripts/dev_stack.py", "dbt-docs"),
@@ -76,7 +89,35 @@ AIRFLOW_COMPONENTS: tuple[str, ...] = (
     "airflow-dag-processor",
     "airflow-triggerer",
 )
-LONG_RUNNING: tuple[str, ...] = (*AIRFLOW_COMPONENTS, "mlflow", "dbt-docs")
+CELERY_WORKERS: tuple[str, ...] = ("airflow-worker-1", "airflow-worker-2")
+#: Every long-running service of either profile (`down` stops whichever of them run).
+LONG_RUNNING: tuple[str, ...] = (*AIRFLOW_COMPONENTS, *CELERY_WORKERS, "mlflow", "dbt-docs")
+
+Profile = Literal["embedded", "services"]
+PROFILES: tuple[str, ...] = get_args(Profile)
+#: What `make up` starts per profile.
+PROFILE_SERVICES: dict[str, tuple[str, ...]] = {
+    "embedded": (*AIRFLOW_COMPONENTS, "mlflow", "dbt-docs"),
+    "services": LONG_RUNNING,
+}
+#: What the DAGs need to run (the demo, the e2e tests): on services the tasks run on the Celery
+#: workers and log to the MLflow server.
+RUNTIME_SERVICES: dict[str, tuple[str, ...]] = {
+    "embedded": AIRFLOW_COMPONENTS,
+    "services": (*AIRFLOW_COMPONENTS, *CELERY_WORKERS, "mlflow"),
+}
+#: The executor per profile. On embedded: a LocalExecutor whose workers are forked with
+#: pandas/GX/MLflow/... already imported; on services the Celery workers preload the same list
+#: (plugins/closedloop/warm_executor.py, warm_celery.py).
+EXECUTORS: dict[str, str] = {
+    "embedded": "closedloop.warm_executor.WarmLocalExecutor",
+    "services": "CeleryExecutor",
+}
+#: Celery settings of the services profile (compose's airflow services carry exactly these).
+CELERY_SETTINGS: dict[str, str] = {
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "closedloop.warm_celery.CELERY_CONFIG",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+}
 #: Health keys of `/api/v2/monitor/health` per Airflow component.
 HEALTH_KEYS = {
     "airflow-scheduler": "scheduler",
@@ -86,8 +127,6 @@ HEALTH_KEYS = {
 
 #: Airflow settings shared by both profiles (compose's airflow services carry exactly these).
 AIRFLOW_SETTINGS: dict[str, str] = {
-    # LocalExecutor whose workers are forked with pandas/GX/MLflow/... already imported (plugins/closedloop/warm_executor.py)
-    "AIRFLOW__CORE__EXECUTOR": "closedloop.warm_executor.WarmLocalExecutor",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -107,12 +146,19 @@ ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV_VAR = "CLOSEDLOOP_AIRFLOW_ADMIN_PASSWORD"
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 WAREHOUSE_POOL = ("duckdb_writer", 1, "DuckDB allows one writer at a time")
+#: On PostgreSQL the warehouse takes concurrent writers: the same pool, wide, so two DAG runs
+#: writing different intervals run at once.
+WAREHOUSE_POOL_SERVICES = ("duckdb_writer", 16, "warehouse writers (PostgreSQL: concurrent writers are fine)")
 DBT_DOCS_HOST_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_HOST"
 DBT_DOCS_PORT_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_PORT"
 MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"  # links from the model-health page
 #: Inherited variables that describe another state dir / Airflow install and must not leak in.
 _NOT_INHERITED_PREFIXES = ("AIRFLOW__", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION")
-_NOT_INHERITED = {"AIRFLOW_HOME", "AIRFLOW_CONFIG", "CLOSEDLOOP_HOME", "CLOSEDLOOP_DBT_MANIFEST", "MLFLOW_HOST", "MLFLOW_PORT"}
+_NOT_INHERITED = {
+    "AIRFLOW_HOME", "AIRFLOW_CONFIG", "CLOSEDLOOP_HOME", "CLOSEDLOOP_DBT_MANIFEST", "MLFLOW_HOST", "MLFLOW_PORT",
+    # chosen by the profile, never by whoever started the stack
+    "MLFLOW_TRACKING_URI", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_DBT_TARGET", "CLOSEDLOOP_PG_DBNAME",
+}
 
 
 class DevStackError(RuntimeError):
@@ -199,13 +245,92 @@ def _configured_fernet_key(paths: StatePaths) -> str | None:
         return None
 
 
-def airflow_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
-    """The embedded profile's Airflow settings (variables only; children also inherit os.environ)."""
+def check_profile(profile: str) -> Profile:
+    if profile not in PROFILES:
+        raise DevStackError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    return cast(Profile, profile)
+
+
+def stack_id(paths: StatePaths) -> str:
+    """A short name for one state dir: prefixes its PostgreSQL databases and Redis keys, so stacks of
+    different state dirs (parallel tests, a developer's `make up`) share the servers without colliding."""
+    return "cl_" + hashlib.sha1(str(paths.root.resolve()).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class ServicesBackends:
+    """Where the services profile keeps a state dir's state: PostgreSQL databases and Redis keys.
+
+    The servers come from `CLOSEDLOOP_PG_HOST/PORT/USER/PASSWORD` and `CLOSEDLOOP_REDIS_URL`
+    (defaults: this machine's 127.0.0.1:5432 as postgres, redis://127.0.0.1:6379/0).
+    """
+
+    stack_id: str
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    pg_password: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    #: role -> database name suffix
+    DATABASES = {"airflow": "airflow", "mlflow": "mlflow", "ops": "ops", "warehouse": "warehouse"}
+
+    @classmethod
+    def for_state(cls, paths: StatePaths, environ: Mapping[str, str] | None = None) -> ServicesBackends:
+        env = os.environ if environ is None else environ
+        try:
+            port = int(env.get("CLOSEDLOOP_PG_PORT") or 5432)
+        except ValueError:
+            raise DevStackError(f"CLOSEDLOOP_PG_PORT={env['CLOSEDLOOP_PG_PORT']!r} is not a port number") from None
+        return cls(
+            stack_id=stack_id(paths),
+            pg_host=env.get("CLOSEDLOOP_PG_HOST") or "127.0.0.1",
+            pg_port=port,
+            pg_user=env.get("CLOSEDLOOP_PG_USER") or "postgres",
+            pg_password=env.get("CLOSEDLOOP_PG_PASSWORD") or "",
+            redis_url=env.get("CLOSEDLOOP_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        )
+
+    def dbname(self, role: str) -> str:
+        return f"{self.stack_id}_{self.DATABASES[role]}"
+
+    def url(self, role: str) -> str:
+        """SQLAlchemy URL (psycopg2) of one of the stack's databases, password included."""
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2", username=self.pg_user, password=self.pg_password or None,
+            host=self.pg_host, port=self.pg_port, database=self.dbname(role),
+        ).render_as_string(hide_password=False)
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"{self.stack_id}:"
+
+    def library_env(self, mlflow_url: str) -> dict[str, str]:
+        """What makes the library (tasks, the demo's report) use the services."""
+        env = {
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "CLOSEDLOOP_OPS_DB_URL": self.url("ops"),
+            "CLOSEDLOOP_DBT_TARGET": "postgres",
+            "CLOSEDLOOP_PG_HOST": self.pg_host,
+            "CLOSEDLOOP_PG_PORT": str(self.pg_port),
+            "CLOSEDLOOP_PG_USER": self.pg_user,
+            "CLOSEDLOOP_PG_DBNAME": self.dbname("warehouse"),
+        }
+        if self.pg_password:
+            env["CLOSEDLOOP_PG_PASSWORD"] = self.pg_password
+        return env
+
+
+def airflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
+    """One profile's Airflow settings (variables only; children also inherit os.environ)."""
     home = paths.airflow_home
     api = f"http://{ports.host}:{ports.airflow}"
     keys = _secrets(paths)
-    return {
+    env = {
         **AIRFLOW_SETTINGS,
+        "AIRFLOW__CORE__EXECUTOR": EXECUTORS[check_profile(profile)],
         "CLOSEDLOOP_HOME": str(paths.root),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
@@ -221,12 +346,28 @@ def airflow_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         MLFLOW_UI_ENV_VAR: f"http://{ports.host}:{ports.mlflow}",
     }
+    if profile == "services":
+        b = ServicesBackends.for_state(paths)
+        env.update({
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": b.url("airflow"),
+            # a dozen processes share one PostgreSQL server (and other stacks): small pools
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
+            **CELERY_SETTINGS,
+            "AIRFLOW__CELERY__BROKER_URL": b.redis_url,
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": b.redis_prefix,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + b.url("airflow"),
+            **b.library_env(f"http://{ports.host}:{ports.mlflow}"),
+        })
+    return env
 
 
-def mlflow_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
-    """`mlflow server` on the state dir's SQLite store (the one training writes) with proxied artifacts."""
+def mlflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
+    """`mlflow server` with proxied artifacts under the state dir: on the state dir's SQLite store
+    (the one training writes) on embedded, on the stack's own PostgreSQL database on services."""
+    store = ServicesBackends.for_state(paths).url("mlflow") if check_profile(profile) == "services" else paths.mlflow_tracking_uri
     return {
-        "MLFLOW_BACKEND_STORE_URI": paths.mlflow_tracking_uri,
+        "MLFLOW_BACKEND_STORE_URI": store,
         "MLFLOW_ARTIFACTS_DESTINATION": str(paths.mlflow_artifacts),
         "MLFLOW_HOST": ports.host,
         "MLFLOW_PORT": str(ports.mlflow),
@@ -242,14 +383,17 @@ def dbt_docs_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
     }
 
 
-def service_env(service: str, paths: StatePaths, ports: Ports) -> dict[str, str]:
-    """The variables one service gets on the embedded profile (on top of the inherited environment)."""
-    if service in (INIT_SERVICE, *AIRFLOW_COMPONENTS):
-        return airflow_env(paths, ports)
+def service_env(service: str, paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
+    """The variables one service gets on `profile` (on top of the inherited environment)."""
+    if service == INIT_SERVICE and profile == "services":
+        # init creates the MLflow database too
+        return {**airflow_env(paths, ports, profile), "MLFLOW_BACKEND_STORE_URI": mlflow_env(paths, ports, profile)["MLFLOW_BACKEND_STORE_URI"]}
+    if service in (INIT_SERVICE, *AIRFLOW_COMPONENTS, *CELERY_WORKERS):
+        return airflow_env(paths, ports, profile)
     if service == "mlflow":
-        return mlflow_env(paths, ports)
+        return mlflow_env(paths, ports, profile)
     if service == "dbt-docs":
-        return {**airflow_env(paths, ports), **dbt_docs_env(paths, ports)}
+        return {**airflow_env(paths, ports, profile), **dbt_docs_env(paths, ports)}
     raise KeyError(f"unknown service {service!r}; known: {', '.join(SERVICE_COMMANDS)}")
 
 
@@ -295,6 +439,9 @@ class Stack:
     #: per service: the environment it was started with (to restart it the same way)
     service_envs: dict[str, dict[str, str]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
+    profile: Profile = "embedded"
+    #: per service: its log's size when it was (re)started (a worker is ready once it says so after that)
+    log_offsets: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -316,7 +463,30 @@ class Stack:
 
     @property
     def airflow_db(self) -> Path:
+        """The SQLite metadata DB (embedded profile); see `metadata_connection` for either profile."""
         return self.paths.airflow_home / "airflow.db"
+
+    @property
+    def backends(self) -> ServicesBackends:
+        return ServicesBackends.for_state(self.paths, self.env)
+
+    @property
+    def library_env(self) -> dict[str, str]:
+        """Variables a process needs to read this stack's state with `training` (the demo's report):
+        none on embedded (the state dir says it all), the servers on services."""
+        return self.backends.library_env(self.mlflow_url) if self.profile == "services" else {}
+
+    def metadata_connection(self) -> Any:
+        """A DB-API connection to the Airflow metadata DB (read-only use): SQLite or PostgreSQL."""
+        if self.profile == "services":
+            import psycopg2
+
+            b = self.backends
+            return psycopg2.connect(host=b.pg_host, port=b.pg_port, user=b.pg_user, password=b.pg_password or None,
+                                    dbname=b.dbname("airflow"), connect_timeout=5)
+        import sqlite3
+
+        return sqlite3.connect(f"file:{self.airflow_db}?mode=ro", uri=True, timeout=5)
 
     @property
     def log_dir(self) -> Path:
@@ -350,6 +520,7 @@ class Stack:
     def spawn(self, name: str) -> subprocess.Popen:
         """Start one service in the background (its own process group), recording its pid file."""
         with open(self.log_of(name), "ab") as log:
+            self.log_offsets[name] = log.tell()
             proc = subprocess.Popen(
                 resolve_argv(SERVICE_COMMANDS[name]),
                 env=self.service_envs[name], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -400,11 +571,23 @@ class Stack:
                     out[s] = status
             except (OSError, ValueError) as exc:
                 out.update({s: f"api-server not answering: {exc}" for s in want_airflow})
+        for s in self.services:
+            if s in CELERY_WORKERS:
+                out[s] = "healthy" if self._worker_ready(s) else "not ready (no 'ready.' in its log yet)"
         if "mlflow" in self.services:
             out["mlflow"] = "healthy" if http_ok(f"{self.mlflow_url}/health") else "not answering"
         if "dbt-docs" in self.services:
             out["dbt-docs"] = "healthy" if http_ok(f"{self.dbt_docs_url}/") else "not answering"
         return out
+
+    def _worker_ready(self, name: str) -> bool:
+        """A Celery worker logs `<node> ready.` once connected to the broker and consuming."""
+        try:
+            with open(self.log_of(name), "rb") as log:
+                log.seek(self.log_offsets.get(name, 0))
+                return b" ready." in log.read()
+        except OSError:
+            return False
 
     def wait_healthy(self, timeout_s: float = 300, restart_budget: int = 2) -> None:
         """Until every service answers healthy; raises `DevStackError` naming the laggards.
@@ -442,12 +625,17 @@ class Stack:
         raise DevStackError(f"DAGs not parsed after {timeout_s:.0f}s: {sorted(missing)}; see {self.log_of('airflow-dag-processor')}")
 
     def describe(self) -> str:
-        lines = [f"closedloop dev stack (state {self.paths.root})"]
+        lines = [f"closedloop dev stack, {self.profile} profile (state {self.paths.root})"]
         if any(s in AIRFLOW_COMPONENTS for s in self.services):
             lines += [
                 f"  Airflow UI    {self.url}    login: {self.user} / {self.password}",
                 f"  Model health  {self.model_health_url}",
             ]
+        workers = [s for s in self.services if s in CELERY_WORKERS]
+        if workers:
+            b = self.backends
+            lines.append(f"  Celery        {len(workers)} workers, broker {b.redis_url} (keys {b.redis_prefix}*)")
+            lines.append(f"  PostgreSQL    {b.pg_user}@{b.pg_host}:{b.pg_port}, databases {b.stack_id}_*")
         if "mlflow" in self.services:
             lines.append(f"  MLflow UI     {self.mlflow_url}")
         if "dbt-docs" in self.services:
@@ -473,18 +661,24 @@ def start_stack(
     paths: StatePaths,
     ports: Ports | None = None,
     *,
-    services: Iterable[str] = LONG_RUNNING,
+    services: Iterable[str] | None = None,
+    profile: Profile = "embedded",
     extra_env: Mapping[str, str] | None = None,
     init_timeout_s: float = 600,
 ) -> Stack:
-    """Run the init command, then start `services` in the background; returns without waiting.
+    """Run the init command, then start `services` (default: the profile's) in the background;
+    returns without waiting.
 
     Call `.wait_healthy()` next. `extra_env` reaches every service and overrides the stack's own
     variables (e.g. `CLOSEDLOOP_CONFIG`, `AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC`).
-    Raises `DevStackError` if a port is taken or the stack of this state dir already runs.
+    Raises `DevStackError` if a port is taken, the stack of this state dir already runs, or (services)
+    PostgreSQL or Redis does not answer.
     """
     ports = ports or Ports.from_env()
-    chosen = tuple(services)
+    profile = check_profile(profile)
+    chosen = tuple(PROFILE_SERVICES[profile] if services is None else services)
+    if profile == "embedded" and any(s in CELERY_WORKERS for s in chosen):
+        raise DevStackError("Celery workers belong to the services profile: start_stack(..., profile='services')")
     unknown = [s for s in chosen if s not in LONG_RUNNING]
     if unknown:
         raise DevStackError(f"unknown services {unknown}; choose from {', '.join(LONG_RUNNING)}")
@@ -498,12 +692,15 @@ def start_stack(
             var = {"airflow-api-server": "CLOSEDLOOP_AIRFLOW_PORT", "mlflow": "CLOSEDLOOP_MLFLOW_PORT", "dbt-docs": "CLOSEDLOOP_DBT_DOCS_PORT"}[s]
             raise DevStackError(f"port {ports.host}:{port_of[s]} for {s} is taken: free it or set {var}")
     base = _inherited(os.environ)
+    if profile == "services":
+        check_servers(ServicesBackends.for_state(paths, base))
     extra = dict(extra_env or {})  # wins over the stack's own settings (e.g. faster dag parsing in a demo)
     log_dir = devstack_dir(paths) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     (devstack_dir(paths) / "ports.json").write_text(json.dumps(ports.__dict__))  # for status / attach
+    (devstack_dir(paths) / "profile").write_text(profile)
 
-    init_env = {**base, **service_env(INIT_SERVICE, paths, ports), **extra}
+    init_env = {**base, **service_env(INIT_SERVICE, paths, ports, profile), **extra}
     with open(log_dir / f"{INIT_SERVICE}.log", "ab") as log:
         try:
             done = subprocess.run(
@@ -520,7 +717,8 @@ def start_stack(
         ports=ports,
         env=init_env,
         services=chosen,
-        service_envs={name: {**base, **service_env(name, paths, ports), **extra} for name in chosen},
+        service_envs={name: {**base, **service_env(name, paths, ports, profile), **extra} for name in chosen},
+        profile=profile,
     )
     try:
         for name in chosen:
@@ -534,8 +732,77 @@ def start_stack(
 def attach(paths: StatePaths, ports: Ports | None = None) -> Stack:
     """The stack of a state dir started by another process (`make up`), from its pid files."""
     ports = ports or _recorded_ports(paths) or Ports.from_env()
+    profile = recorded_profile(paths)
     services = tuple(s for s in LONG_RUNNING if _read_pid(paths, s) is not None)
-    return Stack(paths=paths, ports=ports, env={**_inherited(os.environ), **airflow_env(paths, ports)}, services=services)
+    return Stack(paths=paths, ports=ports, env={**_inherited(os.environ), **airflow_env(paths, ports, profile)},
+                 services=services, profile=profile)
+
+
+def recorded_profile(paths: StatePaths) -> Profile:
+    """The profile the state dir's stack was last started with (embedded if never)."""
+    try:
+        return check_profile((devstack_dir(paths) / "profile").read_text().strip())
+    except (OSError, DevStackError):
+        return "embedded"
+
+
+# --------------------------------------------------------------------------------------------
+# services profile: the servers, and a state dir's databases and keys on them
+# --------------------------------------------------------------------------------------------
+
+PG_START_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+REDIS_START_HINT = ('redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
+                    "--dir /var/lib/redis --logfile /var/log/redis/ci.log")
+
+
+def check_servers(backends: ServicesBackends) -> None:
+    """PostgreSQL and Redis answer, or a `DevStackError` saying which and how to start it."""
+    import psycopg2
+    import redis
+
+    try:
+        psycopg2.connect(host=backends.pg_host, port=backends.pg_port, user=backends.pg_user,
+                         password=backends.pg_password or None, dbname="postgres", connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        raise DevStackError(
+            f"PostgreSQL at {backends.pg_user}@{backends.pg_host}:{backends.pg_port} does not answer ({str(exc).strip()}); "
+            f"start it (here: `{PG_START_HINT}`) or point CLOSEDLOOP_PG_HOST/PORT/USER/PASSWORD at one"
+        ) from None
+    try:
+        redis.Redis.from_url(backends.redis_url, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        raise DevStackError(
+            f"Redis at {backends.redis_url} does not answer ({exc}); start it (here: `{REDIS_START_HINT}`) "
+            "or point CLOSEDLOOP_REDIS_URL at one"
+        ) from None
+
+
+def drop_services_state(paths: StatePaths, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Drop a state dir's PostgreSQL databases and delete its Redis keys (a clean reset, like
+    `rm -rf` of the state dir on embedded); returns the databases dropped. Stop the stack first."""
+    import psycopg2
+    import redis
+
+    b = ServicesBackends.for_state(paths, environ)
+    con = psycopg2.connect(host=b.pg_host, port=b.pg_port, user=b.pg_user, password=b.pg_password or None,
+                           dbname="postgres", connect_timeout=5)
+    con.autocommit = True
+    dropped = []
+    try:
+        with con.cursor() as cur:
+            for role in ServicesBackends.DATABASES:
+                name = b.dbname(role)
+                cur.execute("select 1 from pg_database where datname = %s", (name,))
+                if cur.fetchone():
+                    cur.execute(f'drop database "{name}" with (force)')
+                    dropped.append(name)
+    finally:
+        con.close()
+    client = redis.Redis.from_url(b.redis_url, socket_connect_timeout=5)
+    keys = list(client.scan_iter(match=b.redis_prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    return dropped
 
 
 # --------------------------------------------------------------------------------------------
@@ -809,7 +1076,9 @@ def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
     from airflow.models.pool import Pool
     from airflow.utils.session import create_session
 
-    name, slots, description = WAREHOUSE_POOL
+    # one writer at a time on DuckDB; PostgreSQL takes concurrent writers
+    on_postgres = environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres"
+    name, slots, description = WAREHOUSE_POOL_SERVICES if on_postgres else WAREHOUSE_POOL
     Pool.create_or_update_pool(name, slots, description, include_deferred=False)
     with create_session() as session:
         for spec in _connections(paths, environ):
@@ -855,7 +1124,7 @@ def run_init(environ: Mapping[str, str] | None = None) -> None:
     ensure_admin_password(paths, env)
     _airflow_metadata(paths, env)
     _dbt_docs(paths, env.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
-    print(f"init done: metadata DB, admin password, pool {WAREHOUSE_POOL[0]}, connections, dbt manifest + docs")
+    print(f"init done: metadata DB, admin password, pool {WAREHOUSE_POOL[0]}, connections, dbt manifest + docs", flush=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -897,7 +1166,8 @@ def _port_free(host: str, port: int) -> bool:
 
 def _cmd_up(ns: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
-    if all(_alive(paths, s) for s in LONG_RUNNING):
+    profile = check_profile(ns.profile)
+    if recorded_profile(paths) == profile and all(_alive(paths, s) for s in PROFILE_SERVICES[profile]):
         print(attach(paths).describe())
         print("already running; `make down` stops it")
         return 0
@@ -906,8 +1176,8 @@ def _cmd_up(ns: argparse.Namespace) -> int:
         print(f"stopped leftovers: {', '.join(stopped)}")
     ports = Ports.from_env()
     t0 = time.monotonic()
-    print(f"starting the dev stack in {paths.root} (init: metadata DB, dbt docs; then the services) ...", flush=True)
-    stack = start_stack(paths, ports)
+    print(f"starting the dev stack ({profile} profile) in {paths.root} (init: metadata DB, dbt docs; then the services) ...", flush=True)
+    stack = start_stack(paths, ports, profile=profile)
     try:
         stack.wait_healthy(timeout_s=ns.timeout)
     except DevStackError:
@@ -926,7 +1196,7 @@ def _cmd_down(ns: argparse.Namespace) -> int:
 
 def _cmd_status(ns: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
-    alive = {s: _alive(paths, s) for s in LONG_RUNNING}
+    alive = {s: _alive(paths, s) for s in PROFILE_SERVICES[recorded_profile(paths)]}
     for s, ok in alive.items():
         print(f"  {s:24s} {'running' if ok else 'stopped'}")
     if any(alive.values()):
@@ -952,21 +1222,36 @@ def _cmd_check_http(ns: argparse.Namespace) -> int:
     return 0 if http_ok(ns.url) else 1
 
 
+def celery_ping(node: str, timeout_s: float = 5) -> bool:
+    """The Celery worker `node` answers a ping over the broker (run in the workers' environment)."""
+    from airflow.providers.celery.executors.celery_executor import app
+
+    return bool(app.control.ping(destination=[node], timeout=timeout_s))
+
+
+def _cmd_check_celery(ns: argparse.Namespace) -> int:
+    return 0 if celery_ping(ns.node) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/dev_stack.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the stack in the background and wait until healthy")
     up.add_argument("--timeout", type=float, default=300)
+    up.add_argument("--profile", choices=PROFILES, default=os.environ.get("CLOSEDLOOP_PROFILE") or "embedded",
+                    help="embedded (SQLite, DuckDB, LocalExecutor) or services (PostgreSQL, Redis + Celery, MLflow server)")
     sub.add_parser("down", help="stop the stack of $CLOSEDLOOP_HOME")
     sub.add_parser("status", help="which services run")
     sub.add_parser("init", help="service command: metadata DB, admin password, pool, connections, dbt docs")
     sub.add_parser("dbt-docs", help="service command: serve the dbt docs site")
     check = sub.add_parser("check-http", help="exit 0 if URL answers 2xx/3xx (healthchecks)")
     check.add_argument("url")
+    ping = sub.add_parser("check-celery", help="exit 0 if Celery worker NODE answers a ping (healthchecks)")
+    ping.add_argument("node", help="worker node name, e.g. worker-1@$HOSTNAME")
     ns = parser.parse_args(argv)
     handler = {
         "up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "init": _cmd_init,
-        "dbt-docs": _cmd_dbt_docs, "check-http": _cmd_check_http,
+        "dbt-docs": _cmd_dbt_docs, "check-http": _cmd_check_http, "check-celery": _cmd_check_celery,
     }[ns.cmd]
     try:
         return handler(ns)

@@ -28,7 +28,12 @@ COMPOSE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 SECRET_VARS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
-AIRFLOW_SERVICES = ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+AIRFLOW_SERVICES = (
+    "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+    "airflow-worker-1", "airflow-worker-2",
+)
+#: Servers from their own images (no command of ours).
+SERVERS = {"postgres", "redis"}
 
 
 def dev_stack() -> ModuleType:
@@ -79,20 +84,23 @@ def rendered() -> dict[str, Any]:
 def test_compose_config_is_valid_and_every_service_runs_the_native_command(rendered) -> None:
     ds = dev_stack()
     services = rendered["services"]
-    assert set(services) == set(ds.SERVICE_COMMANDS) | {"postgres"}
+    assert set(services) == set(ds.SERVICE_COMMANDS) | SERVERS
     for name, argv in ds.SERVICE_COMMANDS.items():
         assert services[name]["command"] == list(argv), name
-    # one image built from the Dockerfile for everything but the database
-    builds = {(s["build"]["context"], s["build"]["dockerfile"]) for n, s in services.items() if n != "postgres"}
+    # one image built from the Dockerfile for everything but the servers
+    builds = {(s["build"]["context"], s["build"]["dockerfile"]) for n, s in services.items() if n not in SERVERS}
     assert builds == {(str(ROOT), "Dockerfile")}
-    assert {s.get("image") for n, s in services.items() if n != "postgres"} == {"closedloop:dev"}
+    assert {s.get("image") for n, s in services.items() if n not in SERVERS} == {"closedloop:dev"}
 
 
 def test_the_native_stack_starts_what_compose_starts() -> None:
-    """`make up` runs init first and then exactly the compose services, with the table's argv."""
+    """`make up PROFILE=services` runs init first and then exactly the compose services, with the table's argv."""
     ds = dev_stack()
     assert ds.INIT_SERVICE == "airflow-init"
-    assert set(ds.LONG_RUNNING) | {ds.INIT_SERVICE} == set(ds.SERVICE_COMMANDS)
+    assert set(ds.PROFILE_SERVICES["services"]) | {ds.INIT_SERVICE} == set(ds.SERVICE_COMMANDS)
+    # embedded: the same minus the Celery workers (its LocalExecutor runs the tasks)
+    assert set(ds.PROFILE_SERVICES["embedded"]) == set(ds.PROFILE_SERVICES["services"]) - set(ds.CELERY_WORKERS)
+    assert len(ds.CELERY_WORKERS) >= 2
     resolved = ds.resolve_argv(ds.SERVICE_COMMANDS["airflow-scheduler"])
     assert resolved == [str(Path(sys.executable).parent / "airflow"), "scheduler"]
     assert ds.resolve_argv(ds.SERVICE_COMMANDS["dbt-docs"])[0] == sys.executable
@@ -105,6 +113,11 @@ def test_airflow_services_share_the_settings_table_and_the_services_profile(rend
     for name in AIRFLOW_SERVICES + ("dbt-docs",):
         env = {k: str(v) for k, v in rendered["services"][name]["environment"].items()}
         assert {k: env.get(k) for k in ds.AIRFLOW_SETTINGS} == ds.AIRFLOW_SETTINGS, name
+        assert {k: env.get(k) for k in ds.CELERY_SETTINGS} == ds.CELERY_SETTINGS, name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == ds.EXECUTORS["services"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
+        # the result backend is the metadata database
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert env["CLOSEDLOOP_DBT_TARGET"] == "postgres"
         assert env["CLOSEDLOOP_OPS_DB_URL"].startswith("postgresql+psycopg2://")
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
@@ -126,8 +139,13 @@ def test_healthchecks_named_volumes_and_start_order(raw, rendered) -> None:
     for name, svc in services.items():
         if name != "airflow-init":
             assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
-    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "mlflow", "dbt-docs"):
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                 "airflow-worker-1", "airflow-worker-2", "mlflow", "dbt-docs"):
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+    for name in ("airflow-worker-1", "airflow-worker-2"):  # workers are pinged over the broker, by their node name
+        assert "scripts/dev_stack.py check-celery" in services[name]["healthcheck"]["test"][1]
+        assert "closedloop-state:/var/lib/closedloop" in raw["services"][name]["volumes"]  # task logs, state
     assert services["airflow-init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert set(raw["volumes"]) == {"postgres-data", "closedloop-state", "mlflow-artifacts"}
     mounted = {v.split(":")[0] for s in raw["services"].values() for v in s.get("volumes", [])}
@@ -299,3 +317,50 @@ def test_a_service_that_dies_during_start_up_is_restarted_then_reported(tmp_path
         stack.stop()
     time.sleep(0.1)
     assert not ds._alive(paths, "dbt-docs")
+
+
+def test_services_profile_env_points_airflow_and_the_library_at_this_state_dirs_databases(tmp_path: Path, monkeypatch) -> None:
+    from training.paths import StatePaths
+    from training.warehouse import WarehouseSettings
+
+    ds = dev_stack()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://someone-elses-server:5000")  # must not leak in
+    paths, other = StatePaths(tmp_path / "a"), StatePaths(tmp_path / "b")
+    ports = ds.Ports(airflow=18123, mlflow=18124)
+    env = ds.service_env("airflow-worker-1", paths, ports, "services")
+    b = ds.ServicesBackends.for_state(paths)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == b.url("airflow") == f"postgresql+psycopg2://postgres@127.0.0.1:5432/{b.stack_id}_airflow"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + b.url("airflow")
+    assert env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] == f"{b.stack_id}:"
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:18124"
+    assert env["CLOSEDLOOP_OPS_DB_URL"] == b.url("ops")
+    # the warehouse the stages open is the database dbt builds and init creates
+    wh = WarehouseSettings.from_env(env)
+    assert (wh.backend, wh.pg_dbname) == ("postgres", f"{b.stack_id}_warehouse")
+    init = ds.service_env("airflow-init", paths, ports, "services")
+    assert sorted(u.rsplit("/", 1)[1] for u in ds._postgres_databases(init)) == sorted(b.dbname(r) for r in b.DATABASES)
+    assert ds.service_env("mlflow", paths, ports, "services")["MLFLOW_BACKEND_STORE_URI"] == b.url("mlflow")
+    # another state dir, other databases and keys: stacks share the servers without colliding
+    assert ds.ServicesBackends.for_state(other).stack_id != b.stack_id
+    # embedded stays embedded whatever the caller's environment says
+    monkeypatch.setenv("CLOSEDLOOP_DBT_TARGET", "postgres")
+    embedded = {**ds._inherited(os.environ), **ds.service_env("airflow-scheduler", paths, ports)}
+    assert embedded["AIRFLOW__CORE__EXECUTOR"] == "closedloop.warm_executor.WarmLocalExecutor"
+    assert "CLOSEDLOOP_DBT_TARGET" not in embedded and "MLFLOW_TRACKING_URI" not in embedded
+    with pytest.raises(ds.DevStackError, match="unknown profile 'cloud': choose one of embedded, services"):
+        ds.airflow_env(paths, ports, "cloud")  # type: ignore[arg-type]
+    with pytest.raises(ds.DevStackError, match="Celery workers belong to the services profile"):
+        ds.start_stack(paths, ds.Ports.free(), services=("airflow-worker-1",))
+
+
+def test_services_stack_refuses_to_start_without_redis_and_says_how_to_start_it(tmp_path: Path, monkeypatch) -> None:
+    from training.paths import StatePaths
+
+    ds = dev_stack()
+    if not _pg_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
+    monkeypatch.setenv("CLOSEDLOOP_REDIS_URL", f"redis://127.0.0.1:{ds._free_port()}/0")  # nothing listens there
+    with pytest.raises(ds.DevStackError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 does not answer .*redis-server --daemonize yes"):
+        ds.start_stack(StatePaths(tmp_path / "state"), ds.Ports.free(), profile="services")
+    assert not (tmp_path / "state" / "devstack" / "logs" / "airflow-init.log").exists()  # refused before init

@@ -17,7 +17,14 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import FEATURES, PREDICTIONS
-from closedloop.runtime import WAREHOUSE_POOL, default_args, event_extras, load_runtime, parse_config
+from closedloop.runtime import (
+    MAX_ACTIVE_WRITER_RUNS,
+    WAREHOUSE_POOL,
+    default_args,
+    event_extras,
+    load_runtime,
+    parse_config,
+)
 
 EXECUTION = parse_config().execution
 
@@ -27,7 +34,7 @@ EXECUTION = parse_config().execution
     schedule=[FEATURES],
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=MAX_ACTIVE_WRITER_RUNS,  # each run replaces its own day's partitions
     tags=["closedloop", "ml"],
     doc_md=__doc__,
     params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},

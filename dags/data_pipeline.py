@@ -55,6 +55,7 @@ NO_RETRY_GATE = 0
         else None
     ),
     catchup=False,
+    # days in order on every profile: a day's point-in-time features read the earlier days' raw rows
     max_active_runs=1,
     tags=["closedloop", "data"],
     doc_md=__doc__,

@@ -149,6 +149,8 @@ WAREHOUSE_POOL = ("duckdb_writer", 1, "DuckDB allows one writer at a time")
 #: On PostgreSQL the warehouse takes concurrent writers: the same pool, wide, so two DAG runs
 #: writing different intervals run at once.
 WAREHOUSE_POOL_SERVICES = ("duckdb_writer", 16, "warehouse writers (PostgreSQL: concurrent writers are fine)")
+#: dbt rebuilds whole marts: one build at a time on any warehouse (closedloop.runtime.DBT_POOL).
+DBT_POOL_SERVICES = ("dbt_build", 1, "one dbt build of the marts at a time")
 DBT_DOCS_HOST_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_HOST"
 DBT_DOCS_PORT_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_PORT"
 MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"  # links from the model-health page
@@ -313,6 +315,9 @@ class ServicesBackends:
             "MLFLOW_TRACKING_URI": mlflow_url,
             "CLOSEDLOOP_OPS_DB_URL": self.url("ops"),
             "CLOSEDLOOP_DBT_TARGET": "postgres",
+            # writers of different intervals run at once; dbt builds stay one at a time
+            "CLOSEDLOOP_DBT_POOL": DBT_POOL_SERVICES[0],
+            "CLOSEDLOOP_MAX_ACTIVE_WRITER_RUNS": "4",
             "CLOSEDLOOP_PG_HOST": self.pg_host,
             "CLOSEDLOOP_PG_PORT": str(self.pg_port),
             "CLOSEDLOOP_PG_USER": self.pg_user,
@@ -1080,6 +1085,8 @@ def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
     on_postgres = environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres"
     name, slots, description = WAREHOUSE_POOL_SERVICES if on_postgres else WAREHOUSE_POOL
     Pool.create_or_update_pool(name, slots, description, include_deferred=False)
+    if on_postgres:
+        Pool.create_or_update_pool(*DBT_POOL_SERVICES, include_deferred=False)
     with create_session() as session:
         for spec in _connections(paths, environ):
             found = session.query(Connection).filter(Connection.conn_id == spec["conn_id"]).one_or_none()

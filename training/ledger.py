@@ -32,7 +32,7 @@ data_versions = sa.Table(
     sa.Column("raw_transactions_md5", sa.String(64)),
     sa.Column("raw_chargebacks_md5", sa.String(64)),
     sa.Column("dbt_invocation_id", sa.String(64)),
-    sa.Column("gx_run_id", sa.String(128)),
+    sa.Column("gx_run_id", sa.Text),  # one run id per gated feed, joined: no fixed bound
     sa.Column("gx_success", sa.Boolean),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )

@@ -37,6 +37,10 @@ WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
 #: on dbt's `__dbt_tmp` relations), so dbt gets a pool of its own with one slot. On DuckDB the
 #: single-writer pool already serialises it (the default); the services profile sets `dbt_build`.
 DBT_POOL = os.environ.get("CLOSEDLOOP_DBT_POOL") or WAREHOUSE_POOL
+#: Runs at once of a DAG that only replaces its own interval's partitions (batch_inference): 1 on
+#: DuckDB (one writer anyway), more on PostgreSQL. data_pipeline stays at 1 on every profile: a
+#: day's point-in-time features need the earlier days' raw rows loaded first.
+MAX_ACTIVE_WRITER_RUNS = int(os.environ.get("CLOSEDLOOP_MAX_ACTIVE_WRITER_RUNS") or 1)
 
 
 def load_runtime() -> tuple[Any, Any]:

@@ -40,7 +40,9 @@ def _run_days(paths: StatePaths, cfg: Config, days: list[dt.date]) -> dict:
     for day in days:
         feats = quality.load_warehouse_batch(day, paths, table="ml.ml_transaction_features")
         quality.gate("ml_transaction_features", feats, day, paths)
-        extras[day] = ingest.publish(paths, day, *_bounds(day))
+        # lineage as the DAG passes it: one GX run id per gated feed, joined (long on purpose)
+        lineage = {"gx_run_id": ";".join(f"run__{day}__{suite}@20260101T000000.000000Z" for suite in "abcde")}
+        extras[day] = ingest.publish(paths, day, *_bounds(day), lineage=lineage)
     # a re-run of the last day replaces its partitions
     relanded = ingest.land(paths, cfg, days[-1])
     ingest.load_raw(paths, relanded)

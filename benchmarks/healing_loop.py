@@ -23,9 +23,10 @@ monitored from day 28):
 * `none`     - the first champion serves throughout; the monitor still runs (its triggers are
   recorded as rejected retrains) to show detection and false alarms.
 
-The model is the replay's light logistic regression (`monitoring_replay.fit_champion`, fitted on the
-split's train rows; the validation split is unused: no hyperparameter search), not train_model's
-search: it costs a second, and both retraining policies use it. Promotion is the project's real
+The model is train_model's final fit (`train.fit_final`: xgboost, cross-fitted sigmoid calibration,
+on the split's train + validation rows with its weights) at one fixed point of its grid
+(`XGB_PARAMS`), without the hyperparameter search (seconds instead of minutes a retrain); the first
+champion and both retraining policies use it. Promotion is the project's real
 `gates.evaluate_gates` on the split's holdout (floors, recovery floors, paired-bootstrap
 non-regression, slices, calibration; signature/latency/size trivially equal). A promoted champion's
 drift reference is the last `drift.reference_days` of its data, scored by it (as
@@ -56,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training import datasets, drift_job, gates, monitoring, retrain_deferral
+from training import datasets, drift_job, gates, monitoring, retrain_deferral, tracking, train
 from training import monitoring_replay as mr
 from training.config import Config, load_config, with_overrides
 from training.metrics import compute_metrics
@@ -70,7 +71,10 @@ WEEKLY_EVERY = 7
 SEASONAL = {"kind": "weekly_seasonality", "from_day": 0}
 WORLDS: dict[str, list[dict[str, Any]]] = {
     "concept": [SEASONAL, {"kind": "fraud_mechanism_shift", "from_day": ONSET}],
-    "covariate": [SEASONAL, {"kind": "gradual_amount_drift", "from_day": ONSET, "params": {"daily_rate": 0.03}}],
+    "covariate": [
+        SEASONAL,
+        {"kind": "gradual_amount_drift", "from_day": ONSET, "params": {"daily_rate": 0.03}},
+    ],
     "seasonality": [SEASONAL],
 }
 POLICIES = ("project", "weekly", "none")
@@ -87,7 +91,9 @@ class Champion:
 @dataclass
 class Outcome:
     triggers: list[dt.date] = field(default_factory=list)
-    retrains: list[tuple[dt.date, str, bool, str]] = field(default_factory=list)  # day, window, promoted, policy
+    retrains: list[tuple[dt.date, str, bool, str]] = field(
+        default_factory=list
+    )  # day, window, promoted, policy
     promoted_serving_from: list[dt.date] = field(default_factory=list)
     deferred_days: int = 0
 
@@ -105,17 +111,63 @@ def world_config(name: str, rows_per_day: int) -> Config:
     )
 
 
+def with_slices(feats: pd.DataFrame) -> pd.DataFrame:
+    """The mart's slice columns (country_bucket, amount_band), which the gates' slice gate needs."""
+    bucket = np.where(feats["country"] == feats["customer_home_country"], "domestic", "foreign")
+    band = pd.cut(
+        feats["amount"],
+        [0, 10, 100, 500, np.inf],
+        right=False,
+        labels=["lt_10", "10_100", "100_500", "ge_500"],
+    ).astype(str)
+    return feats.assign(country_bucket=bucket, amount_band=band)
+
+
 def signature(cfg: Config) -> list[dict[str, str]]:
     return [{"name": c, "type": "double"} for c in cfg.model.numeric_features] + [
         {"name": c, "type": "string"} for c in cfg.model.categorical_features
     ]
 
 
+#: One fixed point of train.py's xgboost grid (no search: a retrain costs seconds, not minutes).
+XGB_PARAMS = {
+    "n_estimators": 120,
+    "max_depth": 4,
+    "learning_rate": 0.1,
+    "min_child_weight": 5,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+}
+
+
+def fit_frame(splits: datasets.Splits) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """train + validation, as train_model's final fit (the validation only picks hyperparameters)."""
+    frame = pd.concat([splits.train, splits.validation], ignore_index=True)
+    w = (
+        None
+        if splits.train_weight is None
+        else np.concatenate([splits.train_weight, np.ones(len(splits.validation))])
+    )
+    return frame, w
+
+
+def fit_model(
+    cfg: Config, frame: pd.DataFrame, weight: np.ndarray | None, seed: int
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """train.py's final fit (xgboost, cross-fitted `model.calibration`) at `XGB_PARAMS`; its scorer."""
+    final = train.fit_final(cfg, "xgboost", XGB_PARAMS, frame, seed, weight)
+
+    def score(x: pd.DataFrame) -> np.ndarray:
+        return tracking.score(final.model, datasets.prepare_features(x, cfg.model))
+
+    return score
+
+
 def train_and_gate(
     cfg: Config, matured: pd.DataFrame, champion: Champion, splits: datasets.Splits, seed: int
 ) -> tuple[Champion | None, gates.GateDecision]:
     """Fit on `splits.train`, judge with the project's gates on `splits.holdout` against `champion`."""
-    score = mr.fit_champion(splits.train, cfg, seed=seed)
+    score = fit_model(cfg, *fit_frame(splits), seed)
     hold = splits.holdout
     t0 = time.perf_counter()
     ch_scores = score(hold)
@@ -172,9 +224,12 @@ def run_policy(
         new, decision = train_and_gate(cfg, matured, champ, splits, seed=cfg.training.seed)
         window = f"{how} {splits.train_range[0]}..{splits.holdout_range[1]}"
         out.retrains.append((day, window, new is not None, decision.policy))
-        print(f"    {policy} {day}: retrain {window} -> {'promoted' if new else 'rejected'} ({decision.policy}; "
-              f"PR-AUC {decision.challenger_metrics['pr_auc']:.3f} vs {decision.metrics.get('champion_pr_auc', float('nan')):.3f}; "
-              f"failed {[g.name for g in decision.failed]})", file=sys.stderr)
+        print(
+            f"    {policy} {day}: retrain {window} -> {'promoted' if new else 'rejected'} ({decision.policy}; "
+            f"PR-AUC {decision.challenger_metrics['pr_auc']:.3f} vs {decision.metrics.get('champion_pr_auc', float('nan')):.3f}; "
+            f"failed {[g.name for g in decision.failed]})",
+            file=sys.stderr,
+        )
         if new is None:
             return False
         champ = new
@@ -205,14 +260,25 @@ def run_policy(
             else:
                 out.deferred_days += 1
         window = drift_job.measure_interval(
-            paths, cfg, day, reference=champ.reference, reference_scores=None,
-            holdout_metrics=champ.metrics, version=str(champ.version), load_window=load_window,
-            load_labels=load_labels, save_html=False,
+            paths,
+            cfg,
+            day,
+            reference=champ.reference,
+            reference_scores=None,
+            holdout_metrics=champ.metrics,
+            version=str(champ.version),
+            load_window=load_window,
+            load_labels=load_labels,
+            save_html=False,
         )
         history = monitoring.assemble_history(history, window)
         decision = monitoring.decide(
-            cfg, history, now_window_end=day, last_promotion_or_retrain_at=last_retrain,
-            retrain_in_flight=pending is not None, current_champion_version=str(champ.version),
+            cfg,
+            history,
+            now_window_end=day,
+            last_promotion_or_retrain_at=last_retrain,
+            retrain_in_flight=pending is not None,
+            current_champion_version=str(champ.version),
             past_triggers=list(past),
         )
         if not decision.trigger:
@@ -226,7 +292,9 @@ def run_policy(
         anchor, _ = datasets.onset_from_evidence(decision.evidence, lag)
         if anchor is not None and (day - lag * DAY - anchor).days + 1 < needed:
             pending = anchor
-            print(f"    {policy} {day}: trigger ({decision.reason}), onset {anchor}: deferred", file=sys.stderr)
+            print(
+                f"    {policy} {day}: trigger ({decision.reason}), onset {anchor}: deferred", file=sys.stderr
+            )
             continue
         promoted = retrain(day, anchor)
         past[-1] = PastTrigger(day, "promoted" if promoted else "rejected")
@@ -244,17 +312,24 @@ def run(name: str, rows_per_day: int, weeks: int) -> list[dict[str, Any]]:
     start = cfg.simulator.start_date
     day = {i: start + i * DAY for i in range(total)}
     t0 = time.perf_counter()
-    feats = mr.simulated_features(cfg.simulator, total, label_maturity_days=cfg.windows.label_maturity_days)
+    feats = with_slices(
+        mr.simulated_features(cfg.simulator, total, label_maturity_days=cfg.windows.label_maturity_days)
+    )
     base = feats[feats.batch_date < day[TRAIN_DAYS]].reset_index(drop=True)
     splits = datasets.split_windows(base, cfg.windows)
-    score = mr.fit_champion(splits.train, cfg, seed=cfg.training.seed)
+    score = fit_model(cfg, *fit_frame(splits), cfg.training.seed)
     ref = base[base.batch_date >= day[TRAIN_DAYS - cfg.drift.reference_days]]
     first = Champion(
-        1, score, ref.assign(score=score(ref), model_version="1"),
+        1,
+        score,
+        ref.assign(score=score(ref), model_version="1"),
         compute_metrics(splits.holdout[cfg.model.target], score(splits.holdout), cfg.model),
     )
-    print(f"  {name}: {len(feats)} rows simulated + first champion in {time.perf_counter() - t0:.0f} s "
-          f"(holdout PR-AUC {first.metrics['pr_auc']:.3f})", file=sys.stderr)
+    print(
+        f"  {name}: {len(feats)} rows simulated + first champion in {time.perf_counter() - t0:.0f} s "
+        f"(holdout PR-AUC {first.metrics['pr_auc']:.3f})",
+        file=sys.stderr,
+    )
     onset = day[ONSET]
     drifted = name != "seasonality"
     days = [day[i] for i in range(TRAIN_DAYS, total)]
@@ -267,28 +342,35 @@ def run(name: str, rows_per_day: int, weeks: int) -> list[dict[str, Any]]:
         false = [d for d in out.triggers if not drifted or d < onset]
         after = [d for d in out.triggers if drifted and d >= onset]
         served = [d for d in out.promoted_serving_from if d >= onset]
-        rows.append({
-            "world": name,
-            "policy": policy,
-            "detect": (after[0] - onset).days + 1 if after else "-",
-            "new champ": (served[0] - onset).days + 1 if served else "-",
-            "PR-AUC post": round(pr_auc(cfg, post, scores), 3),
-            "PR-AUC last5": round(pr_auc(cfg, last5, scores), 3),
-            "false trig": len(false) if policy != "weekly" else "n/a",
-            "triggers": len(out.triggers) if policy != "weekly" else "n/a",
-            "retrains": len(out.retrains),
-            "promoted": len(out.promoted_serving_from),
-            "s": round(time.perf_counter() - t1),
-        })
-        print(f"  {name}/{policy}: triggers {[str(d) for d in out.triggers]}; retrains "
-              f"{[(str(d), w, p, g) for d, w, p, g in out.retrains]}", file=sys.stderr)
+        rows.append(
+            {
+                "world": name,
+                "policy": policy,
+                "detect": (after[0] - onset).days + 1 if after else "-",
+                "new champ": (served[0] - onset).days + 1 if served else "-",
+                "PR-AUC post": round(pr_auc(cfg, post, scores), 3),
+                "PR-AUC last5": round(pr_auc(cfg, last5, scores), 3),
+                "false trig": len(false) if policy != "weekly" else "n/a",
+                "triggers": len(out.triggers) if policy != "weekly" else "n/a",
+                "retrains": len(out.retrains),
+                "promoted": len(out.promoted_serving_from),
+                "s": round(time.perf_counter() - t1),
+            }
+        )
+        print(
+            f"  {name}/{policy}: triggers {[str(d) for d in out.triggers]}; retrains "
+            f"{[(str(d), w, p, g) for d, w, p, g in out.retrains]}",
+            file=sys.stderr,
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows-per-day", type=int, default=3000, help="weekday rows (weekends x2)")
-    parser.add_argument("--weeks", type=int, default=6, help="weeks of replayed days after the first champion")
+    parser.add_argument(
+        "--weeks", type=int, default=6, help="weeks of replayed days after the first champion"
+    )
     parser.add_argument("--only", choices=sorted(WORLDS), help="run one world only")
     args = parser.parse_args(argv)
     if TRAIN_DAYS + 7 * args.weeks < ONSET + 14:
@@ -299,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{TRAIN_DAYS + 7 * args.weeks - 1}), onset day {ONSET}; config/closedloop.yaml: label maturity "
         f"{cfg.windows.label_maturity_days} d, windows {cfg.windows.training_days}/{cfg.windows.validation_days}/"
         f"{cfg.windows.holdout_days} d, min_post_onset_days {cfg.training.drift_aware.min_post_onset_days}, "
-        f"storm cap {cfg.drift.storm.max_triggers}/{cfg.drift.storm.period_days} d; model: replay logistic "
-        "regression; promotion: gates.evaluate_gates on the split's holdout"
+        f"storm cap {cfg.drift.storm.max_triggers}/{cfg.drift.storm.period_days} d; model: train.fit_final xgboost "
+        f"{XGB_PARAMS} (no search), fitted on train+validation; promotion: gates.evaluate_gates on the split's holdout"
     )
     t0 = time.perf_counter()
     rows = []

@@ -424,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows).set_index(["world", "policy"])
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string())
+    print(
+        "detect / new champ: days from the onset (1 = onset day) to the first trigger / to the first day a "
+        "champion promoted after it serves; PR-AUC post / last5: the serving scores from the onset / over "
+        "the last 5 days; false trig: triggers in the seasonality world or before the onset; weekly runs no monitor"
+    )
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

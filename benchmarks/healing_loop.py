@@ -39,7 +39,7 @@ the onset; PR-AUC last5 = over the last 5 days of the run.
 
     .venv/bin/python benchmarks/healing_loop.py [--rows-per-day 3000] [--weeks 6] [--only concept]
 
-Measured in one run on the 2-core dev machine (shared with other jobs; 7 min wall), defaults (3000
+Measured in one run on the 2-core dev machine (shared with other jobs; 7-8 min wall, the same table on a re-run), defaults (3000
 weekday rows a day, weekends x2; 6 weeks replayed = days 28..69 = 2026-01-29..03-11; onset day 42 =
 2026-02-12; config/closedloop.yaml: labels mature 5 days, windows 21/3/3, min_post_onset_days 7,
 storm cap 2 in 28 days; first champion's holdout PR-AUC 0.718):

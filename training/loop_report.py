@@ -176,26 +176,36 @@ def healing_verdict(paths: StatePaths, cfg: Config) -> HealingVerdict:
              if m["action"] == "promote" and str(m.get("trigger_reason") or "").startswith("drift_monitor")]
     new = str(moves[0]["to_version"])
     metric = cfg.model.primary_metric
-    rows = sorted(
-        (r for r in monitoring.latest_decisions(paths, limit=10_000)
-         if str(r.get("champion_version")) == new and str(r.get("scored_by_version") or "") == new),
-        key=lambda r: r["window_end"],
-    )
     floor = cfg.gates.floors.get(metric)
     if floor is None:
         return HealingVerdict(True, False, f"gates.floors has no {metric} floor to judge recovery against")
-    for r in rows:
-        perf = r.get("performance") or {}
-        value = (perf.get("window") or {}).get(metric)
-        if value is None:
+    # a window's performance signal looks at an older, matured period: judge the first one whose
+    # days were all scored by the new champion (the drift window itself says nothing about labels)
+    for window in monitoring.history(paths, champion_version=new, limit=1000):
+        perf = window.signal("performance")
+        value = (window.performance or {}).get(metric)
+        if value is None or perf.start is None or perf.end is None:
             continue  # labels not matured yet, or too few positives to measure
+        if _champion_versions(paths, perf.start, perf.end) != {new}:
+            continue  # some of those days were still scored by the old champion
         ok = float(value) >= float(floor)
-        monitor = perf.get("floor")
-        why = (f"v{new}'s first matured live window (ending {r['window_end']}) scored {metric} {float(value):.3f} "
-               f"{'>=' if ok else '<'} the champion floor {float(floor):.3f} (gates.floors)"
-               + (f"; the monitor's own floor for v{new} is {float(monitor):.3f}" if monitor is not None else ""))
-        return HealingVerdict(True, ok, why, str(r["window_end"]), float(value), float(floor))
+        why = (f"v{new}'s first live window with matured labels ({perf.start}..{perf.end}, judged "
+               f"{window.window_end}) scored {metric} {float(value):.3f} {'>=' if ok else '<'} the champion "
+               f"floor {float(floor):.3f} (gates.floors)"
+               + (f"; the monitor's own floor for v{new} is {float(perf.threshold):.3f}" if perf.threshold else ""))
+        return HealingVerdict(True, ok, why, str(perf.end), float(value), float(floor))
     return HealingVerdict(False, False, f"no window scored only by v{new} has matured labels yet")
+
+
+def _champion_versions(paths: StatePaths, start: dt.date, end: dt.date) -> set[str]:
+    """The model versions whose @champion scores are in published.predictions for days start..end."""
+    frame = _warehouse_frame(
+        paths,
+        "select distinct cast(model_version as varchar) as v from published.predictions "
+        f"where alias = 'champion' and batch_date between '{start.isoformat()}' and '{end.isoformat()}'",
+        ("published", "predictions"),
+    )
+    return set() if frame.empty else {str(v) for v in frame["v"]}
 
 
 def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Path,

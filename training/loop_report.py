@@ -39,6 +39,7 @@ class HealingVerdict:
     window_end: str | None = None
     matured_metric: float | None = None
     floor: float | None = None
+    judged_on: str | None = None  # the day the monitor measured that window (the chart's x)
 
 
 def _warehouse_frame(paths: StatePaths, sql: str, table: tuple[str, str]) -> pd.DataFrame:
@@ -193,7 +194,7 @@ def healing_verdict(paths: StatePaths, cfg: Config) -> HealingVerdict:
                f"{window.window_end}) scored {metric} {float(value):.3f} {'>=' if ok else '<'} the champion "
                f"floor {float(floor):.3f} (gates.floors)"
                + (f"; the monitor's own floor for v{new} is {float(perf.threshold):.3f}" if perf.threshold else ""))
-        return HealingVerdict(True, ok, why, str(perf.end), float(value), float(floor))
+        return HealingVerdict(True, ok, why, str(perf.end), float(value), float(floor), str(window.window_end))
     return HealingVerdict(False, False, f"no window scored only by v{new} has matured labels yet")
 
 
@@ -235,8 +236,8 @@ def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Pat
                 ax.annotate("retrain", (day, 0.02), color="#de2d26", ha="center", fontsize=8)
     if healing is not None and healing.floor is not None:
         ax.axhline(healing.floor, color="#e6550d", ls="--", lw=1, label=f"{cfg.model.primary_metric} floor (gates.floors)")
-    if healing is not None and healing.settled and healing.window_end:
-        mark = pd.Timestamp(healing.window_end)
+    if healing is not None and healing.settled and healing.judged_on:
+        mark = pd.Timestamp(healing.judged_on)
         ax.annotate("recovered" if healing.recovered else "not recovered", (mark, healing.matured_metric or 0),
                     xytext=(0, 12), textcoords="offset points", ha="center", fontsize=9, fontweight="bold",
                     color="#31a354" if healing.recovered else "#de2d26")
@@ -258,6 +259,7 @@ def write_json(table: pd.DataFrame, moves: list[dict[str, Any]], verdict: LoopVe
         "healing": None if healing is None else {
             "settled": healing.settled, "recovered": healing.recovered, "why": healing.why,
             "window_end": healing.window_end, "matured_metric": healing.matured_metric, "floor": healing.floor,
+            "judged_on": healing.judged_on,
         },
         "days": json.loads(table.to_json(orient="records")), "alias_moves": moves,
     }, indent=2, default=str))

@@ -776,10 +776,11 @@ def test_past_triggers_read_their_outcome_from_the_registry_audit(state: StatePa
         mon.record_decision(state, w, mon.Decision(True, "data_drift", {}, "t"), triggered_run_id=run)
     mon.record_decision(state, ev(4), mon.Decision(False, "no_breach", {}, "n"))
     name = base_config.model.name
-    registry._insert(state, model_name=name, action="reject", to_version="4", airflow_run_id="manual__a",
-                     idempotency_key="k1")
-    registry._insert(state, model_name=name, action="promote", to_version="5", airflow_run_id="manual__b",
-                     idempotency_key="k2")
+    with registry._locked(state, name) as conn:  # audit rows as the registry writes them
+        registry._insert(conn, model_name=name, action="reject", to_version="4", airflow_run_id="manual__a",
+                         idempotency_key="k1")
+        registry._insert(conn, model_name=name, action="promote", to_version="5", airflow_run_id="manual__b",
+                         idempotency_key="k2")
     got = drift_job.past_triggers(state, base_config)
     assert [(t.window_end.day, t.outcome) for t in got] == [(2, "rejected"), (3, "promoted"), (4, "pending")]
 

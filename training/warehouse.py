@@ -442,12 +442,3 @@ def is_missing_relation(exc: BaseException) -> bool:
         return isinstance(exc, (errors.UndefinedColumn, errors.UndefinedTable))
     except ImportError:  # pragma: no cover
         return False
-
-
-# kept for callers that pass a session around
-def scalar(con: Session, sql: str, params: list | None = None) -> Any:
-    return con.scalar(sql, params or [])
-
-
-def table_exists(con: Session, schema: str, table: str) -> bool:
-    return con.table_exists(schema, table)

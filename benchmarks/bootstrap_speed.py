@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bootstrap_speed.py [--rows 20000] [--replicates 500]
 
-Prints the time of `training.metrics.paired_bootstrap_diff` for both rank metrics and, for scale,
+Prints the time of `training.model.metrics.paired_bootstrap_diff` for both rank metrics and, for scale,
 a naive loop that re-sorts each resample inside sklearn (timed on a few replicates, extrapolated).
 Target: < 3 s for 500 replicates on 20k rows.
 """
@@ -15,7 +15,7 @@ import time
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from training.metrics import paired_bootstrap_diff
+from training.model.metrics import paired_bootstrap_diff
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import drift
 from training.config import Config, load_config
+from training.monitoring import drift
 
 
 def synthetic(cfg: Config, n: int, seed: int, amount_factor: float = 1.0) -> pd.DataFrame:

@@ -13,9 +13,9 @@ simulated worlds, all with busy, pricier weekends (`weekly_seasonality` from day
 Three policies, the same champion at the start (trained on days 0..27 with the standard windows,
 monitored from day 28):
 
-* `project`  - each day `drift_job.measure_interval` + `monitoring.decide` with config/closedloop.yaml
+* `project`  - each day `drift_job.measure_interval` + `monitor.decide` with config/closedloop.yaml
   (k-of-n, cooldown, storm cap + backoff fed with past triggers' outcomes); a trigger whose evidence
-  names an onset waits (like `training.retrain_deferral`: a pending deferral counts as a retrain in
+  names an onset waits (like `training.monitoring.retrain_deferral`: a pending deferral counts as a retrain in
   flight) until `retrain_deferral.needed_days` matured days follow the onset, then trains on
   `datasets.split_anchored` (onset-anchored); no onset -> `datasets.split_windows`;
 * `weekly`   - every 7 days from day 35, `split_windows` on the matured data (standard window), no
@@ -90,11 +90,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training import datasets, drift_job, gates, monitoring, retrain_deferral, tracking, train
-from training import monitoring_replay as mr
 from training.config import Config, load_config, with_overrides
-from training.metrics import compute_metrics
-from training.monitoring import PastTrigger, WindowEvidence
+from training.data import datasets
+from training.model import gates, tracking, train
+from training.model.metrics import compute_metrics
+from training.monitoring import drift_job, monitor, retrain_deferral
+from training.monitoring import replay as mr
+from training.monitoring.monitor import PastTrigger, WindowEvidence
 from training.paths import StatePaths
 
 DAY = dt.timedelta(days=1)
@@ -304,8 +306,8 @@ def run_policy(
             load_labels=load_labels,
             save_html=False,
         )
-        history = monitoring.assemble_history(history, window)
-        decision = monitoring.decide(
+        history = monitor.assemble_history(history, window)
+        decision = monitor.decide(
             cfg,
             history,
             now_window_end=day,

@@ -3,8 +3,8 @@
 Why: issue 10 measured the landed monitor on simulated weeks: weekly seasonality alone gave 8-18
 false retrain triggers in 8 weeks, warm-up features triggered with no drift, a persistent drift
 triggered 7 times in 20 windows. This replays the same chain (simulator -> point-in-time features
--> Evidently -> the trigger policy, through `training.monitoring_replay`, i.e. the DAG's own
-`drift_job.measure_interval` and `monitoring.decide`) over 8 weeks of daily windows for three worlds,
+-> Evidently -> the trigger policy, through `training.monitoring.replay`, i.e. the DAG's own
+`drift_job.measure_interval` and `monitor.decide`) over 8 weeks of daily windows for three worlds,
 all with busy, pricier weekends (volume x2, amounts +20 %):
 
 * `seasonality` - nothing else changes: every trigger is false;
@@ -49,9 +49,9 @@ from typing import Any
 
 import pandas as pd
 
-from training import monitoring_replay as mr
 from training.config import load_config, with_overrides
-from training.metrics import compute_metrics
+from training.model.metrics import compute_metrics
+from training.monitoring import replay as mr
 from training.paths import StatePaths
 
 TRAIN_DAYS = 28  # champion trained on days 0..27; reference = days 14..27 (two whole weeks)

@@ -4,14 +4,14 @@ Why: the demo needed 3 retrains and 9 days to replace a collapsed champion, and 
 reached holdout PR-AUC 0.375 against 0.735 before the drift. This benchmark builds the demo's world
 (config/demo_overrides.yaml: 10k transactions a day, the `fraud_mechanism_shift` from day 8, labels
 1-2 days late, 2 days to mature), runs the real dbt project over it once, and then trains with the
-project's own `training.train.train_model`:
+project's own `training.model.train.train_model`:
 
 * **at the trigger (old)** - the data version the drift monitor's trigger sees (`--trigger-lag` days
   after onset, default 3: the demo's k-of-n needs two breaching performance windows, each matured
   `label_maturity_days` late), with the trigger's `reason` and `evidence` (`onset_window_start`);
   once drift-aware and once the way a plain scheduled retrain would have trained; plus drift-aware
   retrains `--more-lags` days after onset (how the figure grows with post-onset labels);
-* **the rule** (`training.retrain_deferral`, as train_model's `decide` task applies it): the trigger
+* **the rule** (`training.monitoring.retrain_deferral`, as train_model's `decide` task applies it): the trigger
   is replayed, the run defers while fewer than `training.drift_aware.min_post_onset_days` matured
   days follow the onset, and one features event a day re-checks the pending deferral until it says
   train - that is the *first retrain after the trigger*;
@@ -67,9 +67,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import metrics, simulator, tracking, versioning
 from training.config import PROJECT_ROOT, Config, load_config, parse_config
+from training.model import metrics, tracking
 from training.paths import StatePaths
+from training.source import simulator
+from training.storage import versioning
 
 DAY = dt.timedelta(days=1)
 
@@ -104,8 +106,8 @@ def build_warehouse(paths: StatePaths, cfg: Config, n_days: int) -> pd.DataFrame
         return pd.read_parquet(cache)
     import duckdb
 
-    from training import ingest
-    from training.dbt import run_dbt
+    from training.data import ingest
+    from training.data.dbt import run_dbt
 
     paths.ensure()
     days = [cfg.simulator.start_date + i * DAY for i in range(n_days)]
@@ -209,7 +211,7 @@ def score_on(
     paths: StatePaths, cfg: Config, label: str, version: str, evaluation: pd.DataFrame
 ) -> Scored:
     """Score the evaluation days with a registered version, the way batch inference loads it."""
-    from training import datasets
+    from training.data import datasets
 
     mc = tracking.client(paths)
     mv = tracking.get_version(mc, cfg.model.name, version)
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait", type=int, default=10, help="days the deferral rule may wait at most")
     args = parser.parse_args(argv)
 
-    from training.train import TrainRequest, train_model
+    from training.model.train import TrainRequest, train_model
 
     cfg = demo_config()
     paths = StatePaths(args.state)
@@ -273,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[Scored] = []
     # the champion before the drift, as the demo has it: trained on the days before the onset
-    from training import registry
-    from training.evaluate import evaluate_challenger
+    from training.model import registry
+    from training.model.evaluate import evaluate_challenger
 
     pre_version = publish_version(paths, training_set_as_of(features, cfg, onset - DAY), f"pre-drift-{onset}")
     champion = train_model(
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             idempotency_key=f"deferral-rule:{rule_label.data_version}",
         ),
     )
-    from training import retrain_deferral
+    from training.monitoring import retrain_deferral
 
     if rule_label.deferral_id is not None:
         retrain_deferral.resolve(paths, rule_label.deferral_id, res.version, res.data_version)
@@ -417,7 +419,7 @@ def run_deferral_rule(
     deferral row as recorded."""
     import sqlalchemy as sa
 
-    from training import retrain_deferral
+    from training.monitoring import retrain_deferral
 
     with retrain_deferral._engine(paths).begin() as con:  # a fresh ledger of deferrals per benchmark run
         con.execute(sa.delete(retrain_deferral.retrain_deferrals))

@@ -16,7 +16,7 @@ import time
 import tracemalloc
 
 from training.config import load_config, with_overrides
-from training.simulator import generate_chargebacks, generate_transactions, ground_truth
+from training.source.simulator import generate_chargebacks, generate_transactions, ground_truth
 
 
 def main(argv: list[str] | None = None) -> int:

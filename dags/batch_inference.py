@@ -66,7 +66,7 @@ def batch_inference():
     @task(outlets=[PREDICTIONS], pool=WAREHOUSE_POOL)
     def score(**context) -> dict:
         """Score every interval this run was triggered for (events queued together are all scored)."""
-        from training.inference import score_interval
+        from training.serving.inference import score_interval
 
         cfg, paths = load_runtime()
         days = _days(context)

@@ -72,7 +72,7 @@ def data_pipeline():
     @task(pool=WAREHOUSE_POOL)
     def land(**context) -> dict:
         """Land the interval's transactions and chargebacks as DVC-versioned Parquet."""
-        from training.ingest import land as land_batch
+        from training.data.ingest import land as land_batch
 
         cfg, paths = load_runtime()
         return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
@@ -82,9 +82,9 @@ def data_pipeline():
         """The front door: both feeds through their GX suites and the checks against loaded history."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from training.admission import admit
-        from training.ingest import LandedBatch
-        from training.quality import DataQualityGateFailed
+        from training.data.admission import admit
+        from training.data.ingest import LandedBatch
+        from training.data.quality import DataQualityGateFailed
 
         cfg, paths = load_runtime()
         try:
@@ -95,8 +95,8 @@ def data_pipeline():
     @task(pool=WAREHOUSE_POOL)
     def load_raw(admission: dict) -> dict:
         """Replace the interval's partition of raw.transactions / raw.chargebacks with what was admitted."""
-        from training.ingest import LandedBatch
-        from training.ingest import load_raw as load
+        from training.data.ingest import LandedBatch
+        from training.data.ingest import load_raw as load
 
         _, paths = load_runtime()
         return load(paths, LandedBatch.from_xcom(admission["admitted"]))
@@ -118,8 +118,8 @@ def data_pipeline():
     @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
     def publish(landed: dict, **context) -> dict:
         """Publish the gated interval and emit the features Asset with its data version."""
-        from training.ingest import latest_dbt_invocation
-        from training.ingest import publish as publish_interval
+        from training.data.ingest import latest_dbt_invocation
+        from training.data.ingest import publish as publish_interval
 
         _, paths = load_runtime()
         ti = context["ti"]

@@ -52,9 +52,9 @@ def drift_monitor():
     @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
     def wait_for_window(**context) -> PokeReturnValue:
         """Each interval is scored by the champion and its labels' data version is published."""
-        from training import versioning
-        from training.monitoring import MonitoringDataError, load_current_window
-        from training.registry import current_champion
+        from training.model.registry import current_champion
+        from training.monitoring.monitor import MonitoringDataError, load_current_window
+        from training.storage import versioning
 
         cfg, paths = load_runtime()
         days = _batch_dates(context)
@@ -80,7 +80,7 @@ def drift_monitor():
     @task
     def evaluate(days: list[str], **context) -> dict:
         """Decide window by window, oldest first; the last decision is the run's."""
-        from training.drift_job import monitor_interval
+        from training.monitoring.drift_job import monitor_interval
 
         cfg, paths = load_runtime()
         result: dict = {}
@@ -108,7 +108,7 @@ def drift_monitor():
 
     @task
     def record_trigger(result: dict, **context) -> None:
-        from training.monitoring import attach_triggered_run
+        from training.monitoring.monitor import attach_triggered_run
 
         _, paths = load_runtime()
         run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")

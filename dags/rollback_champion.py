@@ -33,7 +33,7 @@ from closedloop.runtime import default_args, load_runtime
 def rollback_champion():
     @task(outlets=[CHAMPION])
     def rollback(**context) -> dict:
-        from training.registry import rollback as rollback_alias
+        from training.model.registry import rollback as rollback_alias
 
         cfg, paths = load_runtime()
         record = rollback_alias(paths, cfg, context["params"]["reason"], airflow_run_id=context["run_id"])

@@ -8,7 +8,7 @@ Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
    or the trigger gave a reason (manual, drift, ...): daily data does not mean daily churn.
    A drift retrain whose evidence names an onset waits until `training.drift_aware.min_post_onset_days`
    matured days follow it: it is recorded as a pending deferral (skipped, not failed) and trained by the
-   first later run — the daily `features` event included — whose data has them (`training.retrain_deferral`).
+   first later run — the daily `features` event included — whose data has them (`training.monitoring.retrain_deferral`).
 2. `train` — LR + XGBoost search on the pinned data version (from the Asset event, else the newest),
    logged to MLflow with lineage tags; the best is registered as `@challenger`.
 3. `evaluate` — gates against `@champion` on the frozen holdout (floors, paired-bootstrap
@@ -56,8 +56,9 @@ def train_model():
         """Train only with a reason, without a champion, or once the cadence has passed."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from training import retrain_deferral, versioning
-        from training.retrain_policy import decide_training, enough_history
+        from training.monitoring import retrain_deferral
+        from training.monitoring.retrain_policy import decide_training, enough_history
+        from training.storage import versioning
 
         cfg, paths = load_runtime()
         params = context["params"]
@@ -87,8 +88,8 @@ def train_model():
 
     @task
     def train(decision: dict, **context) -> dict:
-        from training import retrain_deferral
-        from training.train import TrainRequest, train_model
+        from training.model.train import TrainRequest, train_model
+        from training.monitoring import retrain_deferral
 
         cfg, paths = load_runtime()
         request = TrainRequest(
@@ -105,7 +106,7 @@ def train_model():
 
     @task
     def evaluate(trained: dict, **context) -> dict:
-        from training.evaluate import evaluate_challenger
+        from training.model.evaluate import evaluate_challenger
 
         cfg, paths = load_runtime()
         result = evaluate_challenger(

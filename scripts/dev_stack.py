@@ -1099,7 +1099,7 @@ def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
 def _dbt_docs(paths: StatePaths, target: str) -> None:
     """`dbt docs generate` (also writes the manifest cosmos renders from); else at least `dbt parse`."""
     from training.config import load_config
-    from training.dbt import DbtError, parse_manifest, run_dbt
+    from training.data.dbt import DbtError, parse_manifest, run_dbt
 
     cfg = load_config()
     try:

@@ -73,7 +73,7 @@ def airflow_db() -> Path:
 @pytest.fixture(scope="session")
 def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dbt manifest parsed once per session; cosmos renders the dbt task group from it."""
-    from training.dbt import parse_manifest
+    from training.data.dbt import parse_manifest
 
     root = tmp_path_factory.mktemp("dbt-manifest-state")
     manifest = parse_manifest(StatePaths(root).ensure(), load_config())

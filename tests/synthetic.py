@@ -130,7 +130,7 @@ def permute_features(df: pd.DataFrame, columns: list[str], before: dt.date, seed
 
 def publish(paths: StatePaths, df: pd.DataFrame, name: str, **lineage: object) -> str:
     """Snapshot a training-set frame as a DVC data version with a ledger row; returns its md5."""
-    from training import versioning
+    from training.storage import versioning
 
     paths.published.mkdir(parents=True, exist_ok=True)
     file = paths.published / f"{name}.parquet"

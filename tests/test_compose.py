@@ -108,7 +108,7 @@ def test_the_native_stack_starts_what_compose_starts() -> None:
 
 def test_airflow_services_share_the_settings_table_and_the_services_profile(rendered) -> None:
     ds = dev_stack()
-    from training.dbt import POSTGRES_ENV_VARS
+    from training.data.dbt import POSTGRES_ENV_VARS
 
     for name in AIRFLOW_SERVICES + ("dbt-docs",):
         env = {k: str(v) for k, v in rendered["services"][name]["environment"].items()}
@@ -321,7 +321,7 @@ def test_a_service_that_dies_during_start_up_is_restarted_then_reported(tmp_path
 
 def test_services_profile_env_points_airflow_and_the_library_at_this_state_dirs_databases(tmp_path: Path, monkeypatch) -> None:
     from training.paths import StatePaths
-    from training.warehouse import WarehouseSettings
+    from training.storage.warehouse import WarehouseSettings
 
     ds = dev_stack()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://someone-elses-server:5000")  # must not leak in

@@ -53,7 +53,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespa
     t0 = time.monotonic()
     # a light preload keeps the workers' start quick here; the hook is the same as with the full list
     stack = ds.start_stack(paths, ds.Ports.free(), profile="services",
-                           extra_env={"CLOSEDLOOP_PRELOAD_MODULES": "training.registry"})
+                           extra_env={"CLOSEDLOOP_PRELOAD_MODULES": "training.model.registry"})
     try:
         stack.wait_healthy(timeout_s=300)
         healthy_after = time.monotonic() - t0

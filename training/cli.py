@@ -6,8 +6,8 @@ decorated function::
 
     @command("drift", "run the drift monitor for a day", arg("--date", type=_date, required=True))
     def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
-        from training import monitoring
-        return monitoring.run(ctx.paths, ctx.cfg, ns.date)
+        from training.monitoring import monitor
+        return monitor.run(ctx.paths, ctx.cfg, ns.date)
 
 Whatever the function returns is printed as JSON (dataclasses via `to_dict()`), so the output can
 be parsed by a pod operator's XCom sidecar. Heavy modules are imported inside the functions, so
@@ -134,7 +134,7 @@ _AIRFLOW_ARGS = (
     *_AIRFLOW_ARGS,
 )
 def _train(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.train import TrainRequest, train_model
+    from training.model.train import TrainRequest, train_model
 
     request = TrainRequest(
         reason=ns.reason,
@@ -159,7 +159,7 @@ def _train(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--airflow-run-id", default=None),
 )
 def _evaluate(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.evaluate import evaluate_challenger
+    from training.model.evaluate import evaluate_challenger
 
     return evaluate_challenger(
         ctx.paths,
@@ -181,7 +181,7 @@ def _evaluate(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--airflow-run-id", default=None),
 )
 def _promote(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import registry, tracking
+    from training.model import registry, tracking
 
     version = ns.version
     mc = tracking.client(ctx.paths)
@@ -211,7 +211,7 @@ def _promote(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--airflow-run-id", default=None),
 )
 def _rollback(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import registry
+    from training.model import registry
 
     return registry.rollback(
         ctx.paths, ctx.cfg, ns.reason, idempotency_key=ns.idempotency_key, airflow_run_id=ns.airflow_run_id
@@ -227,7 +227,7 @@ def _rollback(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--airflow-run-id", default=None),
 )
 def _force_promote(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import registry
+    from training.model import registry
 
     return registry.force_promote(
         ctx.paths,
@@ -250,7 +250,7 @@ def _force_promote(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--end", type=_datetime, default=None, help="data interval end (default: start + 1 day)"),
 )
 def _infer(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.inference import score_interval
+    from training.serving.inference import score_interval
 
     if (ns.date is None) == (ns.dates is None):
         raise ValueError("give exactly one of --date YYYY-MM-DD or --dates YYYY-MM-DD,YYYY-MM-DD,...")
@@ -269,7 +269,7 @@ def _infer(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--limit", type=int, default=20),
 )
 def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import registry
+    from training.model import registry
 
     return registry.audit_log(ctx.paths, ctx.cfg.model.name, ns.limit)
 
@@ -280,7 +280,7 @@ def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
 )
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import simulator
+    from training.source import simulator
 
     tx = simulator.generate_transactions(ctx.cfg.simulator, ns.date)
     cb = simulator.generate_chargebacks(ctx.cfg.simulator, ns.date)
@@ -294,7 +294,7 @@ def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
 )
 def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import admission, ingest
+    from training.data import admission, ingest
 
     landed = ingest.land(ctx.paths, ctx.cfg, ns.date)
     admitted = admission.admit(ctx.paths, ctx.cfg, landed)
@@ -308,7 +308,7 @@ def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt (after --)"),
 )
 def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.dbt import Target, run_dbt
+    from training.data.dbt import Target, run_dbt
 
     args = [a for a in ns.dbt_args if a != "--"] or ["build"]
     # run_dbt validates the target and raises DbtError naming the failed nodes: exit code 1
@@ -319,7 +319,7 @@ def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from")
 def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.dbt import parse_manifest
+    from training.data.dbt import parse_manifest
 
     return {"manifest": str(parse_manifest(ctx.paths, ctx.cfg))}
 
@@ -330,7 +330,7 @@ def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
 )
 def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import ingest, quality
+    from training.data import ingest, quality
 
     frame = quality.load_warehouse_batch(ns.date, ctx.paths, table="ml.ml_transaction_features")
     gate = quality.gate("ml_transaction_features", frame, ns.date, ctx.paths)
@@ -353,7 +353,7 @@ def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
         help="a train_model run is queued or running (a flag, or =true/false from a template)"),
 )
 def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.drift_job import monitor_interval
+    from training.monitoring.drift_job import monitor_interval
 
     if (ns.date is None) == (ns.dates is None):
         raise ValueError("give exactly one of --date YYYY-MM-DD or --dates YYYY-MM-DD,YYYY-MM-DD,...")
@@ -368,7 +368,7 @@ def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command("status", "show @champion and @challenger with lineage and holdout metrics")
 def _status(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training import registry
+    from training.model import registry
 
     return registry.model_status(ctx.paths, ctx.cfg)
 

@@ -137,7 +137,7 @@ class DriftAwareSpec(_Strict):
     demo's fraud-mechanism shift (benchmarks/healing_retrain.py): any pre-onset weight >= 0.05 cut
     the retrain's PR-AUC on later days by two thirds, so the default leaves them out.
 
-    `min_post_onset_days` is the evidence a triggered retrain waits for (`training.retrain_deferral`):
+    `min_post_onset_days` is the evidence a triggered retrain waits for (`training.monitoring.retrain_deferral`):
     with fewer matured days from the onset on (holdout included) the train_model run defers instead of
     training a weak model, and the retrain runs on the first data version that has them.
     """
@@ -304,7 +304,7 @@ class DriftSpec(_Strict):
 
 
 class AdmissionSpec(_Strict):
-    """The front door's policies (training/admission.py)."""
+    """The front door's policies (training/data/admission.py)."""
 
     #: a column the feed's suite does not know: reject the batch, or drop it (warn: with a warning)
     extra_columns: Literal["reject", "warn", "allow"] = "reject"

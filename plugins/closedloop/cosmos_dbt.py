@@ -78,7 +78,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
     manifest = manifest_path()
     if not manifest.is_file():
         return _placeholder_group(group_id, manifest)
-    from training.dbt import dbt_vars
+    from training.data.dbt import dbt_vars
 
     cfg = cfg or load_config()
     # `local` (default): one `dbt build` per model task. `watcher`: one `dbt build` in a producer task

@@ -4,10 +4,10 @@ An Airflow 3 plugin: a small FastAPI app mounted by the API server at `/model-he
 external view that puts it in the UI's navigation (rendered in an iframe at `/plugin/model-health`).
 It shows, for the configured model:
 
-* `@champion` and `@challenger` with their holdout metrics and lineage (`training.registry.model_status`);
-* the promotion / rejection / rollback history with reasons (`training.registry.audit_log`);
+* `@champion` and `@challenger` with their holdout metrics and lineage (`training.model.registry.model_status`);
+* the promotion / rejection / rollback history with reasons (`training.model.registry.audit_log`);
 * the latest drift-monitor decisions, each linked to its Evidently report
-  (`training.monitoring.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
+  (`training.monitoring.monitor.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
 * the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
   an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server).
 
@@ -98,7 +98,7 @@ def _report_uri(status: dict[str, Any], audit: list[dict[str, Any]]) -> tuple[st
 def _load_report(paths: Any, uri: str) -> str:
     import mlflow.artifacts
 
-    from training import tracking
+    from training.model import tracking
 
     tracking.client(paths)  # points MLflow at the tracking URI (runs:/ and mlflow-artifacts:/ need it)
     return mlflow.artifacts.load_text(uri)
@@ -106,7 +106,7 @@ def _load_report(paths: Any, uri: str) -> str:
 
 def _report_href(paths: Any, uri: str) -> str | None:
     """The MLflow UI link of a `runs:/<run_id>/<path>` report; None without a UI or for other URIs."""
-    from training import tracking
+    from training.model import tracking
 
     base = mlflow_ui_base()
     parsed = tracking.parse_run_artifact_uri(uri)
@@ -126,12 +126,13 @@ def render_markdown(text: str) -> str:
 
 def collect(paths: Any, cfg: Any) -> dict[str, Any]:
     """What the page shows, as plain data (also served as JSON at `/model-health/api/status`)."""
-    from training import monitoring, registry
+    from training.model import registry
+    from training.monitoring import monitor
 
     name = cfg.model.name
     status = _section(lambda: registry.model_status(paths, cfg))
     audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
-    drift = _section(lambda: monitoring.latest_decisions(paths, DRIFT_LIMIT))
+    drift = _section(lambda: monitor.latest_decisions(paths, DRIFT_LIMIT))
     report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None, "href": None}
     uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
     if uri:

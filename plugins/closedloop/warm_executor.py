@@ -42,18 +42,18 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "pyarrow.parquet",
     "duckdb",
     "matplotlib.pyplot",
-    "training.quality",
-    "training.train",
-    "training.evaluate",
-    "training.inference",
-    "training.drift_job",
-    "training.ingest",
+    "training.data.quality",
+    "training.model.train",
+    "training.model.evaluate",
+    "training.serving.inference",
+    "training.monitoring.drift_job",
+    "training.data.ingest",
 )
 
 
 def preload_modules(names: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Import `names`, returning seconds per module imported; failures are logged, not raised."""
-    from training.quality import quiet_gx
+    from training.data.quality import quiet_gx
 
     os.environ.setdefault("MPLBACKEND", "Agg")  # no display in a scheduler
     quiet_gx()  # GX logs its API registration at INFO while importing

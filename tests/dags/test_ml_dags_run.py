@@ -67,7 +67,7 @@ def drift_triggered_run(ml_env):
 
 
 def test_drift_reason_and_evidence_reach_mlflow(drift_triggered_run, ml_env):
-    from training import tracking
+    from training.model import tracking
 
     paths, cfg, data_version, _ = ml_env
     run, evidence = drift_triggered_run
@@ -86,7 +86,7 @@ def test_drift_reason_and_evidence_reach_mlflow(drift_triggered_run, ml_env):
 
 
 def test_no_reason_and_fresh_champion_means_no_training(drift_triggered_run, ml_env):
-    from training import tracking
+    from training.model import tracking
 
     paths, cfg, _, _ = ml_env
     mc = tracking.client(paths)
@@ -129,7 +129,7 @@ def test_batch_inference_scores_a_day_idempotently(drift_triggered_run, ml_env):
 
 
 def test_rollback_without_a_previous_champion_fails_clearly_and_changes_nothing(drift_triggered_run, ml_env):
-    from training import tracking
+    from training.model import tracking
 
     paths, cfg, _, _ = ml_env
     mc = tracking.client(paths)

@@ -51,7 +51,8 @@ def _train_model_dag():
 
 
 def test_drift_run_defers_then_the_features_run_trains_it(env):
-    from training import retrain_deferral, tracking
+    from training.model import tracking
+    from training.monitoring import retrain_deferral
 
     paths, cfg, frame = env
     last = max(frame["batch_date"])

@@ -1,6 +1,6 @@
 """Fixtures for the dbt tests: simulated days landed into `raw.*`, and one dbt build shared per session.
 
-`load_raw_batch` is a deliberately small stand-in for ingest (training/ingest.py owns the real one):
+`load_raw_batch` is a deliberately small stand-in for ingest (training/data/ingest.py owns the real one):
 create schema raw, replace the batch_date partition, add batch_date / loaded_at. dbt runs are the
 expensive part (~10-20 s each), so the built warehouse is session-scoped and tests that change data
 work on a copy of its file.
@@ -17,10 +17,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from training import simulator
 from training.config import Config, load_config, with_overrides
-from training.dbt import DbtResult, run_dbt
+from training.data.dbt import DbtResult, run_dbt
 from training.paths import StatePaths
+from training.source import simulator
 
 N_DAYS = 10
 DBT_SIMULATOR = {

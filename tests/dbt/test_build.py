@@ -14,7 +14,7 @@ import pytest
 
 from tests.dbt.conftest import BuiltWarehouse, load_raw_batch, read_table, utc_now
 from training.config import PROJECT_ROOT
-from training.dbt import DBT_PROJECT_DIR, DbtError, dbt_env, run_dbt
+from training.data.dbt import DBT_PROJECT_DIR, DbtError, dbt_env, run_dbt
 from training.paths import StatePaths
 
 # docs/contracts.md, "Warehouse": the mart columns, in order.

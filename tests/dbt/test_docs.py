@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.dbt.conftest import BuiltWarehouse
-from training.dbt import parse_manifest, run_dbt
+from training.data.dbt import parse_manifest, run_dbt
 
 
 def test_docs_generate_writes_catalog_and_site_into_the_state_dir(built_warehouse: BuiltWarehouse) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tests.dbt.conftest import BuiltWarehouse, copy_state, read_table
-from training.dbt import run_dbt
+from training.data.dbt import run_dbt
 from training.paths import StatePaths
 
 FLOAT_FEATURES = ["amount", "log_amount", "amount_to_customer_avg", "category_fraud_rate"]

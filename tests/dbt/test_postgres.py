@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.dbt.conftest import BuiltWarehouse, read_table
-from training.dbt import run_dbt
+from training.data.dbt import run_dbt
 from training.paths import StatePaths
 
 psycopg2 = pytest.importorskip("psycopg2")

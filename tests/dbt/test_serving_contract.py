@@ -18,8 +18,9 @@ import pytest
 
 from tests.dbt.conftest import BuiltWarehouse, copy_state, read_table
 from tests.synthetic import TEST_OVERRIDES, make_training_set, publish
-from training import datasets, ingest, quality, tracking
 from training.config import load_config, with_overrides
+from training.data import datasets, ingest, quality
+from training.model import tracking
 
 
 def test_mart_feature_columns_have_the_contract_types(built_warehouse: BuiltWarehouse) -> None:
@@ -44,8 +45,8 @@ def test_champion_scores_published_rows_through_plain_pyfunc(
 ) -> None:
     import mlflow.pyfunc
 
-    from training.evaluate import evaluate_challenger
-    from training.train import TrainRequest, train_model
+    from training.model.evaluate import evaluate_challenger
+    from training.model.train import TrainRequest, train_model
 
     paths = copy_state(built_warehouse.paths, tmp_path / "state")
     monkeypatch.setenv("CLOSEDLOOP_HOME", str(paths.root))

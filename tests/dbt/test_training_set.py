@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 
 from tests.dbt.conftest import BuiltWarehouse, read_table
-from training import simulator
+from training.source import simulator
 
 
 def test_no_row_is_younger_than_label_maturity(built_warehouse: BuiltWarehouse) -> None:

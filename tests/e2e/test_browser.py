@@ -1,8 +1,8 @@
 """The three UIs as a person uses them, in headless Chromium against the real dev stack.
 
 A module fixture builds a populated state from real calls - a few simulated days landed through
-`training.ingest` and built by dbt (for the docs site's catalog), and a tiny champion trained and
-promoted through `training.train` / `training.evaluate` - then starts the stack with
+`training.data.ingest` and built by dbt (for the docs site's catalog), and a tiny champion trained and
+promoted through `training.model.train` / `training.model.evaluate` - then starts the stack with
 `scripts/dev_stack.py` (init, api-server, scheduler, dag-processor, triggerer, MLflow, dbt docs) on
 free ports. Each test saves a screenshot under `<state>/screenshots/`.
 
@@ -61,7 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iter
     reason = _chromium_missing()
     if reason:
         pytest.skip(reason)
-    from training import dbt, ingest
+    from training.data import dbt, ingest
 
     ds = _load("dev_stack", ROOT / "scripts" / "dev_stack.py")
     fx = _load("closedloop_training_fixtures", ROOT / "tests" / "training" / "conftest.py")
@@ -250,7 +250,7 @@ def test_retrains_triggered_from_outside_carry_their_reason_to_mlflow(stack) -> 
     """`airflow dags trigger train_model --conf ...` and REST v2 both start a retrain whose reason
     ends up on the MLflow run and the registered version (README: Triggering from outside)."""
 
-    from training import tracking
+    from training.model import tracking
 
     ds, s = stack.ds, stack.stack
     s.airflow("dags", "unpause", "train_model")

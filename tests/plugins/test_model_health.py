@@ -55,7 +55,8 @@ def _text(html: str) -> str:
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
     """A champion (v1, first_promote), a rejected challenger (v2) and one recorded drift window."""
-    from training import monitoring, registry, tracking
+    from training.model import registry, tracking
+    from training.monitoring import monitor
 
     fx = training_fixtures()
     root = tmp_path_factory.mktemp("model-health-state")
@@ -84,7 +85,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
     current["score"] = tracking.score(model, current[features])
     current["model_version"] = champion.version
     labels = current[["transaction_id", "is_fraud"]].assign(matured=True)
-    window = monitoring.evaluate_window(
+    window = monitor.evaluate_window(
         paths,
         cfg,
         min(current.batch_date),
@@ -96,7 +97,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
         labels,
         champion_version=champion.version,
     )
-    decision = monitoring.decide(
+    decision = monitor.decide(
         cfg,
         [window],
         now_window_end=window.window_end,
@@ -104,7 +105,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
         retrain_in_flight=False,
         current_champion_version=champion.version,
     )
-    monitoring.record_decision(paths, window, decision)
+    monitor.record_decision(paths, window, decision)
     yield paths, cfg, champion, challenger, window, decision
     mp.undo()
 
@@ -148,7 +149,8 @@ def test_drift_report_is_served_through_the_plugin_and_nothing_else_is(populated
 
 
 def test_status_json_matches_the_training_library(populated) -> None:
-    from training import monitoring, registry
+    from training.model import registry
+    from training.monitoring import monitor
 
     paths, cfg, champion, challenger, *_ = populated
     data = _client(paths, cfg).get("/api/status").json()
@@ -158,14 +160,14 @@ def test_status_json_matches_the_training_library(populated) -> None:
     assert [r["id"] for r in data["audit"]["data"]] == [
         r["id"] for r in registry.audit_log(paths, cfg.model.name, 25)
     ]
-    assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in monitoring.latest_decisions(paths, 15)]
+    assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in monitor.latest_decisions(paths, 15)]
     assert data["report"]["uri"].endswith("decision/decision_report.md")
 
 
 def test_report_opens_in_the_mlflow_ui_from_its_portable_uri(populated, monkeypatch) -> None:
     """The report is linked as `runs:/...`; the page turns that into the UI route on the configured
     MLflow server, so the link follows the server, not a path on the machine that ran the gates."""
-    from training import tracking
+    from training.model import tracking
 
     paths, cfg, _champion, challenger, *_ = populated
     client = _client(paths, cfg)

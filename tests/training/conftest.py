@@ -64,8 +64,8 @@ def synth() -> SimpleNamespace:
 
 def train_and_evaluate(paths: StatePaths, cfg: Config, data_version: str, reason: str, **evaluate_kw: object):
     """Train a challenger on a data version and run the gates on it (both for real)."""
-    from training.evaluate import evaluate_challenger
-    from training.train import TrainRequest, train_model
+    from training.model.evaluate import evaluate_challenger
+    from training.model.train import TrainRequest, train_model
 
     trained = train_model(paths, cfg, TrainRequest(reason=reason, data_version=data_version))
     return trained, evaluate_challenger(paths, cfg, version=trained.version, **evaluate_kw)

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training import registry, tracking
-from training.evaluate import evaluate_challenger
+from training.model import registry, tracking
+from training.model.evaluate import evaluate_challenger
+from training.model.train import TrainRequest, train_model
 from training.paths import StatePaths
-from training.train import TrainRequest, train_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
 import os, sys, time
 import mlflow, sklearn, xgboost  # noqa: F401 - the slow imports, before the barrier
-from training import cli, evaluate, registry, train  # noqa: F401
+from training import cli
+from training.model import evaluate, registry, train
 go = sys.argv[1]
 open(f"{go}.{os.getpid()}.ready", "w").close()
 while not os.path.exists(go):
@@ -375,7 +376,7 @@ def test_d_two_rollbacks_at_once_roll_back_two_steps_never_twice_from_one_champi
 LOCK_CHILD = """
 import sys, time
 from pathlib import Path
-from training import registry
+from training.model import registry
 from training.paths import StatePaths
 Path(sys.argv[2]).touch()
 with registry._locked(StatePaths(Path(sys.argv[1])), "lock-probe"):
@@ -402,7 +403,7 @@ def ledger_url(request, tmp_path: Path):
     try:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     finally:
-        from training import ledger
+        from training.storage import ledger
 
         ledger._engine_for(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}").dispose()
         with admin.cursor() as cur:

@@ -1,7 +1,7 @@
 """`GXValidateCheckpointOperator`: the GX data-quality gate as an Airflow task.
 
 The airflow GX provider cannot be installed next to Airflow 3.3 (its structlog pin), so this small
-operator runs GX 1.x's own Checkpoint (with `UpdateDataDocsAction`) through `training.quality`.
+operator runs GX 1.x's own Checkpoint (with `UpdateDataDocsAction`) through `training.data.quality`.
 Its surface follows the provider's `GXValidateCheckpointOperator` (a checkpoint per suite, batch
 and expectation parameters, a file context, a result pushed to XCom) so the provider can replace
 it once the pin is lifted.
@@ -39,7 +39,7 @@ class GXValidateCheckpointOperator(BaseOperator):
 
     :param suite_name: suite (and checkpoint) to run, e.g. ``raw_transactions``.
     :param load_dataframe: a callable ``(batch_date, paths, **loader_kwargs) -> DataFrame`` or the name
-        of a loader in ``training.quality.LOADERS`` (``parquet``: ``path=``; ``warehouse``: ``table=``).
+        of a loader in ``training.data.quality.LOADERS`` (``parquet``: ``path=``; ``warehouse``: ``table=``).
     :param loader_kwargs: keyword arguments for the loader (templated, e.g. a landed file path).
     :param batch_date: the batch's date (templated; default the start of the data interval).
     :param interval_start / interval_end: bounds for timestamps (templated); default the batch day.
@@ -86,7 +86,7 @@ class GXValidateCheckpointOperator(BaseOperator):
     def _resolve_loader(self) -> DataFrameLoader:
         if callable(self.load_dataframe):
             return self.load_dataframe
-        from training.quality import LOADERS
+        from training.data.quality import LOADERS
 
         try:
             return LOADERS[self.load_dataframe]
@@ -113,7 +113,7 @@ class GXValidateCheckpointOperator(BaseOperator):
         return params
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from training.quality import DataQualityGateFailed, gate
+        from training.data.quality import DataQualityGateFailed, gate
 
         raw_date = self.batch_date
         if isinstance(raw_date, dt.datetime):

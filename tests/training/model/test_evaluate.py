@@ -1,0 +1,237 @@
+"""Champion/challenger evaluation end to end: real trained models (degraded copies of the data make
+the worse ones), real MLflow registry, real gates. Every scenario is one registered model name in a
+shared state directory, so they do not disturb each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.config import with_overrides
+from training.data import datasets
+from training.model import registry, tracking
+from training.model.evaluate import evaluate_challenger
+
+STRONG_FEATURES = ["is_new_device", "is_new_country", "amount_to_customer_avg"]
+
+
+@pytest.fixture(scope="module")
+def versions(module_state, training_frame, train_cfg, synth):
+    """Data versions: the full set and degraded copies that differ only before the holdout."""
+    cut = synth.holdout_start(training_frame, train_cfg)
+    return {
+        "full": synth.publish(module_state, training_frame, "full"),
+        "weak": synth.publish(module_state, synth.permute(training_frame, STRONG_FEATURES, cut), "weak"),
+        "no_device": synth.publish(
+            module_state, synth.permute(training_frame, ["is_new_device"], cut), "nodev"
+        ),
+    }
+
+
+def _artifact_text(paths, uri: str) -> str:
+    """An artifact behind a portable `runs:/` URI, read through MLflow (wherever the run is)."""
+    import mlflow.artifacts
+
+    assert uri.startswith("runs:/"), uri
+    tracking.client(paths)
+    return mlflow.artifacts.load_text(uri)
+
+
+@pytest.fixture(scope="module")
+def cfg(train_cfg):
+    return with_overrides(train_cfg, model={"name": "fraud_eval"})
+
+
+@pytest.fixture(scope="module")
+def first_then_better(module_state, cfg, versions, train_eval):
+    """No champion -> a weak model passing the floors is promoted; then a clearly better one."""
+    weak = train_eval(module_state, cfg, versions["weak"], "first")
+    strong = train_eval(module_state, cfg, versions["full"], "better")
+    return weak, strong
+
+
+def test_first_passing_model_promoted_when_no_champion(first_then_better, module_state, cfg):
+    (weak_t, weak_e), _ = first_then_better
+    assert weak_e.action == "first_promote" and weak_e.promote
+    assert weak_e.policy == "first_champion" and weak_e.champion_version is None
+    rows = [r for r in registry.audit_log(module_state, cfg.model.name) if r["to_version"] == weak_t.version]
+    assert [r["action"] for r in rows] == ["first_promote"]
+    assert rows[0]["metrics"]["policy"] == "first_champion"
+    assert "first_champion" in rows[0]["reason"]
+
+
+def test_clearly_better_challenger_is_promoted(first_then_better, module_state, cfg):
+    (weak_t, _), (strong_t, strong_e) = first_then_better
+    assert strong_e.action == "promote", strong_e.failed_gates
+    assert strong_e.champion_version == weak_t.version
+    assert strong_e.metrics["non_regression_lower"] > 0
+    mc = tracking.client(module_state)
+    champion = mc.get_model_version_by_alias(cfg.model.name, "champion")
+    assert str(champion.version) == strong_t.version
+    assert champion.tags["previous_champion"] == weak_t.version
+    row = registry.audit_log(module_state, cfg.model.name, limit=1)[0]
+    assert (row["action"], row["from_version"], row["to_version"]) == (
+        "promote",
+        weak_t.version,
+        strong_t.version,
+    )
+    assert row["report_uri"] == strong_e.report_uri == champion.tags["decision_report"]
+    report = _artifact_text(module_state, strong_e.report_uri)
+    assert "PROMOTE" in report and strong_t.holdout_hash in report
+    assert f"{cfg.model.name} v{strong_t.version}" in _artifact_text(module_state, champion.tags["model_card"])
+    assert "Gate decision: PROMOTE" in champion.description
+    # the description links the report UI-relatively (opens on whichever MLflow server shows the run)
+    run = mc.get_run(champion.run_id)
+    assert f"(#/experiments/{run.info.experiment_id}/runs/{champion.run_id}/artifacts/decision/decision_report.md)" in (
+        champion.description
+    )
+
+
+def test_same_holdout_for_champion_and_challenger(first_then_better):
+    (weak_t, _), (strong_t, _) = first_then_better
+    assert weak_t.holdout_hash == strong_t.holdout_hash  # degradations never touch the holdout rows
+
+
+def _assert_champion_kept(module_state, cfg, champion_version, holdout_hash):
+    mc = tracking.client(module_state)
+    assert str(mc.get_model_version_by_alias(cfg.model.name, "champion").version) == champion_version
+    holdout = datasets.load_holdout(module_state, holdout_hash, "transaction_id")
+    model = tracking.load_model(f"models:/{cfg.model.name}@champion")
+    scores = tracking.score(model, datasets.prepare_features(holdout, cfg.model))
+    assert scores.shape == (len(holdout),) and np.isfinite(scores).all()
+
+
+@pytest.fixture(scope="module")
+def worse(first_then_better, module_state, cfg, versions, train_eval):
+    """Trained without its strongest features (labels unchanged): clearly worse than the champion."""
+    return train_eval(module_state, cfg, versions["weak"], "worse")
+
+
+def test_worse_challenger_rejected_and_champion_stays_loadable(first_then_better, worse, module_state, cfg):
+    _, (strong_t, _) = first_then_better
+    worse_t, e = worse
+    assert e.action == "reject" and not e.promote
+    assert "non_regression" in e.failed_gates
+    assert e.metrics["non_regression_upper"] < 0  # clearly worse, not just not-better
+    mc = tracking.client(module_state)
+    mv = mc.get_model_version(cfg.model.name, worse_t.version)
+    assert mv.tags["gate_decision"] == "reject" and "non_regression" in mv.tags["gate_failed"]
+    report = _artifact_text(module_state, mv.tags["decision_report"])
+    assert "KEEP CHAMPION" in report and "| non_regression |" in report
+    row = registry.audit_log(module_state, cfg.model.name, limit=1)[0]
+    assert (row["action"], row["to_version"], row["from_version"]) == (
+        "reject",
+        worse_t.version,
+        strong_t.version,
+    )
+    assert "non_regression" in row["reason"]
+    _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
+
+
+def test_statistically_equal_challenger_is_not_promoted(
+    first_then_better, module_state, cfg, versions, train_eval
+):
+    _, (strong_t, _) = first_then_better
+    same_t, same_e = train_eval(module_state, cfg, versions["full"], "equal")
+    assert same_t.version != strong_t.version
+    assert same_t.holdout_metrics["pr_auc"] == pytest.approx(strong_t.holdout_metrics["pr_auc"], abs=1e-9)
+    assert same_e.action == "reject"
+    assert same_e.failed_gates == ["non_regression"]
+    _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
+
+
+def test_challenger_regressing_on_one_slice_is_rejected(
+    first_then_better, module_state, cfg, versions, train_eval
+):
+    """is_new_device matters only online: without it the online slice drops. The non-regression
+    margin is opened wide so that only the slice gate can be what rejects."""
+    _, (strong_t, _) = first_then_better
+    lax = with_overrides(cfg, gates={"non_regression": {"margin": -1.0}})
+    _, e = train_eval(module_state, lax, versions["no_device"], "slice")
+    assert e.action == "reject"
+    assert e.failed_gates == ["slices"]
+    row = registry.audit_log(module_state, cfg.model.name, limit=1)[0]
+    assert row["action"] == "reject" and "channel=online" in row["reason"]
+    assert "channel=in_store" not in row["reason"].split("slices:")[1].split("skipped")[0]
+    _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
+
+
+def test_schema_changed_challenger_rejected_without_override(
+    first_then_better, module_state, cfg, versions, train_eval
+):
+    _, (strong_t, _) = first_then_better
+    numeric = [f for f in cfg.model.numeric_features if f != "tx_count_24h"]
+    lax = with_overrides(cfg, model={"numeric_features": numeric}, gates={"non_regression": {"margin": -1.0}})
+    changed_t, e = train_eval(module_state, lax, versions["full"], "schema")
+    assert e.action == "reject" and e.failed_gates == ["signature"]
+    assert "tx_count_24h" in registry.audit_log(module_state, cfg.model.name, limit=1)[0]["reason"]
+    _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
+    # the same challenger with a stated reason passes the signature gate (dry run: registry untouched)
+    dry = evaluate_challenger(
+        module_state,
+        lax,
+        version=changed_t.version,
+        signature_override_reason="tx_count_24h retired",
+        act=False,
+    )
+    assert dry.action == "dry_run" and dry.failed_gates == [] and dry.promote
+    _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
+
+
+def test_rejected_version_cannot_be_promoted_without_force(worse, module_state, cfg):
+    worse_t, e = worse
+    assert e.action == "reject"
+    with pytest.raises(registry.RegistryError, match="force-promote"):
+        registry.promote(module_state, cfg, worse_t.version, reason="try", idempotency_key="sneaky")
+
+
+def test_reevaluating_a_decided_challenger_changes_nothing(first_then_better, module_state, cfg):
+    _, (strong_t, strong_e) = first_then_better
+    before = registry.audit_log(module_state, cfg.model.name, limit=1000)
+    again = evaluate_challenger(module_state, cfg, version=strong_t.version)
+    assert again.reused and again.action == "promote" and again.report_uri == strong_e.report_uri
+    assert registry.audit_log(module_state, cfg.model.name, limit=1000) == before
+
+
+def test_no_tag_or_description_names_a_local_file(first_then_better, worse, module_state, cfg):
+    """Embedded store: links are `runs:/` URIs and UI routes, never `file://` or the state dir's path."""
+    from tests.mlflow_portability import local_references
+
+    assert local_references(tracking.client(module_state), cfg.model.name, module_state) == []
+
+
+def test_collapsed_champion_replaced_only_under_the_audited_recovery_policy(
+    module_state, cfg, versions, train_eval
+):
+    """A champion below the floors on the current holdout: with the recovery policy off the better
+    challenger (itself below the normal floor) is rejected; with it on, the same challenger is
+    promoted, and the audit row and the report say `recovery`."""
+    from training.model.train import TrainRequest, train_model
+
+    floors = {"pr_auc": 0.95, "roc_auc": 0.6}  # nobody meets pr_auc 0.95: the champion has "collapsed"
+    off = with_overrides(
+        cfg, model={"name": "fraud_recovery"}, gates={"floors": floors, "recovery": {"enabled": False}}
+    )
+    on = with_overrides(off, gates={"recovery": {"enabled": True, "floors": {"pr_auc": 0.1}}})
+    weak = train_model(module_state, off, TrainRequest(reason="old champion", data_version=versions["weak"]))
+    registry.force_promote(module_state, off, weak.version, reason="test: the champion before the drift")
+    strong = train_model(module_state, off, TrainRequest(reason="drift_monitor:performance", data_version=versions["full"]))
+
+    rejected = evaluate_challenger(module_state, off, version=strong.version, idempotency_key="recovery-off")
+    assert rejected.action == "reject" and rejected.failed_gates == ["floor_pr_auc"]
+    assert rejected.policy == "champion_challenger"
+    row = registry.audit_log(module_state, "fraud_recovery", limit=1)[0]
+    assert row["metrics"]["recovery"]["champion_collapsed"] and not row["metrics"]["recovery"]["active"]
+
+    promoted = evaluate_challenger(module_state, on, version=strong.version, idempotency_key="recovery-on")
+    assert promoted.action == "promote" and promoted.policy == "recovery", promoted.failed_gates
+    assert promoted.metrics["non_regression_lower"] > 0  # it beat the collapsed champion significantly
+    row = registry.audit_log(module_state, "fraud_recovery", limit=1)[0]
+    assert (row["action"], row["from_version"], row["to_version"]) == ("promote", weak.version, strong.version)
+    assert row["reason"].startswith("recovery policy:")
+    assert row["metrics"]["policy"] == "recovery" and row["metrics"]["recovery"]["active"]
+    assert row["metrics"]["recovery"]["floors_applied"]["pr_auc"] == 0.1
+    report = _artifact_text(module_state, promoted.report_uri)
+    assert "## Recovery" in report and "| policy | recovery |" in report
+    mv = tracking.client(module_state).get_model_version("fraud_recovery", strong.version)
+    assert mv.tags["gate_recovery"] == "true" and mv.tags["gate_policy"] == "recovery"

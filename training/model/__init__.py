@@ -1,0 +1,1 @@
+"""Train challengers, evaluate them against the champion, gate the promotion, and keep the MLflow registry honest."""

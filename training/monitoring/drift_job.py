@@ -1,0 +1,252 @@
+"""One drift-monitor run: load the frames, measure the window, decide, record.
+
+Glue between the stores (registry, frozen holdout, published predictions, the newest data version)
+and the pure pieces in `training.monitoring.drift` / `training.monitoring.monitor`. Two windows, because labels are late:
+
+Every window's signals, decision and Evidently HTML report are also logged to MLflow (experiment
+`closedloop/<model>/monitoring`), beside the report kept in the state directory.
+
+* the **drift window** — the last `drift.window_days` scored days — for data and prediction drift
+  against the champion's frozen holdout (recent, out-of-sample, row-aligned with its scores);
+* the **performance window** — the `drift.performance_window_days` days whose labels have matured
+  (`windows.label_maturity_days` before the drift window's end) — for PR-AUC / recall vs the
+  champion's own holdout values.
+
+Time is the data's time (batch dates), never the wall clock, so backfills and simulations decide
+as the real days would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.config import Config
+from training.data import datasets
+from training.model import registry
+from training.model.evaluate import score_version
+from training.monitoring import monitor, retrain_deferral
+from training.monitoring.monitor import PastTrigger, Signal, WindowEvidence
+from training.paths import StatePaths
+from training.storage import versioning
+
+DAY = dt.timedelta(days=1)
+
+
+def _labels_for(paths: StatePaths, cfg: Config, ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
+    """Matured labels of `ids` from the newest data version on or before `as_of`."""
+    record = versioning.latest_data_version(paths, as_of)
+    target, id_col = cfg.model.target, cfg.model.id_column
+    frame = pd.read_parquet(versioning.open_version(paths, record.data_version), columns=[id_col, target])
+    frame = frame[frame[id_col].isin(set(ids))]
+    frame["matured"] = True  # the published training set holds matured labels only
+    return frame
+
+
+def _last_retrain_at(paths: StatePaths, champion: dict[str, Any]) -> dt.date | None:
+    """The later of: the batch date of the champion's training data, the last window that triggered."""
+    dates: list[dt.date] = []
+    data_version = champion["lineage"].get("data_version")
+    if data_version:
+        try:
+            dates.append(versioning.get_version(paths, data_version).batch_date)
+        except versioning.DataVersionNotFound:
+            pass
+    for row in monitor.latest_decisions(paths, limit=200):
+        if row.get("decision") == "trigger":
+            dates.append(dt.date.fromisoformat(str(row["window_end"])[:10]))
+            break
+    return max(dates) if dates else None
+
+
+def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decision: monitor.Decision) -> str:
+    """One MLflow run per evaluated window (experiment `closedloop/<model>/monitoring`): the signals as
+    metrics, the decision as tags, the Evidently HTML report as an artifact. Re-evaluating a window
+    adds a run; the monitoring table keeps one row per window."""
+    import mlflow
+
+    from training.model import tracking
+
+    experiment_id = tracking.ensure_experiment(paths, cfg, "monitoring")  # also points MLflow there
+    metrics = {"rows": float(window.rows), "matured_rows": float(window.matured_rows),
+               "positives": float(window.positives)}
+    if window.drift_share is not None:
+        metrics["drift_share"] = float(window.drift_share)
+    if window.prediction is not None:
+        metrics["prediction_drift"] = float(window.prediction.score)
+    for key, value in (window.performance or {}).items():
+        if isinstance(value, int | float) and value == value:
+            metrics[f"matured_{key}"] = float(value)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift {window.window_end}") as run:
+        mlflow.set_tags(tracking.portable({
+            "window_start": window.window_start.isoformat(), "window_end": window.window_end.isoformat(),
+            "champion_version": window.champion_version, "decision": "trigger" if decision.trigger else "no_trigger",
+            "reason": decision.reason, "breached": ",".join(window.breached) or "-",
+        }, paths))
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(decision.why, "decision.txt")
+        if window.report_path:
+            mlflow.log_artifact(window.report_path, artifact_path="evidently")
+    return run.info.run_id
+
+
+def measure_interval(
+    paths: StatePaths,
+    cfg: Config,
+    batch_date: dt.date,
+    *,
+    reference: pd.DataFrame,
+    reference_scores: Any,
+    holdout_metrics: dict[str, float],
+    version: str,
+    load_window: Callable[[dt.date, dt.date], pd.DataFrame],
+    load_labels: Callable[[pd.Series, dt.date], pd.DataFrame],
+    save_html: bool = True,
+) -> WindowEvidence:
+    """The evidence of the window ending `batch_date`: drift window + matured performance window.
+
+    Stores are behind the two loaders (the DAG reads the warehouse, the replay in
+    `training.monitoring.replay` reads memory), so both run exactly this. `reference` may carry
+    `batch_date` and `score` columns: the drift window is then compared with the matching weekdays
+    of it (see `monitor.select_reference`).
+    """
+    d = cfg.drift
+    id_col = cfg.model.id_column
+    drift_start = batch_date - (d.window_days - 1) * DAY
+    current = load_window(drift_start, batch_date)
+    evidence = monitor.evaluate_window(
+        paths, cfg, drift_start, batch_date, reference, reference_scores, holdout_metrics, current, None,
+        champion_version=version, save_html=save_html,
+    )
+
+    perf_end = batch_date - cfg.windows.label_maturity_days * DAY
+    perf_start = perf_end - (d.performance_window_days - 1) * DAY
+    matured = load_window(perf_start, perf_end)
+    if matured.empty:
+        perf_signal = Signal("performance", "insufficient", reason=f"nothing scored in {perf_start}..{perf_end}",
+                             start=perf_start, end=perf_end)
+        return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
+    scored_by = set(matured["model_version"].astype(str))
+    labels = load_labels(matured[id_col], batch_date)
+    perf_ev = monitor.evaluate_window(
+        paths, cfg, perf_start, perf_end, reference.iloc[:0], None, holdout_metrics, matured, labels,
+        champion_version=version, save_html=False,
+    )
+    signal = perf_ev.signal("performance")
+    if scored_by != {version}:
+        signal = Signal("performance", "unavailable", reason=(
+            f"matured window {perf_start}..{perf_end} was scored by v{', v'.join(sorted(scored_by))}, "
+            f"not only by the current champion v{version}"), start=perf_start, end=perf_end)
+    else:
+        signal = dataclasses.replace(signal, reason=f"window {perf_start}..{perf_end}: {signal.reason}")
+    return dataclasses.replace(
+        evidence,
+        signals={**evidence.signals, "performance": signal},
+        performance=perf_ev.performance,
+        matured_rows=perf_ev.matured_rows,
+        positives=perf_ev.positives,
+    )
+
+
+def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any]) -> pd.DataFrame:
+    """The drift reference: the last `drift.reference_days` of the champion's training data, scored by it.
+
+    Whole weeks (a frozen holdout of a few days covers a few weekdays only, so weekends looked like
+    drift against a weekday holdout); `batch_date` kept for the day-of-week match. Falls back to
+    the frozen holdout when the champion's data version is unknown.
+    """
+    id_col = cfg.model.id_column
+    version = str(champion["version"])
+    data_version = champion["lineage"].get("data_version")
+    frame: pd.DataFrame | None = None
+    if data_version and cfg.drift.reference != "as_given":
+        try:
+            frame = datasets.load_training_set(paths, data_version, cfg.model)
+        except (FileNotFoundError, versioning.DataVersionNotFound, datasets.DatasetError):
+            frame = None
+    if frame is None or frame.empty or datasets.BATCH_DATE not in frame.columns:
+        frame = datasets.load_holdout(paths, champion["lineage"]["holdout_hash"], id_col)
+    else:
+        dates = pd.to_datetime(frame[datasets.BATCH_DATE]).dt.date
+        first = max(dates) - (cfg.drift.reference_days - 1) * DAY
+        frame = frame[(dates >= first).to_numpy()].reset_index(drop=True)
+    scores = score_version(cfg.model.name, version, frame, repeats=1).scores
+    return frame.assign(score=np.asarray(scores, dtype="float64"))
+
+
+def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastTrigger]:
+    """Earlier triggers of the monitor (any champion) and their retrain's outcome from the audit log."""
+    outcome_by_run: dict[str, str] = {}
+    for row in reversed(registry.audit_log(paths, cfg.model.name, limit=200)):  # oldest first
+        run = row.get("airflow_run_id")
+        if run and row["action"] in (*registry.PROMOTING, "reject"):
+            outcome_by_run[run] = "rejected" if row["action"] == "reject" else "promoted"
+    out = []
+    for row in monitor.latest_decisions(paths, limit=limit):
+        if row.get("decision") != "trigger":
+            continue
+        outcome = outcome_by_run.get(row.get("triggered_run_id") or "", "pending")
+        out.append(PastTrigger(dt.date.fromisoformat(str(row["window_end"])[:10]), outcome))  # type: ignore[arg-type]
+    return sorted(out, key=lambda t: t.window_end)
+
+
+def monitor_interval(
+    paths: StatePaths, cfg: Config, batch_date: dt.date, *, retrain_in_flight: bool = False
+) -> dict[str, Any]:
+    """Evaluate the window ending `batch_date`, decide whether to retrain, record it; small dict back."""
+    status = registry.model_status(paths, cfg)
+    champion = status.get("champion")
+    if champion is None:
+        return {"window_end": batch_date.isoformat(), "decision": "no_champion", "trigger": False,
+                "why": "no champion yet: nothing to monitor"}
+    version = str(champion["version"])
+    d = cfg.drift
+    drift_start = batch_date - (d.window_days - 1) * DAY
+    window = measure_interval(
+        paths, cfg, batch_date,
+        reference=champion_reference(paths, cfg, champion),
+        reference_scores=None,
+        holdout_metrics=champion["holdout_metrics"],
+        version=version,
+        load_window=lambda start, end: monitor.load_current_window(paths, cfg, start, end),
+        load_labels=lambda ids, as_of: _labels_for(paths, cfg, ids, as_of),
+    )
+
+    past = monitor.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))
+    # a drift retrain deferred until enough post-onset labels mature is a retrain in flight too:
+    # triggering again would only merge into it (and count against the storm cap)
+    retrain_in_flight = retrain_in_flight or retrain_deferral.pending(paths) is not None
+    decision = monitor.decide(
+        cfg,
+        monitor.assemble_history(past, window),
+        now_window_end=batch_date,
+        last_promotion_or_retrain_at=_last_retrain_at(paths, champion),
+        retrain_in_flight=retrain_in_flight,
+        current_champion_version=version,
+        past_triggers=past_triggers(paths, cfg),
+    )
+    monitor.record_decision(paths, window, decision, report_path=window.report_path)
+    perf_signal = window.signal("performance")
+    log_to_mlflow(paths, cfg, window, decision)
+    return {
+        "window_start": drift_start.isoformat(),
+        "window_end": batch_date.isoformat(),
+        "champion_version": version,
+        "rows": window.rows,
+        "drift_share": window.drift_share,
+        "prediction_drift": window.prediction.score if window.prediction else None,
+        "matured_pr_auc": window.performance.get(cfg.model.primary_metric) if window.performance else None,
+        "performance_status": perf_signal.status,
+        "breached": window.breached,
+        "decision": "trigger" if decision.trigger else "no_trigger",
+        "trigger": decision.trigger,
+        "reason": decision.reason,
+        "why": decision.why,
+        "conf": decision.conf(),
+        "report_path": window.report_path,
+    }

@@ -1,0 +1,1 @@
+"""Batch inference with the champion (and the challenger in shadow)."""

@@ -1,0 +1,1 @@
+"""The simulated source system the loop ingests from (card transactions, delayed chargeback labels)."""

@@ -1,0 +1,1 @@
+"""Where the loop keeps things: the warehouse seam (DuckDB | PostgreSQL), the ops ledger, DVC data versions."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from training.config import Config, ConfigError, load_config
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 
 
@@ -420,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = StatePaths(ns.home.resolve()) if ns.home else StatePaths.from_env()
     try:
         result = COMMANDS[ns.command].handler(Context(cfg, paths), ns)
-    except (LookupError, ValueError, RuntimeError) as exc:
+    except (ClosedloopError, LookupError, ValueError, RuntimeError) as exc:  # third-party errors too
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if result is not None:

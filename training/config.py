@@ -15,12 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from training.errors import ClosedloopError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "closedloop.yaml"
 CONFIG_ENV_VAR = "CLOSEDLOOP_CONFIG"
 
 
-class ConfigError(ValueError):
+class ConfigError(ClosedloopError, ValueError):
     """The configuration file is missing or invalid; the message says where and how to fix it."""
 
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from training.config import Config, ModelSpec, WindowSpec
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 
 BATCH_DATE = "batch_date"
 MISSING_CATEGORY = "__missing__"
 
 
-class DatasetError(ValueError):
+class DatasetError(ClosedloopError, ValueError):
     """The training set cannot be used as asked; the message says what is wrong and what to do."""
 
 
@@ -35,7 +36,7 @@ class LeakageError(DatasetError):
     """A holdout transaction also appears in the data a model was fitted or tuned on."""
 
 
-class HoldoutNotFound(LookupError):
+class HoldoutNotFound(ClosedloopError, LookupError):
     """No frozen holdout is stored under the requested hash."""
 
 

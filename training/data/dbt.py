@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.config import PROJECT_ROOT, Config
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -40,7 +41,7 @@ _DBT_MAIN = "import sys; from dbt.cli.main import cli; sys.exit(cli())"
 _FAILED_STATUSES = {"error", "fail", "runtime error"}
 
 
-class DbtError(RuntimeError):
+class DbtError(ClosedloopError, RuntimeError):
     """A dbt command failed; `failed_nodes` names the models/tests that did (empty if dbt never ran)."""
 
     def __init__(self, message: str, failed_nodes: Sequence[str] = (), result: DbtResult | None = None):

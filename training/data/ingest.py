@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from training.config import Config
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.source import simulator
 from training.storage import versioning, warehouse
@@ -55,7 +56,7 @@ CANDIDATE_TRAINING_SET = "ml.ml_training_set"
 PUBLISHED_FEATURES = "published.transaction_features"
 
 
-class PublishError(RuntimeError):
+class PublishError(ClosedloopError, RuntimeError):
     """The candidate tables are not in a state that can be published."""
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from training.config import PROJECT_ROOT
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.storage import warehouse
 
@@ -85,11 +86,11 @@ _NOISY_LOGGERS = ("great_expectations", "great_expectations.core", "great_expect
                   "altair", "marshmallow")
 
 
-class SuiteError(ValueError):
+class SuiteError(ClosedloopError, ValueError):
     """An expectation suite file is missing or invalid; the message names the file and the fix."""
 
 
-class DataQualityGateFailed(RuntimeError):
+class DataQualityGateFailed(ClosedloopError, RuntimeError):
     """A batch failed its GX gate; it has been quarantined and must not be published.
 
     `result` carries the full `GateResult` (failed expectations, run id, Data Docs path).

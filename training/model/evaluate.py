@@ -25,6 +25,7 @@ import pandas as pd
 
 from training.config import Config
 from training.data import datasets
+from training.errors import ClosedloopError
 from training.model import gates, registry, tracking
 from training.paths import StatePaths
 
@@ -35,7 +36,7 @@ DECISION_ARTIFACT = "decision/decision.json"
 MODEL_CARD_ARTIFACT = "model_card.md"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(ClosedloopError, RuntimeError):
     """The challenger cannot be evaluated as asked; the message says what to do."""
 
 

@@ -36,6 +36,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training.config import Config
+from training.errors import ClosedloopError
 from training.model.metrics import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
@@ -67,11 +68,11 @@ SLICE_COLUMNS: tuple[str, ...] = (
 _EPS = 1e-12
 
 
-class GateInputError(ValueError):
+class GateInputError(ClosedloopError, ValueError):
     """The inputs handed to the gates are inconsistent; the message says which and how to fix it."""
 
 
-class GateConfigError(ValueError):
+class GateConfigError(ClosedloopError, ValueError):
     """`cfg.gates` names something the gates cannot evaluate (e.g. an unknown metric)."""
 
 

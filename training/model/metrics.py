@@ -28,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from training.errors import ClosedloopError
+
 METRIC_NAMES: tuple[str, ...] = (
     "pr_auc",
     "roc_auc",
@@ -54,7 +56,7 @@ LOG_LOSS_EPS = 1e-15
 BootstrapMetric = Literal["pr_auc", "roc_auc"]
 
 
-class MetricError(ValueError):
+class MetricError(ClosedloopError, ValueError):
     """The labels or scores cannot be evaluated; the message says what is wrong and what to do."""
 
 

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from training.config import Config
+from training.errors import ClosedloopError
 from training.model import tracking
 from training.paths import StatePaths
 from training.storage import ledger
@@ -69,11 +70,11 @@ registry_locks = sa.Table(
 )
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ClosedloopError, RuntimeError):
     """The registry cannot do what was asked; the message says why and what to do instead."""
 
 
-class MissingReasonError(ValueError):
+class MissingReasonError(ClosedloopError, ValueError):
     """An override (force-promote, rollback) was asked for without saying why."""
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from training.config import PROJECT_ROOT, Config
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 
 CHAMPION = "champion"
@@ -62,7 +63,7 @@ IDEMPOTENCY_TAG = "idempotency_key"
 SKOPS_TRUSTED_TYPES = ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(ClosedloopError, LookupError):
     """No registered model version answers the requested name / alias / version."""
 
 

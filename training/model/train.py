@@ -35,6 +35,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from training.config import Config, ModelSpec
 from training.data import datasets
+from training.errors import ClosedloopError
 from training.model import metrics, registry, tracking
 from training.paths import StatePaths
 
@@ -69,7 +70,7 @@ SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
 }
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ClosedloopError, RuntimeError):
     """Training could not produce a usable challenger; the message says why."""
 
 

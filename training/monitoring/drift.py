@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import Config
+from training.errors import ClosedloopError
 from training.model.metrics import compute_metrics, paired_bootstrap_diff
 from training.paths import StatePaths
 
@@ -65,7 +66,7 @@ DISTANCE_METHODS: frozenset[str] = frozenset(
 )
 
 
-class DriftError(ValueError):
+class DriftError(ClosedloopError, ValueError):
     """Base class: drift cannot be computed; the message says what to fix."""
 
 

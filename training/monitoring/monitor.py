@@ -44,6 +44,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from training.config import Config
+from training.errors import ClosedloopError
 from training.monitoring import drift
 from training.paths import StatePaths
 from training.storage.ledger import engine, ensure_tables, metadata
@@ -52,7 +53,7 @@ SIGNALS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance")
 Status = Literal["breach", "ok", "insufficient", "unavailable"]
 
 
-class MonitoringError(ValueError):
+class MonitoringError(ClosedloopError, ValueError):
     """Monitoring inputs are inconsistent; the message says what to pass instead."""
 
 

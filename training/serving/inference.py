@@ -16,6 +16,7 @@ import pandas as pd
 
 from training.config import Config
 from training.data import datasets
+from training.errors import ClosedloopError
 from training.model import tracking
 from training.paths import StatePaths
 from training.storage import warehouse
@@ -54,7 +55,7 @@ create table if not exists {PREDICTIONS_TABLE} (
 """
 
 
-class InferenceError(RuntimeError):
+class InferenceError(ClosedloopError, RuntimeError):
     """The interval cannot be scored; the message says what is missing."""
 
 

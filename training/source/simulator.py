@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import SimulatorSpec
+from training.errors import ClosedloopError
 
 __all__ = [
     "BAD_BATCH_KINDS",
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 
-class SimulatorError(ValueError):
+class SimulatorError(ClosedloopError, ValueError):
     """A simulator spec or scenario cannot be honoured; the message says which knob and why."""
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.storage import ledger
 
 
-class DataVersionNotFound(LookupError):
+class DataVersionNotFound(ClosedloopError, LookupError):
     """No file is stored for the requested data version."""
 
 

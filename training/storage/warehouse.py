@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from training.errors import ClosedloopError
 from training.paths import StatePaths
 
 Backend = Literal["duckdb", "postgres"]
@@ -38,7 +39,7 @@ BACKEND_ENV_VAR = "CLOSEDLOOP_DBT_TARGET"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(ClosedloopError, RuntimeError):
     """The warehouse cannot be reached or used as configured; the message says how to fix it."""
 
 

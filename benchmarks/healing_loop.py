@@ -13,7 +13,7 @@ simulated worlds, all with busy, pricier weekends (`weekly_seasonality` from day
 Three policies, the same champion at the start (trained on days 0..27 with the standard windows,
 monitored from day 28):
 
-* `project`  - each day `drift_job.measure_interval` + `monitor.decide` with config/closedloop.yaml
+* `project`  - each day `drift_job.measure_interval` + `retrain_trigger.decide` with config/closedloop.yaml
   (k-of-n, cooldown, storm cap + backoff fed with past triggers' outcomes); a trigger whose evidence
   names an onset waits (like `training.monitoring.retrain_deferral`: a pending deferral counts as a retrain in
   flight) until `retrain_deferral.needed_days` matured days follow the onset, then trains on
@@ -94,9 +94,9 @@ from training.config import Config, load_config, with_overrides
 from training.data import datasets
 from training.model import gates, tracking, train
 from training.model.metrics import compute_metrics
-from training.monitoring import drift_job, monitor, retrain_deferral
+from training.monitoring import drift_job, retrain_deferral, retrain_trigger
 from training.monitoring import replay as mr
-from training.monitoring.monitor import PastTrigger, WindowEvidence
+from training.monitoring.retrain_trigger import PastTrigger, WindowEvidence
 from training.paths import StatePaths
 
 DAY = dt.timedelta(days=1)
@@ -306,8 +306,8 @@ def run_policy(
             load_labels=load_labels,
             save_html=False,
         )
-        history = monitor.assemble_history(history, window)
-        decision = monitor.decide(
+        history = retrain_trigger.assemble_history(history, window)
+        decision = retrain_trigger.decide(
             cfg,
             history,
             now_window_end=day,

@@ -4,7 +4,7 @@ Why: issue 10 measured the landed monitor on simulated weeks: weekly seasonality
 false retrain triggers in 8 weeks, warm-up features triggered with no drift, a persistent drift
 triggered 7 times in 20 windows. This replays the same chain (simulator -> point-in-time features
 -> Evidently -> the trigger policy, through `training.monitoring.replay`, i.e. the DAG's own
-`drift_job.measure_interval` and `monitor.decide`) over 8 weeks of daily windows for three worlds,
+`drift_job.measure_interval` and `retrain_trigger.decide`) over 8 weeks of daily windows for three worlds,
 all with busy, pricier weekends (volume x2, amounts +20 %):
 
 * `seasonality` - nothing else changes: every trigger is false;

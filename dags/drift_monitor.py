@@ -53,7 +53,7 @@ def drift_monitor():
     def wait_for_window(**context) -> PokeReturnValue:
         """Each interval is scored by the champion and its labels' data version is published."""
         from training.model.registry import current_champion
-        from training.monitoring.monitor import MonitoringDataError, load_current_window
+        from training.monitoring.windows import MonitoringDataError, load_current_window
         from training.storage import versioning
 
         cfg, paths = load_runtime()
@@ -108,7 +108,7 @@ def drift_monitor():
 
     @task
     def record_trigger(result: dict, **context) -> None:
-        from training.monitoring.monitor import attach_triggered_run
+        from training.monitoring.decision_log import attach_triggered_run
 
         _, paths = load_runtime()
         run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")

@@ -6,8 +6,8 @@ decorated function::
 
     @command("drift", "run the drift monitor for a day", arg("--date", type=_date, required=True))
     def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
-        from training.monitoring import monitor
-        return monitor.run(ctx.paths, ctx.cfg, ns.date)
+        from training.monitoring.drift_job import monitor_interval
+        return monitor_interval(ctx.paths, ctx.cfg, ns.date)
 
 Whatever the function returns is printed as JSON (dataclasses via `to_dict()`), so the output can
 be parsed by a pod operator's XCom sidecar. Heavy modules are imported inside the functions, so

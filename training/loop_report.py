@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from training.config import Config
 from training.model import registry, tracking
-from training.monitoring import monitor
+from training.monitoring import decision_log
 from training.paths import StatePaths
 from training.storage import ledger, warehouse
 
@@ -72,7 +72,7 @@ def day_table(paths: StatePaths, cfg: Config) -> pd.DataFrame:
         "from published.predictions group by 1, 2",
         ("published", "predictions"),
     )
-    decisions = pd.DataFrame(monitor.latest_decisions(paths, limit=10_000))
+    decisions = pd.DataFrame(decision_log.latest_decisions(paths, limit=10_000))
     published = _warehouse_frame(
         paths, "select batch_date, count(*) as n from published.transaction_features group by 1",
         ("published", "transaction_features"),
@@ -150,7 +150,7 @@ def loop_verdict(paths: StatePaths, cfg: Config) -> LoopVerdict:
     moves = promotions(paths, cfg)
     if not any(m["action"] == "first_promote" for m in moves):
         return LoopVerdict(False, "no first champion was promoted (see train_model runs and the gate reports)")
-    triggers = [r for r in monitor.latest_decisions(paths, limit=10_000) if r["decision"] == "trigger"]
+    triggers = [r for r in decision_log.latest_decisions(paths, limit=10_000) if r["decision"] == "trigger"]
     if not triggers:
         return LoopVerdict(False, "the drift monitor never triggered a retrain (see monitoring_decisions)")
     drift_promotions = [
@@ -184,7 +184,7 @@ def healing_verdict(paths: StatePaths, cfg: Config) -> HealingVerdict:
         return HealingVerdict(True, False, f"gates.floors has no {metric} floor to judge recovery against")
     # a window's performance signal looks at an older, matured period: judge the first one whose
     # days were all scored by the new champion (the drift window itself says nothing about labels)
-    for window in monitor.history(paths, champion_version=new, limit=1000):
+    for window in decision_log.history(paths, champion_version=new, limit=1000):
         perf = window.signal("performance")
         value = (window.performance or {}).get(metric)
         if value is None or perf.start is None or perf.end is None:

@@ -7,7 +7,7 @@ It shows, for the configured model:
 * `@champion` and `@challenger` with their holdout metrics and lineage (`training.model.registry.model_status`);
 * the promotion / rejection / rollback history with reasons (`training.model.registry.audit_log`);
 * the latest drift-monitor decisions, each linked to its Evidently report
-  (`training.monitoring.monitor.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
+  (`training.monitoring.decision_log.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
 * the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
   an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server).
 
@@ -127,12 +127,12 @@ def render_markdown(text: str) -> str:
 def collect(paths: Any, cfg: Any) -> dict[str, Any]:
     """What the page shows, as plain data (also served as JSON at `/model-health/api/status`)."""
     from training.model import registry
-    from training.monitoring import monitor
+    from training.monitoring import decision_log
 
     name = cfg.model.name
     status = _section(lambda: registry.model_status(paths, cfg))
     audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
-    drift = _section(lambda: monitor.latest_decisions(paths, DRIFT_LIMIT))
+    drift = _section(lambda: decision_log.latest_decisions(paths, DRIFT_LIMIT))
     report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None, "href": None}
     uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
     if uri:

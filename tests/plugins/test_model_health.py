@@ -56,7 +56,7 @@ def _text(html: str) -> str:
 def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
     """A champion (v1, first_promote), a rejected challenger (v2) and one recorded drift window."""
     from training.model import registry, tracking
-    from training.monitoring import monitor
+    from training.monitoring import decision_log, retrain_trigger, windows
 
     fx = training_fixtures()
     root = tmp_path_factory.mktemp("model-health-state")
@@ -85,7 +85,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
     current["score"] = tracking.score(model, current[features])
     current["model_version"] = champion.version
     labels = current[["transaction_id", "is_fraud"]].assign(matured=True)
-    window = monitor.evaluate_window(
+    window = windows.evaluate_window(
         paths,
         cfg,
         min(current.batch_date),
@@ -97,7 +97,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
         labels,
         champion_version=champion.version,
     )
-    decision = monitor.decide(
+    decision = retrain_trigger.decide(
         cfg,
         [window],
         now_window_end=window.window_end,
@@ -105,7 +105,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
         retrain_in_flight=False,
         current_champion_version=champion.version,
     )
-    monitor.record_decision(paths, window, decision)
+    decision_log.record_decision(paths, window, decision)
     yield paths, cfg, champion, challenger, window, decision
     mp.undo()
 
@@ -150,7 +150,7 @@ def test_drift_report_is_served_through_the_plugin_and_nothing_else_is(populated
 
 def test_status_json_matches_the_training_library(populated) -> None:
     from training.model import registry
-    from training.monitoring import monitor
+    from training.monitoring import decision_log
 
     paths, cfg, champion, challenger, *_ = populated
     data = _client(paths, cfg).get("/api/status").json()
@@ -160,7 +160,7 @@ def test_status_json_matches_the_training_library(populated) -> None:
     assert [r["id"] for r in data["audit"]["data"]] == [
         r["id"] for r in registry.audit_log(paths, cfg.model.name, 25)
     ]
-    assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in monitor.latest_decisions(paths, 15)]
+    assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in decision_log.latest_decisions(paths, 15)]
     assert data["report"]["uri"].endswith("decision/decision_report.md")
 
 

@@ -8,7 +8,7 @@ release). Everything Evidently-specific stays behind three functions returning p
   reference standard deviation for numeric features, Jensen-Shannon distance for categorical ones;
   `feature_overrides` change either). The drifted share counts the monitored features only; a
   feature with `expected_drift` (warm-up, seasonal) and no threshold is measured but not counted;
-  a `critical` feature's drift alone is a breach (monitor.evaluate_window).
+  a `critical` feature's drift alone is a breach (windows.evaluate_window).
 * `prediction_drift(reference_scores, current_scores, cfg)` - Wasserstein distance of the score
   distributions, normed by the reference scores' standard deviation. Chosen over PSI because
   Evidently's PSI bins on equal-width ranges of the combined data: fraud scores pile up near 0, so

@@ -1,7 +1,8 @@
 """One drift-monitor run: load the frames, measure the window, decide, record.
 
-Glue between the stores (registry, frozen holdout, published predictions, the newest data version)
-and the pure pieces in `training.monitoring.drift` / `training.monitoring.monitor`. Two windows, because labels are late:
+Glue between the stores (registry, frozen holdout, published predictions, the newest data version,
+the monitoring table in `decision_log`) and the measuring (`windows`, `drift`) and deciding
+(`retrain_trigger`) pieces of `training.monitoring`. Two windows, because labels are late:
 
 Every window's signals, decision and Evidently HTML report are also logged to MLflow (experiment
 `closedloop/<model>/monitoring`), beside the report kept in the state directory.
@@ -30,8 +31,8 @@ from training.config import Config
 from training.data import datasets
 from training.model import registry
 from training.model.evaluate import score_version
-from training.monitoring import monitor, retrain_deferral
-from training.monitoring.monitor import PastTrigger, Signal, WindowEvidence
+from training.monitoring import decision_log, retrain_deferral, retrain_trigger, windows
+from training.monitoring.retrain_trigger import Decision, PastTrigger, Signal, WindowEvidence
 from training.paths import StatePaths
 from training.storage import versioning
 
@@ -57,14 +58,14 @@ def _last_retrain_at(paths: StatePaths, champion: dict[str, Any]) -> dt.date | N
             dates.append(versioning.get_version(paths, data_version).batch_date)
         except versioning.DataVersionNotFound:
             pass
-    for row in monitor.latest_decisions(paths, limit=200):
+    for row in decision_log.latest_decisions(paths, limit=200):
         if row.get("decision") == "trigger":
             dates.append(dt.date.fromisoformat(str(row["window_end"])[:10]))
             break
     return max(dates) if dates else None
 
 
-def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decision: monitor.Decision) -> str:
+def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decision: Decision) -> str:
     """One MLflow run per evaluated window (experiment `closedloop/<model>/monitoring`): the signals as
     metrics, the decision as tags, the Evidently HTML report as an artifact. Re-evaluating a window
     adds a run; the monitoring table keeps one row per window."""
@@ -113,13 +114,13 @@ def measure_interval(
     Stores are behind the two loaders (the DAG reads the warehouse, the replay in
     `training.monitoring.replay` reads memory), so both run exactly this. `reference` may carry
     `batch_date` and `score` columns: the drift window is then compared with the matching weekdays
-    of it (see `monitor.select_reference`).
+    of it (see `windows.select_reference`).
     """
     d = cfg.drift
     id_col = cfg.model.id_column
     drift_start = batch_date - (d.window_days - 1) * DAY
     current = load_window(drift_start, batch_date)
-    evidence = monitor.evaluate_window(
+    evidence = windows.evaluate_window(
         paths, cfg, drift_start, batch_date, reference, reference_scores, holdout_metrics, current, None,
         champion_version=version, save_html=save_html,
     )
@@ -133,7 +134,7 @@ def measure_interval(
         return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
     scored_by = set(matured["model_version"].astype(str))
     labels = load_labels(matured[id_col], batch_date)
-    perf_ev = monitor.evaluate_window(
+    perf_ev = windows.evaluate_window(
         paths, cfg, perf_start, perf_end, reference.iloc[:0], None, holdout_metrics, matured, labels,
         champion_version=version, save_html=False,
     )
@@ -187,7 +188,7 @@ def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastT
         if run and row["action"] in (*registry.PROMOTING, "reject"):
             outcome_by_run[run] = "rejected" if row["action"] == "reject" else "promoted"
     out = []
-    for row in monitor.latest_decisions(paths, limit=limit):
+    for row in decision_log.latest_decisions(paths, limit=limit):
         if row.get("decision") != "trigger":
             continue
         outcome = outcome_by_run.get(row.get("triggered_run_id") or "", "pending")
@@ -213,24 +214,24 @@ def monitor_interval(
         reference_scores=None,
         holdout_metrics=champion["holdout_metrics"],
         version=version,
-        load_window=lambda start, end: monitor.load_current_window(paths, cfg, start, end),
+        load_window=lambda start, end: windows.load_current_window(paths, cfg, start, end),
         load_labels=lambda ids, as_of: _labels_for(paths, cfg, ids, as_of),
     )
 
-    past = monitor.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))
+    past = decision_log.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))
     # a drift retrain deferred until enough post-onset labels mature is a retrain in flight too:
     # triggering again would only merge into it (and count against the storm cap)
     retrain_in_flight = retrain_in_flight or retrain_deferral.pending(paths) is not None
-    decision = monitor.decide(
+    decision = retrain_trigger.decide(
         cfg,
-        monitor.assemble_history(past, window),
+        retrain_trigger.assemble_history(past, window),
         now_window_end=batch_date,
         last_promotion_or_retrain_at=_last_retrain_at(paths, champion),
         retrain_in_flight=retrain_in_flight,
         current_champion_version=version,
         past_triggers=past_triggers(paths, cfg),
     )
-    monitor.record_decision(paths, window, decision, report_path=window.report_path)
+    decision_log.record_decision(paths, window, decision, report_path=window.report_path)
     perf_signal = window.signal("performance")
     log_to_mlflow(paths, cfg, window, decision)
     return {

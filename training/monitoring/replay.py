@@ -3,7 +3,7 @@
 Why: whether the trigger policy cries wolf (weekly seasonality, warm-up trends, one-day blips) or
 storms (persistent drift) is a property of the whole chain - simulator, point-in-time features,
 Evidently, the policy - measured over weeks of days. This module runs that chain in memory with the
-same functions the `drift_monitor` DAG runs (`drift_job.measure_interval` and `monitor.decide`),
+same functions the `drift_monitor` DAG runs (`drift_job.measure_interval` and `retrain_trigger.decide`),
 so the tests and `benchmarks/healing_monitoring.py` measure the landed policy, not a copy of it.
 
 The features are computed here with DuckDB window functions close to the dbt mart's definitions
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from training.config import Config, SimulatorSpec, parse_config
-from training.monitoring import monitor
-from training.monitoring.monitor import Decision, PastTrigger, WindowEvidence
+from training.monitoring import retrain_trigger
+from training.monitoring.retrain_trigger import Decision, PastTrigger, WindowEvidence
 from training.paths import StatePaths
 from training.source import simulator
 
@@ -227,8 +227,8 @@ def replay(
             load_labels=load_labels,
             save_html=False,
         )
-        history = monitor.assemble_history(history, window)
-        decision = monitor.decide(
+        history = retrain_trigger.assemble_history(history, window)
+        decision = retrain_trigger.decide(
             cfg,
             history,
             now_window_end=day,

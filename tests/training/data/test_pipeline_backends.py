@@ -16,7 +16,7 @@ import pytest
 from training.config import Config, with_overrides
 from training.data import ingest, quality
 from training.data.dbt import default_target, run_dbt
-from training.monitoring import monitor
+from training.monitoring import windows
 from training.paths import StatePaths
 from training.serving import inference
 from training.storage import warehouse
@@ -87,7 +87,7 @@ def test_data_side_runs_on_each_backend(backend, request, state, pipe_config, mo
     })[inference.PREDICTION_COLUMNS]
     for _ in range(2):
         inference.write_predictions(state, days[0], {"champion": preds, "challenger": None})
-    window = monitor.load_current_window(state, cfg, days[0], days[0])
+    window = windows.load_current_window(state, cfg, days[0], days[0])
     assert len(window) == len(feats) and set(window["model_version"]) == {"1"}
 
     # keep the published training set for the cross-backend comparison below

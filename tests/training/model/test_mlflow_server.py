@@ -147,18 +147,18 @@ def promoted(server, server_state, cfg, training_frame, synth):
 @pytest.fixture(scope="module")
 def drift_run(server_state, cfg, promoted) -> tuple[str, Path]:
     """One drift-monitor window logged to MLflow, with an Evidently-like HTML report from the state dir."""
-    from training.monitoring import drift_job, monitor
+    from training.monitoring import drift_job, retrain_trigger
 
     trained, _ = promoted
     report = server_state.reports / "drift" / "window.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("<html><body>evidently report</body></html>")
-    window = monitor.WindowEvidence(
+    window = retrain_trigger.WindowEvidence(
         window_start=dt.date(2026, 2, 1), window_end=dt.date(2026, 2, 7), champion_version=trained.version,
         scored_by_versions=(trained.version,), rows=100, matured_rows=0, positives=0, signals={},
         report_path=str(report),
     )
-    decision = monitor.Decision(False, "no_breach", {}, "No signal breached.")
+    decision = retrain_trigger.Decision(False, "no_breach", {}, "No signal breached.")
     return drift_job.log_to_mlflow(server_state, cfg, window, decision), report
 
 

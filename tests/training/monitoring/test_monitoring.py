@@ -1,4 +1,4 @@
-"""training.monitoring.monitor: false alarms, real shifts, concept drift, storm guards, the monitoring table."""
+"""training.monitoring windows/retrain_trigger/decision_log: false alarms, real shifts, concept drift, storm guards, the monitoring table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,21 @@ import pytest
 
 from training.config import Config, with_overrides
 from training.model.metrics import compute_metrics
-from training.monitoring import monitor as mon
+from training.monitoring import decision_log, retrain_trigger
+from training.monitoring.retrain_trigger import (
+    SIGNALS,
+    Decision,
+    MonitoringError,
+    PastTrigger,
+    Signal,
+    WindowEvidence,
+)
+from training.monitoring.windows import (
+    MonitoringDataError,
+    evaluate_window,
+    load_current_window,
+    select_reference,
+)
 from training.paths import StatePaths
 from training.storage.warehouse import connect
 
@@ -110,9 +124,9 @@ def champion(base_config: Config) -> dict:
 
 def evaluate(
     paths: StatePaths, cfg: Config, champion: dict, frame: pd.DataFrame, day: int, **kw
-) -> mon.WindowEvidence:
+) -> WindowEvidence:
     end = D0 + dt.timedelta(days=day)
-    return mon.evaluate_window(
+    return evaluate_window(
         paths,
         cfg,
         end,
@@ -127,12 +141,12 @@ def evaluate(
     )
 
 
-def run_policy(cfg: Config, windows: list[mon.WindowEvidence], **guards) -> list[mon.Decision]:
+def run_policy(cfg: Config, windows: list[WindowEvidence], **guards) -> list[Decision]:
     """Decide after each window as the DAG would: history so far, the latest last."""
     decisions = []
     for i, w in enumerate(windows):
         decisions.append(
-            mon.decide(
+            retrain_trigger.decide(
                 cfg,
                 windows[: i + 1],
                 now_window_end=w.window_end,
@@ -150,7 +164,7 @@ def run_policy(cfg: Config, windows: list[mon.WindowEvidence], **guards) -> list
 
 
 @pytest.fixture(scope="module")
-def stable_windows(tmp_path_factory, base_config: Config, champion: dict) -> list[mon.WindowEvidence]:
+def stable_windows(tmp_path_factory, base_config: Config, champion: dict) -> list[WindowEvidence]:
     """30 days from an unchanged world: fresh samples of 2-5k rows, all labels matured."""
     paths = StatePaths(tmp_path_factory.mktemp("stable"))
     sizes = [2_000, 3_000, 5_000]
@@ -162,7 +176,7 @@ def stable_windows(tmp_path_factory, base_config: Config, champion: dict) -> lis
 def test_false_alarms_30_stable_windows_never_trigger(base_config: Config, stable_windows) -> None:
     decisions = run_policy(base_config, stable_windows)
     assert [d.reason for d in decisions if d.trigger] == []
-    breaches = {s: sum(w.signal(s).breach for w in stable_windows) for s in mon.SIGNALS}
+    breaches = {s: sum(w.signal(s).breach for w in stable_windows) for s in SIGNALS}
     # not only no trigger: prediction drift never fires; data drift at most once (the critical
     # log_amount threshold is tight on purpose, 0.06), performance at most once
     assert breaches["data_drift"] <= 1 and breaches["prediction_drift"] == 0, breaches
@@ -260,17 +274,17 @@ def test_min_sample_rules_make_signals_insufficient_never_a_breach(
 # --------------------------------------------------------------------------------------------
 
 
-def ev(day: int, *breach: str, champion: str = CHAMPION, scored_by: str | None = None) -> mon.WindowEvidence:
+def ev(day: int, *breach: str, champion: str = CHAMPION, scored_by: str | None = None) -> WindowEvidence:
     end = D0 + dt.timedelta(days=day)
     signals = {
-        s: mon.Signal(s, "breach" if s in breach else "ok", 0.5 if s in breach else 0.0, 0.15, f"{s} test")
-        for s in mon.SIGNALS
+        s: Signal(s, "breach" if s in breach else "ok", 0.5 if s in breach else 0.0, 0.15, f"{s} test")
+        for s in SIGNALS
     }
-    return mon.WindowEvidence(end, end, champion, (scored_by or champion,), 3_000, 3_000, 40, signals)
+    return WindowEvidence(end, end, champion, (scored_by or champion,), 3_000, 3_000, 40, signals)
 
 
-def decide(cfg: Config, hist: list[mon.WindowEvidence], *, last=None, in_flight=False, champion=CHAMPION):
-    return mon.decide(
+def decide(cfg: Config, hist: list[WindowEvidence], *, last=None, in_flight=False, champion=CHAMPION):
+    return retrain_trigger.decide(
         cfg,
         hist,
         now_window_end=hist[-1].window_end,
@@ -314,7 +328,7 @@ def test_windows_of_an_older_champion_are_ignored(base_config: Config) -> None:
         and latest_old.reason == "window_not_eligible"
         and "scored by v2" in latest_old.why
     )
-    mixed = mon.WindowEvidence(D0, D0, CHAMPION, ("2", "3"), 3_000, 0, 0, ev(0, d).signals)
+    mixed = WindowEvidence(D0, D0, CHAMPION, ("2", "3"), 3_000, 0, 0, ev(0, d).signals)
     assert mixed.scored_by_version is None
     assert decide(base_config, [mixed]).reason == "window_not_eligible"
 
@@ -345,15 +359,15 @@ def simulate(cfg: Config, days: int, *, retrain_days: int, promotes: bool) -> li
     Returns the days on which the policy triggered.
     """
     champion, version = CHAMPION, int(CHAMPION)
-    history: list[mon.WindowEvidence] = []
+    history: list[WindowEvidence] = []
     triggers: list[int] = []
-    past: list[mon.PastTrigger] = []
+    past: list[PastTrigger] = []
     last: dt.date | None = None
     running_until: int | None = None
     promote_on: int | None = None
     for day in range(1, days + 1):
         if running_until is not None and day > running_until:
-            past[-1] = mon.PastTrigger(past[-1].window_end, "promoted" if promotes else "rejected")
+            past[-1] = PastTrigger(past[-1].window_end, "promoted" if promotes else "rejected")
             running_until = None
         if promote_on == day:
             version += 1
@@ -362,7 +376,7 @@ def simulate(cfg: Config, days: int, *, retrain_days: int, promotes: bool) -> li
         in_flight = running_until is not None and day <= running_until
         breach = ("data_drift",) if champion == CHAMPION else ()
         history.append(ev(day, *breach, champion=champion))
-        decision = mon.decide(
+        decision = retrain_trigger.decide(
             cfg,
             history,
             now_window_end=history[-1].window_end,
@@ -373,7 +387,7 @@ def simulate(cfg: Config, days: int, *, retrain_days: int, promotes: bool) -> li
         )
         if decision.trigger:
             triggers.append(day)
-            past.append(mon.PastTrigger(D0 + dt.timedelta(days=day), "pending"))
+            past.append(PastTrigger(D0 + dt.timedelta(days=day), "pending"))
             last = D0 + dt.timedelta(days=day)
             running_until = day + retrain_days - 1
             if promotes:
@@ -404,25 +418,25 @@ def test_persistent_drift_for_20_windows_does_not_cause_a_storm(base_config: Con
 def test_storm_cap_and_backoff_are_decisions_with_reasons(base_config: Config) -> None:
     d = "data_drift"
     hist = [ev(i, d) for i in range(20, 23)]  # windows end 2026-03-21..23
-    rejected = [mon.PastTrigger(dt.date(2026, 3, 18), "rejected")]
+    rejected = [PastTrigger(dt.date(2026, 3, 18), "rejected")]
     got = decide_with(base_config, hist, rejected, last=dt.date(2026, 3, 18))
     assert not got.trigger and got.reason == "backoff" and "backing off 7 days, 5 passed" in got.why
     assert got.evidence["guards"]["storm"]["backoff_until"] == "2026-03-25"
-    twice = [mon.PastTrigger(dt.date(2026, 3, 4), "rejected"), *rejected]
+    twice = [PastTrigger(dt.date(2026, 3, 4), "rejected"), *rejected]
     got = decide_with(base_config, [ev(i, d) for i in range(27, 30)], twice, last=dt.date(2026, 3, 18))
     assert got.reason == "backoff" and "backing off 14 days" in got.why  # doubled after the second
-    capped = [mon.PastTrigger(dt.date(2026, 3, 4), "promoted"), mon.PastTrigger(dt.date(2026, 3, 18), "promoted")]
+    capped = [PastTrigger(dt.date(2026, 3, 4), "promoted"), PastTrigger(dt.date(2026, 3, 18), "promoted")]
     got = decide_with(base_config, hist, capped, last=dt.date(2026, 3, 18))
     assert not got.trigger and got.reason == "storm_cap" and "max 2" in got.why
     # the evidence still names the onset and the signal that would have fired
     assert got.evidence["onset_window_start"] == "2026-03-21" and got.evidence["breaching_signal"] == d
     # outside the period the cap is lifted; a trigger on or after the decided window is ignored (backfills)
-    old = [mon.PastTrigger(dt.date(2026, 2, 1), "promoted"), mon.PastTrigger(dt.date(2026, 2, 20), "promoted")]
-    assert decide_with(base_config, hist, [*old, mon.PastTrigger(dt.date(2026, 3, 23))], last=None).trigger
+    old = [PastTrigger(dt.date(2026, 2, 1), "promoted"), PastTrigger(dt.date(2026, 2, 20), "promoted")]
+    assert decide_with(base_config, hist, [*old, PastTrigger(dt.date(2026, 3, 23))], last=None).trigger
 
 
-def decide_with(cfg: Config, hist: list[mon.WindowEvidence], past: list[mon.PastTrigger], *, last) -> mon.Decision:
-    return mon.decide(
+def decide_with(cfg: Config, hist: list[WindowEvidence], past: list[PastTrigger], *, last) -> Decision:
+    return retrain_trigger.decide(
         cfg,
         hist,
         now_window_end=hist[-1].window_end,
@@ -434,10 +448,10 @@ def decide_with(cfg: Config, hist: list[mon.WindowEvidence], past: list[mon.Past
 
 
 def test_overlapping_performance_windows_count_once_and_onset_is_their_first_day(base_config: Config) -> None:
-    def perf(day: int, breach: bool) -> mon.WindowEvidence:
+    def perf(day: int, breach: bool) -> WindowEvidence:
         w = ev(day)
         end = D0 + dt.timedelta(days=day - 5)
-        sig = mon.Signal("performance", "breach" if breach else "ok", 0.1, 0.3, "p", end - dt.timedelta(days=2), end)
+        sig = Signal("performance", "breach" if breach else "ok", 0.1, 0.3, "p", end - dt.timedelta(days=2), end)
         return dataclasses.replace(w, signals={**w.signals, "performance": sig})
 
     # one bad labelled day is inside 3 consecutive 3-day performance windows
@@ -457,7 +471,7 @@ def test_decide_is_deterministic_for_backfills(base_config: Config) -> None:
     d = "data_drift"
     hist = [ev(1, d), ev(2, d), ev(3), ev(4)]
     # re-deciding window 2 later, with windows 3 and 4 already recorded, gives the original answer
-    again = mon.decide(
+    again = retrain_trigger.decide(
         base_config,
         hist,
         now_window_end=hist[1].window_end,
@@ -466,8 +480,8 @@ def test_decide_is_deterministic_for_backfills(base_config: Config) -> None:
         current_champion_version=CHAMPION,
     )
     assert again.trigger and again.reason == "data_drift"
-    with pytest.raises(mon.MonitoringError, match="no window ending 2026-03-20"):
-        mon.decide(
+    with pytest.raises(MonitoringError, match="no window ending 2026-03-20"):
+        retrain_trigger.decide(
             base_config,
             hist,
             now_window_end=dt.date(2026, 3, 20),
@@ -488,13 +502,13 @@ def test_decisions_are_recorded_idempotently_and_read_back(
 ) -> None:
     windows = stable_windows[:3]
     for w, dec in zip(windows, run_policy(base_config, windows), strict=True):
-        mon.record_decision(state, w, dec, report_path=None)
+        decision_log.record_decision(state, w, dec, report_path=None)
     w = windows[-1]
-    trigger = mon.Decision(True, "data_drift", {"k": 2}, "test trigger")
-    mon.record_decision(state, w, trigger, report_path="/tmp/r.html")
-    mon.record_decision(state, w, trigger, report_path="/tmp/r.html")  # same window again: replaced
-    mon.attach_triggered_run(state, w.window_end, w.champion_version, "manual__drift_1")
-    rows = mon.latest_decisions(state, limit=10)
+    trigger = Decision(True, "data_drift", {"k": 2}, "test trigger")
+    decision_log.record_decision(state, w, trigger, report_path="/tmp/r.html")
+    decision_log.record_decision(state, w, trigger, report_path="/tmp/r.html")  # same window again: replaced
+    decision_log.attach_triggered_run(state, w.window_end, w.champion_version, "manual__drift_1")
+    rows = decision_log.latest_decisions(state, limit=10)
     assert len(rows) == 3
     top = rows[0]
     assert (top["window_end"], top["decision"], top["reason"]) == (w.window_end, "trigger", "data_drift")
@@ -506,15 +520,15 @@ def test_decisions_are_recorded_idempotently_and_read_back(
     assert top["performance"]["champion_holdout"]["pr_auc"] == pytest.approx(w.champion_metrics["pr_auc"])
     assert rows[1]["decision"] == "no_trigger" and rows[1]["breach_data_drift"] is False
 
-    back = mon.history(state, champion_version=CHAMPION, limit=10)
+    back = decision_log.history(state, champion_version=CHAMPION, limit=10)
     assert [b.window_end for b in back] == [x.window_end for x in windows]  # oldest first
     assert back[-1].to_dict() == w.to_dict()  # full round trip of the evidence
-    assert mon.history(state, limit=2)[0].window_end == windows[1].window_end
-    assert mon.history(state, champion_version="99") == []
-    merged = mon.assemble_history(back, w)
+    assert decision_log.history(state, limit=2)[0].window_end == windows[1].window_end
+    assert decision_log.history(state, champion_version="99") == []
+    merged = retrain_trigger.assemble_history(back, w)
     assert len(merged) == 3 and merged[-1] is w
-    with pytest.raises(mon.MonitoringError, match="no monitoring row"):
-        mon.attach_triggered_run(state, dt.date(2020, 1, 1), CHAMPION, "x")
+    with pytest.raises(MonitoringError, match="no monitoring row"):
+        decision_log.attach_triggered_run(state, dt.date(2020, 1, 1), CHAMPION, "x")
 
 
 def _predictions(frame: pd.DataFrame, batch_date: dt.date, alias: str, version: int) -> pd.DataFrame:
@@ -540,7 +554,7 @@ def test_load_current_window_reads_champion_predictions_with_features(
     state: StatePaths, base_config: Config
 ) -> None:
     with pytest.raises(FileNotFoundError):
-        mon.load_current_window(state, base_config, D0, D0)
+        load_current_window(state, base_config, D0, D0)
     day2 = D0 + dt.timedelta(days=1)
     first, second = window(50, seed=1), window(40, seed=2)
     features = pd.concat(
@@ -562,20 +576,20 @@ def test_load_current_window_reads_champion_predictions_with_features(
         con.con.register("predictions_df", predictions)
         con.execute("create table published.transaction_features as select * from features_df")
         con.execute("create table published.predictions as select * from predictions_df")
-    got = mon.load_current_window(state, base_config, D0, D0)
+    got = load_current_window(state, base_config, D0, D0)
     assert len(got) == 50 and set(got.model_version) == {"3"}
     assert set(base_config.model.features) <= set(got.columns)
     assert got.score.tolist() == pytest.approx(first.score.tolist())
     assert got.amount.tolist() == pytest.approx(first.amount.tolist())
-    assert len(mon.load_current_window(state, base_config, D0, day2)) == 90
-    assert mon.load_current_window(state, base_config, dt.date(2025, 1, 1), dt.date(2025, 1, 2)).empty
+    assert len(load_current_window(state, base_config, D0, day2)) == 90
+    assert load_current_window(state, base_config, dt.date(2025, 1, 1), dt.date(2025, 1, 2)).empty
 
 
 def test_load_current_window_names_missing_tables(state: StatePaths, base_config: Config) -> None:
     with connect(state) as con:
         con.execute("create schema if not exists published")
-    with pytest.raises(mon.MonitoringDataError, match="published.predictions"):
-        mon.load_current_window(state, base_config, D0, D0)
+    with pytest.raises(MonitoringDataError, match="published.predictions"):
+        load_current_window(state, base_config, D0, D0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -752,19 +766,19 @@ def test_select_reference_matches_weekdays_of_whole_weeks(base_config: Config) -
     days = [dt.date(2026, 3, 2) + dt.timedelta(days=i) for i in range(21)]  # Mon 2 .. Sun 22 March
     ref = pd.DataFrame({"batch_date": [d for d in days for _ in range(10)], "x": range(210)})
     sat, sun = dt.date(2026, 4, 4), dt.date(2026, 4, 5)
-    got, note = mon.select_reference(ref, sat, sun, base_config)
+    got, note = select_reference(ref, sat, sun, base_config)
     assert sorted(set(got.batch_date)) == [dt.date(2026, 3, 14), dt.date(2026, 3, 15), dt.date(2026, 3, 21), dt.date(2026, 3, 22)]
     assert "Sat,Sun of 2026-03-09..2026-03-22 (day-of-week matched), 40 rows" in note
-    weeks, note = mon.select_reference(ref, sat, sat, with_overrides(base_config, drift={"reference": "whole_weeks"}))
+    weeks, note = select_reference(ref, sat, sat, with_overrides(base_config, drift={"reference": "whole_weeks"}))
     assert len(weeks) == 140 and "whole weeks 2026-03-09..2026-03-22" in note
-    as_given, _ = mon.select_reference(ref, sat, sat, with_overrides(base_config, drift={"reference": "as_given"}))
+    as_given, _ = select_reference(ref, sat, sat, with_overrides(base_config, drift={"reference": "as_given"}))
     assert len(as_given) == 210
     # a holdout of three weekdays cannot match a Saturday: all of it, and the note says so
     short = ref[ref.batch_date.isin(days[7:10])]
-    got, note = mon.select_reference(short, sat, sat, base_config)
+    got, note = select_reference(short, sat, sat, base_config)
     assert len(got) == 30 and "covers less than a week" in note
     missing = ref[ref.batch_date.map(lambda d: d.weekday() != 5)]
-    got, note = mon.select_reference(missing, sat, sat, base_config)
+    got, note = select_reference(missing, sat, sat, base_config)
     assert "lacks weekday(s) [5]" in note and len(got) == 120
 
 
@@ -774,8 +788,8 @@ def test_past_triggers_read_their_outcome_from_the_registry_audit(state: StatePa
 
     windows = [ev(i, "data_drift") for i in (1, 2, 3)]
     for w, run in zip(windows, ("manual__a", "manual__b", "manual__c"), strict=True):
-        mon.record_decision(state, w, mon.Decision(True, "data_drift", {}, "t"), triggered_run_id=run)
-    mon.record_decision(state, ev(4), mon.Decision(False, "no_breach", {}, "n"))
+        decision_log.record_decision(state, w, Decision(True, "data_drift", {}, "t"), triggered_run_id=run)
+    decision_log.record_decision(state, ev(4), Decision(False, "no_breach", {}, "n"))
     name = base_config.model.name
     with registry._locked(state, name) as conn:  # audit rows as the registry writes them
         registry._insert(conn, model_name=name, action="reject", to_version="4", airflow_run_id="manual__a",

@@ -27,6 +27,9 @@ Modules, by concern:
 
 From Python (the demo driver and the browser tests)::
 
+    from devstack.environment import Ports
+    from devstack.supervisor import start_stack
+
     stack = start_stack(paths, Ports.from_env())          # profile="services" for the services profile
     stack.wait_healthy()
     ... stack.url, stack.user, stack.password, stack.env, stack.airflow("dags", "list") ...

@@ -31,5 +31,5 @@ RUN useradd --uid 50000 --no-create-home --home-dir /var/lib/closedloop closedlo
 USER closedloop
 
 EXPOSE 8080 5000 8081
-# Each compose service sets its own command (scripts/dev_stack.py SERVICE_COMMANDS).
+# Each compose service sets its own command (devstack/services.py SERVICE_COMMANDS).
 CMD ["python", "scripts/dev_stack.py", "--help"]

@@ -27,8 +27,8 @@ test: env browser-deps compose-deps
 	$(PY) -m pytest tests
 
 lint: env
-	$(VENV)/bin/ruff check training plugins dags tests
-	$(VENV)/bin/mypy training
+	$(VENV)/bin/ruff check training devstack plugins dags tests
+	$(VENV)/bin/mypy training devstack
 
 # The full loop on the services profile under the real scheduler (~35 min on 2 shared cores; opt-in).
 test-services-e2e: env

@@ -3,7 +3,7 @@
 A module fixture builds a populated state from real calls - a few simulated days landed through
 `training.data.ingest` and built by dbt (for the docs site's catalog), and a tiny champion trained and
 promoted through `training.model.train` / `training.model.evaluate` - then starts the stack with
-`scripts/dev_stack.py` (init, api-server, scheduler, dag-processor, triggerer, MLflow, dbt docs) on
+`devstack` (init, api-server, scheduler, dag-processor, triggerer, MLflow, dbt docs) on
 free ports. Each test saves a screenshot under `<state>/screenshots/`.
 
 Skipped (with the reason) only when Debian's chromium / chromium-driver are not installed and
@@ -25,6 +25,10 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from devstack.airflow_api import RestApiError, get_json, get_token, trigger_via_rest
+from devstack.environment import Ports
+from devstack.services import PROFILE_SERVICES
+from devstack.supervisor import alive, port_free, start_stack
 from training.config import Config, with_overrides
 from training.paths import StatePaths
 
@@ -63,7 +67,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iter
         pytest.skip(reason)
     from training.data import dbt, ingest
 
-    ds = _load("dev_stack", ROOT / "scripts" / "dev_stack.py")
     fx = _load("closedloop_training_fixtures", ROOT / "tests" / "training" / "conftest.py")
     root = tmp_path_factory.mktemp("browser-state")
     mp = pytest.MonkeyPatch()
@@ -88,7 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iter
     dbt.run_dbt(["build"], paths, cfg)
     built = time.monotonic() - t0
 
-    running = ds.start_stack(paths, ds.Ports.free())
+    running = start_stack(paths, Ports.free())
     try:
         running.wait_healthy(timeout_s=240)
         running.wait_for_dags(DAG_IDS, timeout_s=240)
@@ -99,7 +102,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iter
     print(f"state built in {built:.0f}s, stack up after {time.monotonic() - t0:.0f}s")
     shots = root / "screenshots"
     shots.mkdir()
-    yield SimpleNamespace(ds=ds, stack=running, paths=paths, cfg=cfg, champion=trained.version, shots=shots)
+    yield SimpleNamespace(stack=running, paths=paths, cfg=cfg, champion=trained.version, shots=shots)
     running.stop()
     mp.undo()
 
@@ -174,8 +177,8 @@ def test_airflow_ui_login_lists_every_dag_without_import_errors(stack, browser) 
     text = body_text(browser)
     shot(browser, stack, "airflow_dags")
     assert "Import Error" not in text and "import error" not in text.lower(), text[:800]
-    token = stack.ds.get_token(stack.stack.url, stack.stack.user, stack.stack.password)
-    errors = stack.ds._get_json(f"{stack.stack.url}/api/v2/importErrors", token)
+    token = get_token(stack.stack.url, stack.stack.user, stack.stack.password)
+    errors = get_json(f"{stack.stack.url}/api/v2/importErrors", token)
     assert errors["total_entries"] == 0, errors
 
 
@@ -236,13 +239,13 @@ def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, bro
 
 def test_rest_trigger_helper_starts_a_run_with_its_conf(stack) -> None:
     """`trigger_via_rest` (token from /auth/token, POST dagRuns with logical_date null) as scripts use it."""
-    ds, s = stack.ds, stack.stack
-    run_id = ds.trigger_via_rest(s.url, s.user, s.password, "rollback_champion", {"reason": "rest helper test"})
-    token = ds.get_token(s.url, s.user, s.password)
-    run = ds._get_json(f"{s.url}/api/v2/dags/rollback_champion/dagRuns/{run_id}", token)
+    s = stack.stack
+    run_id = trigger_via_rest(s.url, s.user, s.password, "rollback_champion", {"reason": "rest helper test"})
+    token = get_token(s.url, s.user, s.password)
+    run = get_json(f"{s.url}/api/v2/dags/rollback_champion/dagRuns/{run_id}", token)
     assert run["conf"] == {"reason": "rest helper test"} and run["logical_date"] is None
-    with pytest.raises(ds.RestApiError) as wrong:
-        ds.trigger_via_rest(s.url, s.user, "not-the-password", "rollback_champion", {})
+    with pytest.raises(RestApiError) as wrong:
+        trigger_via_rest(s.url, s.user, "not-the-password", "rollback_champion", {})
     assert wrong.value.status == 401
 
 
@@ -252,14 +255,14 @@ def test_retrains_triggered_from_outside_carry_their_reason_to_mlflow(stack) -> 
 
     from training.model import tracking
 
-    ds, s = stack.ds, stack.stack
+    s = stack.stack
     s.airflow("dags", "unpause", "train_model")
     s.airflow("dags", "trigger", "train_model", "--conf", json.dumps({"reason": "manual-cli"}))
-    ds.trigger_via_rest(s.url, s.user, s.password, "train_model", {"reason": "manual-rest", "evidence": {"ticket": 7}})
-    token = ds.get_token(s.url, s.user, s.password)
+    trigger_via_rest(s.url, s.user, s.password, "train_model", {"reason": "manual-rest", "evidence": {"ticket": 7}})
+    token = get_token(s.url, s.user, s.password)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        runs = ds._get_json(f"{s.url}/api/v2/dags/train_model/dagRuns", token)["dag_runs"]
+        runs = get_json(f"{s.url}/api/v2/dags/train_model/dagRuns", token)["dag_runs"]
         if len(runs) >= 2 and all(r["state"] in ("success", "failed") for r in runs):
             break
         time.sleep(5)
@@ -283,8 +286,8 @@ def test_make_down_stops_every_service_from_another_process(stack) -> None:
     assert status.returncode == 0 and stack.stack.url in status.stdout, status.stdout + status.stderr
     down = subprocess.run([sys.executable, script, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
-    for name in stack.ds.PROFILE_SERVICES["embedded"]:  # what start_stack started (no Celery workers)
+    for name in PROFILE_SERVICES["embedded"]:  # what start_stack started (no Celery workers)
         assert name in down.stdout
-        assert not stack.ds._alive(stack.paths, name), name
+        assert not alive(stack.paths, name), name
     for port in (stack.stack.ports.airflow, stack.stack.ports.mlflow, stack.stack.ports.dbt_docs):
-        assert stack.ds._port_free("127.0.0.1", port), f"port {port} still taken"
+        assert port_free("127.0.0.1", port), f"port {port} still taken"

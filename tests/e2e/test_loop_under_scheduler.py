@@ -8,40 +8,33 @@ On both runtime profiles: embedded (SQLite, DuckDB, LocalExecutor) and services 
 warehouse / metadata / ledger, Redis + two Celery workers, MLflow server; its databases and broker
 keys are dropped afterwards). The services run is opt-in (`CLOSEDLOOP_E2E_SERVICES=1`, or
 `make test-services-e2e`): it took 35 min on the shared 2-core machine (the same story closes in
-~7 min embedded), too long for every `make test`; `tests/test_services_stack.py` covers that stack
+~7 min embedded), too long for every `make test`; `tests/devstack/test_services_stack.py` covers that stack
 in every run.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from devstack.environment import free_port
+from devstack.services import (
+    CELERY_WORKERS,
+    DevStackError,
+    ServicesBackends,
+    check_servers,
+    drop_services_state,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 SERVICES_OPT_IN = "CLOSEDLOOP_E2E_SERVICES"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dev_stack():
-    spec = importlib.util.spec_from_file_location("dev_stack", ROOT / "scripts" / "dev_stack.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("dev_stack", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("profile", ["embedded", "services"])
@@ -52,15 +45,14 @@ def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path, profile):
 
         if os.environ.get(SERVICES_OPT_IN) != "1":
             pytest.skip(f"the services loop takes ~35 min here: set {SERVICES_OPT_IN}=1 (make test-services-e2e) to run it")
-        ds = _dev_stack()
         try:
-            ds.check_servers(ds.ServicesBackends.for_state(StatePaths(state)))
-        except ds.DevStackError as exc:
+            check_servers(ServicesBackends.for_state(StatePaths(state)))
+        except DevStackError as exc:
             pytest.skip(str(exc))
         try:
             _run_and_check(tmp_path, state, profile)
         finally:
-            ds.drop_services_state(StatePaths(state))
+            drop_services_state(StatePaths(state))
     else:
         _run_and_check(tmp_path, state, profile)
 
@@ -70,9 +62,9 @@ def _run_and_check(tmp_path, state, profile):
     overrides.write_text("simulator:\n  transactions_per_day: 6000\n  n_customers: 2000\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOSEDLOOP_"))}
     env["CLOSEDLOOP_HOME"] = str(state)
-    env["CLOSEDLOOP_MLFLOW_PORT"] = str(_free_port())  # services: the MLflow server beside a developer's
+    env["CLOSEDLOOP_MLFLOW_PORT"] = str(free_port())  # services: the MLflow server beside a developer's
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(_free_port()),
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(free_port()),
          "--overrides", str(overrides), "--timeout-min", "40", "--profile", profile,
          "--until", "closed"],  # healing on live data is the demo's (make demo) longer story
         env=env, capture_output=True, text=True, timeout=2600,
@@ -99,11 +91,10 @@ def _check_services_did_the_work(state):
 
     from training.paths import StatePaths
 
-    ds = _dev_stack()
     logs = state / "devstack" / "logs"
-    per_worker = {w: (logs / f"{w}.log").read_text().count("Executing workload in Celery") for w in ds.CELERY_WORKERS}
+    per_worker = {w: (logs / f"{w}.log").read_text().count("Executing workload in Celery") for w in CELERY_WORKERS}
     assert all(n > 0 for n in per_worker.values()), per_worker
-    b = ds.ServicesBackends.for_state(StatePaths(state))
+    b = ServicesBackends.for_state(StatePaths(state))
     con = psycopg2.connect(host=b.pg_host, port=b.pg_port, user=b.pg_user, password=b.pg_password or None,
                            dbname=b.dbname("warehouse"))
     try:

@@ -12,68 +12,70 @@ Skipped (saying why) only when PostgreSQL or Redis does not answer; `.ci/run` st
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 
+from devstack.airflow_api import get_json, get_token, trigger_via_rest
+from devstack.environment import Ports
+from devstack.services import (
+    AIRFLOW_COMPONENTS,
+    CELERY_WORKERS,
+    PROFILE_SERVICES,
+    WAREHOUSE_POOL_SERVICES,
+    DevStackError,
+    ServicesBackends,
+    check_servers,
+    drop_services_state,
+    resolve_argv,
+)
+from devstack.supervisor import start_stack
 from training.paths import StatePaths
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DAG_IDS = tuple(sorted(p.stem for p in (ROOT / "dags").glob("*.py")))  # one DAG per file, file name = dag_id
-
-
-def dev_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dev_stack", ROOT / "scripts" / "dev_stack.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("dev_stack", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    ds = dev_stack()
     paths = StatePaths(tmp_path_factory.mktemp("services-stack") / "state")
     try:
-        ds.check_servers(ds.ServicesBackends.for_state(paths))
-    except ds.DevStackError as exc:
+        check_servers(ServicesBackends.for_state(paths))
+    except DevStackError as exc:
         pytest.skip(str(exc))
     t0 = time.monotonic()
     # a light preload keeps the workers' start quick here; the hook is the same as with the full list
-    stack = ds.start_stack(paths, ds.Ports.free(), profile="services",
-                           extra_env={"CLOSEDLOOP_PRELOAD_MODULES": "training.model.registry"})
+    stack = start_stack(paths, Ports.free(), profile="services",
+                        extra_env={"CLOSEDLOOP_PRELOAD_MODULES": "training.model.registry"})
     try:
         stack.wait_healthy(timeout_s=300)
         healthy_after = time.monotonic() - t0
         stack.wait_for_dags(DAG_IDS, timeout_s=240)
         print(f"services stack healthy after {healthy_after:.0f}s, DAGs parsed after {time.monotonic() - t0:.0f}s")
-        yield SimpleNamespace(ds=ds, stack=stack, paths=paths)
+        yield SimpleNamespace(stack=stack, paths=paths)
     finally:
         stack.stop()
-        dropped = ds.drop_services_state(paths)
-        assert len(dropped) == len(ds.ServicesBackends.DATABASES), dropped
+        dropped = drop_services_state(paths)
+        assert len(dropped) == len(ServicesBackends.DATABASES), dropped
 
 
 def test_services_stack_is_healthy_on_postgresql_and_redis(services) -> None:
-    ds, stack = services.ds, services.stack
-    assert set(stack.services) == set(ds.PROFILE_SERVICES["services"])
+    stack = services.stack
+    assert set(stack.services) == set(PROFILE_SERVICES["services"])
     assert set(stack.health().values()) == {"healthy"}, stack.health()
     # every component runs the compose command on the profile's settings
     for name in stack.services:
         env = stack.service_envs[name]
-        if name in (*ds.AIRFLOW_COMPONENTS, *ds.CELERY_WORKERS):
+        if name in (*AIRFLOW_COMPONENTS, *CELERY_WORKERS):
             assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
             assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
     b = stack.backends
@@ -84,7 +86,7 @@ def test_services_stack_is_healthy_on_postgresql_and_redis(services) -> None:
         assert sorted(r[0] for r in cur.fetchall()) == sorted(b.dbname(r) for r in b.DATABASES)
         # on PostgreSQL the warehouse pool lets DAG runs of different intervals write at once
         cur.execute("select slots from slot_pool where pool = 'duckdb_writer'")
-        assert cur.fetchone()[0] == ds.WAREHOUSE_POOL_SERVICES[1] > 1
+        assert cur.fetchone()[0] == WAREHOUSE_POOL_SERVICES[1] > 1
     finally:
         con.close()
     import redis
@@ -93,16 +95,16 @@ def test_services_stack_is_healthy_on_postgresql_and_redis(services) -> None:
     assert keys, f"no broker keys under {b.redis_prefix}: the workers use another prefix?"
     # the MLflow server runs on its own PostgreSQL database
     assert stack.service_envs["mlflow"]["MLFLOW_BACKEND_STORE_URI"] == b.url("mlflow")
-    for worker in ds.CELERY_WORKERS:
+    for worker in CELERY_WORKERS:
         assert "warm celery worker preloaded 1 modules" in stack.log_of(worker).read_text(), worker
 
 
 def test_compose_worker_healthcheck_pings_a_native_worker(services) -> None:
     """`dev_stack.py check-celery NODE` (the compose healthcheck) in the workers' environment."""
-    ds, stack = services.ds, services.stack
+    stack = services.stack
     env = stack.service_envs["airflow-worker-1"]
     node = f"worker-1@{socket.gethostname()}"
-    argv = ds.resolve_argv(["python", "scripts/dev_stack.py", "check-celery", node])
+    argv = resolve_argv(["python", "scripts/dev_stack.py", "check-celery", node])
     ok = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
     missing = subprocess.run([*argv[:-1], f"worker-9@{socket.gethostname()}"], env=env, cwd=ROOT,
@@ -113,26 +115,26 @@ def test_compose_worker_healthcheck_pings_a_native_worker(services) -> None:
 def test_a_dag_run_executes_on_a_celery_worker_against_the_services(services) -> None:
     """`rollback_champion` on an empty registry: runs on a worker, reads the ops ledger on
     PostgreSQL, and fails with its clear message (no champion yet)."""
-    ds, stack = services.ds, services.stack
+    stack = services.stack
     stack.airflow("dags", "unpause", "rollback_champion")
-    run_id = ds.trigger_via_rest(stack.url, stack.user, stack.password, "rollback_champion", {"reason": "services test"})
-    token = ds.get_token(stack.url, stack.user, stack.password)
+    run_id = trigger_via_rest(stack.url, stack.user, stack.password, "rollback_champion", {"reason": "services test"})
+    token = get_token(stack.url, stack.user, stack.password)
     base = f"{stack.url}/api/v2/dags/rollback_champion/dagRuns/{run_id}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        run = ds._get_json(base, token)
+        run = get_json(base, token)
         if run["state"] in ("success", "failed"):
             break
         time.sleep(2)
     assert run["state"] == "failed", run
-    (ti,) = ds._get_json(f"{base}/taskInstances", token)["task_instances"]
+    (ti,) = get_json(f"{base}/taskInstances", token)["task_instances"]
     assert ti["state"] == "failed" and ti["queue"] == "default", ti
     # a Celery worker ran it (the scheduler only queued it)
-    ran_on = [w for w in ds.CELERY_WORKERS if run_id in stack.log_of(w).read_text()]
+    ran_on = [w for w in CELERY_WORKERS if run_id in stack.log_of(w).read_text()]
     assert len(ran_on) == 1, f"run {run_id} not in exactly one worker log: {ran_on}"
     assert "Executing workload in Celery" in stack.log_of(ran_on[0]).read_text()
     # its log, served by the api-server from the shared log folder, says why it failed
-    logs = ds._get_json(f"{base}/taskInstances/rollback/logs/{ti['try_number']}", token)
+    logs = get_json(f"{base}/taskInstances/rollback/logs/{ti['try_number']}", token)
     text = json.dumps(logs)
     assert "has no champion: nothing to roll back" in text, text[-2000:]
     # the library used the ops ledger on PostgreSQL (the registry looked up its audit log there)

@@ -1,5 +1,5 @@
 """docker-compose.yaml: valid for `docker-compose config`, and every service runs the command the
-native stack runs (scripts/dev_stack.py SERVICE_COMMANDS) - there is no Docker engine here, so the
+native stack runs (devstack.services.SERVICE_COMMANDS) - there is no Docker engine here, so the
 native tests are what vouch for the containers.
 
 Also: no secret has a default in the compose file, `.env.example` names every variable it needs,
@@ -17,13 +17,29 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from devstack.bootstrap import create_databases, postgres_databases
+from devstack.environment import Ports, airflow_env, dbt_docs_env, free_port, inherited_env, service_env
+from devstack.services import (
+    AIRFLOW_SETTINGS,
+    CELERY_SETTINGS,
+    CELERY_WORKERS,
+    EXECUTORS,
+    INIT_SERVICE,
+    PROFILE_SERVICES,
+    PROJECT_ROOT,
+    SERVICE_COMMANDS,
+    DevStackError,
+    ServicesBackends,
+    resolve_argv,
+)
+from devstack.supervisor import Stack, alive, devstack_dir, start_stack
+
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -34,15 +50,6 @@ AIRFLOW_SERVICES = (
 )
 #: Servers from their own images (no command of ours).
 SERVERS = {"postgres", "redis"}
-
-
-def dev_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dev_stack", ROOT / "scripts" / "dev_stack.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("dev_stack", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def env_example() -> dict[str, str]:
@@ -82,10 +89,9 @@ def rendered() -> dict[str, Any]:
 
 
 def test_compose_config_is_valid_and_every_service_runs_the_native_command(rendered) -> None:
-    ds = dev_stack()
     services = rendered["services"]
-    assert set(services) == set(ds.SERVICE_COMMANDS) | SERVERS
-    for name, argv in ds.SERVICE_COMMANDS.items():
+    assert set(services) == set(SERVICE_COMMANDS) | SERVERS
+    for name, argv in SERVICE_COMMANDS.items():
         assert services[name]["command"] == list(argv), name
     # one image built from the Dockerfile for everything but the servers
     builds = {(s["build"]["context"], s["build"]["dockerfile"]) for n, s in services.items() if n not in SERVERS}
@@ -95,26 +101,24 @@ def test_compose_config_is_valid_and_every_service_runs_the_native_command(rende
 
 def test_the_native_stack_starts_what_compose_starts() -> None:
     """`make up PROFILE=services` runs init first and then exactly the compose services, with the table's argv."""
-    ds = dev_stack()
-    assert ds.INIT_SERVICE == "airflow-init"
-    assert set(ds.PROFILE_SERVICES["services"]) | {ds.INIT_SERVICE} == set(ds.SERVICE_COMMANDS)
+    assert INIT_SERVICE == "airflow-init"
+    assert set(PROFILE_SERVICES["services"]) | {INIT_SERVICE} == set(SERVICE_COMMANDS)
     # embedded: the same minus the Celery workers (its LocalExecutor runs the tasks)
-    assert set(ds.PROFILE_SERVICES["embedded"]) == set(ds.PROFILE_SERVICES["services"]) - set(ds.CELERY_WORKERS)
-    assert len(ds.CELERY_WORKERS) >= 2
-    resolved = ds.resolve_argv(ds.SERVICE_COMMANDS["airflow-scheduler"])
+    assert set(PROFILE_SERVICES["embedded"]) == set(PROFILE_SERVICES["services"]) - set(CELERY_WORKERS)
+    assert len(CELERY_WORKERS) >= 2
+    resolved = resolve_argv(SERVICE_COMMANDS["airflow-scheduler"])
     assert resolved == [str(Path(sys.executable).parent / "airflow"), "scheduler"]
-    assert ds.resolve_argv(ds.SERVICE_COMMANDS["dbt-docs"])[0] == sys.executable
+    assert resolve_argv(SERVICE_COMMANDS["dbt-docs"])[0] == sys.executable
 
 
 def test_airflow_services_share_the_settings_table_and_the_services_profile(rendered) -> None:
-    ds = dev_stack()
     from training.data.dbt import POSTGRES_ENV_VARS
 
     for name in AIRFLOW_SERVICES + ("dbt-docs",):
         env = {k: str(v) for k, v in rendered["services"][name]["environment"].items()}
-        assert {k: env.get(k) for k in ds.AIRFLOW_SETTINGS} == ds.AIRFLOW_SETTINGS, name
-        assert {k: env.get(k) for k in ds.CELERY_SETTINGS} == ds.CELERY_SETTINGS, name
-        assert env["AIRFLOW__CORE__EXECUTOR"] == ds.EXECUTORS["services"] == "CeleryExecutor"
+        assert {k: env.get(k) for k in AIRFLOW_SETTINGS} == AIRFLOW_SETTINGS, name
+        assert {k: env.get(k) for k in CELERY_SETTINGS} == CELERY_SETTINGS, name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == EXECUTORS["services"] == "CeleryExecutor"
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
         # the result backend is the metadata database
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
@@ -200,7 +204,6 @@ def services_init_env(rendered, tmp_path_factory) -> dict[str, str]:
     """The airflow-init service's environment, pointed at this machine's PostgreSQL and a temp state."""
     if not _pg_reachable():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
-    ds = dev_stack()
     prefix = "cltest_" + uuid.uuid4().hex[:8]
     state = tmp_path_factory.mktemp("services-state")
     env = {}
@@ -209,7 +212,7 @@ def services_init_env(rendered, tmp_path_factory) -> dict[str, str]:
         for db in ("airflow", "mlflow", "closedloop_ops"):
             value = value.replace(f"@postgres:5432/{db}", f"@127.0.0.1:5432/{prefix}_{db}")
         value = value.replace("closedloop:change-me-postgres@", "postgres@")  # local trust auth
-        env[key] = value.replace("/var/lib/closedloop", str(state)).replace("/opt/closedloop", str(ds.PROJECT_ROOT))
+        env[key] = value.replace("/var/lib/closedloop", str(state)).replace("/opt/closedloop", str(PROJECT_ROOT))
     env.update(CLOSEDLOOP_PG_HOST="127.0.0.1", CLOSEDLOOP_PG_USER="postgres", CLOSEDLOOP_PG_DBNAME=f"{prefix}_closedloop")
     yield env
     import psycopg2
@@ -223,12 +226,11 @@ def services_init_env(rendered, tmp_path_factory) -> dict[str, str]:
 
 
 def test_services_init_creates_the_profiles_databases_on_postgresql(services_init_env) -> None:
-    ds = dev_stack()
-    names = sorted(u.rsplit("/", 1)[1] for u in ds._postgres_databases(services_init_env))
+    names = sorted(u.rsplit("/", 1)[1] for u in postgres_databases(services_init_env))
     prefix = services_init_env["CLOSEDLOOP_PG_DBNAME"].rsplit("_", 1)[0]
     assert names == sorted(f"{prefix}_{d}" for d in ("airflow", "closedloop", "closedloop_ops", "mlflow"))
-    assert sorted(ds.create_databases(services_init_env)) == names
-    assert ds.create_databases(services_init_env) == []  # idempotent
+    assert sorted(create_databases(services_init_env)) == names
+    assert create_databases(services_init_env) == []  # idempotent
 
 
 def test_services_init_command_runs_natively_against_postgresql(services_init_env, rendered) -> None:
@@ -238,10 +240,9 @@ def test_services_init_command_runs_natively_against_postgresql(services_init_en
             "Airflow 3.3 on PostgreSQL needs the asyncpg driver (its async metadata engine) and uv.lock "
             "lacks it: add `asyncpg` to pyproject dependencies to run the services profile"
         )
-    ds = dev_stack()
-    argv = ds.resolve_argv(rendered["services"]["airflow-init"]["command"])
+    argv = resolve_argv(rendered["services"]["airflow-init"]["command"])
     env = {**{k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}, **services_init_env}
-    done = subprocess.run(argv, env=env, cwd=ds.PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     state = Path(services_init_env["CLOSEDLOOP_HOME"])
     assert (state / "dbt" / "target" / "manifest.json").is_file()
@@ -251,36 +252,34 @@ def test_services_init_command_runs_natively_against_postgresql(services_init_en
 def test_ports_come_from_the_environment_and_a_taken_port_is_named(tmp_path: Path) -> None:
     import socket
 
-    ds = dev_stack()
-    assert ds.Ports.from_env({}) == ds.Ports(8080, 5000, 8081)
-    assert ds.Ports.from_env({"CLOSEDLOOP_AIRFLOW_PORT": "9090"}).airflow == 9090
-    with pytest.raises(ds.DevStackError, match="CLOSEDLOOP_MLFLOW_PORT='x' is not a port"):
-        ds.Ports.from_env({"CLOSEDLOOP_MLFLOW_PORT": "x"})
+    assert Ports.from_env({}) == Ports(8080, 5000, 8081)
+    assert Ports.from_env({"CLOSEDLOOP_AIRFLOW_PORT": "9090"}).airflow == 9090
+    with pytest.raises(DevStackError, match="CLOSEDLOOP_MLFLOW_PORT='x' is not a port"):
+        Ports.from_env({"CLOSEDLOOP_MLFLOW_PORT": "x"})
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = ds.Ports(airflow=ds._free_port(), mlflow=port, dbt_docs=ds._free_port())
+        ports = Ports(airflow=free_port(), mlflow=port, dbt_docs=free_port())
         from training.paths import StatePaths
 
-        with pytest.raises(ds.DevStackError, match=f"port 127.0.0.1:{port} for mlflow is taken.*CLOSEDLOOP_MLFLOW_PORT"):
-            ds.start_stack(StatePaths(tmp_path / "state"), ports)
+        with pytest.raises(DevStackError, match=f"port 127.0.0.1:{port} for mlflow is taken.*CLOSEDLOOP_MLFLOW_PORT"):
+            start_stack(StatePaths(tmp_path / "state"), ports)
     assert not (tmp_path / "state" / "devstack" / "logs").exists()  # refused before running anything
 
 
 def test_the_airflow_env_follows_the_port_and_keeps_secrets_per_state_dir(tmp_path: Path) -> None:
     from training.paths import StatePaths
 
-    ds = dev_stack()
     paths = StatePaths(tmp_path / "state")
-    env = ds.airflow_env(paths, ds.Ports(airflow=18123))
+    env = airflow_env(paths, Ports(airflow=18123))
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18123/execution/"
     assert env["AIRFLOW__API__PORT"] == "18123" and env["AIRFLOW_HOME"] == str(paths.airflow_home)
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(ROOT / "plugins")
-    again = ds.airflow_env(paths, ds.Ports())
+    again = airflow_env(paths, Ports())
     assert again["AIRFLOW__API_AUTH__JWT_SECRET"] == env["AIRFLOW__API_AUTH__JWT_SECRET"]  # stable per state dir
-    other = ds.airflow_env(StatePaths(tmp_path / "other"), ds.Ports())
+    other = airflow_env(StatePaths(tmp_path / "other"), Ports())
     assert other["AIRFLOW__API_AUTH__JWT_SECRET"] != env["AIRFLOW__API_AUTH__JWT_SECRET"]
     assert oct((paths.airflow_home / "devstack-secrets.json").stat().st_mode & 0o777) == "0o600"
 
@@ -292,14 +291,13 @@ def test_a_service_that_dies_during_start_up_is_restarted_then_reported(tmp_path
 
     from training.paths import StatePaths
 
-    ds = dev_stack()
     paths = StatePaths(tmp_path / "state")
     paths.dbt_target.mkdir(parents=True)
     (paths.dbt_target / "index.html").write_text("<h1>docs</h1>")
-    ports = ds.Ports(airflow=ds._free_port(), mlflow=ds._free_port(), dbt_docs=ds._free_port())
-    (ds.devstack_dir(paths) / "logs").mkdir(parents=True)
-    env = {**ds._inherited(os.environ), **ds.dbt_docs_env(paths, ports)}
-    stack = ds.Stack(paths=paths, ports=ports, env=env, services=("dbt-docs",), service_envs={"dbt-docs": env})
+    ports = Ports(airflow=free_port(), mlflow=free_port(), dbt_docs=free_port())
+    (devstack_dir(paths) / "logs").mkdir(parents=True)
+    env = {**inherited_env(os.environ), **dbt_docs_env(paths, ports)}
+    stack = Stack(paths=paths, ports=ports, env=env, services=("dbt-docs",), service_envs={"dbt-docs": env})
     try:
         stack.spawn("dbt-docs")
         stack.wait_healthy(timeout_s=60, restart_budget=1)
@@ -311,24 +309,23 @@ def test_a_service_that_dies_during_start_up_is_restarted_then_reported(tmp_path
         assert "restart 1 of 1" in stack.log_of("dbt-docs").read_text()
         os.killpg(stack.procs["dbt-docs"].pid, signal.SIGKILL)
         stack.procs["dbt-docs"].wait(timeout=10)
-        with pytest.raises(ds.DevStackError, match="dbt-docs is not running"):
+        with pytest.raises(DevStackError, match="dbt-docs is not running"):
             stack.wait_healthy(timeout_s=10, restart_budget=1)
     finally:
         stack.stop()
     time.sleep(0.1)
-    assert not ds._alive(paths, "dbt-docs")
+    assert not alive(paths, "dbt-docs")
 
 
 def test_services_profile_env_points_airflow_and_the_library_at_this_state_dirs_databases(tmp_path: Path, monkeypatch) -> None:
     from training.paths import StatePaths
     from training.storage.warehouse import WarehouseSettings
 
-    ds = dev_stack()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://someone-elses-server:5000")  # must not leak in
     paths, other = StatePaths(tmp_path / "a"), StatePaths(tmp_path / "b")
-    ports = ds.Ports(airflow=18123, mlflow=18124)
-    env = ds.service_env("airflow-worker-1", paths, ports, "services")
-    b = ds.ServicesBackends.for_state(paths)
+    ports = Ports(airflow=18123, mlflow=18124)
+    env = service_env("airflow-worker-1", paths, ports, "services")
+    b = ServicesBackends.for_state(paths)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == b.url("airflow") == f"postgresql+psycopg2://postgres@127.0.0.1:5432/{b.stack_id}_airflow"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + b.url("airflow")
@@ -338,29 +335,28 @@ def test_services_profile_env_points_airflow_and_the_library_at_this_state_dirs_
     # the warehouse the stages open is the database dbt builds and init creates
     wh = WarehouseSettings.from_env(env)
     assert (wh.backend, wh.pg_dbname) == ("postgres", f"{b.stack_id}_warehouse")
-    init = ds.service_env("airflow-init", paths, ports, "services")
-    assert sorted(u.rsplit("/", 1)[1] for u in ds._postgres_databases(init)) == sorted(b.dbname(r) for r in b.DATABASES)
-    assert ds.service_env("mlflow", paths, ports, "services")["MLFLOW_BACKEND_STORE_URI"] == b.url("mlflow")
+    init = service_env("airflow-init", paths, ports, "services")
+    assert sorted(u.rsplit("/", 1)[1] for u in postgres_databases(init)) == sorted(b.dbname(r) for r in b.DATABASES)
+    assert service_env("mlflow", paths, ports, "services")["MLFLOW_BACKEND_STORE_URI"] == b.url("mlflow")
     # another state dir, other databases and keys: stacks share the servers without colliding
-    assert ds.ServicesBackends.for_state(other).stack_id != b.stack_id
+    assert ServicesBackends.for_state(other).stack_id != b.stack_id
     # embedded stays embedded whatever the caller's environment says
     monkeypatch.setenv("CLOSEDLOOP_DBT_TARGET", "postgres")
-    embedded = {**ds._inherited(os.environ), **ds.service_env("airflow-scheduler", paths, ports)}
+    embedded = {**inherited_env(os.environ), **service_env("airflow-scheduler", paths, ports)}
     assert embedded["AIRFLOW__CORE__EXECUTOR"] == "closedloop.warm_executor.WarmLocalExecutor"
     assert "CLOSEDLOOP_DBT_TARGET" not in embedded and "MLFLOW_TRACKING_URI" not in embedded
-    with pytest.raises(ds.DevStackError, match="unknown profile 'cloud': choose one of embedded, services"):
-        ds.airflow_env(paths, ports, "cloud")  # type: ignore[arg-type]
-    with pytest.raises(ds.DevStackError, match="Celery workers belong to the services profile"):
-        ds.start_stack(paths, ds.Ports.free(), services=("airflow-worker-1",))
+    with pytest.raises(DevStackError, match="unknown profile 'cloud': choose one of embedded, services"):
+        airflow_env(paths, ports, "cloud")  # type: ignore[arg-type]
+    with pytest.raises(DevStackError, match="Celery workers belong to the services profile"):
+        start_stack(paths, Ports.free(), services=("airflow-worker-1",))
 
 
 def test_services_stack_refuses_to_start_without_redis_and_says_how_to_start_it(tmp_path: Path, monkeypatch) -> None:
     from training.paths import StatePaths
 
-    ds = dev_stack()
     if not _pg_reachable():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
-    monkeypatch.setenv("CLOSEDLOOP_REDIS_URL", f"redis://127.0.0.1:{ds._free_port()}/0")  # nothing listens there
-    with pytest.raises(ds.DevStackError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 does not answer .*redis-server --daemonize yes"):
-        ds.start_stack(StatePaths(tmp_path / "state"), ds.Ports.free(), profile="services")
+    monkeypatch.setenv("CLOSEDLOOP_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    with pytest.raises(DevStackError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 does not answer .*redis-server --daemonize yes"):
+        start_stack(StatePaths(tmp_path / "state"), Ports.free(), profile="services")
     assert not (tmp_path / "state" / "devstack" / "logs" / "airflow-init.log").exists()  # refused before init

@@ -1,0 +1,188 @@
+"""Where the stack listens and the environment each service gets on each profile."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from devstack.services import (
+    AIRFLOW_COMPONENTS,
+    AIRFLOW_SETTINGS,
+    CELERY_SETTINGS,
+    CELERY_WORKERS,
+    DBT_DOCS_HOST_ENV_VAR,
+    DBT_DOCS_PORT_ENV_VAR,
+    EXECUTORS,
+    INIT_SERVICE,
+    MLFLOW_UI_ENV_VAR,
+    PROJECT_ROOT,
+    SERVICE_COMMANDS,
+    DevStackError,
+    Profile,
+    ServicesBackends,
+    check_profile,
+)
+from training.paths import StatePaths
+
+#: Inherited variables that describe another state dir / Airflow install and must not leak in.
+_NOT_INHERITED_PREFIXES = ("AIRFLOW__", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION")
+_NOT_INHERITED = {
+    "AIRFLOW_HOME", "AIRFLOW_CONFIG", "CLOSEDLOOP_HOME", "CLOSEDLOOP_DBT_MANIFEST", "MLFLOW_HOST", "MLFLOW_PORT",
+    # chosen by the profile, never by whoever started the stack
+    "MLFLOW_TRACKING_URI", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_DBT_TARGET", "CLOSEDLOOP_PG_DBNAME",
+}
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the stack listens (localhost only on the embedded profile)."""
+
+    airflow: int = 8080
+    mlflow: int = 5000
+    dbt_docs: int = 8081
+    host: str = "127.0.0.1"
+
+    ENV_VARS: ClassVar[dict[str, str]] = {
+        "airflow": "CLOSEDLOOP_AIRFLOW_PORT", "mlflow": "CLOSEDLOOP_MLFLOW_PORT", "dbt_docs": "CLOSEDLOOP_DBT_DOCS_PORT",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for key, var in cls.ENV_VARS.items():
+            if env.get(var):
+                try:
+                    values[key] = int(env[var])
+                except ValueError:
+                    raise DevStackError(f"{var}={env[var]!r} is not a port number") from None
+        return cls(**values)
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three currently free ports (tests run beside a developer's `make up`)."""
+        return cls(airflow=free_port(), mlflow=free_port(), dbt_docs=free_port())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _secrets(paths: StatePaths) -> dict[str, str]:
+    """Per-state-dir Airflow secrets, created once: every component must share the JWT secret."""
+    file = paths.airflow_home / "devstack-secrets.json"
+    if file.is_file():
+        return dict(json.loads(file.read_text()))
+    from cryptography.fernet import Fernet
+
+    values = {
+        "jwt_secret": secrets.token_urlsafe(64),
+        "api_secret_key": secrets.token_urlsafe(32),
+        # a state dir set up by other tooling may hold encrypted connections: keep its key
+        "fernet_key": _configured_fernet_key(paths) or Fernet.generate_key().decode(),
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.touch(mode=0o600)
+    file.write_text(json.dumps(values))
+    return values
+
+
+def _configured_fernet_key(paths: StatePaths) -> str | None:
+    """The fernet key of an existing `airflow.cfg` in this AIRFLOW_HOME, if any."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    try:
+        cfg.read(paths.airflow_home / "airflow.cfg")
+        return cfg.get("core", "fernet_key", fallback="").strip() or None
+    except configparser.Error:
+        return None
+
+
+def airflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
+    """One profile's Airflow settings (variables only; children also inherit os.environ)."""
+    home = paths.airflow_home
+    api = f"http://{ports.host}:{ports.airflow}"
+    keys = _secrets(paths)
+    env = {
+        **AIRFLOW_SETTINGS,
+        "AIRFLOW__CORE__EXECUTOR": EXECUTORS[check_profile(profile)],
+        "CLOSEDLOOP_HOME": str(paths.root),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__API__HOST": ports.host,
+        "AIRFLOW__API__PORT": str(ports.airflow),
+        "AIRFLOW__API__BASE_URL": api,
+        # tasks reach the API server here; it must follow the port (DESIGN.md)
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        MLFLOW_UI_ENV_VAR: f"http://{ports.host}:{ports.mlflow}",
+    }
+    if profile == "services":
+        b = ServicesBackends.for_state(paths)
+        env.update({
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": b.url("airflow"),
+            # a dozen processes share one PostgreSQL server (and other stacks): small pools
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
+            **CELERY_SETTINGS,
+            "AIRFLOW__CELERY__BROKER_URL": b.redis_url,
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": b.redis_prefix,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + b.url("airflow"),
+            **b.library_env(f"http://{ports.host}:{ports.mlflow}"),
+        })
+    return env
+
+
+def mlflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
+    """`mlflow server` with proxied artifacts under the state dir: on the state dir's SQLite store
+    (the one training writes) on embedded, on the stack's own PostgreSQL database on services."""
+    store = ServicesBackends.for_state(paths).url("mlflow") if check_profile(profile) == "services" else paths.mlflow_tracking_uri
+    return {
+        "MLFLOW_BACKEND_STORE_URI": store,
+        "MLFLOW_ARTIFACTS_DESTINATION": str(paths.mlflow_artifacts),
+        "MLFLOW_HOST": ports.host,
+        "MLFLOW_PORT": str(ports.mlflow),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+def dbt_docs_env(paths: StatePaths, ports: Ports) -> dict[str, str]:
+    return {
+        "CLOSEDLOOP_HOME": str(paths.root),
+        DBT_DOCS_HOST_ENV_VAR: ports.host,
+        DBT_DOCS_PORT_ENV_VAR: str(ports.dbt_docs),
+    }
+
+
+def service_env(service: str, paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
+    """The variables one service gets on `profile` (on top of the inherited environment)."""
+    if service == INIT_SERVICE and profile == "services":
+        # init creates the MLflow database too
+        return {**airflow_env(paths, ports, profile), "MLFLOW_BACKEND_STORE_URI": mlflow_env(paths, ports, profile)["MLFLOW_BACKEND_STORE_URI"]}
+    if service in (INIT_SERVICE, *AIRFLOW_COMPONENTS, *CELERY_WORKERS):
+        return airflow_env(paths, ports, profile)
+    if service == "mlflow":
+        return mlflow_env(paths, ports, profile)
+    if service == "dbt-docs":
+        return {**airflow_env(paths, ports, profile), **dbt_docs_env(paths, ports)}
+    raise KeyError(f"unknown service {service!r}; known: {', '.join(SERVICE_COMMANDS)}")
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a service inherits from whoever started the stack: nothing that names another state dir."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if k not in _NOT_INHERITED and not k.startswith(_NOT_INHERITED_PREFIXES)
+    }

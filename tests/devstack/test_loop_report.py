@@ -15,7 +15,7 @@ import pytest
 
 from devstack import loop_report
 from training.config import Config
-from training.monitoring import monitor
+from training.monitoring import decision_log, retrain_trigger
 from training.paths import StatePaths
 from training.storage import warehouse
 
@@ -27,11 +27,11 @@ def day(n: int) -> dt.date:
     return D0 + dt.timedelta(days=n)
 
 
-def window(end: int, champion: str, metric: str, value: float | None, perf_days: tuple[int, int]) -> monitor.WindowEvidence:
+def window(end: int, champion: str, metric: str, value: float | None, perf_days: tuple[int, int]) -> retrain_trigger.WindowEvidence:
     """A window whose performance signal measured `metric` = `value` on the matured days `perf_days`."""
-    ok = {s: monitor.Signal(s, "ok", 0.0, 0.15, f"{s} test") for s in monitor.SIGNALS}
-    perf = monitor.Signal("performance", "ok", value, 0.25, "matured", day(perf_days[0]), day(perf_days[1]))
-    return monitor.WindowEvidence(
+    ok = {s: retrain_trigger.Signal(s, "ok", 0.0, 0.15, f"{s} test") for s in retrain_trigger.SIGNALS}
+    perf = retrain_trigger.Signal("performance", "ok", value, 0.25, "matured", day(perf_days[0]), day(perf_days[1]))
+    return retrain_trigger.WindowEvidence(
         day(end - 2), day(end), champion, (champion,), 3_000, 3_000, 40, {**ok, "performance": perf},
         performance={} if value is None else {metric: value},
     )
@@ -55,8 +55,8 @@ def closed_loop(state: StatePaths, monkeypatch: pytest.MonkeyPatch) -> StatePath
     ]
     monkeypatch.setattr(loop_report, "promotions", lambda paths, cfg: [dict(m) for m in moves])
     drifted = window(3, OLD, "pr_auc", None, (0, 0))
-    drifted = dataclasses.replace(drifted, signals={**drifted.signals, "data_drift": monitor.Signal("data_drift", "breach", 0.5, 0.3, "drift")})
-    monitor.record_decision(state, drifted, monitor.Decision(True, "data_drift", {}, "drift on v1"))
+    drifted = dataclasses.replace(drifted, signals={**drifted.signals, "data_drift": retrain_trigger.Signal("data_drift", "breach", 0.5, 0.3, "drift")})
+    decision_log.record_decision(state, drifted, retrain_trigger.Decision(True, "data_drift", {}, "drift on v1"))
     publish_champion_scores(state, {n: OLD for n in range(1, 5)} | {n: NEW for n in range(5, 10)})
     return state
 
@@ -64,17 +64,17 @@ def closed_loop(state: StatePaths, monkeypatch: pytest.MonkeyPatch) -> StatePath
 def test_healing_waits_for_a_matured_window_scored_only_by_the_new_champion(closed_loop: StatePaths, base_config: Config) -> None:
     metric = base_config.model.primary_metric
     floor = base_config.gates.floors[metric]
-    no = monitor.Decision(False, "no_breach", {}, "quiet")
+    no = retrain_trigger.Decision(False, "no_breach", {}, "quiet")
     # judged on day 6, its labelled days 1..3 were scored by v1: says nothing about v2 (below the floor on purpose)
-    monitor.record_decision(closed_loop, window(6, NEW, metric, floor - 0.1, (1, 3)), no)
+    decision_log.record_decision(closed_loop, window(6, NEW, metric, floor - 0.1, (1, 3)), no)
     # judged on day 7, labels of v2's days not matured yet
-    monitor.record_decision(closed_loop, window(7, NEW, metric, None, (5, 5)), no)
+    decision_log.record_decision(closed_loop, window(7, NEW, metric, None, (5, 5)), no)
 
     waiting = loop_report.healing_verdict(closed_loop, base_config)
     assert (waiting.settled, waiting.recovered) == (False, False)
     assert waiting.why == f"no window scored only by v{NEW} has matured labels yet"
 
-    monitor.record_decision(closed_loop, window(9, NEW, metric, floor + 0.05, (5, 7)), no)
+    decision_log.record_decision(closed_loop, window(9, NEW, metric, floor + 0.05, (5, 7)), no)
     healed = loop_report.healing_verdict(closed_loop, base_config)
     assert (healed.settled, healed.recovered) == (True, True), healed.why
     assert (healed.window_end, healed.judged_on) == (day(7).isoformat(), day(9).isoformat())
@@ -82,7 +82,7 @@ def test_healing_waits_for_a_matured_window_scored_only_by_the_new_champion(clos
     assert f"{metric} {floor + 0.05:.3f} >= the champion floor {floor:.3f}" in healed.why
 
     # the same window re-evaluated below the floor: settled, not recovered
-    monitor.record_decision(closed_loop, window(9, NEW, metric, floor - 0.05, (5, 7)), no)
+    decision_log.record_decision(closed_loop, window(9, NEW, metric, floor - 0.05, (5, 7)), no)
     fell = loop_report.healing_verdict(closed_loop, base_config)
     assert (fell.settled, fell.recovered) == (True, False)
     assert f"{metric} {floor - 0.05:.3f} < the champion floor" in fell.why

@@ -37,7 +37,7 @@ TIMED = f"import importlib, time, warnings; warnings.simplefilter('ignore'); t =
 
 
 def cold() -> float:
-    code = f"import airflow.sdk; from training.data.quality import quiet_gx; quiet_gx(); {TIMED}"
+    code = f"import airflow.sdk; from training.data.suites import quiet_gx; quiet_gx(); {TIMED}"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}", "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])

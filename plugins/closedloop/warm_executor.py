@@ -53,7 +53,7 @@ PRELOAD_MODULES: tuple[str, ...] = (
 
 def preload_modules(names: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Import `names`, returning seconds per module imported; failures are logged, not raised."""
-    from training.data.quality import quiet_gx
+    from training.data.suites import quiet_gx
 
     os.environ.setdefault("MPLBACKEND", "Agg")  # no display in a scheduler
     quiet_gx()  # GX logs its API registration at INFO while importing

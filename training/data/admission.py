@@ -7,7 +7,7 @@ what is wrong and what to do — so nothing bad reaches `raw` and nothing alread
 1. read the landed file (an empty or unreadable file is a batch failure, not a stack trace);
 2. schema policy for columns the suite does not know (`admission.extra_columns`: reject | warn |
    allow; warn/allow drop them before anything else sees them);
-3. the feed's Great Expectations suite (training.data.quality);
+3. the feed's Great Expectations suite (training.data.validation);
 4. checks GX cannot make on one batch, against what is already loaded: transaction ids reused
    from another day (the batch is rejected: loading it would fail dbt's `unique` test for every
    later day), chargebacks whose transaction never existed (orphan labels: held as rows, never a
@@ -29,8 +29,9 @@ from typing import Any
 import pandas as pd
 
 from training.config import Config
-from training.data import quality
+from training.data import quarantine, validation
 from training.data.ingest import RAW_COLUMNS, LandedBatch, LandedFeed
+from training.data.quality import DataQualityGateFailed
 from training.paths import StatePaths
 from training.storage import versioning, warehouse
 
@@ -84,7 +85,7 @@ class Admission:
 
 
 def admit(paths: StatePaths, cfg: Config, landed: LandedBatch, run_name: str | None = None) -> Admission:
-    """Run the front door on both feeds; raise `quality.DataQualityGateFailed` if a feed is refused.
+    """Run the front door on both feeds; raise `DataQualityGateFailed` if a feed is refused.
 
     Transactions go first: a refused transaction batch stops the day before its labels are looked
     at, and the labels of an admitted day may refer to that day's transactions.
@@ -116,7 +117,7 @@ def _admit_feed(
     table_name = f"raw.{feed.table}"
     frame = _read(paths, feed, day, suite, table_name)
     frame, warnings = _column_policy(cfg, frame, suite, feed, day)
-    result = quality.run_checkpoint(
+    result = validation.run_checkpoint(
         suite, frame, f"{suite}/{day.isoformat()}", paths, batch_date=day,
         run_name=f"{run_name}__{suite}" if run_name else None,
     )
@@ -132,15 +133,15 @@ def _admit_feed(
         exempt = frame["transaction_id"].astype(str).isin(_exempt_ids(failed))
         if (bad_rows & ~exempt).mean() <= share:
             admitted = _write_admitted(paths, feed, frame.loc[~bad_rows], day)
-            quality.quarantine(result, frame.loc[bad_rows], day, table_name, paths,
-                               reason_prefix=f"{int(bad_rows.sum())} of {len(frame)} rows quarantined, the rest admitted")
+            quarantine.record(result, frame.loc[bad_rows], day, table_name, paths,
+                              reason_prefix=f"{int(bad_rows.sum())} of {len(frame)} rows quarantined, the rest admitted")
             warnings.append(
                 f"{int(bad_rows.sum())} of {len(frame)} rows quarantined ({result.describe_failures()})"
             )
             log.warning("%s %s: %s", table_name, day, warnings[-1])
             return FeedVerdict(feed.table, suite, result.run_id, len(frame), admitted, int(bad_rows.sum()), warnings)
-    quality.quarantine(result, frame, day, table_name, paths)
-    raise quality.DataQualityGateFailed(_refusal(feed, day, result, share, bad_ids, frame), result)
+    quarantine.record(result, frame, day, table_name, paths)
+    raise DataQualityGateFailed(_refusal(feed, day, result, share, bad_ids, frame), result)
 
 
 def _read(paths: StatePaths, feed: LandedFeed, day: dt.date, suite: str, table_name: str) -> pd.DataFrame:
@@ -152,16 +153,16 @@ def _read(paths: StatePaths, feed: LandedFeed, day: dt.date, suite: str, table_n
         return pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - every read error gets the same clear, quarantined failure
         problem = " ".join(str(exc).split())[:300] or type(exc).__name__
-        result = quality.GateResult(
+        result = validation.GateResult(
             success=False, suite=suite, batch_id=f"{suite}/{day.isoformat()}", run_id=f"unreadable@{day}",
             failed=[{"expectation": "readable_file", "column": None, "details": problem,
                      "guards": "a truncated, empty or corrupt delivery", "transaction_ids": []}],
             data_docs_path=None, statistics={"evaluated_expectations": 1}, row_count=0,
         )
-        quality.quarantine(result, pd.DataFrame(), day, table_name, paths, evidence_file=path)
-        raise quality.DataQualityGateFailed(
+        quarantine.record(result, pd.DataFrame(), day, table_name, paths, evidence_file=path)
+        raise DataQualityGateFailed(
             f"The {feed.table} feed for {day} cannot be read ({path}): {problem}. The batch was quarantined "
-            f"in {quality.REJECTED_BATCHES}; nothing was loaded. Re-deliver the {feed.table} feed for {day} "
+            f"in {quarantine.REJECTED_BATCHES}; nothing was loaded. Re-deliver the {feed.table} feed for {day} "
             "and re-run that day (data_pipeline with conf {\"batch_date\": \"" + day.isoformat() + "\"}).",
             result,
         ) from None
@@ -297,7 +298,7 @@ def _span(days: list[dt.date]) -> str:
     return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
 
 
-def _refusal(feed: LandedFeed, day: dt.date, result: quality.GateResult, share: float,
+def _refusal(feed: LandedFeed, day: dt.date, result: validation.GateResult, share: float,
              bad_ids: set[str] | None, frame: pd.DataFrame) -> str:
     why = result.describe_failures()
     if any(f["expectation"] == "ids_not_already_loaded" for f in result.failed):
@@ -310,5 +311,5 @@ def _refusal(feed: LandedFeed, day: dt.date, result: quality.GateResult, share: 
         fix = f"fix the {feed.table} feed for {day} at the source and re-run that day"
     return (
         f"The {feed.table} feed for {day} was refused: {why}. The batch was quarantined in "
-        f"{quality.REJECTED_BATCHES}; nothing was loaded and days already loaded are unchanged. To fix: {fix}."
+        f"{quarantine.REJECTED_BATCHES}; nothing was loaded and days already loaded are unchanged. To fix: {fix}."
     )

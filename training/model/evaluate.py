@@ -26,7 +26,7 @@ import pandas as pd
 from training.config import Config
 from training.data import datasets
 from training.errors import ClosedloopError
-from training.model import gates, registry, tracking
+from training.model import gates, registry, reports, tracking
 from training.paths import StatePaths
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def evaluate_challenger(
     }
 
     run = mc.get_run(ch_mv.run_id)
-    mc.log_text(ch_mv.run_id, gates.render_report(decision, context), REPORT_ARTIFACT)
+    mc.log_text(ch_mv.run_id, reports.render_report(decision, context), REPORT_ARTIFACT)
     mc.log_dict(ch_mv.run_id, {"context": context, "decision": decision.to_dict()}, DECISION_ARTIFACT)
     report_uri = tracking.run_artifact_uri(ch_mv.run_id, REPORT_ARTIFACT)
     report_link = tracking.ui_artifact_route(run.info.experiment_id, ch_mv.run_id, REPORT_ARTIFACT)
@@ -235,7 +235,7 @@ def evaluate_challenger(
         return result
     if decision.promote:
         mc.log_text(
-            ch_mv.run_id, gates.render_model_card(name, ch_version, decision, context), MODEL_CARD_ARTIFACT
+            ch_mv.run_id, reports.render_model_card(name, ch_version, decision, context), MODEL_CARD_ARTIFACT
         )
         mc.set_model_version_tag(
             name, ch_version, "model_card", tracking.run_artifact_uri(ch_mv.run_id, MODEL_CARD_ARTIFACT)

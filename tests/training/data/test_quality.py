@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from training.config import Config, with_overrides
-from training.data import quality
+from training.data import quality, suites, validation
 from training.paths import StatePaths
 from training.source import simulator
 
@@ -85,7 +85,7 @@ def test_clean_raw_batch_passes_and_builds_data_docs(cfg: Config, paths: StatePa
     result = quality.gate("raw_transactions", df, day, paths)
 
     assert result.success and result.failed == []
-    n_expectations = len(quality.load_suite_file("raw_transactions")["expectations"])
+    n_expectations = len(suites.load_suite_file("raw_transactions")["expectations"])
     assert result.evaluated == n_expectations == result.statistics["successful_expectations"]
     assert result.batch_id == f"raw_transactions/{day}"
     assert result.row_count == len(df)
@@ -100,7 +100,7 @@ def test_clean_raw_batch_passes_and_builds_data_docs(cfg: Config, paths: StatePa
 
 def test_clean_feature_day_passes(cfg: Config, paths: StatePaths) -> None:
     day = DAY0 + dt.timedelta(days=6)
-    result = quality.run_checkpoint(
+    result = validation.run_checkpoint(
         "ml_transaction_features", features(transactions(cfg, day)), f"ml_transaction_features/{day}", paths,
         batch_date=day,
     )
@@ -229,12 +229,12 @@ def test_requarantine_is_idempotent_and_leaves_other_tables_alone(cfg: Config, p
 def test_min_rows_and_interval_are_run_time_parameters(cfg: Config, paths: StatePaths) -> None:
     day = DAY0 + dt.timedelta(days=6)
     df = transactions(cfg, day)
-    short = quality.run_checkpoint("raw_transactions", df, "p", paths, {"min_rows": len(df) + 1}, batch_date=day)
+    short = validation.run_checkpoint("raw_transactions", df, "p", paths, {"min_rows": len(df) + 1}, batch_date=day)
     assert [f["expectation"] for f in short.failed] == ["expect_table_row_count_to_be_between"]
 
     # an explicit (tz-aware, as Airflow passes it) interval of the previous day rejects every row
     start = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    wrong = quality.run_checkpoint(
+    wrong = validation.run_checkpoint(
         "raw_transactions", df, "p", paths,
         {"interval_start": start, "interval_end": start + dt.timedelta(days=1)}, batch_date=day,
     )
@@ -242,9 +242,9 @@ def test_min_rows_and_interval_are_run_time_parameters(cfg: Config, paths: State
     assert failure["column"] == "event_ts" and failure["unexpected_count"] == len(df)
 
     with pytest.raises(ValueError, match="interval_end"):
-        quality.run_checkpoint("raw_transactions", df, "p", paths, {"interval_start": start, "interval_end": start})
+        validation.run_checkpoint("raw_transactions", df, "p", paths, {"interval_start": start, "interval_end": start})
     with pytest.raises(ValueError, match="required"):
-        quality.run_checkpoint("raw_transactions", df, "p", paths)
+        validation.run_checkpoint("raw_transactions", df, "p", paths)
 
 
 def test_feature_gate_catches_leakage_and_broken_features(cfg: Config, paths: StatePaths) -> None:
@@ -278,32 +278,3 @@ def test_feature_gate_catches_leakage_and_broken_features(cfg: Config, paths: St
     )
     assert dict(rows)["expect_column_values_to_be_between"] == 5
     assert dict(rows)["expect_column_values_to_not_be_null"] == 3
-
-
-# --------------------------------------------------------------------------------------------
-# Suites: files are the source of truth, synced without duplication
-# --------------------------------------------------------------------------------------------
-
-
-def test_suites_sync_idempotently_from_json(paths: StatePaths) -> None:
-    context = quality.get_context(paths)
-    for _ in range(2):
-        quality.sync_suites(context)
-    stored = {s.name: s for s in context.suites.all()}
-    assert set(stored) == set(quality.suite_names()) >= {"raw_transactions", "ml_transaction_features"}
-    for name, suite in stored.items():
-        assert len(suite.expectations) == len(quality.load_suite_file(name)["expectations"])
-        assert all(e.meta.get("guards") for e in suite.expectations)
-
-
-def test_invalid_suite_files_are_named(tmp_path: Path) -> None:
-    (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(quality.SuiteError, match="broken.json is not valid JSON"):
-        quality.load_suite_file("broken", tmp_path)
-    (tmp_path / "unguarded.json").write_text(json.dumps(
-        {"name": "unguarded", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}}]}
-    ))
-    with pytest.raises(quality.SuiteError, match="no meta.guards"):
-        quality.load_suite_file("unguarded", tmp_path)
-    with pytest.raises(quality.SuiteError, match="available: broken, unguarded"):
-        quality.load_suite_file("missing", tmp_path)

@@ -17,9 +17,8 @@ from training.model.gates import (
     GateInputError,
     GateInputs,
     evaluate_gates,
-    render_model_card,
-    render_report,
 )
+from training.model.reports import render_model_card, render_report
 
 N = 6000
 SIGNATURE = [{"name": "amount", "type": "double"}, {"name": "channel", "type": "string"}]

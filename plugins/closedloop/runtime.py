@@ -75,6 +75,23 @@ def batch_date_of(context: dict[str, Any]) -> dt.date:
     return dt.date(start.year, start.month, start.day)
 
 
+def batch_dates(context: dict[str, Any], asset: str) -> list[dt.date]:
+    """Every business day a run of an Asset-scheduled DAG handles, oldest first: `conf.batch_date` if
+    given, else each day named by the triggering `asset` events (`batch_dates`, else `batch_date`).
+
+    Events queued while a run was busy arrive together, so a run handles each of their days.
+    """
+    given = (context.get("params") or {}).get("batch_date")
+    if given:
+        return [dt.date.fromisoformat(given)]
+    days = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
+    if not days:
+        raise ValueError(
+            f'no batch_date: trigger with conf {{"batch_date": "YYYY-MM-DD"}} or let the {asset} Asset trigger'
+        )
+    return sorted(dt.date.fromisoformat(d) for d in days)
+
+
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)

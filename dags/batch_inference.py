@@ -20,8 +20,8 @@ from closedloop.assets import FEATURES, PREDICTIONS
 from closedloop.runtime import (
     MAX_ACTIVE_WRITER_RUNS,
     WAREHOUSE_POOL,
+    batch_dates,
     default_args,
-    event_extras,
     load_runtime,
     parse_config,
 )
@@ -48,7 +48,7 @@ def batch_inference():
         @task
         def days(**context) -> list[str]:
             """The intervals to score (Airflow context only: the pod gets them as arguments)."""
-            return _days(context)
+            return [d.isoformat() for d in batch_dates(context, "features")]
 
         pod = stage_pod(EXECUTION, "score", "infer", [
             "--dates={{ ti.xcom_pull(task_ids='days') | join(',') }}",
@@ -69,29 +69,15 @@ def batch_inference():
         from training.serving.inference import score_interval
 
         cfg, paths = load_runtime()
-        days = _days(context)
-        results = [score_interval(paths, cfg, dt.date.fromisoformat(day)) for day in days]
+        days = batch_dates(context, "features")
+        results = [score_interval(paths, cfg, day) for day in days]
         for result in results:
             print(result)
-        extra = {"batch_date": days[-1], "batch_dates": days, "results": results}
+        extra = {"batch_date": days[-1].isoformat(), "batch_dates": [d.isoformat() for d in days], "results": results}
         context["outlet_events"][PREDICTIONS].extra = extra
         return extra
 
     score()
-
-
-def _days(context) -> list[str]:
-    """`conf.batch_date`, else every day of the triggering Asset events, oldest first."""
-    days = (
-        [context["params"]["batch_date"]]
-        if context["params"].get("batch_date")
-        else sorted({x["batch_date"] for x in event_extras(context) if x.get("batch_date")})
-    )
-    if not days:
-        raise ValueError(
-            "no batch_date: trigger with conf {\"batch_date\": \"YYYY-MM-DD\"} or let the features Asset trigger"
-        )
-    return days
 
 
 batch_inference()

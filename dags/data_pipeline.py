@@ -118,25 +118,14 @@ def data_pipeline():
     @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
     def publish(landed: dict, **context) -> dict:
         """Publish the gated interval and emit the features Asset with its data version."""
-        from training.data.ingest import latest_dbt_invocation
+        from training.data.ingest import LandedBatch, publish_lineage
         from training.data.ingest import publish as publish_interval
 
         _, paths = load_runtime()
-        ti = context["ti"]
-        raw = ti.xcom_pull(task_ids="raw_gate") or {}
-        feat = ti.xcom_pull(task_ids="feature_gate") or {}
-        extra = publish_interval(
-            paths,
-            batch_date_of(context),
-            *day_bounds(batch_date_of(context)),
-            lineage={
-                "raw_transactions_md5": landed["transactions"]["md5"],
-                "raw_chargebacks_md5": landed["chargebacks"]["md5"],
-                "dbt_invocation_id": latest_dbt_invocation(paths),
-                "gx_run_id": ";".join(str(r["run_id"]) for r in (raw, feat) if r.get("run_id")),
-                "gx_success": bool(raw.get("success") and feat.get("success")),
-            },
-        )
+        gates = [context["ti"].xcom_pull(task_ids=t) or {} for t in ("raw_gate", "feature_gate")]
+        day = batch_date_of(context)
+        lineage = publish_lineage(paths, LandedBatch.from_xcom(landed), gates)
+        extra = publish_interval(paths, day, *day_bounds(day), lineage=lineage)
         context["outlet_events"][FEATURES].extra = extra
         return extra
 

@@ -29,7 +29,7 @@ import datetime as dt
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from closedloop.assets import PREDICTIONS
-from closedloop.runtime import default_args, event_extras, load_runtime, parse_config
+from closedloop.runtime import batch_dates, default_args, load_runtime, parse_config
 
 RETRAIN_DAG_ID = "train_model"
 EXECUTION = parse_config().execution
@@ -52,26 +52,13 @@ def drift_monitor():
     @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
     def wait_for_window(**context) -> PokeReturnValue:
         """Each interval is scored by the champion and its labels' data version is published."""
-        from training.model.registry import current_champion
-        from training.monitoring.windows import MonitoringDataError, load_current_window
-        from training.storage import versioning
+        from training.monitoring.drift_job import windows_ready
 
         cfg, paths = load_runtime()
-        days = _batch_dates(context)
-        if current_champion(paths, cfg) is None:
-            print("no champion yet: nothing is scored, nothing to wait for")
-            return PokeReturnValue(is_done=True, xcom_value=[d.isoformat() for d in days])
-        for day in days:
-            try:
-                scored = not load_current_window(paths, cfg, day, day).empty
-                published = versioning.latest_data_version(paths, day).batch_date == day
-            except (MonitoringDataError, versioning.DataVersionNotFound, FileNotFoundError) as exc:
-                print(f"waiting for {day}: {exc}")
-                return PokeReturnValue(is_done=False)
-            if not (scored and published):
-                print(f"waiting for {day}: scored={scored}, labels published={published}")
-                return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=[d.isoformat() for d in days])
+        days = batch_dates(context, "predictions")
+        ready, why = windows_ready(paths, cfg, days)
+        print(why)
+        return PokeReturnValue(is_done=ready, xcom_value=[d.isoformat() for d in days] if ready else None)
 
     @task
     def retrain_in_flight(**context) -> bool:
@@ -127,15 +114,6 @@ def drift_monitor():
     else:
         result = evaluate(windows)
     breached(result) >> trigger_retrain >> record_trigger(result)
-
-
-def _batch_dates(context) -> list[dt.date]:
-    if context["params"].get("batch_date"):
-        return [dt.date.fromisoformat(context["params"]["batch_date"])]
-    dates = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
-    if not dates:
-        raise ValueError('no batch_date: trigger with conf {"batch_date": "YYYY-MM-DD"} or via the predictions Asset')
-    return sorted(dt.date.fromisoformat(d) for d in dates)
 
 
 drift_monitor()

@@ -56,35 +56,21 @@ def train_model():
         """Train only with a reason, without a champion, or once the cadence has passed."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from training.monitoring import retrain_deferral
-        from training.monitoring.retrain_policy import decide_training, enough_history
-        from training.storage import versioning
+        from training.monitoring.retrain_policy import NothingToTrain, decide_run
 
         cfg, paths = load_runtime()
         params = context["params"]
         versions = [x["data_version"] for x in event_extras(context) if x.get("data_version")]
-        data_version = params.get("data_version") or (versions[-1] if versions else None)
-        if data_version:  # pinned by conf or the Asset event: an unknown version is an error, not a skip
-            record = versioning.get_version(paths, data_version)
-        else:
-            try:
-                record = versioning.latest_data_version(paths)
-            except versioning.DataVersionNotFound as exc:
-                raise AirflowSkipException(f"nothing to train on: {exc}") from None
-        ok, why = enough_history(paths, cfg, record.data_version)
-        if not ok:
-            print(f"skip: {why}")
-            return False
-        plan = retrain_deferral.plan(
-            paths, cfg, params.get("reason"), params.get("evidence"), record, airflow_run_id=context["run_id"]
-        )
-        decision = plan or decide_training(paths, cfg, params.get("reason"), record.batch_date)
-        print(f"{'train' if decision.train else 'skip'}: {decision.why}")
-        if not decision.train:
-            return False
-        extra = plan.to_dict() if plan else {"evidence": params.get("evidence") or {}, "deferral_id": None}
-        return {**decision.to_dict(), **extra, "data_version": record.data_version,
-                "batch_date": record.batch_date.isoformat()}
+        try:  # a version pinned by conf or the Asset event that is unknown is an error, not a skip
+            run, why = decide_run(
+                paths, cfg, reason=params.get("reason"), evidence=params.get("evidence"),
+                data_version=params.get("data_version") or (versions[-1] if versions else None),
+                airflow_run_id=context["run_id"],
+            )
+        except NothingToTrain as exc:
+            raise AirflowSkipException(f"nothing to train on: {exc}") from None
+        print(f"{'train' if run else 'skip'}: {why}")
+        return run or False
 
     @task
     def train(decision: dict, **context) -> dict:

@@ -28,6 +28,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from training.config import Config, load_config, with_overrides  # noqa: E402
 from training.paths import StatePaths  # noqa: E402
+from training.settings import DEFAULT_WAREHOUSE_POOL  # noqa: E402
 
 SMALL_SIMULATOR = {
     "transactions_per_day": 3000,
@@ -64,7 +65,7 @@ def airflow_db() -> Path:
     airflow_bin = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow_bin), "db", "migrate"], check=True, env=os.environ.copy(),
                    stdout=subprocess.DEVNULL)
-    subprocess.run([str(airflow_bin), "pools", "set", "duckdb_writer", "1",
+    subprocess.run([str(airflow_bin), "pools", "set", DEFAULT_WAREHOUSE_POOL, "1",
                     "DuckDB allows one writer at a time"], check=True, env=os.environ.copy(),
                    stdout=subprocess.DEVNULL)
     return _AIRFLOW_HOME

@@ -21,16 +21,16 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from training.config import Config, ConfigError, load_config
 from training.errors import ClosedloopError
 from training.paths import StatePaths
+from training.settings import SettingsError
 
 
 @dataclass(frozen=True)
@@ -309,12 +309,11 @@ def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt (after --)"),
 )
 def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.data.dbt import Target, run_dbt
+    from training.data.dbt import run_dbt
 
     args = [a for a in ns.dbt_args if a != "--"] or ["build"]
-    # run_dbt validates the target and raises DbtError naming the failed nodes: exit code 1
-    target = cast(Target, os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
-    result = run_dbt(args, ctx.paths, ctx.cfg, target=target)
+    # on the settings' target (CLOSEDLOOP_DBT_TARGET); a failed build raises DbtError naming the failed nodes: exit code 1
+    result = run_dbt(args, ctx.paths, ctx.cfg)
     return {"success": result.success, "nodes": len(result.results)}
 
 
@@ -415,10 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, stream=sys.stderr)
     try:
         cfg = load_config(ns.config)
-    except ConfigError as exc:
+        paths = StatePaths(ns.home.resolve()) if ns.home else StatePaths.from_env()
+    except (ConfigError, SettingsError) as exc:  # the deployment, not the stage, is misconfigured
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    paths = StatePaths(ns.home.resolve()) if ns.home else StatePaths.from_env()
     try:
         result = COMMANDS[ns.command].handler(Context(cfg, paths), ns)
     except (ClosedloopError, LookupError, ValueError, RuntimeError) as exc:  # third-party errors too

@@ -7,7 +7,6 @@ typo in a threshold never silently falls back to a default.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -16,10 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from training.errors import ClosedloopError
+from training.settings import CONFIG_ENV_VAR, settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "closedloop.yaml"
-CONFIG_ENV_VAR = "CLOSEDLOOP_CONFIG"
 
 
 class ConfigError(ClosedloopError, ValueError):
@@ -430,7 +429,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
 
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate the YAML config (`$CLOSEDLOOP_CONFIG` or config/closedloop.yaml)."""
-    cfg_path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    cfg_path = Path(path or settings().config or DEFAULT_CONFIG_PATH)
     if not cfg_path.is_file():
         raise ConfigError(f"config file not found: {cfg_path} (set {CONFIG_ENV_VAR} or pass a path)")
     try:

@@ -6,13 +6,11 @@ directories at import time; `StatePaths.ensure()` does, when a stage is about to
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from training.config import PROJECT_ROOT
-
-STATE_ENV_VAR = "CLOSEDLOOP_HOME"
+from training.settings import settings
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class StatePaths:
 
     @classmethod
     def from_env(cls) -> StatePaths:
-        return cls(Path(os.environ.get(STATE_ENV_VAR) or PROJECT_ROOT / ".closedloop").resolve())
+        return cls((settings().home or PROJECT_ROOT / ".closedloop").resolve())
 
     # --- source system stand-in (the simulator writes here, ingest reads) ---
     @property

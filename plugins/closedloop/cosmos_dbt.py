@@ -12,7 +12,6 @@ leaves DuckDB connections open, and a later read-only connection in the same pro
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,16 +19,15 @@ from typing import TYPE_CHECKING, Any
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 
-from training.config import PROJECT_ROOT, load_config
+from training.config import load_config
+from training.data.dbt import DBT_PROJECT_DIR
 from training.paths import StatePaths
+from training.settings import MANIFEST_ENV_VAR, settings
 
 if TYPE_CHECKING:
     from airflow.sdk import TaskGroup
 
     from training.config import Config
-
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
-MANIFEST_ENV_VAR = "CLOSEDLOOP_DBT_MANIFEST"
 
 
 class DbtManifestMissing(FileNotFoundError):
@@ -37,7 +35,7 @@ class DbtManifestMissing(FileNotFoundError):
 
 
 def manifest_path() -> Path:
-    return Path(os.environ.get(MANIFEST_ENV_VAR) or StatePaths.from_env().dbt_target / "manifest.json")
+    return settings().dbt_manifest or StatePaths.from_env().dbt_target / "manifest.json"
 
 
 def missing_manifest_message(manifest: Path) -> str:
@@ -84,7 +82,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
     # `local` (default): one `dbt build` per model task. `watcher`: one `dbt build` in a producer task
     # while every model/test task watches its node's status (one dbt start-up per day; needs a real
     # scheduler and triggerer, so `dag.test()` runs use `local`).
-    mode = ExecutionMode(os.environ.get("CLOSEDLOOP_DBT_EXECUTION_MODE", "local"))
+    mode = ExecutionMode(settings().dbt_execution_mode)
     operator_args: dict[str, Any] = {"install_deps": False, "append_env": True, "retries": retries}
     if pool and mode != ExecutionMode.WATCHER:
         operator_args["pool"] = pool
@@ -103,7 +101,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
         project_config=project_config,
         profile_config=ProfileConfig(
             profile_name="closedloop",
-            target_name=os.environ.get("CLOSEDLOOP_DBT_TARGET", "duckdb"),
+            target_name=settings().dbt_target,
             profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
         ),
         execution_config=ExecutionConfig(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,6 @@ log = logging.getLogger(__name__)
 
 URL_PREFIX = "/model-health"
 TEMPLATES = Path(__file__).resolve().parent / "model_health" / "templates"
-#: Where the MLflow UI is, for "open in MLflow" links (`make up` / compose set it; optional: else an
-#: http(s) `MLFLOW_TRACKING_URI` is used, since a tracking server also serves the UI).
-MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"
 METRIC_ORDER = ("pr_auc", "roc_auc", "recall_at_precision", "precision_at_k", "log_loss", "brier")
 AUDIT_LIMIT = 25
 DRIFT_LIMIT = 15
@@ -205,10 +201,14 @@ def _metrics(summary: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 def mlflow_ui_base() -> str | None:
-    """The MLflow UI's base URL: `$CLOSEDLOOP_MLFLOW_UI_URL`, else an http(s) `$MLFLOW_TRACKING_URI`."""
-    base = os.environ.get(MLFLOW_UI_ENV_VAR, "").strip()
+    """The MLflow UI's base URL for "open in MLflow" links: `$CLOSEDLOOP_MLFLOW_UI_URL` (`make up` / compose
+    set it), else an http(s) `$MLFLOW_TRACKING_URI`, since a tracking server also serves the UI."""
+    from training.settings import settings
+
+    deployment = settings()
+    base = deployment.mlflow_ui_url or ""
     if not base:
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        tracking_uri = deployment.mlflow_tracking_uri or ""
         base = tracking_uri if tracking_uri.lower().startswith(("http://", "https://")) else ""
     return base.rstrip("/") or None
 

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from training.config import ExecutionSpec
 
-DEFAULT_IMAGE = os.environ.get("CLOSEDLOOP_IMAGE", "closedloop:latest")
 #: Non-secret settings the stage needs, copied from the DAG processor's environment when it parses.
 FORWARDED_ENV = (
     "CLOSEDLOOP_HOME", "CLOSEDLOOP_CONFIG", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_DBT_TARGET",
@@ -35,7 +34,7 @@ FORWARDED_ENV = (
 XCOM_RETURN_PATH = "/airflow/xcom/return.json"
 
 
-def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: str = DEFAULT_IMAGE,
+def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: str | None = None,
                  namespace: str = "closedloop", cpu: str = "2", memory: str = "8Gi",
                  cpu_limit: str | None = None, memory_limit: str | None = None,
                  service_account: str | None = None, env_from_secret: str | None = None,
@@ -44,16 +43,18 @@ def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: s
     """A pod running one CLI stage, e.g. `training_pod("train", "train", ["--reason", "{{ params.reason }}"])`.
 
     With `do_xcom_push` (default) the stage writes its JSON result for the XCom sidecar, so the
-    task's return value is the dict the in-process task returns.
+    task's return value is the dict the in-process task returns. `image` defaults to `$CLOSEDLOOP_IMAGE`.
     """
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
+    from training.settings import settings
+
     limits = {k: v for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
     volumes, mounts = [], []
     if state_volume_claim:
-        home = os.environ.get("CLOSEDLOOP_HOME")
-        if not home:
+        home = settings().home
+        if home is None:
             raise ValueError(
                 "execution.state_volume_claim is set but CLOSEDLOOP_HOME is not: the claim is mounted "
                 "at the state directory's path, so set CLOSEDLOOP_HOME where the DAGs are parsed"
@@ -62,12 +63,12 @@ def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: s
             name="closedloop-state",
             persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=state_volume_claim),
         ))
-        mounts.append(k8s.V1VolumeMount(name="closedloop-state", mount_path=home))
+        mounts.append(k8s.V1VolumeMount(name="closedloop-state", mount_path=str(home)))
     return KubernetesPodOperator(
         task_id=task_id,
         name=f"closedloop-{stage}",
         namespace=namespace,
-        image=image,
+        image=image or settings().image,
         cmds=["python", "-m", "training"],
         arguments=[stage, *args, *(["--xcom-json", XCOM_RETURN_PATH] if do_xcom_push else [])],
         env_vars={k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from training.settings import settings
+
+if TYPE_CHECKING:
+    from training.config import Config
+    from training.paths import StatePaths
 
 #: Who answers for the DAGs (shown in the UI, used for alert routing).
 OWNER = "ml-platform"
@@ -21,7 +26,7 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     return {"owner": OWNER, "retries": SERVICE_RETRIES, "retry_delay": SERVICE_RETRY_DELAY, **overrides}
 
 
-def parse_config() -> Any:
+def parse_config() -> Config:
     """The validated config for a DAG file's *structure* (schedules, `execution` mode), read at parse time.
 
     Task bodies call `load_runtime()` instead, so what they act on is read when they run.
@@ -32,18 +37,18 @@ def parse_config() -> Any:
 
 
 #: DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
-WAREHOUSE_POOL = os.environ.get("CLOSEDLOOP_WAREHOUSE_POOL", "duckdb_writer")
+WAREHOUSE_POOL = settings().warehouse_pool
 #: dbt rebuilds whole mart tables: two builds at once would collide on any warehouse (on PostgreSQL
 #: on dbt's `__dbt_tmp` relations), so dbt gets a pool of its own with one slot. On DuckDB the
 #: single-writer pool already serialises it (the default); the services profile sets `dbt_build`.
-DBT_POOL = os.environ.get("CLOSEDLOOP_DBT_POOL") or WAREHOUSE_POOL
+DBT_POOL = settings().dbt_pool
 #: Runs at once of a DAG that only replaces its own interval's partitions (batch_inference): 1 on
 #: DuckDB (one writer anyway), more on PostgreSQL. data_pipeline stays at 1 on every profile: a
 #: day's point-in-time features need the earlier days' raw rows loaded first.
-MAX_ACTIVE_WRITER_RUNS = int(os.environ.get("CLOSEDLOOP_MAX_ACTIVE_WRITER_RUNS") or 1)
+MAX_ACTIVE_WRITER_RUNS = settings().max_active_writer_runs
 
 
-def load_runtime() -> tuple[Any, Any]:
+def load_runtime() -> tuple[Config, StatePaths]:
     """(Config, StatePaths) for the running task; imported lazily so DAG parsing stays light."""
     from training.config import load_config
     from training.paths import StatePaths
@@ -68,6 +73,23 @@ def batch_date_of(context: dict[str, Any]) -> dt.date:
         return dt.date.fromisoformat(str(given)[:10])
     start = context["data_interval_start"]
     return dt.date(start.year, start.month, start.day)
+
+
+def batch_dates(context: dict[str, Any], asset: str) -> list[dt.date]:
+    """Every business day a run of an Asset-scheduled DAG handles, oldest first: `conf.batch_date` if
+    given, else each day named by the triggering `asset` events (`batch_dates`, else `batch_date`).
+
+    Events queued while a run was busy arrive together, so a run handles each of their days.
+    """
+    given = (context.get("params") or {}).get("batch_date")
+    if given:
+        return [dt.date.fromisoformat(given)]
+    days = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
+    if not days:
+        raise ValueError(
+            f'no batch_date: trigger with conf {{"batch_date": "YYYY-MM-DD"}} or let the {asset} Asset trigger'
+        )
+    return sorted(dt.date.fromisoformat(d) for d in days)
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

@@ -17,15 +17,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from training.config import PROJECT_ROOT, Config
 from training.errors import ClosedloopError
 from training.paths import StatePaths
+from training.settings import TARGETS, Target, settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
-Target = Literal["duckdb", "postgres"]
-TARGETS: tuple[str, ...] = ("duckdb", "postgres")
 
 # Environment variables the postgres target reads (with local trust-auth defaults in profiles.yml).
 POSTGRES_ENV_VARS = (
@@ -203,9 +202,7 @@ def run_dbt(
 
 def default_target() -> Target:
     """The dbt target of the warehouse the stages use (`CLOSEDLOOP_DBT_TARGET`): one switch for both."""
-    from training.storage.warehouse import WarehouseSettings
-
-    return WarehouseSettings.from_env().backend
+    return settings().dbt_target
 
 
 def parse_manifest(paths: StatePaths, cfg: Config | None = None, target: Target | None = None) -> Path:

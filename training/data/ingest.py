@@ -11,6 +11,7 @@ versions, so a batch stopped by a gate never reaches a model.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,18 @@ def publish(
         "training_rows": int(training_rows),
         "data_version": data_version,
         **{k: v for k, v in lineage.items() if v is not None},
+    }
+
+
+def publish_lineage(paths: StatePaths, landed: LandedBatch, gates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a published version records of how it was made: the landed feeds' md5s, the dbt build,
+    and the GX gates' run ids (joined) and joint verdict (`gates` are their XCom results)."""
+    return {
+        "raw_transactions_md5": landed.transactions.md5,
+        "raw_chargebacks_md5": landed.chargebacks.md5,
+        "dbt_invocation_id": latest_dbt_invocation(paths),
+        "gx_run_id": ";".join(str(g["run_id"]) for g in gates if g.get("run_id")),
+        "gx_success": all(g.get("success") for g in gates),
     }
 
 

@@ -2,7 +2,7 @@
 
 Where MLflow is: `MLFLOW_TRACKING_URI` when set (a tracking server, e.g. `mlflow server
 --serve-artifacts` on the services profile), else the state directory's SQLite store (embedded
-profile). `tracking_uri(paths)` is the one place that decides, read at call time. MLflow keeps its
+profile). `tracking_uri(paths)` is the one place that decides, from `settings()` at call time. MLflow keeps its
 URI in process-global state, so every entry point calls `client(paths)` first (never at import
 time): it points MLflow there and returns a client bound to it.
 
@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from training.config import PROJECT_ROOT, Config
 from training.errors import ClosedloopError
 from training.paths import StatePaths
+from training.settings import REGISTRY_URI_ENV_VAR, TRACKING_URI_ENV_VAR, settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -67,20 +68,18 @@ class ModelNotFound(ClosedloopError, LookupError):
     """No registered model version answers the requested name / alias / version."""
 
 
-TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
-REGISTRY_URI_ENV_VAR = "MLFLOW_REGISTRY_URI"
 #: URI schemes with which the library writes MLflow's store itself (no server to place artifacts).
 DIRECT_STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
 
 
 def tracking_uri(paths: StatePaths) -> str:
     """`$MLFLOW_TRACKING_URI` if set, else the state directory's SQLite store (the embedded default)."""
-    return os.environ.get(TRACKING_URI_ENV_VAR, "").strip() or paths.mlflow_tracking_uri
+    return settings().mlflow_tracking_uri or paths.mlflow_tracking_uri
 
 
 def registry_uri(paths: StatePaths) -> str:
     """`$MLFLOW_REGISTRY_URI` if set, else the tracking URI (MLflow's own rule)."""
-    return os.environ.get(REGISTRY_URI_ENV_VAR, "").strip() or tracking_uri(paths)
+    return settings().mlflow_registry_uri or tracking_uri(paths)
 
 
 def is_direct_store(uri: str) -> bool:

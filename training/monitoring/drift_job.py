@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from training.monitoring import decision_log, retrain_deferral, retrain_trigger,
 from training.monitoring.retrain_trigger import Decision, PastTrigger, Signal, WindowEvidence
 from training.paths import StatePaths
 from training.storage import versioning
+from training.storage.warehouse import WarehouseMissing
 
 DAY = dt.timedelta(days=1)
 
@@ -251,3 +252,22 @@ def monitor_interval(
         "conf": decision.conf(),
         "report_path": window.report_path,
     }
+
+
+def windows_ready(paths: StatePaths, cfg: Config, days: Sequence[dt.date]) -> tuple[bool, str]:
+    """Can the windows ending on `days` be judged yet, and why (not)?
+
+    Each day must be scored by the champion and a data version covering it published (so its matured
+    labels are). With no champion nothing is scored, so there is nothing to wait for.
+    """
+    if registry.current_champion(paths, cfg) is None:
+        return True, "no champion yet: nothing is scored, nothing to wait for"
+    for day in days:
+        try:
+            scored = not windows.load_current_window(paths, cfg, day, day).empty
+            published = versioning.latest_data_version(paths, day).batch_date == day
+        except (windows.MonitoringDataError, versioning.DataVersionNotFound, WarehouseMissing) as exc:
+            return False, f"waiting for {day}: {exc}"
+        if not (scored and published):
+            return False, f"waiting for {day}: scored={scored}, labels published={published}"
+    return True, f"scored and labels published: {', '.join(d.isoformat() for d in days)}"

@@ -13,10 +13,15 @@ from typing import Any
 
 from training.config import Config
 from training.model import registry
+from training.monitoring import retrain_deferral
 from training.paths import StatePaths
 from training.storage import versioning
 
 SCHEDULED = "schedule"
+
+
+class NothingToTrain(versioning.DataVersionNotFound):
+    """No data version has been published yet: a run has nothing to train on (a skip, not a failure)."""
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,38 @@ def enough_history(paths: StatePaths, cfg: Config, data_version: str) -> tuple[b
             f"training.min_training_days {cfg.training.min_training_days})"
         )
     return True, f"{days} matured days available"
+
+
+def decide_run(
+    paths: StatePaths,
+    cfg: Config,
+    *,
+    reason: str | None,
+    evidence: dict[str, Any] | None,
+    data_version: str | None,
+    airflow_run_id: str | None = None,
+) -> tuple[dict[str, Any] | None, str]:
+    """One `train_model` run's decision: (what to train, why), or (None, why) when it should not train.
+
+    `data_version` pins the data (conf or the Asset event); else the newest version is used. A pinned
+    version that was never published raises `DataVersionNotFound` (a mistake in the request); no
+    version at all raises `NothingToTrain`. The data must hold enough history; then a drift retrain
+    trains or is deferred (`retrain_deferral.plan`), and otherwise the cadence rule decides.
+    """
+    if data_version:
+        record = versioning.get_version(paths, data_version)
+    else:
+        try:
+            record = versioning.latest_data_version(paths)
+        except versioning.DataVersionNotFound as exc:
+            raise NothingToTrain(str(exc)) from None
+    ok, why = enough_history(paths, cfg, record.data_version)
+    if not ok:
+        return None, why
+    plan = retrain_deferral.plan(paths, cfg, reason, evidence, record, airflow_run_id=airflow_run_id)
+    decision = plan or decide_training(paths, cfg, reason, record.batch_date)
+    if not decision.train:
+        return None, decision.why
+    extra = plan.to_dict() if plan else {"evidence": evidence or {}, "deferral_id": None}
+    return {**decision.to_dict(), **extra, "data_version": record.data_version,
+            "batch_date": record.batch_date.isoformat()}, decision.why

@@ -7,14 +7,12 @@ with `ensure_tables(engine, table)`; this module holds only what they share.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import sqlalchemy as sa
 
 from training.paths import StatePaths
-
-OPS_DB_ENV_VAR = "CLOSEDLOOP_OPS_DB_URL"
+from training.settings import settings
 
 metadata = sa.MetaData()
 
@@ -39,7 +37,7 @@ data_versions = sa.Table(
 
 
 def ops_db_url(paths: StatePaths | None = None) -> str:
-    url = os.environ.get(OPS_DB_ENV_VAR)
+    url = settings().ops_db_url
     if url:
         return url
     paths = paths or StatePaths.from_env()

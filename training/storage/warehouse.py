@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import io
-import os
 import re
 import time
 import zlib
@@ -26,21 +25,23 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from training.errors import ClosedloopError
 from training.paths import StatePaths
+from training.settings import Settings, SettingsError, Target, settings
 
-Backend = Literal["duckdb", "postgres"]
-BACKENDS: tuple[Backend, ...] = ("duckdb", "postgres")
-BACKEND_ENV_VAR = "CLOSEDLOOP_DBT_TARGET"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class WarehouseError(ClosedloopError, RuntimeError):
     """The warehouse cannot be reached or used as configured; the message says how to fix it."""
+
+
+class WarehouseMissing(WarehouseError, FileNotFoundError):
+    """There is no DuckDB warehouse file to read yet (nothing has been loaded into it)."""
 
 
 class WarehouseBusy(WarehouseError):
@@ -49,9 +50,9 @@ class WarehouseBusy(WarehouseError):
 
 @dataclass(frozen=True)
 class WarehouseSettings:
-    """Which warehouse the stages (and dbt) use; read from the environment once per call site."""
+    """Which warehouse the stages (and dbt) use: the warehouse part of the deployment `Settings`."""
 
-    backend: Backend = "duckdb"
+    backend: Target = "duckdb"
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
     pg_user: str = "postgres"
@@ -60,19 +61,18 @@ class WarehouseSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WarehouseSettings:
-        env = os.environ if environ is None else environ
-        backend = env.get(BACKEND_ENV_VAR) or "duckdb"
-        if backend not in BACKENDS:
-            raise WarehouseError(
-                f"{BACKEND_ENV_VAR}={backend!r} is not a warehouse backend: use one of {', '.join(BACKENDS)}"
-            )
+        """From `settings()`, or from `environ` when given."""
+        try:
+            deployment = settings() if environ is None else Settings.from_env(environ)
+        except SettingsError as exc:  # e.g. an unknown CLOSEDLOOP_DBT_TARGET
+            raise WarehouseError(str(exc)) from None
         return cls(
-            backend=backend,  # type: ignore[arg-type]
-            pg_host=env.get("CLOSEDLOOP_PG_HOST") or "127.0.0.1",
-            pg_port=int(env.get("CLOSEDLOOP_PG_PORT") or 5432),
-            pg_user=env.get("CLOSEDLOOP_PG_USER") or "postgres",
-            pg_password=env.get("CLOSEDLOOP_PG_PASSWORD") or "",
-            pg_dbname=env.get("CLOSEDLOOP_PG_DBNAME") or "closedloop",
+            backend=deployment.dbt_target,
+            pg_host=deployment.pg_host,
+            pg_port=deployment.pg_port,
+            pg_user=deployment.pg_user,
+            pg_password=deployment.pg_password,
+            pg_dbname=deployment.pg_dbname,
         )
 
     def describe(self, paths: StatePaths) -> str:
@@ -98,7 +98,7 @@ def _split(table: str) -> tuple[str, str]:
 class Session:
     """One open warehouse connection. Subclasses adapt the SQL dialect's few differences."""
 
-    backend: Backend
+    backend: Target
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         raise NotImplementedError
@@ -169,7 +169,7 @@ class Session:
 
 
 class DuckDBSession(Session):
-    backend: Backend = "duckdb"
+    backend: Target = "duckdb"
 
     def __init__(self, con: Any):
         self.con = con
@@ -213,7 +213,7 @@ _PG_DTYPES: dict[int, str] = {
 
 
 class PostgresSession(Session):
-    backend: Backend = "postgres"
+    backend: Target = "postgres"
 
     def __init__(self, con: Any):
         self.con = con
@@ -382,7 +382,7 @@ def _duckdb(paths: StatePaths, read_only: bool, timeout_s: float) -> Iterator[An
     paths.warehouse.parent.mkdir(parents=True, exist_ok=True)
     if read_only:
         if not paths.warehouse.exists():
-            raise FileNotFoundError(
+            raise WarehouseMissing(
                 f"warehouse {paths.warehouse} does not exist yet: run data_pipeline for an interval first"
             )
         con = _retry(lambda: duckdb.connect(str(paths.warehouse), read_only=True), timeout_s)

@@ -18,7 +18,6 @@ from devstack.services import (
     ADMIN_PASSWORD_ENV_VAR,
     ADMIN_USER,
     DBT_POOL_SERVICES,
-    MLFLOW_UI_ENV_VAR,
     PASSWORD_FILE,
     PROJECT_ROOT,
     WAREHOUSE_POOL,
@@ -27,22 +26,20 @@ from devstack.services import (
     resolve_argv,
 )
 from training.paths import StatePaths
+from training.settings import Settings
 
 
 def postgres_databases(environ: Mapping[str, str]) -> list[str]:
     """SQLAlchemy URLs of the PostgreSQL databases this profile uses (none on the embedded profile)."""
     urls = [environ.get(k, "") for k in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_BACKEND_STORE_URI", "CLOSEDLOOP_OPS_DB_URL")]
-    if environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres":
+    s = Settings.from_env(environ)
+    if s.dbt_target == "postgres":
         from sqlalchemy.engine import URL
 
         urls.append(
             URL.create(
-                "postgresql+psycopg2",
-                username=environ.get("CLOSEDLOOP_PG_USER", "postgres"),
-                password=environ.get("CLOSEDLOOP_PG_PASSWORD") or None,
-                host=environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
-                port=int(environ.get("CLOSEDLOOP_PG_PORT", "5432")),
-                database=environ.get("CLOSEDLOOP_PG_DBNAME", "closedloop"),
+                "postgresql+psycopg2", username=s.pg_user, password=s.pg_password or None,
+                host=s.pg_host, port=s.pg_port, database=s.pg_dbname,
             ).render_as_string(hide_password=False)
         )
     return [u for u in urls if u.startswith("postgresql")]
@@ -95,18 +92,15 @@ def ensure_admin_password(paths: StatePaths, environ: Mapping[str, str]) -> None
 def _connections(paths: StatePaths, environ: Mapping[str, str]) -> list[dict[str, Any]]:
     """Connections a user's hooks can use: the warehouse and the MLflow tracking server."""
     warehouse: dict[str, Any]
-    if environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres":
+    s = Settings.from_env(environ)
+    if s.dbt_target == "postgres":
         warehouse = {
-            "conn_type": "postgres",
-            "host": environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
-            "port": int(environ.get("CLOSEDLOOP_PG_PORT", "5432")),
-            "login": environ.get("CLOSEDLOOP_PG_USER", "postgres"),
-            "password": environ.get("CLOSEDLOOP_PG_PASSWORD") or None,
-            "schema": environ.get("CLOSEDLOOP_PG_DBNAME", "closedloop"),
+            "conn_type": "postgres", "host": s.pg_host, "port": s.pg_port, "login": s.pg_user,
+            "password": s.pg_password or None, "schema": s.pg_dbname,
         }
     else:
         warehouse = {"conn_type": "generic", "extra": json.dumps({"path": str(paths.warehouse), "engine": "duckdb"})}
-    mlflow_url = environ.get("MLFLOW_TRACKING_URI") or environ.get(MLFLOW_UI_ENV_VAR) or ""
+    mlflow_url = s.mlflow_tracking_uri or s.mlflow_ui_url or ""
     return [
         {"conn_id": "closedloop_warehouse", "description": "closedloop warehouse (dbt target)", **warehouse},
         {"conn_id": "closedloop_mlflow", "description": "MLflow tracking server", "conn_type": "http", "host": mlflow_url},
@@ -121,7 +115,7 @@ def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
     from airflow.utils.session import create_session
 
     # one writer at a time on DuckDB; PostgreSQL takes concurrent writers
-    on_postgres = environ.get("CLOSEDLOOP_DBT_TARGET") == "postgres"
+    on_postgres = Settings.from_env(environ).dbt_target == "postgres"
     name, slots, description = WAREHOUSE_POOL_SERVICES if on_postgres else WAREHOUSE_POOL
     Pool.create_or_update_pool(name, slots, description, include_deferred=False)
     if on_postgres:
@@ -163,5 +157,5 @@ def run_init(environ: Mapping[str, str] | None = None) -> None:
         print(f"created PostgreSQL databases: {', '.join(created)}")
     ensure_admin_password(paths, env)
     _airflow_metadata(paths, env)
-    build_dbt_docs(paths, env.get("CLOSEDLOOP_DBT_TARGET", "duckdb"))
+    build_dbt_docs(paths, Settings.from_env(env).dbt_target)
     print(f"init done: metadata DB, admin password, pool {WAREHOUSE_POOL[0]}, connections, dbt manifest + docs", flush=True)

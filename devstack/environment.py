@@ -20,7 +20,6 @@ from devstack.services import (
     DBT_DOCS_PORT_ENV_VAR,
     EXECUTORS,
     INIT_SERVICE,
-    MLFLOW_UI_ENV_VAR,
     PROJECT_ROOT,
     SERVICE_COMMANDS,
     DevStackError,
@@ -29,6 +28,7 @@ from devstack.services import (
     check_profile,
 )
 from training.paths import StatePaths
+from training.settings import MLFLOW_UI_ENV_VAR
 
 #: Inherited variables that describe another state dir / Airflow install and must not leak in.
 _NOT_INHERITED_PREFIXES = ("AIRFLOW__", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 
 from training.paths import StatePaths
+from training.settings import DEFAULT_WAREHOUSE_POOL
 
 #: The checkout the stack runs from: dags/, plugins/ and dbt_project/ live beside this package.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -105,15 +106,14 @@ AIRFLOW_SETTINGS: dict[str, str] = {
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV_VAR = "CLOSEDLOOP_AIRFLOW_ADMIN_PASSWORD"
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
-WAREHOUSE_POOL = ("duckdb_writer", 1, "DuckDB allows one writer at a time")
+WAREHOUSE_POOL = (DEFAULT_WAREHOUSE_POOL, 1, "DuckDB allows one writer at a time")
 #: On PostgreSQL the warehouse takes concurrent writers: the same pool, wide, so two DAG runs
 #: writing different intervals run at once.
-WAREHOUSE_POOL_SERVICES = ("duckdb_writer", 16, "warehouse writers (PostgreSQL: concurrent writers are fine)")
+WAREHOUSE_POOL_SERVICES = (DEFAULT_WAREHOUSE_POOL, 16, "warehouse writers (PostgreSQL: concurrent writers are fine)")
 #: dbt rebuilds whole marts: one build at a time on any warehouse (closedloop.runtime.DBT_POOL).
 DBT_POOL_SERVICES = ("dbt_build", 1, "one dbt build of the marts at a time")
 DBT_DOCS_HOST_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_HOST"
 DBT_DOCS_PORT_ENV_VAR = "CLOSEDLOOP_DBT_DOCS_PORT"
-MLFLOW_UI_ENV_VAR = "CLOSEDLOOP_MLFLOW_UI_URL"  # links from the model-health page
 
 
 def check_profile(profile: str) -> Profile:

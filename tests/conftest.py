@@ -90,42 +90,58 @@ PG_SERVER = {
     "host": os.environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
     "port": os.environ.get("CLOSEDLOOP_PG_PORT", "5432"),
     "user": os.environ.get("CLOSEDLOOP_PG_USER", "postgres"),
+    "password": os.environ.get("CLOSEDLOOP_PG_PASSWORD", ""),
 }
 
 
-@pytest.fixture
-def pg_database_factory():
-    """Create uniquely named databases on the local server; all are dropped (forced) at teardown."""
-    import uuid
+def pg_warehouse_env(dbname: str) -> dict[str, str]:
+    """The environment that points every stage (and dbt) at database `dbname` of the local server."""
+    env = {"CLOSEDLOOP_DBT_TARGET": "postgres", "CLOSEDLOOP_PG_DBNAME": dbname}
+    for key in ("host", "port", "user"):
+        env[f"CLOSEDLOOP_PG_{key.upper()}"] = str(PG_SERVER[key])
+    return env
 
+
+@pytest.fixture(scope="module")
+def pg_admin():
+    """An autocommit connection to the local server's `postgres` database; skips when there is no server."""
     psycopg2 = pytest.importorskip("psycopg2")
     try:
         admin = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG_SERVER)
     except psycopg2.OperationalError as exc:  # .ci/run starts the server; a bare dev box may not have one
         pytest.skip(f"PostgreSQL not reachable at {PG_SERVER['host']}:{PG_SERVER['port']}: {exc}".strip())
     admin.autocommit = True
+    yield admin
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database_factory(pg_admin):
+    """Create uniquely named databases on the local server; all are dropped (forced) at the module's end.
+
+    Module-scoped so module-scoped fixtures (one database for a module's tests) can use it too.
+    """
+    import uuid
+
     created: list[str] = []
 
     def create(prefix: str = "closedloop_test") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with admin.cursor() as cur:
+        with pg_admin.cursor() as cur:
             cur.execute(f'create database "{name}"')
         created.append(name)
         return name
 
     yield create
-    with admin.cursor() as cur:
+    with pg_admin.cursor() as cur:
         for name in created:
             cur.execute(f'drop database if exists "{name}" with (force)')
-    admin.close()
 
 
 @pytest.fixture
 def pg_warehouse(pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point every stage (and dbt) at a fresh PostgreSQL warehouse, as the services profile does."""
     name = pg_database_factory("closedloop_wh")
-    monkeypatch.setenv("CLOSEDLOOP_DBT_TARGET", "postgres")
-    monkeypatch.setenv("CLOSEDLOOP_PG_DBNAME", name)
-    for key in ("host", "port", "user"):
-        monkeypatch.setenv(f"CLOSEDLOOP_PG_{key.upper()}", str(PG_SERVER[key]))
+    for key, value in pg_warehouse_env(name).items():
+        monkeypatch.setenv(key, value)
     return name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 EXPECTED_DAG_IDS = {p.stem for p in DAGS.glob("*.py") if not p.name.startswith("_")}
+
+
+def _dbt_models(manifest: Path) -> dict[str, dict]:
+    """The manifest's models by node id (each with its `fqn` layer and `depends_on`)."""
+    nodes = json.loads(manifest.read_text())["nodes"]
+    return {node_id: node for node_id, node in nodes.items() if node["resource_type"] == "model"}
+
+
+def _layer(model: dict) -> str:
+    return model["fqn"][1]  # [project, layer, ...]: staging, intermediate or marts
+
+
+def _staging_parents(models: dict[str, dict], node_id: str) -> set[str]:
+    """The staging models `node_id` reads, directly or through intermediate models."""
+    found: set[str] = set()
+    for parent in models[node_id]["depends_on"]["nodes"]:
+        if parent in models:  # sources are not models
+            if _layer(models[parent]) == "staging":
+                found.add(parent)
+            found |= _staging_parents(models, parent)
+    return found
+
+
+def _cosmos_task_id(model: dict) -> str:
+    return f"dbt.{model['name']}_model_build"  # cosmos, TestBehavior.BUILD: one build task per model
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +66,22 @@ def test_dag_conventions(dagbag):
         assert dag.start_date.tzinfo is not None and dag.start_date.utcoffset().total_seconds() == 0, dag_id
 
 
-def test_data_pipeline_graph(dagbag):
+def test_data_pipeline_graph(dagbag, dbt_manifest):
     dag = dagbag.get_dag("data_pipeline")
     ids = set(dag.task_ids)
     assert {"land", "raw_gate", "load_raw", "feature_gate", "publish"} <= ids
     dbt_tasks = {t for t in ids if t.startswith("dbt.")}
     # every mart is a cosmos task, and the marts run after staging
-    assert "dbt.ml_transaction_features_build" in dbt_tasks or any("ml_transaction_features" in t for t in dbt_tasks)
+    models = _dbt_models(dbt_manifest)
+    marts = {node_id: m for node_id, m in models.items() if _layer(m) == "marts"}
+    assert {m["name"] for m in marts.values()} >= {"ml_transaction_features", "ml_training_set"}
+    for node_id, mart in marts.items():
+        task_id = _cosmos_task_id(mart)
+        assert task_id in dbt_tasks
+        staging = {_cosmos_task_id(models[s]) for s in _staging_parents(models, node_id)}
+        assert staging, f"{task_id} reads no staging model"
+        upstream = dag.get_task(task_id).get_flat_relative_ids(upstream=True)
+        assert staging <= upstream, f"{task_id} does not run after {sorted(staging - upstream)}"
     assert dag.get_task("raw_gate").upstream_task_ids == {"land"}
     assert dag.get_task("load_raw").upstream_task_ids == {"raw_gate"}
     assert "feature_gate" in dag.get_task("publish").upstream_task_ids

@@ -4,26 +4,18 @@ the features equal the DuckDB build's, so the SQL really is portable."""
 from __future__ import annotations
 
 import io
-import os
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import PG_SERVER
 from tests.dbt.conftest import BuiltWarehouse, read_table
 from training.data.dbt import run_dbt
 from training.paths import StatePaths
 
 psycopg2 = pytest.importorskip("psycopg2")
 
-PG = {
-    "host": os.environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("CLOSEDLOOP_PG_PORT", "5432")),
-    "user": os.environ.get("CLOSEDLOOP_PG_USER", "postgres"),
-    "password": os.environ.get("CLOSEDLOOP_PG_PASSWORD", ""),
-}
 RAW_DDL = [
     "create schema raw",
     """create table raw.transactions (
@@ -36,27 +28,14 @@ RAW_DDL = [
 ]
 
 
-def _connect(dbname: str = "postgres"):
-    return psycopg2.connect(dbname=dbname, connect_timeout=3, **PG)
+def _connect(dbname: str):
+    return psycopg2.connect(dbname=dbname, connect_timeout=3, **PG_SERVER)
 
 
 @pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
+def pg_database(pg_database_factory) -> str:
     """A fresh, uniquely named database on the local server, dropped afterwards."""
-    try:
-        admin = _connect()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG['host']}:{PG['port']} as {PG['user']}: {exc}".strip())
-    admin.autocommit = True
-    name = f"closedloop_dbt_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
-    try:
-        yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'drop database if exists "{name}" with (force)')
-        admin.close()
+    return pg_database_factory("closedloop_dbt_test")
 
 
 def _copy_in(cur, table: str, frame: pd.DataFrame) -> None:

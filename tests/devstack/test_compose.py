@@ -189,21 +189,9 @@ def test_image_installs_from_the_lock_file_and_ignores_local_state() -> None:
     assert {".venv", ".closedloop", ".env", ".git"} <= ignored
 
 
-def _pg_reachable() -> bool:
-    try:
-        import psycopg2
-
-        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3).close()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
-def services_init_env(rendered, tmp_path_factory) -> dict[str, str]:
+def services_init_env(rendered, tmp_path_factory, pg_admin) -> dict[str, str]:
     """The airflow-init service's environment, pointed at this machine's PostgreSQL and a temp state."""
-    if not _pg_reachable():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
     prefix = "cltest_" + uuid.uuid4().hex[:8]
     state = tmp_path_factory.mktemp("services-state")
     env = {}
@@ -215,14 +203,9 @@ def services_init_env(rendered, tmp_path_factory) -> dict[str, str]:
         env[key] = value.replace("/var/lib/closedloop", str(state)).replace("/opt/closedloop", str(PROJECT_ROOT))
     env.update(CLOSEDLOOP_PG_HOST="127.0.0.1", CLOSEDLOOP_PG_USER="postgres", CLOSEDLOOP_PG_DBNAME=f"{prefix}_closedloop")
     yield env
-    import psycopg2
-
-    con = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    con.autocommit = True
-    with con.cursor() as cur:
+    with pg_admin.cursor() as cur:
         for db in ("airflow", "mlflow", "closedloop_ops", "closedloop"):
             cur.execute(f'drop database if exists "{prefix}_{db}" with (force)')
-    con.close()
 
 
 def test_services_init_creates_the_profiles_databases_on_postgresql(services_init_env) -> None:
@@ -351,11 +334,9 @@ def test_services_profile_env_points_airflow_and_the_library_at_this_state_dirs_
         start_stack(paths, Ports.free(), services=("airflow-worker-1",))
 
 
-def test_services_stack_refuses_to_start_without_redis_and_says_how_to_start_it(tmp_path: Path, monkeypatch) -> None:
+def test_services_stack_refuses_to_start_without_redis_and_says_how_to_start_it(tmp_path: Path, monkeypatch, pg_admin) -> None:
     from training.paths import StatePaths
 
-    if not _pg_reachable():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (user postgres)")
     monkeypatch.setenv("CLOSEDLOOP_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     with pytest.raises(DevStackError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 does not answer .*redis-server --daemonize yes"):
         start_stack(StatePaths(tmp_path / "state"), Ports.free(), profile="services")

@@ -8,11 +8,13 @@ and a re-run of a day must replace, never duplicate, on both.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import pg_warehouse_env
 from training.config import Config, with_overrides
 from training.data import ingest, quality
 from training.data.dbt import default_target, run_dbt
@@ -59,16 +61,60 @@ def _bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
+@dataclass(frozen=True)
+class BackendRun:
+    """One backend's data side, run once per module: its state dir, warehouse settings and results."""
+
+    state: StatePaths
+    env: dict[str, str | None]  # the warehouse settings it ran with (None: unset)
+    extras: dict
+
+
+def _set_env(mp: pytest.MonkeyPatch, env: dict[str, str | None]) -> None:
+    for key, value in env.items():
+        if value is None:
+            mp.delenv(key, raising=False)
+        else:
+            mp.setenv(key, value)
+
+
+def _days(cfg: Config) -> list[dt.date]:
+    return [cfg.simulator.start_date + dt.timedelta(days=i) for i in range(N_DAYS)]
+
+
+def _run_backend(env: dict[str, str | None], cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> BackendRun:
+    """The data side on a fresh state dir with `env` (as the `state` fixture sets it) for the whole run."""
+    root = tmp_path_factory.mktemp("pipeline-backend") / "state"
+    env = {**env, "CLOSEDLOOP_HOME": str(root), "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
+    with pytest.MonkeyPatch.context() as mp:
+        _set_env(mp, env)
+        state = StatePaths(root).ensure()
+        extras = _run_days(state, cfg, _days(cfg))
+    return BackendRun(state=state, env=env, extras=extras)
+
+
+def _training_set(run: BackendRun) -> pd.DataFrame:
+    return pd.read_parquet(run.state.published / "training_set.parquet")
+
+
+@pytest.fixture(scope="module")
+def duckdb_run(pipe_config, tmp_path_factory) -> BackendRun:
+    return _run_backend({"CLOSEDLOOP_DBT_TARGET": None}, pipe_config, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def postgres_run(pg_database_factory, pipe_config, tmp_path_factory) -> BackendRun:
+    return _run_backend(pg_warehouse_env(pg_database_factory("closedloop_wh")), pipe_config, tmp_path_factory)
+
+
 @pytest.mark.parametrize("backend", ["duckdb", "postgres"])
-def test_data_side_runs_on_each_backend(backend, request, state, pipe_config, monkeypatch):
-    if backend == "postgres":
-        request.getfixturevalue("pg_warehouse")
-    else:
-        monkeypatch.delenv("CLOSEDLOOP_DBT_TARGET", raising=False)
+def test_data_side_runs_on_each_backend(backend, request, pipe_config, monkeypatch):
+    run: BackendRun = request.getfixturevalue(f"{backend}_run")
+    _set_env(monkeypatch, run.env)  # read back from the database the run wrote
+    state, extras = run.state, run.extras
     assert default_target() == backend  # dbt builds into the database the stages use
     cfg = pipe_config
-    days = [cfg.simulator.start_date + dt.timedelta(days=i) for i in range(N_DAYS)]
-    extras = _run_days(state, cfg, days)
+    days = _days(cfg)
 
     with warehouse.connect(state, read_only=True) as con:
         raw_rows = con.scalar("select count(*) from raw.transactions where batch_date = ?", [days[-1]])
@@ -90,20 +136,13 @@ def test_data_side_runs_on_each_backend(backend, request, state, pipe_config, mo
     window = windows.load_current_window(state, cfg, days[0], days[0])
     assert len(window) == len(feats) and set(window["model_version"]) == {"1"}
 
-    # keep the published training set for the cross-backend comparison below
-    snapshot = pd.read_parquet(state.published / "training_set.parquet")
+    snapshot = _training_set(run)
     assert len(snapshot) == extras[days[-1]]["training_rows"]
-    snapshot.to_parquet(state.root.parent.parent / f"training_set_{backend}.parquet")
 
 
-def test_both_backends_publish_the_same_training_set(tmp_path_factory, request):
-    """Runs after the two parametrised runs above (same module, file order)."""
-    base = tmp_path_factory.getbasetemp()
-    files = {b: list(base.glob(f"**/training_set_{b}.parquet")) for b in ("duckdb", "postgres")}
-    if not all(files.values()):
-        pytest.skip("needs both backend runs of test_data_side_runs_on_each_backend in this session")
-    duck = pd.read_parquet(files["duckdb"][0]).sort_values("transaction_id").reset_index(drop=True)
-    pg = pd.read_parquet(files["postgres"][0]).sort_values("transaction_id").reset_index(drop=True)
+def test_both_backends_publish_the_same_training_set(duckdb_run, postgres_run):
+    duck = _training_set(duckdb_run).sort_values("transaction_id").reset_index(drop=True)
+    pg = _training_set(postgres_run).sort_values("transaction_id").reset_index(drop=True)
     assert list(pg.columns) == list(duck.columns)
     assert pg.dtypes.to_dict() == duck.dtypes.to_dict()
     pd.testing.assert_frame_equal(pg, duck, check_exact=False, rtol=1e-9)

@@ -158,3 +158,10 @@ def publish(paths: StatePaths, df: pd.DataFrame, name: str, **lineage: object) -
     return md5
 
 
+def train_and_evaluate(paths: StatePaths, cfg: Config, data_version: str, reason: str, **evaluate_kw: object):
+    """Train a challenger on a data version and run the gates on it (both for real)."""
+    from training.model.evaluate import evaluate_challenger
+    from training.model.train import TrainRequest, train_model
+
+    trained = train_model(paths, cfg, TrainRequest(reason=reason, data_version=data_version))
+    return trained, evaluate_challenger(paths, cfg, version=trained.version, **evaluate_kw)

@@ -13,7 +13,6 @@ could not be (`make browser-deps`).
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,6 +28,7 @@ from devstack.airflow_api import RestApiError, get_json, get_token, trigger_via_
 from devstack.environment import Ports
 from devstack.services import PROFILE_SERVICES
 from devstack.supervisor import alive, port_free, start_stack
+from tests import synthetic as fx
 from training.config import Config, with_overrides
 from training.paths import StatePaths
 
@@ -41,15 +41,6 @@ DAG_IDS = tuple(sorted(p.stem for p in (ROOT / "dags").glob("*.py")))  # one DAG
 SIMULATED_DAYS = 2
 SMALL_SOURCE = {"transactions_per_day": 1500, "n_customers": 400, "n_merchants": 80, "fraud_rate": 0.015}
 WAIT_S = 60
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _chromium_missing() -> str | None:
@@ -67,7 +58,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iter
         pytest.skip(reason)
     from training.data import dbt, ingest
 
-    fx = _load("closedloop_training_fixtures", ROOT / "tests" / "training" / "conftest.py")
     root = tmp_path_factory.mktemp("browser-state")
     mp = pytest.MonkeyPatch()
     mp.setenv("CLOSEDLOOP_HOME", str(root))

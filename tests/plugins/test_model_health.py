@@ -8,7 +8,6 @@ real Airflow API app the plugin is mounted, listed in the navigation and closed 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
@@ -16,21 +15,11 @@ from types import ModuleType
 import pytest
 from fastapi.testclient import TestClient
 
+from tests import synthetic as fx
 from training.config import Config, with_overrides
 from training.paths import StatePaths
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def training_fixtures() -> ModuleType:
-    """tests/training/conftest.py loaded as a module: its synthetic training set and helpers, not copies."""
-    spec = importlib.util.spec_from_file_location(
-        "closedloop_training_fixtures", ROOT / "tests" / "training" / "conftest.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _plugin_module() -> ModuleType:
@@ -58,7 +47,6 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
     from training.model import registry, tracking
     from training.monitoring import decision_log, retrain_trigger, windows
 
-    fx = training_fixtures()
     root = tmp_path_factory.mktemp("model-health-state")
     mp = pytest.MonkeyPatch()
     mp.setenv("CLOSEDLOOP_HOME", str(root))

@@ -21,6 +21,7 @@ from tests.synthetic import (  # noqa: F401 - re-exported for the tests of this 
     make_training_set,
     permute_features,
     publish,
+    train_and_evaluate,
 )
 from training.config import Config, with_overrides
 from training.paths import StatePaths
@@ -60,15 +61,6 @@ def synth() -> SimpleNamespace:
         publish=publish,
         overrides=TEST_OVERRIDES,
     )
-
-
-def train_and_evaluate(paths: StatePaths, cfg: Config, data_version: str, reason: str, **evaluate_kw: object):
-    """Train a challenger on a data version and run the gates on it (both for real)."""
-    from training.model.evaluate import evaluate_challenger
-    from training.model.train import TrainRequest, train_model
-
-    trained = train_model(paths, cfg, TrainRequest(reason=reason, data_version=data_version))
-    return trained, evaluate_challenger(paths, cfg, version=trained.version, **evaluate_kw)
 
 
 @pytest.fixture(scope="session")

@@ -30,9 +30,9 @@ lint: env
 	$(VENV)/bin/ruff check training devstack plugins dags tests
 	$(VENV)/bin/mypy training devstack
 
-# The full loop on the services profile under the real scheduler (~35 min on 2 shared cores; opt-in).
+# Only the full loop on the services profile under the real scheduler (also part of `make test`).
 test-services-e2e: env
-	CLOSEDLOOP_E2E_SERVICES=1 $(PY) -m pytest "tests/e2e/test_loop_under_scheduler.py::test_drift_triggered_retrain_promotes_a_new_champion[services]"
+	$(PY) -m pytest "tests/e2e/test_loop_under_scheduler.py::test_drift_triggered_retrain_promotes_a_new_champion[services]"
 
 clean-state:
 	rm -rf $(STATE)

@@ -67,17 +67,13 @@ def drift_monitor():
     @task
     def evaluate(days: list[str], **context) -> dict:
         """Decide window by window, oldest first; the last decision is the run's."""
-        from training.monitoring.drift_job import monitor_interval
+        from training.monitoring.drift_job import monitor_days
 
         cfg, paths = load_runtime()
-        result: dict = {}
-        for day in days:
-            in_flight = context["ti"].get_dr_count(dag_id=RETRAIN_DAG_ID, states=["queued", "running"]) > 0
-            result = monitor_interval(paths, cfg, dt.date.fromisoformat(day), retrain_in_flight=in_flight)
-            print(f"{day}: {result['decision']}: {result['why']}")
-            if result.get("trigger"):
-                break  # one retrain per run; later windows are re-decided by the next run
-        return result
+        return monitor_days(
+            paths, cfg, [dt.date.fromisoformat(d) for d in days],
+            retrain_in_flight=lambda: context["ti"].get_dr_count(dag_id=RETRAIN_DAG_ID, states=["queued", "running"]) > 0,
+        )
 
     @task.short_circuit
     def breached(result: dict) -> bool:

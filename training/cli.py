@@ -353,17 +353,14 @@ def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
         help="a train_model run is queued or running (a flag, or =true/false from a template)"),
 )
 def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.monitoring.drift_job import monitor_interval
+    from training.monitoring.drift_job import monitor_days
 
     if (ns.date is None) == (ns.dates is None):
         raise ValueError("give exactly one of --date YYYY-MM-DD or --dates YYYY-MM-DD,YYYY-MM-DD,...")
-    result: dict[str, Any] = {}
-    for day in [ns.date] if ns.date is not None else ns.dates:
-        result = monitor_interval(ctx.paths, ctx.cfg, day, retrain_in_flight=ns.retrain_in_flight)
-        print(f"{day}: {result['decision']}: {result['why']}", file=sys.stderr)
-        if result.get("trigger"):
-            break  # one retrain per run; later windows are re-decided by the next run
-    return result
+    return monitor_days(
+        ctx.paths, ctx.cfg, [ns.date] if ns.date is not None else ns.dates,
+        retrain_in_flight=lambda: bool(ns.retrain_in_flight), log=lambda line: print(line, file=sys.stderr),
+    )
 
 
 @command("status", "show @champion and @challenger with lineage and holdout metrics")

@@ -1,4 +1,4 @@
-"""The `python -m training dbt` stage: what a pod or script runs must fail loudly when dbt fails."""
+"""The `python -m training` stages as a pod or script runs them: failures are loud, output is the result."""
 
 from __future__ import annotations
 
@@ -30,3 +30,17 @@ def test_an_unknown_target_is_refused_before_dbt_runs(tmp_path):
     out = _cli(tmp_path / "state", "dbt", "--", "debug", CLOSEDLOOP_DBT_TARGET="snowflake")
     assert out.returncode != 0
     assert "unknown dbt target 'snowflake'" in out.stderr and "duckdb" in out.stderr
+
+
+def test_drift_decides_each_given_window_and_prints_the_last_decision(tmp_path):
+    # no champion yet: each window is decided (and logged) as nothing to monitor, none triggers
+    out = _cli(tmp_path / "state", "drift", "--dates", "2026-01-05,2026-01-06")
+    assert out.returncode == 0, out.stderr
+    assert "2026-01-05: no_champion" in out.stderr and "2026-01-06: no_champion" in out.stderr
+    assert '"window_end": "2026-01-06"' in out.stdout and '"trigger": false' in out.stdout
+
+
+def test_drift_needs_exactly_one_of_date_and_dates(tmp_path):
+    out = _cli(tmp_path / "state", "drift")
+    assert out.returncode == 1
+    assert "give exactly one of --date" in out.stderr

@@ -254,6 +254,24 @@ def monitor_interval(
     }
 
 
+def monitor_days(
+    paths: StatePaths, cfg: Config, days: Sequence[dt.date], *, retrain_in_flight: Callable[[], bool],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Decide the windows ending on `days`, oldest first; the last decision is the run's.
+
+    It stops at the first trigger: one retrain per run, later windows are re-decided by the next
+    run. `retrain_in_flight` is asked before each window, since a retrain may start meanwhile.
+    """
+    result: dict[str, Any] = {}
+    for day in days:
+        result = monitor_interval(paths, cfg, day, retrain_in_flight=retrain_in_flight())
+        log(f"{day}: {result['decision']}: {result['why']}")
+        if result.get("trigger"):
+            break
+    return result
+
+
 def windows_ready(paths: StatePaths, cfg: Config, days: Sequence[dt.date]) -> tuple[bool, str]:
     """Can the windows ending on `days` be judged yet, and why (not)?
 

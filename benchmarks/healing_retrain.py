@@ -165,30 +165,8 @@ def training_set_as_of(features: pd.DataFrame, cfg: Config, last_day: dt.date) -
 
 def publish_version(paths: StatePaths, frame: pd.DataFrame, name: str) -> str:
     """Snapshot a training-set frame as a DVC data version with a ledger row (as publish does)."""
-    paths.published.mkdir(parents=True, exist_ok=True)
-    file = paths.published / f"{name}.parquet"
-    frame.to_parquet(file, index=False)
-    md5 = versioning.snapshot(paths, file)
-    last = max(frame["batch_date"])
-    versioning.record_version(
-        paths,
-        versioning.DataVersionRecord(
-            data_version=md5,
-            batch_date=last,
-            interval_start=dt.datetime.combine(last, dt.time()),
-            interval_end=dt.datetime.combine(last + DAY, dt.time()),
-            feature_rows=len(frame),
-            training_rows=len(frame),
-            snapshot_path=str(file),
-            raw_transactions_md5=None,
-            raw_chargebacks_md5=None,
-            dbt_invocation_id=f"benchmark-{name}",
-            gx_run_id=f"benchmark-{name}",
-            gx_success=True,
-            created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        ),
-    )
-    return md5
+    return versioning.publish_frame(paths, frame, name, dbt_invocation_id=f"benchmark-{name}",
+                                    gx_run_id=f"benchmark-{name}")
 
 
 @dataclasses.dataclass(frozen=True)

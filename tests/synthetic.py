@@ -132,30 +132,12 @@ def publish(paths: StatePaths, df: pd.DataFrame, name: str, **lineage: object) -
     """Snapshot a training-set frame as a DVC data version with a ledger row; returns its md5."""
     from training.storage import versioning
 
-    paths.published.mkdir(parents=True, exist_ok=True)
-    file = paths.published / f"{name}.parquet"
-    df.to_parquet(file, index=False)
-    md5 = versioning.snapshot(paths, file)
-    last = max(df["batch_date"])
-    versioning.record_version(
-        paths,
-        versioning.DataVersionRecord(
-            data_version=md5,
-            batch_date=last,
-            interval_start=dt.datetime.combine(last, dt.time()),
-            interval_end=dt.datetime.combine(last + dt.timedelta(days=1), dt.time()),
-            feature_rows=len(df),
-            training_rows=len(df),
-            snapshot_path=str(file),
-            raw_transactions_md5=None,
-            raw_chargebacks_md5=None,
-            dbt_invocation_id=str(lineage.get("dbt_invocation_id", f"dbt-{name}")),
-            gx_run_id=str(lineage.get("gx_run_id", f"gx-{name}")),
-            gx_success=True,
-            created_at=dt.datetime(2026, 2, 1),
-        ),
+    return versioning.publish_frame(
+        paths, df, name,
+        dbt_invocation_id=str(lineage.get("dbt_invocation_id", f"dbt-{name}")),
+        gx_run_id=str(lineage.get("gx_run_id", f"gx-{name}")),
+        created_at=dt.datetime(2026, 2, 1),
     )
-    return md5
 
 
 def train_and_evaluate(paths: StatePaths, cfg: Config, data_version: str, reason: str, **evaluate_kw: object):

@@ -11,12 +11,16 @@ import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.storage import ledger
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DataVersionNotFound(ClosedloopError, LookupError):
@@ -102,6 +106,38 @@ def record_version(paths: StatePaths, record: DataVersionRecord) -> None:
             sa.delete(ledger.data_versions).where(ledger.data_versions.c.data_version == record.data_version)
         )
         conn.execute(sa.insert(ledger.data_versions).values(**row))
+
+
+def publish_frame(
+    paths: StatePaths, frame: pd.DataFrame, name: str, *, dbt_invocation_id: str, gx_run_id: str,
+    created_at: dt.datetime | None = None,
+) -> str:
+    """Publish a ready training-set frame as a data version (snapshot + ledger row); returns its md5.
+
+    The pipeline's publish step builds the frame from the marts; replays, benchmarks and tests that
+    already hold the frame use this, so their versions look exactly like the pipeline's.
+    """
+    paths.published.mkdir(parents=True, exist_ok=True)
+    file = paths.published / f"{name}.parquet"
+    frame.to_parquet(file, index=False)
+    md5 = snapshot(paths, file)
+    last = max(frame["batch_date"])
+    record_version(paths, DataVersionRecord(
+        data_version=md5,
+        batch_date=last,
+        interval_start=dt.datetime.combine(last, dt.time()),
+        interval_end=dt.datetime.combine(last + dt.timedelta(days=1), dt.time()),
+        feature_rows=len(frame),
+        training_rows=len(frame),
+        snapshot_path=str(file),
+        raw_transactions_md5=None,
+        raw_chargebacks_md5=None,
+        dbt_invocation_id=dbt_invocation_id,
+        gx_run_id=gx_run_id,
+        gx_success=True,
+        created_at=created_at or dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    ))
+    return md5
 
 
 def _to_record(row: sa.Row) -> DataVersionRecord:

@@ -147,3 +147,18 @@ def train_and_evaluate(paths: StatePaths, cfg: Config, data_version: str, reason
 
     trained = train_model(paths, cfg, TrainRequest(reason=reason, data_version=data_version))
     return trained, evaluate_challenger(paths, cfg, version=trained.version, **evaluate_kw)
+
+
+def publish_day_features(paths: StatePaths, frame: pd.DataFrame, day: dt.date) -> pd.DataFrame:
+    """Put one day of the synthetic set in the warehouse as the feature mart's published partition."""
+    import duckdb
+
+    features = frame[frame["batch_date"] == day].drop(columns=["is_fraud", "label_reported_at"], errors="ignore")
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        con.execute("create schema if not exists published")
+        con.register("day_features", features)
+        con.execute("create or replace table published.transaction_features as select * from day_features")
+    finally:
+        con.close()
+    return features

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tests.synthetic import TEST_OVERRIDES, make_training_set, publish
+from tests.synthetic import TEST_OVERRIDES, make_training_set, publish, publish_day_features
 from training.config import load_config, with_overrides
 from training.paths import StatePaths
 
@@ -25,7 +25,6 @@ DAGS = Path(__file__).parents[2] / "dags"
 @pytest.fixture
 def scored_window(tmp_path, monkeypatch, airflow_db):
     """A state dir with a champion and its predictions for the training set's last day; that day."""
-    import duckdb
 
     from training.model.evaluate import evaluate_challenger
     from training.model.train import TrainRequest, train_model
@@ -46,14 +45,7 @@ def scored_window(tmp_path, monkeypatch, airflow_db):
     assert evaluate_challenger(paths, cfg, version=trained.version).action == "first_promote"
 
     day = max(frame["batch_date"])
-    features = frame[frame["batch_date"] == day].drop(columns=["is_fraud", "label_reported_at"], errors="ignore")
-    con = duckdb.connect(str(paths.warehouse))
-    try:
-        con.execute("create schema if not exists published")
-        con.register("day_features", features)
-        con.execute("create table published.transaction_features as select * from day_features")
-    finally:
-        con.close()
+    publish_day_features(paths, frame, day)
     score_interval(paths, cfg, day)
     return paths, day, trained.version
 

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.synthetic import TEST_OVERRIDES, make_training_set, publish
+from tests.synthetic import TEST_OVERRIDES, make_training_set, publish, publish_day_features
 from training.config import load_config, with_overrides
 from training.paths import StatePaths
 
@@ -112,14 +112,7 @@ def _predictions(paths: StatePaths, day: dt.date) -> list[tuple]:
 def test_batch_inference_scores_a_day_idempotently(drift_triggered_run, ml_env):
     paths, cfg, _, frame = ml_env
     day = max(frame["batch_date"])
-    features = frame[frame["batch_date"] == day].drop(columns=["is_fraud", "label_reported_at"], errors="ignore")
-    con = duckdb.connect(str(paths.warehouse))
-    try:
-        con.execute("create schema if not exists published")
-        con.register("day_features", features)
-        con.execute("create or replace table published.transaction_features as select * from day_features")
-    finally:
-        con.close()
+    features = publish_day_features(paths, frame, day)
     dag = _dag("batch_inference")
     for _ in range(2):
         run = dag.test(run_conf={"batch_date": day.isoformat()})

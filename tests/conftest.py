@@ -97,7 +97,7 @@ PG_SERVER = {
 def pg_warehouse_env(dbname: str) -> dict[str, str]:
     """The environment that points every stage (and dbt) at database `dbname` of the local server."""
     env = {"CLOSEDLOOP_DBT_TARGET": "postgres", "CLOSEDLOOP_PG_DBNAME": dbname}
-    for key in ("host", "port", "user"):
+    for key in ("host", "port", "user", "password"):
         env[f"CLOSEDLOOP_PG_{key.upper()}"] = str(PG_SERVER[key])
     return env
 

@@ -283,8 +283,8 @@ def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.source import simulator
 
-    tx = simulator.generate_transactions(ctx.cfg.simulator, ns.date)
-    cb = simulator.generate_chargebacks(ctx.cfg.simulator, ns.date)
+    tx = simulator.generate_transactions(ctx.cfg.require_simulator(), ns.date)
+    cb = simulator.generate_chargebacks(ctx.cfg.require_simulator(), ns.date)
     return {"date": ns.date.isoformat(), "transactions": len(tx), "chargebacks": len(cb),
             "columns": list(tx.columns)}
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from training.contract import DataContract
 from training.errors import ClosedloopError
 from training.settings import CONFIG_ENV_VAR, settings
 
@@ -383,7 +384,8 @@ class ExecutionSpec(_Strict):
 
 class Config(_Strict):
     model: ModelSpec
-    simulator: SimulatorSpec
+    contract: DataContract
+    simulator: SimulatorSpec | None = None  # only for `contract.source.kind: simulator`
     windows: WindowSpec
     training: TrainingSpec
     gates: GateSpec
@@ -400,13 +402,34 @@ class Config(_Strict):
         unknown = set(self.drift.exclude_features) - set(self.model.features)
         if unknown:
             raise ValueError(f"drift.exclude_features names unknown features: {sorted(unknown)}")
-        if self.windows.label_maturity_days < self.simulator.label_delay_days.max:
+        if self.contract.source.kind == "simulator" and self.simulator is None:
+            raise ValueError("contract.source.kind is simulator but there is no `simulator:` section")
+        if self.simulator and self.simulator.start_date != self.contract.start_date:
+            raise ValueError(
+                f"simulator.start_date ({self.simulator.start_date}) differs from contract.start_date "
+                f"({self.contract.start_date}): the simulated world starts on the first data interval"
+            )
+        if self.simulator and self.windows.label_maturity_days < self.simulator.label_delay_days.max:
             raise ValueError(
                 f"windows.label_maturity_days ({self.windows.label_maturity_days}) is shorter than "
                 f"simulator.label_delay_days.max ({self.simulator.label_delay_days.max}): "
                 "immature labels would be treated as negatives"
             )
         return self
+
+    def require_simulator(self) -> SimulatorSpec:
+        """The `simulator:` section, for the code paths that only make sense with the simulated source."""
+        if self.simulator is None:
+            raise ConfigError(
+                f"this needs the simulator source, but contract.source.kind is {self.contract.source.kind!r} "
+                "and the config has no `simulator:` section"
+            )
+        return self.simulator
+
+    @property
+    def start_date(self) -> dt.date:
+        """The first data interval: the DAGs' start date."""
+        return self.contract.start_date
 
 
 def _format_errors(exc: ValidationError) -> str:

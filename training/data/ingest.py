@@ -92,8 +92,8 @@ class LandedBatch:
 def extract_source(cfg: Config, batch_date: dt.date) -> dict[str, pd.DataFrame]:
     """The source system's feeds for one day (the simulator stands in for production)."""
     return {
-        "transactions": simulator.generate_transactions(cfg.simulator, batch_date),
-        "chargebacks": simulator.generate_chargebacks(cfg.simulator, batch_date),
+        "transactions": simulator.generate_transactions(cfg.require_simulator(), batch_date),
+        "chargebacks": simulator.generate_chargebacks(cfg.require_simulator(), batch_date),
     }
 
 

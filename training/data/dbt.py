@@ -2,7 +2,7 @@
 
 Why a subprocess: dbt's in-process runner keeps the DuckDB connection open for the life of the
 Python process, so a later read-only connection from the same process (GX gate, publish) fails
-(DESIGN.md). A child process releases the file when it exits.
+(docs/architecture.md). A child process releases the file when it exits.
 
 Everything dbt writes (target/, logs/, partial-parse state) goes under the state directory
 (`StatePaths.dbt_target` and its sibling `logs/`), never into the source tree.

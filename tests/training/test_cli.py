@@ -44,3 +44,82 @@ def test_drift_needs_exactly_one_of_date_and_dates(tmp_path):
     out = _cli(tmp_path / "state", "drift")
     assert out.returncode == 1
     assert "give exactly one of --date" in out.stderr
+
+
+# --- a server that does not answer: one `error:` line, bounded in time, no traceback ---------------------
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _timed_cli(home: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    import time
+
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CLOSEDLOOP_DBT_TARGET", "MLFLOW_TRACKING_URI", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_SERVICE_WAIT_S")}
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "training", "--home", str(home), *args],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**base, **env})
+    return out, time.monotonic() - t0
+
+
+def _single_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_train_with_the_mlflow_server_down_ends_in_one_line_within_the_default_bound(tmp_path):
+    port = _closed_port()
+    out, elapsed = _timed_cli(tmp_path / "state", "train", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    assert out.returncode == 3, out.stdout + out.stderr
+    line = _single_error_line(out.stderr)
+    assert f"MLflow tracking server at http://127.0.0.1:{port} does not answer (connection refused" in line
+    assert "make up PROFILE=services" in line and "MLFLOW_TRACKING_URI" in line
+    # the default budget is 30 s (MLflow's own retries alone took ~5 minutes); plus interpreter start-up
+    assert 20 <= elapsed < 45, elapsed
+    assert out.stdout == ""
+
+
+def test_status_with_postgresql_on_a_wrong_port_names_it_without_the_password(tmp_path):
+    port = _closed_port()
+    url = f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{port}/closedloop_ops"
+    out, elapsed = _timed_cli(tmp_path / "state", "status", CLOSEDLOOP_OPS_DB_URL=url, CLOSEDLOOP_SERVICE_WAIT_S="2")
+    assert out.returncode == 3, out.stdout + out.stderr
+    line = _single_error_line(out.stderr)
+    assert f"PostgreSQL (the operations ledger) at postgresql+psycopg2://postgres@127.0.0.1:{port}/closedloop_ops" in line
+    assert "s3cret" not in out.stderr
+    assert "pg_ctlcluster" in line and "CLOSEDLOOP_OPS_DB_URL" in line
+    assert elapsed < 15, elapsed
+
+
+def test_a_bad_wait_budget_is_a_configuration_error(tmp_path):
+    out, _ = _timed_cli(tmp_path / "state", "status", CLOSEDLOOP_SERVICE_WAIT_S="soon")
+    assert out.returncode == 2 and "CLOSEDLOOP_SERVICE_WAIT_S='soon'" in out.stderr
+
+
+def test_an_mlflow_failure_mid_stage_is_translated_to_the_server_it_failed_to_reach(monkeypatch):
+    """A server that goes away after the pre-flight check: MLflow's own exception names no remedy."""
+    import mlflow
+
+    from training.outages import ServiceUnavailable, translate
+
+    port = _closed_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        mlflow.MlflowClient(f"http://127.0.0.1:{port}").search_experiments()
+    except Exception as exc:  # noqa: BLE001 - whatever MLflow raises is what the CLI sees
+        down = translate(exc)
+    else:
+        raise AssertionError("a closed port answered")
+    assert isinstance(down, ServiceUnavailable)
+    assert f"http://127.0.0.1:{port}" in str(down) and "make up PROFILE=services" in str(down)
+    assert translate(ValueError("not an outage")) is None

@@ -56,8 +56,8 @@ class Command:
     help: str
     args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
     handler: Handler
-    #: needs no server (no wait for MLflow / PostgreSQL before it runs)
-    offline: bool = False
+    #: the servers it needs to answer before it runs (`training.outages.Endpoint.role`); None: all configured
+    needs: frozenset[str] | None = None
 
 
 COMMANDS: dict[str, Command] = {}
@@ -69,14 +69,14 @@ def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def command(
-    name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]], offline: bool = False
+    name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]], needs: frozenset[str] | None = None
 ) -> Callable[[Handler], Handler]:
     """Register a subcommand; the decorated function gets the context and the parsed arguments."""
 
     def register(fn: Handler) -> Handler:
         if name in COMMANDS:
             raise ValueError(f"subcommand {name!r} registered twice")
-        COMMANDS[name] = Command(name, help, tuple(args), fn, offline)
+        COMMANDS[name] = Command(name, help, tuple(args), fn, needs)
         return fn
 
     return register
@@ -278,6 +278,7 @@ def _infer(ctx: Context, ns: argparse.Namespace) -> Any:
     "audit",
     "show the registry audit log (newest first)",
     arg("--limit", type=int, default=20),
+    needs=frozenset({"ledger"}),
 )
 def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.model import registry
@@ -315,7 +316,7 @@ def _warn_empty(ctx: Context, what: str) -> None:
     "simulate",
     "print a summary of the source system's feeds for a day (the simulator stands in for production)",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
-    offline=True,
+    needs=frozenset(),
 )
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.source import simulator
@@ -354,7 +355,7 @@ def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
     return {"success": result.success, "nodes": len(result.results)}
 
 
-@command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from", offline=True)
+@command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from", needs=frozenset())
 def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.data.dbt import parse_manifest
 
@@ -466,8 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     outages.bound_mlflow_retries()
     try:
-        if not cmd.offline:
-            outages.wait_for(outages.endpoints(), wait_s)
+        outages.wait_for([e for e in outages.endpoints() if cmd.needs is None or e.role in cmd.needs], wait_s)
         result = cmd.handler(Context(cfg, paths), ns)
     except Exception as exc:
         down = outages.translate(exc)

@@ -44,6 +44,8 @@ class Endpoint:
     url: str
     start: str
     probe: Callable[[], None]
+    #: what it holds for the library: "mlflow", "ledger" or "warehouse"
+    role: str = "mlflow"
 
     def unavailable(self, why: str, waited_s: float | None = None) -> ServiceUnavailable:
         waited = "" if waited_s is None else f"; waited {waited_s:.0f}s"
@@ -127,14 +129,14 @@ def endpoints(s: Settings | None = None) -> list[Endpoint]:
             found.append(Endpoint("PostgreSQL (MLflow's store)", safe_url(uri), pg_start.format(var=var), _sql_probe(uri)))
     if s.ops_db_url and not s.ops_db_url.startswith("sqlite"):
         found.append(Endpoint("PostgreSQL (the operations ledger)", safe_url(s.ops_db_url),
-                              pg_start.format(var=OPS_DB_ENV_VAR), _sql_probe(s.ops_db_url)))
+                              pg_start.format(var=OPS_DB_ENV_VAR), _sql_probe(s.ops_db_url), "ledger"))
     if s.dbt_target == "postgres":
         from sqlalchemy.engine import URL
 
         url = URL.create("postgresql+psycopg2", username=s.pg_user, password=s.pg_password or None,
                          host=s.pg_host, port=s.pg_port, database=s.pg_dbname).render_as_string(hide_password=False)
         found.append(Endpoint("PostgreSQL (the warehouse)", safe_url(url),
-                              pg_start.format(var="CLOSEDLOOP_PG_HOST/PORT/DBNAME"), _sql_probe(url)))
+                              pg_start.format(var="CLOSEDLOOP_PG_HOST/PORT/DBNAME"), _sql_probe(url), "warehouse"))
     return found
 
 

@@ -123,3 +123,47 @@ def test_an_mlflow_failure_mid_stage_is_translated_to_the_server_it_failed_to_re
     assert isinstance(down, ServiceUnavailable)
     assert f"http://127.0.0.1:{port}" in str(down) and "make up PROFILE=services" in str(down)
     assert translate(ValueError("not an outage")) is None
+
+
+# --- a state dir the dev stack ran: the CLI reads the same ledger and config ---------------------------
+
+
+def test_audit_with_only_the_state_dir_reads_the_services_stacks_ledger(tmp_path, pg_database_factory, monkeypatch):
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from tests.conftest import PG_SERVER
+    from training import stack_env
+    from training.config import load_config
+    from training.model import registry
+    from training.paths import StatePaths
+
+    paths = StatePaths(tmp_path / "state").ensure()
+    db = pg_database_factory("closedloop_ops")
+    auth = PG_SERVER["user"] + (f":{PG_SERVER['password']}" if PG_SERVER["password"] else "")
+    url = f"postgresql+psycopg2://{auth}@{PG_SERVER['host']}:{PG_SERVER['port']}/{db}"
+    monkeypatch.setenv("CLOSEDLOOP_OPS_DB_URL", url)
+    with registry._engine(paths).begin() as conn:  # what a promotion on the stack's workers wrote
+        conn.execute(sa.insert(registry.registry_audit).values(
+            at=dt.datetime(2026, 1, 5), model_name=load_config().model.name, action="promote", to_version="3",
+            reason="gates passed", metrics="{}", idempotency_key="k-1"))
+    monkeypatch.delenv("CLOSEDLOOP_OPS_DB_URL")
+    # as init records it; the MLflow server is down (the stack is stopped): audit does not need it
+    stack_env.record(paths, "services", {"CLOSEDLOOP_OPS_DB_URL": url, "CLOSEDLOOP_DBT_TARGET": "postgres",
+                                         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"})
+    out, _ = _timed_cli(paths.root, "audit", CLOSEDLOOP_PG_PASSWORD=PG_SERVER["password"])
+    assert out.returncode == 0, out.stderr
+    assert '"reason": "gates passed"' in out.stdout and '"to_version": "3"' in out.stdout
+    assert "note: using what the dev stack" in out.stderr and "CLOSEDLOOP_OPS_DB_URL" in out.stderr
+    assert (PG_SERVER["password"] or "\0") not in (paths.root / "devstack" / "stack_env.json").read_text()
+
+
+def test_an_empty_audit_of_a_services_state_read_locally_warns_how_to_point_at_it(tmp_path):
+    home = tmp_path / "state"
+    (home / "devstack").mkdir(parents=True)
+    (home / "devstack" / "profile").write_text("services")  # a stack from before the record existed
+    out, _ = _timed_cli(home, "audit")
+    assert out.returncode == 0 and out.stdout.strip() == "[]"
+    assert "warning: no audit rows" in out.stderr and "sqlite:///" in out.stderr
+    assert 'eval "$(python scripts/dev_stack.py env)"' in out.stderr and "services-profile" in out.stderr

@@ -145,3 +145,16 @@ def test_the_stack_after_make_demo_runs_the_demos_config(tmp_path):
     assert stack_config(paths, {})[0] == other
     assert stack_env.recorded(paths) == {"profile": "embedded", "env": {"CLOSEDLOOP_CONFIG": str(other)},
                                          "pg_password": False}
+
+
+def test_clean_with_postgresql_down_removes_nothing_and_says_how_to_start_it(tmp_path):
+    from devstack.environment import free_port
+
+    paths = StatePaths(tmp_path / "state").ensure()
+    port = free_port()  # nothing listens there
+    stack_env.record(paths, "services", {"CLOSEDLOOP_PG_HOST": "127.0.0.1", "CLOSEDLOOP_PG_PORT": str(port),
+                                         "CLOSEDLOOP_OPS_DB_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{port}/x"})
+    out = _dev_stack(paths.root, "clean")
+    assert out.returncode == 1
+    assert f"PostgreSQL at postgres@127.0.0.1:{port} does not answer" in out.stderr and "pg_ctlcluster" in out.stderr
+    assert paths.root.is_dir()

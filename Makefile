@@ -34,8 +34,10 @@ lint: env
 test-services-e2e: env
 	$(PY) -m pytest "tests/e2e/test_loop_under_scheduler.py::test_drift_triggered_retrain_promotes_a_new_champion[services]"
 
+# The state dir, and on the services profile its PostgreSQL databases and Redis keys too (refused
+# while its stack runs: `make down` first). scripts/dev_stack.py clean --help says more.
 clean-state:
-	rm -rf $(STATE)
+	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py clean --profile $(PROFILE)
 
 # --- local development stack (scripts/dev_stack.py; README "Local development stack") ---
 # Debian packages the UI and compose tests need; installed with apt-get only when missing. A machine

@@ -18,6 +18,7 @@ from devstack.services import (
     ADMIN_PASSWORD_ENV_VAR,
     ADMIN_USER,
     DBT_POOL_SERVICES,
+    EXECUTORS,
     PASSWORD_FILE,
     PROJECT_ROOT,
     WAREHOUSE_POOL,
@@ -25,8 +26,9 @@ from devstack.services import (
     DevStackError,
     resolve_argv,
 )
+from training import stack_env
 from training.paths import StatePaths
-from training.settings import Settings
+from training.settings import CONFIG_ENV_VAR, Settings
 
 
 def postgres_databases(environ: Mapping[str, str]) -> list[str]:
@@ -148,10 +150,23 @@ def build_dbt_docs(paths: StatePaths, target: str) -> None:
         raise DevStackError(f"no dbt manifest at {paths.dbt_target / 'manifest.json'}")
 
 
+def record_stack_env(paths: StatePaths, environ: Mapping[str, str]) -> None:
+    """Write down the profile, config and servers this stack's tasks use (`training.stack_env`), so the
+    CLIs (`python -m training`, `dev_stack.py env|clean`) find them with only CLOSEDLOOP_HOME set."""
+    profile = "services" if environ.get("AIRFLOW__CORE__EXECUTOR") == EXECUTORS["services"] else "embedded"
+    if profile == "services":
+        env = dict(environ)
+        env["CLOSEDLOOP_REDIS_URL"] = env.get("AIRFLOW__CELERY__BROKER_URL") or env.get("CLOSEDLOOP_REDIS_URL", "")
+    else:  # everything lives in the state dir: only the config is worth recording
+        env = {k: v for k, v in environ.items() if k == CONFIG_ENV_VAR}
+    stack_env.record(paths, profile, env)
+
+
 def run_init(environ: Mapping[str, str] | None = None) -> None:
     """What the init service does, in order; every step is idempotent."""
     env = dict(os.environ if environ is None else environ)
     paths = StatePaths.from_env().ensure()
+    record_stack_env(paths, env)
     created = create_databases(env)
     if created:
         print(f"created PostgreSQL databases: {', '.join(created)}")

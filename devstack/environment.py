@@ -6,9 +6,11 @@ import configparser
 import json
 import os
 import secrets
+import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from devstack.services import (
@@ -27,8 +29,14 @@ from devstack.services import (
     ServicesBackends,
     check_profile,
 )
+from training import stack_env
+from training.config import DEFAULT_CONFIG_PATH
+from training.outages import MLFLOW_RETRY_DEFAULTS
 from training.paths import StatePaths
-from training.settings import MLFLOW_UI_ENV_VAR
+from training.settings import CONFIG_ENV_VAR, MLFLOW_UI_ENV_VAR
+
+#: The merged config `make demo` writes into the state dir (devstack.demo.demo_config_file).
+DEMO_CONFIG_FILE = "demo_config.yaml"
 
 #: Inherited variables that describe another state dir / Airflow install and must not leak in.
 _NOT_INHERITED_PREFIXES = ("AIRFLOW__", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION")
@@ -105,8 +113,16 @@ def _configured_fernet_key(paths: StatePaths) -> str | None:
         return None
 
 
-def airflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") -> dict[str, str]:
-    """One profile's Airflow settings (variables only; children also inherit os.environ)."""
+def airflow_env(
+    paths: StatePaths, ports: Ports, profile: Profile = "embedded", environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """One profile's Airflow settings (variables only; children also inherit os.environ).
+
+    `environ` (default os.environ) names the services profile's servers (`CLOSEDLOOP_PG_*`,
+    `CLOSEDLOOP_REDIS_URL`) and may set MLflow's HTTP retries (short by default: a task whose MLflow
+    server is down fails within seconds, and Airflow's own retry policy takes over).
+    """
+    env_in = os.environ if environ is None else environ
     home = paths.airflow_home
     api = f"http://{ports.host}:{ports.airflow}"
     keys = _secrets(paths)
@@ -127,9 +143,10 @@ def airflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") 
         "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         MLFLOW_UI_ENV_VAR: f"http://{ports.host}:{ports.mlflow}",
+        **{k: env_in.get(k) or v for k, v in MLFLOW_RETRY_DEFAULTS.items()},
     }
     if profile == "services":
-        b = ServicesBackends.for_state(paths)
+        b = ServicesBackends.for_state(paths, env_in)
         env.update({
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": b.url("airflow"),
             # a dozen processes share one PostgreSQL server (and other stacks): small pools
@@ -186,3 +203,36 @@ def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
         for k, v in environ.items()
         if k not in _NOT_INHERITED and not k.startswith(_NOT_INHERITED_PREFIXES)
     }
+
+
+def stack_config(paths: StatePaths, environ: Mapping[str, str]) -> tuple[Path, str]:
+    """The config a stack of `paths` runs with, and why: `CLOSEDLOOP_CONFIG` if set, else the one the
+    state dir's stack last ran with, else the demo's merged config in the state dir, else the project's."""
+    if (environ.get(CONFIG_ENV_VAR) or "").strip():
+        return Path(environ[CONFIG_ENV_VAR]).resolve(), f"{CONFIG_ENV_VAR} is set"
+    rec = stack_env.recorded(paths) or {}
+    last = (rec.get("env") or {}).get(CONFIG_ENV_VAR)
+    if last and Path(last).is_file():
+        return Path(last), f"the config this state dir's stack last ran with ({stack_env.record_file(paths)})"
+    demo = paths.root / DEMO_CONFIG_FILE
+    if demo.is_file():
+        return demo, "written by `make demo` into the state dir"
+    return DEFAULT_CONFIG_PATH, "the project's default"
+
+
+def recorded_environ(paths: StatePaths, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` (default os.environ) with the servers the state dir's stack recorded: where its
+    databases and broker keys really are, whatever the caller's `CLOSEDLOOP_PG_*` say now. The
+    password is never recorded; the caller's `CLOSEDLOOP_PG_PASSWORD` stays."""
+    env = dict(os.environ if environ is None else environ)
+    rec = stack_env.recorded(paths) or {}
+    for key in ("CLOSEDLOOP_PG_HOST", "CLOSEDLOOP_PG_PORT", "CLOSEDLOOP_PG_USER", "CLOSEDLOOP_REDIS_URL"):
+        value = (rec.get("env") or {}).get(key)
+        if value:
+            env[key] = str(value)
+    return env
+
+
+def export_lines(env: Mapping[str, str]) -> list[str]:
+    """`export K=V` lines a POSIX shell can `eval`."""
+    return [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]

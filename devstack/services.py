@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast, get_args
 
+from training.outages import PG_START_HINT
 from training.paths import StatePaths
 from training.settings import DEFAULT_WAREHOUSE_POOL
 
@@ -214,7 +215,6 @@ class ServicesBackends:
         return env
 
 
-PG_START_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 REDIS_START_HINT = ('redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
                     "--dir /var/lib/redis --logfile /var/log/redis/ci.log")
 

@@ -12,6 +12,13 @@ decorated function::
 Whatever the function returns is printed as JSON (dataclasses via `to_dict()`), so the output can
 be parsed by a pod operator's XCom sidecar. Heavy modules are imported inside the functions, so
 `--help` stays fast.
+
+Before a stage runs, the servers the settings point at (MLflow server, PostgreSQL) must answer
+within `CLOSEDLOOP_SERVICE_WAIT_S` (30 s); one that does not - then or mid-stage - ends the command
+with one `error:` line naming it, its URL and how to start it (exit code 3), not a traceback. A state
+dir the dev stack ran (`<state>/devstack/stack_env.json`) lends its config and backends to a caller
+that set none (`training.stack_env`), so `CLOSEDLOOP_HOME=... python -m training audit` reads the
+ledger the stack's tasks wrote, on either profile.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +38,7 @@ from typing import Any
 from training.config import Config, ConfigError, load_config
 from training.errors import ClosedloopError
 from training.paths import StatePaths
-from training.settings import SettingsError
+from training.settings import SettingsError, settings
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class Command:
     help: str
     args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
     handler: Handler
+    #: the servers it needs to answer before it runs (`training.outages.Endpoint.role`); None: all configured
+    needs: frozenset[str] | None = None
 
 
 COMMANDS: dict[str, Command] = {}
@@ -59,14 +69,14 @@ def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def command(
-    name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]]
+    name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]], needs: frozenset[str] | None = None
 ) -> Callable[[Handler], Handler]:
     """Register a subcommand; the decorated function gets the context and the parsed arguments."""
 
     def register(fn: Handler) -> Handler:
         if name in COMMANDS:
             raise ValueError(f"subcommand {name!r} registered twice")
-        COMMANDS[name] = Command(name, help, tuple(args), fn)
+        COMMANDS[name] = Command(name, help, tuple(args), fn, needs)
         return fn
 
     return register
@@ -268,17 +278,45 @@ def _infer(ctx: Context, ns: argparse.Namespace) -> Any:
     "audit",
     "show the registry audit log (newest first)",
     arg("--limit", type=int, default=20),
+    needs=frozenset({"ledger"}),
 )
 def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.model import registry
 
-    return registry.audit_log(ctx.paths, ctx.cfg.model.name, ns.limit)
+    rows = registry.audit_log(ctx.paths, ctx.cfg.model.name, ns.limit)
+    if not rows:
+        from training.storage.ledger import ops_db_url
+
+        _warn_empty(ctx, f"no audit rows for model {ctx.cfg.model.name!r} in the ledger {_shown(ops_db_url(ctx.paths))}")
+    return rows
+
+
+def _shown(url: str) -> str:
+    from training.outages import safe_url
+
+    return safe_url(url)
+
+
+def _warn_empty(ctx: Context, what: str) -> None:
+    """An empty answer says where it looked; on a services state read locally, where to look instead."""
+    from training import stack_env
+
+    print(f"warning: {what}", file=sys.stderr)
+    if stack_env.looks_like_services(ctx.paths) and not (settings().ops_db_url or "").startswith("postgresql"):
+        print(
+            f"warning: {ctx.paths.root} belongs to a services-profile stack: its ledger and registry live on "
+            "PostgreSQL and the MLflow server, not in the state dir. Point at them with "
+            '`eval "$(python scripts/dev_stack.py env)"` (same CLOSEDLOOP_HOME), or set CLOSEDLOOP_OPS_DB_URL '
+            "and MLFLOW_TRACKING_URI.",
+            file=sys.stderr,
+        )
 
 
 @command(
     "simulate",
     "print a summary of the source system's feeds for a day (the simulator stands in for production)",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
+    needs=frozenset(),
 )
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.source import simulator
@@ -317,7 +355,7 @@ def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
     return {"success": result.success, "nodes": len(result.results)}
 
 
-@command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from")
+@command("dbt-parse", "write the dbt manifest cosmos renders the data_pipeline DAG from", needs=frozenset())
 def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.data.dbt import parse_manifest
 
@@ -365,9 +403,13 @@ def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command("status", "show @champion and @challenger with lineage and holdout metrics")
 def _status(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.model import registry
+    from training.model import registry, tracking
 
-    return registry.model_status(ctx.paths, ctx.cfg)
+    status = registry.model_status(ctx.paths, ctx.cfg)
+    if status.get(tracking.CHAMPION) is None and status.get(tracking.CHALLENGER) is None:
+        _warn_empty(ctx, f"no @champion and no @challenger of {ctx.cfg.model.name!r} in MLflow at "
+                         f"{_shown(tracking.registry_uri(ctx.paths))}")
+    return status
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,17 +451,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, stream=sys.stderr)
+    from training import outages, stack_env
+
+    cmd = COMMANDS[ns.command]
     try:
-        cfg = load_config(ns.config)
         paths = StatePaths(ns.home.resolve()) if ns.home else StatePaths.from_env()
+        applied = stack_env.apply(paths, os.environ, config_given=ns.config is not None)
+        if applied:
+            print(f"note: using what the dev stack of {paths.root} recorded ({', '.join(applied)}; "
+                  f"{stack_env.record_file(paths)}); set them to choose otherwise", file=sys.stderr)
+        cfg = load_config(ns.config)
+        wait_s = outages.wait_budget_s()
     except (ConfigError, SettingsError) as exc:  # the deployment, not the stage, is misconfigured
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    outages.bound_mlflow_retries()
     try:
-        result = COMMANDS[ns.command].handler(Context(cfg, paths), ns)
-    except (ClosedloopError, LookupError, ValueError, RuntimeError) as exc:  # third-party errors too
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        outages.wait_for([e for e in outages.endpoints() if cmd.needs is None or e.role in cmd.needs], wait_s)
+        result = cmd.handler(Context(cfg, paths), ns)
+    except Exception as exc:
+        down = outages.translate(exc)
+        if down is not None:  # a server is down: say which and how to start it, no traceback
+            print(f"error: {down}", file=sys.stderr)
+            return 3
+        if isinstance(exc, ClosedloopError | LookupError | ValueError | RuntimeError):  # third-party errors too
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        raise
     if result is not None:
         print(json.dumps(_jsonable(result), indent=2, default=str))
     if ns.xcom_json is not None:

@@ -49,10 +49,18 @@ MAX_ACTIVE_WRITER_RUNS = settings().max_active_writer_runs
 
 
 def load_runtime() -> tuple[Config, StatePaths]:
-    """(Config, StatePaths) for the running task; imported lazily so DAG parsing stays light."""
+    """(Config, StatePaths) for the running task; imported lazily so DAG parsing stays light.
+
+    The servers the task's settings name (MLflow server, PostgreSQL) must answer within
+    `CLOSEDLOOP_SERVICE_WAIT_S`: otherwise the task fails with the CLI's one-line message (which
+    server, its URL, how to start it) and Airflow's retry policy applies.
+    """
+    from training import outages
     from training.config import load_config
     from training.paths import StatePaths
 
+    outages.bound_mlflow_retries()
+    outages.wait_for(outages.endpoints(), outages.wait_budget_s())
     return load_config(), StatePaths.from_env().ensure()
 
 

@@ -36,3 +36,32 @@ def test_extras_oldest_first_each_event_once():
 def test_a_run_not_triggered_by_assets_has_no_extras():
     assert event_extras({}) == []
     assert event_extras({"triggering_asset_events": TriggeringAssetEventsAccessor.build([])}) == []
+
+
+def test_a_task_whose_mlflow_server_is_down_fails_with_the_clis_message(monkeypatch, tmp_path, airflow_db, capfd):
+    """In a task (here rollback_champion under `dag.test()`): the message names the server and how to start it."""
+    import socket
+    from pathlib import Path
+
+    import pytest
+    from airflow.dag_processing.dagbag import DagBag
+    from closedloop.runtime import load_runtime
+
+    from training.outages import ServiceUnavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("CLOSEDLOOP_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CLOSEDLOOP_SERVICE_WAIT_S", "1")
+    with pytest.raises(ServiceUnavailable, match=rf"MLflow tracking server at http://127.0.0.1:{port} does not answer"):
+        load_runtime()
+
+    dags = Path(__file__).parents[2] / "dags"
+    bag = DagBag(dag_folder=str(dags / "rollback_champion.py"), safe_mode=True)
+    run = bag.get_dag("rollback_champion").test(run_conf={"reason": "test: MLflow is down"})
+    assert run.state == "failed"
+    logged = "".join(capfd.readouterr())
+    assert f"http://127.0.0.1:{port} does not answer (connection refused" in logged
+    assert "make up PROFILE=services" in logged

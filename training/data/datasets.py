@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ import pandas as pd
 from training.config import Config, ModelSpec, WindowSpec
 from training.errors import ClosedloopError
 from training.paths import StatePaths
+
+log = logging.getLogger(__name__)
 
 BATCH_DATE = "batch_date"
 MISSING_CATEGORY = "__missing__"
@@ -123,6 +126,14 @@ def split_windows(df: pd.DataFrame, windows: WindowSpec, end: dt.date | None = N
                 f"{name} window {a}..{b} has no rows (data covers {min(dates)}..{max(dates)}); "
                 "publish more intervals or shorten config.windows"
             )
+    if t_start < min(dates):
+        # a config that does not match the published data (e.g. the project's after a demo's)
+        covered = (t_end - min(dates)).days + 1
+        log.warning(
+            "the training window %s..%s starts before the first published day %s: only %d of its %d days hold data; "
+            "is config.windows (training_days=%d) the config this data was published with?",
+            t_start, t_end, min(dates), covered, windows.training_days, windows.training_days,
+        )
     return splits
 
 

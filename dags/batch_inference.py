@@ -26,13 +26,14 @@ from closedloop.runtime import (
     parse_config,
 )
 
-EXECUTION = parse_config().execution
+CONFIG = parse_config()
+EXECUTION = CONFIG.execution
 
 
 @dag(
     dag_id="batch_inference",
     schedule=[FEATURES],
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=MAX_ACTIVE_WRITER_RUNS,  # each run replaces its own day's partitions
     tags=["closedloop", "ml"],

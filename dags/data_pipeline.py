@@ -44,11 +44,13 @@ CONFIG = parse_config()
 #: A failed Great Expectations gate is a verdict on the data, not a fault: a retry re-validates the
 #: same bytes (and quarantines the batch again). The run stops, the day is fixed, then re-run.
 NO_RETRY_GATE = 0
+#: The feature gate's suite is named after the contract's feature mart (`ml.<mart>` -> `<mart>`).
+FEATURE_SUITE = CONFIG.contract.marts.split(CONFIG.contract.marts.features)[1]
 
 @dag(
     dag_id="data_pipeline",
     schedule=CronDataIntervalTimetable(CONFIG.schedules.data_pipeline or "@daily", timezone="UTC"),
-    start_date=dt.datetime.combine(CONFIG.simulator.start_date, dt.time(), tzinfo=dt.UTC),
+    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
     end_date=(
         dt.datetime.combine(CONFIG.schedules.data_pipeline_end_date, dt.time(), tzinfo=dt.UTC)
         if CONFIG.schedules.data_pipeline_end_date
@@ -71,7 +73,7 @@ NO_RETRY_GATE = 0
 def data_pipeline():
     @task(pool=WAREHOUSE_POOL)
     def land(**context) -> dict:
-        """Land the interval's transactions and chargebacks as DVC-versioned Parquet."""
+        """Land the interval's event and label feeds (the contract's) as DVC-versioned Parquet."""
         from training.data.ingest import land as land_batch
 
         cfg, paths = load_runtime()
@@ -94,7 +96,7 @@ def data_pipeline():
 
     @task(pool=WAREHOUSE_POOL)
     def load_raw(admission: dict) -> dict:
-        """Replace the interval's partition of raw.transactions / raw.chargebacks with what was admitted."""
+        """Replace the interval's partition of both feeds' raw tables with what was admitted."""
         from training.data.ingest import LandedBatch
         from training.data.ingest import load_raw as load
 
@@ -105,9 +107,9 @@ def data_pipeline():
 
     feature_gate = GXValidateCheckpointOperator(
         task_id="feature_gate",
-        suite_name="ml_transaction_features",
+        suite_name=FEATURE_SUITE,
         load_dataframe="warehouse",
-        loader_kwargs={"table": "ml.ml_transaction_features"},
+        loader_kwargs={"table": CONFIG.contract.marts.features},
         batch_date=BATCH_DATE_TEMPLATE,
         interval_start=BATCH_START_TEMPLATE,
         interval_end=BATCH_END_TEMPLATE,
@@ -121,11 +123,11 @@ def data_pipeline():
         from training.data.ingest import LandedBatch, publish_lineage
         from training.data.ingest import publish as publish_interval
 
-        _, paths = load_runtime()
+        cfg, paths = load_runtime()
         gates = [context["ti"].xcom_pull(task_ids=t) or {} for t in ("raw_gate", "feature_gate")]
         day = batch_date_of(context)
-        lineage = publish_lineage(paths, LandedBatch.from_xcom(landed), gates)
-        extra = publish_interval(paths, day, *day_bounds(day), lineage=lineage)
+        lineage = publish_lineage(paths, cfg, LandedBatch.from_xcom(landed), gates)
+        extra = publish_interval(paths, cfg, day, *day_bounds(day), lineage=lineage)
         context["outlet_events"][FEATURES].extra = extra
         return extra
 

@@ -32,13 +32,14 @@ from closedloop.assets import PREDICTIONS
 from closedloop.runtime import batch_dates, default_args, load_runtime, parse_config
 
 RETRAIN_DAG_ID = "train_model"
-EXECUTION = parse_config().execution
+CONFIG = parse_config()
+EXECUTION = CONFIG.execution
 
 
 @dag(
     dag_id="drift_monitor",
     schedule=[PREDICTIONS],
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["closedloop", "monitoring"],

@@ -29,13 +29,14 @@ from airflow.sdk import Param, dag, task
 from closedloop.assets import CHAMPION, FEATURES
 from closedloop.runtime import default_args, event_extras, load_runtime, parse_config
 
-EXECUTION = parse_config().execution
+CONFIG = parse_config()
+EXECUTION = CONFIG.execution
 
 
 @dag(
     dag_id="train_model",
     schedule=[FEATURES],
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["closedloop", "ml"],

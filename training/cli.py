@@ -314,17 +314,17 @@ def _warn_empty(ctx: Context, what: str) -> None:
 
 @command(
     "simulate",
-    "print a summary of the source system's feeds for a day (the simulator stands in for production)",
+    "print a summary of the source's feeds for a day (the contract's `source:`; the card example simulates them)",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
     needs=frozenset(),
 )
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.source import simulator
+    from training.data import ingest
 
-    tx = simulator.generate_transactions(ctx.cfg.require_simulator(), ns.date)
-    cb = simulator.generate_chargebacks(ctx.cfg.require_simulator(), ns.date)
-    return {"date": ns.date.isoformat(), "transactions": len(tx), "chargebacks": len(cb),
-            "columns": list(tx.columns)}
+    feeds = ingest.extract_source(ctx.cfg, ns.date)
+    events = feeds[ctx.cfg.contract.events.feed]
+    return {"date": ns.date.isoformat(), **{feed: len(frame) for feed, frame in feeds.items()},
+            "columns": list(events.columns)}
 
 
 @command(
@@ -370,12 +370,14 @@ def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
 def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.data import ingest, quality
 
-    frame = quality.load_warehouse_batch(ns.date, ctx.paths, table="ml.ml_transaction_features")
-    gate = quality.gate("ml_transaction_features", frame, ns.date, ctx.paths)
+    features = ctx.cfg.contract.marts.features
+    frame = quality.load_warehouse_batch(ns.date, ctx.paths, table=features)
+    # the feature gate's suite is named after the feature mart (as in the data_pipeline DAG)
+    gate = quality.gate(ctx.cfg.contract.marts.split(features)[1], frame, ns.date, ctx.paths)
     start = dt.datetime.combine(ns.date, dt.time())
     return ingest.publish(
-        ctx.paths, ns.date, start, start + dt.timedelta(days=1),
-        lineage={"dbt_invocation_id": ingest.latest_dbt_invocation(ctx.paths), "gx_run_id": gate.run_id,
+        ctx.paths, ctx.cfg, ns.date, start, start + dt.timedelta(days=1),
+        lineage={"dbt_invocation_id": ingest.latest_dbt_invocation(ctx.paths, ctx.cfg), "gx_run_id": gate.run_id,
                  "gx_success": gate.success},
     )
 

@@ -44,7 +44,7 @@ class ModelSpec(_Strict):
     # `decision_threshold`, set at `recall_at_precision` on calibrated validation scores).
     decision_threshold: float = Field(gt=0, lt=1)
     # Probability calibration fitted on the validation window and logged with the model, so scores
-    # are fraud probabilities: `sigmoid` (Platt, keeps the ranking), `isotonic`, or `none`.
+    # are probabilities of the positive class: `sigmoid` (Platt, keeps the ranking), `isotonic`, or `none`.
     calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
     numeric_features: list[str] = Field(min_length=1)
     categorical_features: list[str] = Field(default_factory=list)
@@ -136,7 +136,7 @@ class DriftAwareSpec(_Strict):
     after it, validation comes from the post-onset days before the holdout (a stratified random
     `validation_share` of their rows when fewer than `windows.validation_days` + 1 such days exist),
     and rows from before the onset are kept at `pre_onset_weight` (0 = left out). Measured on the
-    demo's fraud-mechanism shift (benchmarks/healing_retrain.py): any pre-onset weight >= 0.05 cut
+    card example's mechanism shift (benchmarks/healing_retrain.py): any pre-onset weight >= 0.05 cut
     the retrain's PR-AUC on later days by two thirds, so the default leaves them out.
 
     `min_post_onset_days` is the evidence a triggered retrain waits for (`training.monitoring.retrain_deferral`):
@@ -189,7 +189,7 @@ class RecoveryPolicy(_Strict):
 
     enabled: bool = False
     floors: dict[str, float] = Field(default_factory=dict)
-    # A collapsed champion can still be better on a small slice (fraud it was trained on that has
+    # A collapsed champion can still be better on a small slice (positives of a kind it was trained on that have
     # become rare): `report` waives the slice gate in recovery - the regression is shown in the
     # report and the audit record, not blocking - `enforce` keeps it blocking.
     slice_gate: Literal["report", "enforce"] = "report"
@@ -281,7 +281,7 @@ class DriftSpec(_Strict):
     # window covers, not with a change in the world, so a daily window would "drift" every day.
     exclude_features: list[str] = Field(default_factory=list)
     # Performance breaches only when the one-sided bootstrap upper bound of the window's primary
-    # metric (at this level) is below the floor; a window holds too few frauds to act on its value.
+    # metric (at this level) is below the floor; a window holds too few positives to act on its value.
     performance_confidence: float = Field(default=0.9, gt=0.5, lt=1)
     performance_bootstrap: int = Field(default=200, ge=50)
     # The drift window: the last N scored days compared with the champion's frozen holdout.

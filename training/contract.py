@@ -9,7 +9,7 @@ the loop to another model is config + dbt models + suites, never an edit to `tra
 
 Two label styles are supported:
 - *positives only* (`both_classes: false`): a delivered label row means the event was positive
-  (a fraud chargeback); an event with no label once its labels matured is a negative.
+  (a reported dispute); an event with no label once its labels matured is a negative.
 - *both classes* (`both_classes: true`): every label row carries `label_column`, and the values in
   `positive_values` mean positive (a loan outcome `defaulted` / `repaid`).
 """
@@ -133,7 +133,7 @@ class Decisions(_Strict):
 
     positive: str = Field(default="positive", min_length=1)  # score >= threshold
     negative: str = Field(default="negative", min_length=1)
-    #: what a positive is called in messages and reports ("fraud", "default")
+    #: what a positive is called in messages and reports ("default", "churn")
     positive_label: str = Field(default="positive", min_length=1)
 
     @model_validator(mode="after")
@@ -149,7 +149,7 @@ class Decisions(_Strict):
 class SourceSpec(_Strict):
     """Where each interval's feeds come from.
 
-    - `simulator`: the card-fraud example's simulated processor (needs the `simulator:` section);
+    - `simulator`: the card example's simulated payment processor (needs the `simulator:` section);
     - `file_drop`: Parquet or CSV partitions per interval under `url` (a folder or any fsspec URL),
       `pattern` formatted with `feed` and `date` (ISO day);
     - `python`: `entry_point` = `package.module:function`, called as `function(cfg, batch_date)` and

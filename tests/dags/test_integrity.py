@@ -66,6 +66,22 @@ def test_dag_conventions(dagbag):
         assert dag.start_date.tzinfo is not None and dag.start_date.utcoffset().total_seconds() == 0, dag_id
 
 
+def test_dags_take_their_start_and_table_names_from_the_contract(dagbag):
+    """The first data interval is `contract.start_date`; the feature gate reads the contract's feature
+    mart with the suite named after it; the features Asset names the published table."""
+    from closedloop.assets import FEATURES
+
+    from training.config import load_config
+
+    cfg = load_config()
+    for dag_id in ("data_pipeline", "batch_inference", "train_model", "drift_monitor"):
+        assert dagbag.get_dag(dag_id).start_date.date() == cfg.start_date, dag_id
+    gate = dagbag.get_dag("data_pipeline").get_task("feature_gate")
+    schema, mart = cfg.contract.marts.features.split(".")
+    assert (gate.suite_name, gate.loader_kwargs) == (mart, {"table": f"{schema}.{mart}"})
+    assert FEATURES.uri == "closedloop://warehouse/" + cfg.contract.marts.published.replace(".", "/")
+
+
 def test_data_pipeline_graph(dagbag, dbt_manifest):
     dag = dagbag.get_dag("data_pipeline")
     ids = set(dag.task_ids)

@@ -101,7 +101,7 @@ def _predictions(paths: StatePaths, day: dt.date) -> list[tuple]:
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
         return con.execute(
-            "select alias, count(*), count(distinct transaction_id) from published.predictions "
+            "select alias, count(*), count(distinct entity_id) from published.predictions "
             "where batch_date = ? group by 1",
             [day],
         ).fetchall()

@@ -54,10 +54,10 @@ def test_champion_scores_published_rows_through_plain_pyfunc(
     day = built_warehouse.days[-1]
     start = dt.datetime.combine(day, dt.time())
     # the real gate and publish path: the feature suite accepts the cast columns
-    quality.gate("ml_transaction_features", ingest.read_candidate_features(paths, day), day, paths)
-    ingest.publish(paths, day, start, start + dt.timedelta(days=1))
-
     cfg = with_overrides(load_config(), **TEST_OVERRIDES)
+    quality.gate("ml_transaction_features", ingest.read_candidate_features(paths, cfg, day), day, paths)
+    ingest.publish(paths, cfg, day, start, start + dt.timedelta(days=1))
+
     data_version = publish(paths, make_training_set(), "fixture")
     trained = train_model(paths, cfg, TrainRequest(reason="serving contract", data_version=data_version))
     verdict = evaluate_challenger(paths, cfg, version=trained.version)

@@ -1,6 +1,6 @@
 """Training data at a pinned data version: time-based splits and a frozen, content-hashed holdout.
 
-The published training set (contract `ml_training_set`) already holds only transactions whose
+The published training set (the contract's `marts.training_set`) already holds only events whose
 label has matured. Here it is cut by `batch_date` into train / validation / holdout, newest last,
 and the holdout is frozen as Parquet under `StatePaths.holdouts/<hash>.parquet`. The hash is of
 the rows' content, so two models that record the same holdout hash were scored on the same rows.
@@ -302,7 +302,7 @@ def feature_schema(spec: ModelSpec):  # -> mlflow.types.Schema (mlflow is import
     """The model's input contract: numeric features `double`, categoricals `string`, in config order.
 
     The feature mart casts its columns to exactly these types (docs/contracts.md, "Feature types"),
-    and `train` logs this schema as the signature, so rows read from `published.transaction_features`
+    and `train` logs this schema as the signature, so rows read from the published features table
     pass MLflow's schema enforcement as they are (MLflow refuses int64 -> double as "unsafe").
     """
     from mlflow.types import ColSpec, DataType, Schema

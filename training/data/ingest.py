@@ -3,8 +3,8 @@
 `land` takes the source system's feed for one data interval and writes it as DVC-versioned Parquet
 (the same interval always lands at the same path, so a re-run replaces it). `load_raw` replaces that
 interval's partition of the warehouse's `raw` tables. `publish` runs only after the feature gate
-passed: it replaces the interval's partition of `published.transaction_features` and snapshots the
-training set as a new data version. Nothing downstream reads anything but `published.*` and data
+passed: it replaces the interval's partition of the contract's published features table
+(`contract.marts.published`) and snapshots the training set as a new data version. Nothing downstream reads anything but `published.*` and data
 versions, so a batch stopped by a gate never reaches a model.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from training.config import Config
+from training.contract import Marts
 from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.source import simulator
@@ -52,9 +53,21 @@ RAW_COLUMNS = {
     "chargebacks": ["chargeback_id", "transaction_id", "reported_at", "reason_code"],
 }
 
-CANDIDATE_FEATURES = "ml.ml_transaction_features"
-CANDIDATE_TRAINING_SET = "ml.ml_training_set"
-PUBLISHED_FEATURES = "published.transaction_features"
+
+
+def candidate_features(cfg: Config) -> str:
+    """The feature mart dbt builds (`contract.marts.features`, `schema.table`), not yet published."""
+    return cfg.contract.marts.features
+
+
+def candidate_training_set(cfg: Config) -> str:
+    """The training-set mart dbt builds (`contract.marts.training_set`)."""
+    return cfg.contract.marts.training_set
+
+
+def published_features(cfg: Config) -> str:
+    """The published features table inference and monitoring read (`contract.marts.published`)."""
+    return cfg.contract.marts.published
 
 
 class PublishError(ClosedloopError, RuntimeError):
@@ -135,18 +148,20 @@ def load_raw(paths: StatePaths, batch: LandedBatch, loaded_at: dt.datetime | Non
     return counts
 
 
-def read_candidate_features(paths: StatePaths, batch_date: dt.date) -> pd.DataFrame:
+def read_candidate_features(paths: StatePaths, cfg: Config, batch_date: dt.date) -> pd.DataFrame:
     """The interval's rows of the feature mart dbt just built (not yet published)."""
+    features = candidate_features(cfg)
     with warehouse.connect(paths, read_only=True) as con:
-        if not con.table_exists("ml", "ml_transaction_features"):
-            raise PublishError("ml.ml_transaction_features does not exist: the dbt build did not run")
+        if not con.table_exists(*Marts.split(features)):
+            raise PublishError(f"{features} does not exist: the dbt build did not run")
         return con.frame(
-            f"select * from {CANDIDATE_FEATURES} where batch_date = ? order by transaction_id", [batch_date]
+            f"select * from {features} where batch_date = ? order by {cfg.model.id_column}", [batch_date]
         )
 
 
 def publish(
     paths: StatePaths,
+    cfg: Config,
     batch_date: dt.date,
     interval_start: dt.datetime,
     interval_end: dt.datetime,
@@ -154,31 +169,33 @@ def publish(
 ) -> dict[str, Any]:
     """Publish the gated interval: replace its feature partition and version the training set.
 
-    Returns the small dict that becomes the `features` Asset event's extra.
+    The tables are the contract's marts (`cfg.contract.marts`). Returns the small dict that becomes
+    the `features` Asset event's extra.
     """
     lineage = lineage or {}
+    features, training_set, published = candidate_features(cfg), candidate_training_set(cfg), published_features(cfg)
     snapshot_file = paths.published / "training_set.parquet"
     snapshot_file.parent.mkdir(parents=True, exist_ok=True)
     ddl = (
-        "create schema if not exists published",
-        f"create table if not exists {PUBLISHED_FEATURES} as select * from {CANDIDATE_FEATURES} limit 0",
+        f"create schema if not exists {Marts.split(published)[0]}",
+        f"create table if not exists {published} as select * from {features} limit 0",
     )
     with warehouse.connect(paths) as con:
-        for table in ("ml_transaction_features", "ml_training_set"):
-            if not con.table_exists("ml", table):
-                raise PublishError(f"ml.{table} does not exist: the dbt build did not run for {batch_date}")
+        for table in (features, training_set):
+            if not con.table_exists(*Marts.split(table)):
+                raise PublishError(f"{table} does not exist: the dbt build did not run for {batch_date}")
     with warehouse.transaction(paths, ddl=ddl) as con:
-        feature_rows = con.scalar(f"select count(*) from {CANDIDATE_FEATURES} where batch_date = ?", [batch_date])
+        feature_rows = con.scalar(f"select count(*) from {features} where batch_date = ?", [batch_date])
         if feature_rows == 0:
             raise PublishError(
                 f"no feature rows for batch_date {batch_date}: nothing to publish (was the raw batch loaded?)"
             )
         con.export_parquet(
-            f"select * from {CANDIDATE_TRAINING_SET} order by batch_date, transaction_id", snapshot_file
+            f"select * from {training_set} order by batch_date, {cfg.model.id_column}", snapshot_file
         )
-        training_rows = con.scalar(f"select count(*) from {CANDIDATE_TRAINING_SET}")
-        con.execute(f"delete from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date])
-        con.copy_rows(PUBLISHED_FEATURES, CANDIDATE_FEATURES, {"batch_date": batch_date})
+        training_rows = con.scalar(f"select count(*) from {training_set}")
+        con.execute(f"delete from {published} where batch_date = ?", [batch_date])
+        con.copy_rows(published, features, {"batch_date": batch_date})
     data_version = versioning.snapshot(paths, snapshot_file)
     record = versioning.DataVersionRecord(
         data_version=data_version,
@@ -188,8 +205,8 @@ def publish(
         feature_rows=int(feature_rows),
         training_rows=int(training_rows),
         snapshot_path=str(snapshot_file),
-        raw_transactions_md5=lineage.get("raw_transactions_md5"),
-        raw_chargebacks_md5=lineage.get("raw_chargebacks_md5"),
+        raw_events_md5=lineage.get("raw_events_md5"),
+        raw_labels_md5=lineage.get("raw_labels_md5"),
         dbt_invocation_id=lineage.get("dbt_invocation_id"),
         gx_run_id=lineage.get("gx_run_id"),
         gx_success=lineage.get("gx_success"),
@@ -207,41 +224,52 @@ def publish(
     }
 
 
-def publish_lineage(paths: StatePaths, landed: LandedBatch, gates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What a published version records of how it was made: the landed feeds' md5s, the dbt build,
-    and the GX gates' run ids (joined) and joint verdict (`gates` are their XCom results)."""
+def _landed_md5(landed: LandedBatch, feed: str) -> str:
+    """The md5 of the landed file of the contract feed `feed` (a LandedBatch names its feeds after them)."""
+    return getattr(landed, feed).md5
+
+
+def publish_lineage(
+    paths: StatePaths, cfg: Config, landed: LandedBatch, gates: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """What a published version records of how it was made: the landed feeds' md5s (events, labels),
+    the dbt build, and the GX gates' run ids (joined) and joint verdict (`gates` are their XCom results)."""
     return {
-        "raw_transactions_md5": landed.transactions.md5,
-        "raw_chargebacks_md5": landed.chargebacks.md5,
-        "dbt_invocation_id": latest_dbt_invocation(paths),
+        "raw_events_md5": _landed_md5(landed, cfg.contract.events.feed),
+        "raw_labels_md5": _landed_md5(landed, cfg.contract.labels.feed),
+        "dbt_invocation_id": latest_dbt_invocation(paths, cfg),
         "gx_run_id": ";".join(str(g["run_id"]) for g in gates if g.get("run_id")),
         "gx_success": all(g.get("success") for g in gates),
     }
 
 
-def latest_dbt_invocation(paths: StatePaths, model: str = "ml_transaction_features") -> str | None:
-    """The dbt invocation id that last built `model` (written by the marts' post-hook)."""
+def latest_dbt_invocation(paths: StatePaths, cfg: Config, model: str | None = None) -> str | None:
+    """The dbt invocation id that last built `model` (written by the marts' post-hook); by default
+    the contract's feature mart."""
+    schema, mart = Marts.split(candidate_features(cfg))  # the post-hook writes into the mart's schema
     if not warehouse.exists(paths):
         return None
     with warehouse.connect(paths, read_only=True) as con:
-        if not con.table_exists("ml", "dbt_invocations"):
+        if not con.table_exists(schema, "dbt_invocations"):
             return None
         row = con.fetchone(
-            "select invocation_id from ml.dbt_invocations where model = ? order by built_at desc limit 1",
-            [model],
+            f"select invocation_id from {schema}.dbt_invocations where model = ? order by built_at desc limit 1",
+            [model or mart],
         )
     return row[0] if row else None
 
 
-def published_row_count(paths: StatePaths, batch_date: dt.date | None = None) -> int:
+def published_row_count(paths: StatePaths, cfg: Config, batch_date: dt.date | None = None) -> int:
+    """Rows of the contract's published features table (of one day, or all); 0 before the first publish."""
     if not warehouse.exists(paths):
         return 0
+    published = published_features(cfg)
     with warehouse.connect(paths, read_only=True) as con:
-        if not con.table_exists("published", "transaction_features"):
+        if not con.table_exists(*Marts.split(published)):
             return 0
         if batch_date is None:
-            return int(con.scalar(f"select count(*) from {PUBLISHED_FEATURES}"))
-        return int(con.scalar(f"select count(*) from {PUBLISHED_FEATURES} where batch_date = ?", [batch_date]))
+            return int(con.scalar(f"select count(*) from {published}"))
+        return int(con.scalar(f"select count(*) from {published} where batch_date = ?", [batch_date]))
 
 
 def snapshot_path_for(paths: StatePaths, table: str, batch_date: dt.date) -> Path:

@@ -187,6 +187,12 @@ def evaluate_challenger(
         "training_method": ch_mv.tags.get("training_method"),
         "training_method_detail": ch_mv.tags.get("training_method_detail"),
         "calibration": ch_mv.tags.get("calibration"),
+        # the contract's words for the model card
+        "positive_label": cfg.contract.decisions.positive_label,
+        "positive_decision": cfg.contract.decisions.positive,
+        "events": cfg.contract.events.feed,
+        "labels": cfg.contract.labels.feed,
+        "simulated_data": cfg.contract.source.kind == "simulator",
     }
 
     run = mc.get_run(ch_mv.run_id)

@@ -43,7 +43,7 @@ METRIC_NAMES: tuple[str, ...] = (
 LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier", "ece"})
 #: An operating point must catch at least this many positives: a threshold that "reaches" the target
 #: precision on its top three rows is chance, not an operating point (measured on the demo's shift:
-#: 1.0 precision on 4 of 233 frauds, blocking nothing on later days).
+#: 1.0 precision on 4 of 233 positives, flagging nothing on later days).
 OPERATING_POINT_MIN_TP = 10
 #: Equal-mass bins of the expected calibration error: with ~1 % positives, equal-width bins would put
 #: nearly every row into the first bin and hide a model that overstates risk by a factor of six.
@@ -336,7 +336,7 @@ def operating_point(
     if n_pos == 0 or n_pos == y.size:
         raise MetricError(
             f"an operating point needs both classes; got {n_pos} positives in {y.size} rows "
-            "(widen the validation window so it holds matured frauds)"
+            "(widen the validation window so it holds matured positives)"
         )
     order = np.argsort(-s, kind="mergesort")
     s_sorted = s[order]
@@ -432,7 +432,7 @@ def paired_bootstrap_diff(
     if pos_idx.size == 0 or neg_idx.size == 0:
         raise MetricError(
             f"paired bootstrap needs both classes; got {pos_idx.size} positives and {neg_idx.size} "
-            "negatives (widen the holdout window so it contains matured frauds)"
+            "negatives (widen the holdout window so it contains matured positives)"
         )
     pick = 0 if metric == "pr_auc" else 1
     observed = _full_rank_metrics(y, a)[pick] - _full_rank_metrics(y, b)[pick]

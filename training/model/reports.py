@@ -83,7 +83,9 @@ def render_model_card(
 
     `context` keys used (optional): `intended_use`, `training_window_start`, `training_window_end`,
     `data_version`, `holdout_hash`, `label_maturity_days`, `simulated_data` (default True: the
-    demo is trained on the project's simulator), `decision_threshold`, `trigger_reason`.
+    demo is trained on the project's simulator), `decision_threshold`, `trigger_reason`, and the
+    contract's words: `positive_label` (what a positive is called), `positive_decision`, `events`
+    and `labels` (the feeds' names).
     """
     slices = _slices(decision)
     under_populated = [s for s in slices if str(s["why"]).startswith("under-populated")]

@@ -3,7 +3,7 @@
 One call = one MLflow run: candidate families (logistic regression, XGBoost) each get a small,
 seeded hyperparameter search scored on the validation window; the best by validation PR-AUC is
 refitted on train + validation as a cross-fitted calibrated ensemble (each fold's model calibrated
-on the fold it did not see, so scores are fraud probabilities), its decision threshold is set at the
+on the fold it did not see, so scores are probabilities of the positive class), its decision threshold is set at the
 configured operating point (recall at precision) on those out-of-fold scores, and it is scored on
 the frozen holdout, logged with its data lineage, threshold and training method and registered.
 

@@ -11,13 +11,13 @@ release). Everything Evidently-specific stays behind three functions returning p
   a `critical` feature's drift alone is a breach (windows.evaluate_window).
 * `prediction_drift(reference_scores, current_scores, cfg)` - Wasserstein distance of the score
   distributions, normed by the reference scores' standard deviation. Chosen over PSI because
-  Evidently's PSI bins on equal-width ranges of the combined data: fraud scores pile up near 0, so
+  Evidently's PSI bins on equal-width ranges of the combined data: scores of a rare positive class pile up near 0, so
   almost all rows land in one bin and the PSI barely reacts to a shift among the low scores. The
   normed Wasserstein distance reads as "the scores moved by this many reference standard
   deviations", needs no binning and its sampling noise shrinks like 1/sqrt(rows).
 * `matured_performance(y_true, scores, cfg)` - `training.model.metrics.compute_metrics` on the rows whose
   labels matured, plus a one-sided bootstrap upper bound of the primary metric, because a window
-  holds a few dozen frauds and its PR-AUC alone is too noisy to act on.
+  holds a few dozen positives and its PR-AUC alone is too noisy to act on.
 
 Direction of a drift score: distance methods (wasserstein, jensenshannon, psi, kl_div, hellinger,
 ed) drift when score >= threshold; p-value methods (ks, chisquare, z, ...) drift when p < threshold.
@@ -504,7 +504,7 @@ def matured_performance(y_true: Any, scores: Any, cfg: Config, *, seed: int = 0)
 
     The bound (level `cfg.drift.performance_confidence`) is what the performance signal compares
     with the floor: a window breaches only when even the optimistic end of its metric is below the
-    tolerated level, so a window that is merely unlucky in its few dozen frauds does not.
+    tolerated level, so a window that is merely unlucky in its few dozen positives does not.
     Implemented with `metrics.paired_bootstrap_diff` against a constant (no-skill) scorer: its
     resampling is class-stratified, so the no-skill PR-AUC (the prevalence) and ROC AUC (0.5) are
     the same in every replicate and the interval of the difference is the interval of the metric

@@ -2,7 +2,7 @@
 
 A retrain triggered by a drift or performance breach learns from after the onset its evidence names
 (`datasets.split_anchored`). Right after the trigger only a day or two after the onset have matured
-labels, and the newest is the holdout: measured on the demo's fraud-mechanism shift
+labels, and the newest is the holdout: measured on the card example's mechanism shift
 (benchmarks/healing_retrain.py) such a model reaches 68 % of a model trained on ample post-shift data,
 one with 5 matured post-onset days 99 %. Training the weak one anyway costs a promotion (or a recovery
 gate fight) and a second retrain a few days later.

@@ -1,7 +1,7 @@
 """The retrain trigger policy: from a history of monitored windows, whether to retrain now.
 
 Each window (measured by `training.monitoring.windows`) carries three signals, each `breach`, `ok`,
-`insufficient` (too few rows / matured frauds: never a breach) or `unavailable` (an input is
+`insufficient` (too few rows / matured positives: never a breach) or `unavailable` (an input is
 missing: never a breach).
 
 `decide` turns a history of windows into one decision. It is a pure function so every rule can be
@@ -14,7 +14,7 @@ reused). A trigger is blocked while a retrain is in flight, for `cooldown_days` 
 promotion or retrain, after rejected retrains (`backoff`, growing with each rejection) and beyond
 `storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision.
 Requiring the same signal k times keeps two unrelated one-off blips (drift one day, an unlucky
-fraud sample the next) from adding up to a retrain. A trigger's evidence names the onset (first
+sample of positives the next) from adding up to a retrain. A trigger's evidence names the onset (first
 breaching window of the episode) so the retrain can anchor its training window there.
 """
 

@@ -1,7 +1,7 @@
 """Measuring one monitoring window: drift against the champion's reference and matured performance.
 
 One monitoring *window* (a range of batch dates, both ends inclusive) gives three signals, each
-`breach`, `ok`, `insufficient` (too few rows / matured frauds: never a breach) or `unavailable`
+`breach`, `ok`, `insufficient` (too few rows / matured positives: never a breach) or `unavailable`
 (an input is missing: never a breach):
 
 * `data_drift` - share of monitored features whose Evidently drift test fires >= drift_share_threshold;
@@ -273,27 +273,29 @@ def _quote(name: str) -> str:
 def load_current_window(paths: StatePaths, cfg: Config, start: dt.date, end: dt.date) -> pd.DataFrame:
     """Champion predictions of batch dates [start, end] joined to their published features.
 
-    Read-only connection to the warehouse. Columns: the id column, `batch_date`, the model
-    features, `score`, `model_version`. Empty frame when nothing was scored in the window.
+    Read-only connection to the warehouse. Columns: the id column (`cfg.model.id_column`; the
+    predictions carry it as `entity_id`), `batch_date`, the model features, `score`,
+    `model_version`. Empty frame when nothing was scored in the window.
     """
     from training.storage.warehouse import connect, is_missing_relation
 
     id_col = cfg.model.id_column
+    published = cfg.contract.marts.published
     feats = ", ".join(f"f.{_quote(c)}" for c in cfg.model.features if c != id_col)
     sql = f"""
-        select p.transaction_id as {_quote(id_col)}, p.batch_date, {feats},
+        select p.entity_id as {_quote(id_col)}, p.batch_date, {feats},
                p.score, cast(p.model_version as varchar) as model_version
         from published.predictions p
-        join published.transaction_features f
-          on f.{_quote(id_col)} = p.transaction_id and f.batch_date = p.batch_date
+        join {published} f
+          on cast(f.{_quote(id_col)} as varchar) = p.entity_id and f.batch_date = p.batch_date
         where p.alias = 'champion' and p.model_name = ? and p.batch_date between ? and ?
-        order by p.batch_date, p.transaction_id
+        order by p.batch_date, p.entity_id
     """
     with connect(paths, read_only=True) as con:
-        for table in ("predictions", "transaction_features"):
-            if not con.table_exists("published", table):
+        for table in ("published.predictions", published):
+            if not con.table_exists(*table.split(".", 1)):
                 raise MonitoringDataError(
-                    f"warehouse has no published.{table}: run data_pipeline and batch_inference first"
+                    f"warehouse has no {table}: run data_pipeline and batch_inference first"
                 )
         try:
             return con.frame(sql, [cfg.model.name, start, end])

@@ -1,9 +1,13 @@
 """Batch scoring of one data interval with `@champion`, and `@challenger` in shadow.
 
-Reads the interval's rows of `published.transaction_features`, scores them, and replaces the
-(`batch_date`, `alias`) partitions of `published.predictions` in one transaction, so re-running a
-day replaces its predictions and never duplicates them. Champion rows are what production acts
-on; challenger rows are shadow scores for comparison only.
+Reads the interval's rows of the contract's published features table (`contract.marts.published`),
+scores them, and replaces the (`batch_date`, `alias`) partitions of `published.predictions` in one
+transaction, so re-running a day replaces its predictions and never duplicates them. Champion rows
+are what production acts on; challenger rows are shadow scores for comparison only.
+
+A prediction row carries the scored event's id (`cfg.model.id_column`, the feature mart's key) in
+the generic column `entity_id`, so the table's shape is the same for every model, and its decision
+in the contract's words (`contract.decisions`: `positive` at or above the threshold, else `negative`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from training.config import Config
+from training.contract import Marts
 from training.data import datasets
 from training.errors import ClosedloopError
 from training.model import tracking
@@ -23,13 +28,12 @@ from training.storage import warehouse
 
 log = logging.getLogger(__name__)
 
-FEATURES_TABLE = "published.transaction_features"
 PREDICTIONS_TABLE = "published.predictions"
 PREDICTION_COLUMNS = [
     "model_name",
     "model_version",
     "alias",
-    "transaction_id",
+    "entity_id",
     "batch_date",
     "score",
     "decision",
@@ -43,7 +47,7 @@ create table if not exists {PREDICTIONS_TABLE} (
     model_name varchar not null,
     model_version varchar not null,
     alias varchar not null,
-    transaction_id varchar not null,
+    entity_id varchar not null,
     batch_date date not null,
     score double precision not null,
     decision varchar not null,
@@ -59,14 +63,13 @@ class InferenceError(ClosedloopError, RuntimeError):
     """The interval cannot be scored; the message says what is missing."""
 
 
-def read_interval(paths: StatePaths, batch_date: dt.date) -> pd.DataFrame:
+def read_interval(paths: StatePaths, cfg: Config, batch_date: dt.date) -> pd.DataFrame:
     """The interval's published feature rows (read-only connection, closed on return)."""
+    table = cfg.contract.marts.published
     with warehouse.connect(paths, read_only=True) as con:
-        if not con.table_exists("published", "transaction_features"):
-            raise InferenceError(
-                f"{FEATURES_TABLE} does not exist: run data_pipeline (publish) for {batch_date} first"
-            )
-        return con.frame(f"select * from {FEATURES_TABLE} where batch_date = ?", [batch_date])
+        if not con.table_exists(*Marts.split(table)):
+            raise InferenceError(f"{table} does not exist: run data_pipeline (publish) for {batch_date} first")
+        return con.frame(f"select * from {table} where batch_date = ?", [batch_date])
 
 
 def predictions_frame(
@@ -96,10 +99,10 @@ def predictions_frame(
             "model_name": cfg.model.name,
             "model_version": str(version),
             "alias": alias,
-            "transaction_id": features[cfg.model.id_column].astype(str).to_numpy(),
+            "entity_id": features[cfg.model.id_column].astype(str).to_numpy(),
             "batch_date": batch_date,
             "score": scores.to_numpy(),
-            "decision": ["block" if s >= threshold else "allow" for s in scores],
+            "decision": [cfg.contract.decisions.of(s, threshold) for s in scores],
             "threshold": threshold,
             "data_interval_start": interval[0],
             "data_interval_end": interval[1],
@@ -161,7 +164,7 @@ def score_interval(
         models[tracking.CHALLENGER] = str(challenger.version)
         thresholds[tracking.CHALLENGER] = version_threshold(challenger, cfg)
 
-    features = read_interval(paths, batch_date)
+    features = read_interval(paths, cfg, batch_date)
     scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     frames: dict[str, pd.DataFrame | None] = {tracking.CHALLENGER: None}
     for alias, version in models.items():
@@ -181,12 +184,14 @@ def score_interval(
     write_predictions(paths, batch_date, frames)
     champ_frame = frames[tracking.CHAMPION]
     assert champ_frame is not None
+    words = (cfg.contract.decisions.positive, cfg.contract.decisions.negative)
     result = {
         "batch_date": batch_date.isoformat(),
         "status": "scored",
         "rows": int(len(features)),
         "versions": models,
-        "blocked": int((champ_frame["decision"] == "block").sum()),
+        # champion rows per decision word, e.g. {"block": 52, "allow": 4700}
+        "decisions": {word: int((champ_frame["decision"] == word).sum()) for word in words},
     }
     log.info("scored %s: %s", batch_date, result)
     return result

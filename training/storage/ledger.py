@@ -27,8 +27,10 @@ data_versions = sa.Table(
     sa.Column("feature_rows", sa.Integer, nullable=False),
     sa.Column("training_rows", sa.Integer, nullable=False),
     sa.Column("snapshot_path", sa.Text, nullable=False),
-    sa.Column("raw_transactions_md5", sa.String(64)),
-    sa.Column("raw_chargebacks_md5", sa.String(64)),
+    # md5s of the landed event and label files (contract.events / contract.labels). Tables are made
+    # by create_all, with no migrations: a ledger from before these generic names must be recreated.
+    sa.Column("raw_events_md5", sa.String(64)),
+    sa.Column("raw_labels_md5", sa.String(64)),
     sa.Column("dbt_invocation_id", sa.String(64)),
     sa.Column("gx_run_id", sa.Text),  # one run id per gated feed, joined: no fixed bound
     sa.Column("gx_success", sa.Boolean),

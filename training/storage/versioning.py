@@ -36,8 +36,8 @@ class DataVersionRecord:
     feature_rows: int
     training_rows: int
     snapshot_path: str
-    raw_transactions_md5: str | None
-    raw_chargebacks_md5: str | None
+    raw_events_md5: str | None
+    raw_labels_md5: str | None
     dbt_invocation_id: str | None
     gx_run_id: str | None
     gx_success: bool | None
@@ -130,8 +130,8 @@ def publish_frame(
         feature_rows=len(frame),
         training_rows=len(frame),
         snapshot_path=str(file),
-        raw_transactions_md5=None,
-        raw_chargebacks_md5=None,
+        raw_events_md5=None,
+        raw_labels_md5=None,
         dbt_invocation_id=dbt_invocation_id,
         gx_run_id=gx_run_id,
         gx_success=True,

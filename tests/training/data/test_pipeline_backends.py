@@ -47,11 +47,11 @@ def _run_days(paths: StatePaths, cfg: Config, days: list[dt.date]) -> dict:
         quality.gate("ml_transaction_features", feats, day, paths)
         # lineage as the DAG passes it: one GX run id per gated feed, joined (long on purpose)
         lineage = {"gx_run_id": ";".join(f"run__{day}__{suite}@20260101T000000.000000Z" for suite in "abcde")}
-        extras[day] = ingest.publish(paths, day, *_bounds(day), lineage=lineage)
+        extras[day] = ingest.publish(paths, cfg, day, *_bounds(day), lineage=lineage)
     # a re-run of the last day replaces its partitions
     relanded = ingest.land(paths, cfg, days[-1])
     ingest.load_raw(paths, relanded)
-    extras[days[-1]] = ingest.publish(paths, days[-1], *_bounds(days[-1]))
+    extras[days[-1]] = ingest.publish(paths, cfg, days[-1], *_bounds(days[-1]))
     extras["relanded_rows"] = relanded.transactions.rows
     return extras
 
@@ -123,11 +123,11 @@ def test_data_side_runs_on_each_backend(backend, request, pipe_config, monkeypat
     assert published["n"].tolist() == [extras[d]["feature_rows"] for d in days]
 
     # predictions written through the seam (twice: a re-run replaces), then read by the monitoring join
-    feats = inference.read_interval(state, days[0])
+    feats = inference.read_interval(state, cfg, days[0])
     start, end = _bounds(days[0])
     preds = pd.DataFrame({
         "model_name": cfg.model.name, "model_version": "1", "alias": "champion",
-        "transaction_id": feats[cfg.model.id_column].astype(str), "batch_date": days[0],
+        "entity_id": feats[cfg.model.id_column].astype(str), "batch_date": days[0],
         "score": np.random.default_rng(0).random(len(feats)), "decision": "allow", "threshold": 0.5,
         "data_interval_start": start, "data_interval_end": end, "scored_at": dt.datetime(2026, 1, 2),
     })[inference.PREDICTION_COLUMNS]

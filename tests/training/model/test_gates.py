@@ -296,6 +296,13 @@ def test_model_card_states_use_data_slices_limits_and_decision(clearly_better: G
     ):
         assert key in card, key
     assert "Simulated data" not in render_model_card("m", 1, clearly_better, {"simulated_data": False})
+    # the card speaks the contract's words (evaluate passes them), not the card example's
+    loans = render_model_card("loans", 2, clearly_better, {
+        "positive_label": "default", "positive_decision": "review", "events": "applications", "labels": "outcomes",
+    })
+    assert "Ranks incoming applications by the probability of default" in loans
+    assert "`review`" in loans and "the labels (outcomes) arrive" in loans
+    assert "fraud" not in loans.lower()
 
 
 # --- recovery policy: replacing a champion that has collapsed below its floors -------------------

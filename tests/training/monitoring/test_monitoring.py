@@ -538,7 +538,7 @@ def _predictions(frame: pd.DataFrame, batch_date: dt.date, alias: str, version: 
             "model_name": "card_fraud",
             "model_version": version,
             "alias": alias,
-            "transaction_id": frame.transaction_id,
+            "entity_id": frame.transaction_id,
             "batch_date": batch_date,
             "score": frame.score,
             "decision": np.where(frame.score >= 0.5, "block", "allow"),
@@ -583,6 +583,15 @@ def test_load_current_window_reads_champion_predictions_with_features(
     assert got.amount.tolist() == pytest.approx(first.amount.tolist())
     assert len(load_current_window(state, base_config, D0, day2)) == 90
     assert load_current_window(state, base_config, dt.date(2025, 1, 1), dt.date(2025, 1, 2)).empty
+    # the features table is the contract's published mart, wherever it lives
+    elsewhere = with_overrides(base_config, contract={"marts": {"published": "serving.scored_features"}})
+    with pytest.raises(MonitoringDataError, match="serving.scored_features"):
+        load_current_window(state, elsewhere, D0, D0)
+    with connect(state) as con:
+        con.execute("create schema serving")
+        con.execute("create table serving.scored_features as select * from published.transaction_features")
+        con.execute("drop table published.transaction_features")
+    assert load_current_window(state, elsewhere, D0, D0).score.tolist() == pytest.approx(first.score.tolist())
 
 
 def test_load_current_window_names_missing_tables(state: StatePaths, base_config: Config) -> None:

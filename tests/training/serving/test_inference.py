@@ -68,7 +68,7 @@ def test_champion_and_shadow_predictions_written(models, features, days, module_
         "status": "scored",
         "rows": n,
         "versions": {"champion": champ_v, "challenger": chall_v},
-        "blocked": out["blocked"],
+        "decisions": out["decisions"],
     }
     json.dumps(out)  # XCom-safe
     preds = _predictions(module_state)
@@ -77,7 +77,7 @@ def test_champion_and_shadow_predictions_written(models, features, days, module_
         "champion": [champ_v],
         "challenger": [chall_v],
     }
-    by_alias = {a: g.set_index("transaction_id").sort_index() for a, g in preds.groupby("alias")}
+    by_alias = {a: g.set_index("entity_id").sort_index() for a, g in preds.groupby("alias")}
     assert len(by_alias["champion"]) == len(by_alias["challenger"]) == n
     assert list(by_alias["champion"].index) == list(by_alias["challenger"].index)
     assert set(by_alias["champion"].index) == set(
@@ -94,8 +94,11 @@ def test_champion_and_shadow_predictions_written(models, features, days, module_
     mv = tracking.client(module_state).get_model_version(train_cfg.model.name, champ_v)
     threshold = float(mv.tags["decision_threshold"])
     assert threshold != train_cfg.model.decision_threshold and (champ["threshold"] == threshold).all()
-    assert ((champ["score"] >= threshold) == (champ["decision"] == "block")).all()
-    assert (champ["decision"] == "block").sum() == out["blocked"] > 0
+    words = train_cfg.contract.decisions
+    assert ((champ["score"] >= threshold) == (champ["decision"] == words.positive)).all()
+    assert set(champ["decision"]) == {words.positive, words.negative}
+    assert (champ["decision"] == words.positive).sum() == out["decisions"][words.positive] > 0
+    assert out["decisions"][words.positive] + out["decisions"][words.negative] == n
     assert not np.allclose(champ["score"], by_alias["challenger"]["score"])  # two different models
     assert (preds["data_interval_start"] == dt.datetime.combine(day, dt.time())).all()
     assert (preds["data_interval_end"] == dt.datetime.combine(day + dt.timedelta(days=1), dt.time())).all()
@@ -110,7 +113,7 @@ def test_rerunning_a_day_replaces_never_duplicates(models, features, days, modul
     score_interval(module_state, train_cfg, d1)
     again = _predictions(module_state)
     assert len(again) == len(first) == 2 * len(features)
-    assert not again.duplicated(["batch_date", "alias", "transaction_id"]).any()
+    assert not again.duplicated(["batch_date", "alias", "entity_id"]).any()
     # d2's partition untouched by re-running d1; d1's rows re-scored
     assert set(again["batch_date"]) == {d1, d2}
     assert set(again.loc[again["batch_date"] == d2, "scored_at"]) == set(
@@ -161,5 +164,20 @@ def test_cli_infer(models, features, days, module_state, train_cfg, tmp_path, ca
 def test_day_without_features_writes_an_empty_partition(models, features, days, module_state, train_cfg):
     empty_day = days[1] + dt.timedelta(days=30)
     out = score_interval(module_state, train_cfg, empty_day)
-    assert out["status"] == "scored" and out["rows"] == 0 and out["blocked"] == 0
+    assert out["status"] == "scored" and out["rows"] == 0 and set(out["decisions"].values()) == {0}
     assert _predictions(module_state, f"batch_date = DATE '{empty_day}'").empty
+
+
+def test_decisions_are_written_in_the_contracts_words(models, features, days, module_state, train_cfg):
+    """Another model's vocabulary: the same scores, decided as `review` / `pass` (contract.decisions)."""
+    cfg = with_overrides(train_cfg, contract={"decisions": {"positive": "review", "negative": "pass"}})
+    day = days[0]
+    try:
+        out = score_interval(module_state, cfg, day)
+        champ = _predictions(module_state, f"batch_date = DATE '{day}' and alias = 'champion'")
+        assert set(champ["decision"]) == {"review", "pass"}
+        assert ((champ["score"] >= champ["threshold"]) == (champ["decision"] == "review")).all()
+        assert out["decisions"] == {"review": int((champ["decision"] == "review").sum()),
+                                    "pass": int((champ["decision"] == "pass").sum())}
+    finally:
+        score_interval(module_state, train_cfg, day)  # the module's other tests read the contract's words

@@ -145,7 +145,16 @@ def load_raw(
                     f"landed feed {feed.table!r} ({feed.path}) is not a feed of the contract "
                     f"({', '.join(contract.feeds)}): land it under one of those names or declare it in contract:"
                 )
-            _require_columns(feed, spec, "events" if spec is contract.events else "labels")
+            role = "events" if spec is contract.events else "labels"
+            _require_columns(feed, spec, role)
+            missing = [c for c in spec.column_names if c not in con.columns(spec.raw_table)]
+            if missing:  # the table was created from an older contract: `if not exists` kept it as it was
+                raise ContractMismatch(
+                    f"{spec.raw_table} has no column {', '.join(missing)} that contract.{role}.columns declares "
+                    f"(the table predates that contract): add it (`alter table {spec.raw_table} add column "
+                    f"{missing[0]} {SQL_TYPES[spec.columns[missing[0]].type]}`) or fix the contract; "
+                    "`python -m training check-contract` lists every such mismatch"
+                )
             frame = pd.read_parquet(feed.path, columns=spec.column_names)
             frame["batch_date"] = batch.batch_date
             frame["loaded_at"] = loaded_at

@@ -200,7 +200,7 @@ def _test_mismatch(contract: DataContract, feed: _Feed, model: dict[str, Any], t
     if kind == "accepted_values":
         values = (kwargs.get("arguments") or kwargs).get("values") or kwargs.get("values") or []
         if rule.allowed is None or not set(map(str, rule.allowed)) <= set(map(str, values)):
-            return [Mismatch(file, where, f"dbt accepts only {values} but {rule_name}.allowed is {rule.allowed}",
+            return [Mismatch(file, where, f"dbt's accepted_values test accepts only {values} but {rule_name}.allowed is {rule.allowed}",
                              f"set allowed to (a subset of) {values} in the contract, {relax}")]
         return []
     if kind == "relationships" and feed is contract.labels and column == contract.labels.event_id:

@@ -145,11 +145,13 @@ def _admit_feed(
     if not failed:
         return FeedVerdict(feed.table, suite, result.run_id, len(frame), feed, 0, warnings)
 
+    row_ids = _row_keys(frame, spec) if spec.id in frame.columns else None
+    if row_ids is not None:
+        failed = [_name_rows_without_id(item, row_ids, frame, spec) for item in failed]
     result = replace(result, success=False, failed=failed, id_column=spec.id)
     bad_ids = _row_level_ids(failed)
     share = cfg.admission.max_rejected_row_share
-    if bad_ids is not None and len(frame) and spec.id in frame.columns:
-        row_ids = frame[spec.id].astype(str)
+    if bad_ids is not None and len(frame) and row_ids is not None:
         bad_rows = row_ids.isin(bad_ids)
         exempt = row_ids.isin(_exempt_ids(failed))
         if (bad_rows & ~exempt).mean() <= share:
@@ -302,6 +304,21 @@ def _lookup(con: warehouse.Session, table: str, column: str, values: pd.Series, 
         params: list[Any] = [*chunk, day] if other_days_only else list(chunk)
         out.append(con.frame(f"select distinct {column}, batch_date from {table} where {where}", params))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=[column, "batch_date"])
+
+
+def _row_keys(frame: pd.DataFrame, spec: _Feed) -> pd.Series:
+    """Each row's id as text; a row without an id is named by its position in the delivered file."""
+    keys = frame[spec.id].astype(str)
+    missing = frame[spec.id].isna().to_numpy()
+    keys[missing] = [f"(no {spec.id}: row {i} of the file)" for i in missing.nonzero()[0]]
+    return keys
+
+
+def _name_rows_without_id(item: dict[str, Any], keys: pd.Series, frame: pd.DataFrame, spec: _Feed) -> dict[str, Any]:
+    """GX cannot name a row by an id it lacks: the not-null check on the id names those rows by position."""
+    if item["expectation"] != "expect_column_values_to_not_be_null" or item.get("column") != spec.id:
+        return item
+    return {**item, "row_ids": keys[frame[spec.id].isna().to_numpy()].tolist()}
 
 
 def _row_level_ids(failed: list[dict[str, Any]]) -> set[str] | None:

@@ -149,3 +149,19 @@ def test_the_raw_tables_are_created_from_the_contract(state, cfg):
     landed = ingest.land(state, cfg, day)
     assert LandedBatch.from_xcom(landed.to_xcom()) == landed
     assert list(landed.feeds) == ["transactions", "chargebacks"]
+
+
+def test_a_row_without_its_id_is_quarantined_alone_named_by_its_position(state, cfg):
+    day = _day(cfg, 0)
+    batch = ingest.land(state, cfg, day)
+    tx = ingest.read_landed(batch.events)
+    tx.loc[5, "transaction_id"] = None
+    result = _admit_and_load(state, cfg, _with_events(batch, tx))
+    verdict = result.feeds["transactions"]
+    assert (verdict.rejected_rows, verdict.admitted.rows) == (1, len(tx) - 1)
+    assert "(no transaction_id: row 5 of the file)" in verdict.warnings[0]
+    with warehouse.connect(state, read_only=True) as con:
+        rows = con.frame("select row_id, expectation from quarantine.rejected_rows where batch_date = ?", [day])
+        assert con.scalar("select count(*) from raw.transactions where transaction_id is null") == 0
+    assert rows.to_dict("records") == [
+        {"row_id": "(no transaction_id: row 5 of the file)", "expectation": "expect_column_values_to_not_be_null"}]

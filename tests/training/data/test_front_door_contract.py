@@ -165,3 +165,18 @@ def test_a_row_without_its_id_is_quarantined_alone_named_by_its_position(state, 
         assert con.scalar("select count(*) from raw.transactions where transaction_id is null") == 0
     assert rows.to_dict("records") == [
         {"row_id": "(no transaction_id: row 5 of the file)", "expectation": "expect_column_values_to_not_be_null"}]
+
+
+def test_a_raw_table_created_from_an_older_contract_is_named_with_its_fix(state, cfg):
+    from training.data import contract_check
+
+    batch = ingest.land(state, cfg, _day(cfg, 0))
+    with warehouse.transaction(state, ddl=("create schema if not exists raw",)) as con:
+        con.execute("create table raw.transactions (transaction_id varchar, amount varchar, "
+                    "batch_date date, loaded_at timestamp)")
+    with pytest.raises(ingest.ContractMismatch, match="raw.transactions has no column event_ts, customer_id"):
+        ingest.load_raw(state, batch, contract=cfg.contract)
+    lines = [m.line() for m in contract_check.check_warehouse(cfg.contract, state)]
+    assert any("raw.transactions.event_ts" in line and "alter table raw.transactions add column event_ts timestamp"
+               in line for line in lines), lines
+    assert any("raw.transactions.amount" in line and "declared as VARCHAR" in line for line in lines), lines

@@ -56,7 +56,7 @@ BATCH_LEVEL = {
 }
 
 
-def suites(contract: DataContract) -> dict[str, str]:
+def feed_suites(contract: DataContract) -> dict[str, str]:
     """Each feed's raw suite by feed name (generated from the contract, `raw_<feed>`)."""
     return {name: raw_suite_name(name) for name in contract.feeds}
 

@@ -114,14 +114,14 @@ def build_warehouse(paths: StatePaths, cfg: Config, n_days: int) -> pd.DataFrame
     t0 = time.perf_counter()
     with duckdb.connect(str(paths.warehouse)) as con:
         con.execute("create schema if not exists raw")
-        con.execute(ingest.RAW_TRANSACTIONS_DDL)
-        con.execute(ingest.RAW_CHARGEBACKS_DDL)
+        for feed in cfg.contract.feeds.values():
+            con.execute(ingest.raw_ddl(feed))
         for day in days:
             for table, frame in (
                 ("transactions", simulator.generate_transactions(cfg.simulator, day)),
                 ("chargebacks", simulator.generate_chargebacks(cfg.simulator, day)),
             ):
-                cols = ingest.RAW_COLUMNS[table]
+                cols = ingest.raw_columns(cfg.contract)[table]
                 con.register("_batch", frame[cols])
                 con.execute(
                     f"insert into raw.{table} ({', '.join(cols)}, batch_date, loaded_at) "

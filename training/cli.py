@@ -363,6 +363,17 @@ def _dbt_parse(ctx: Context, ns: argparse.Namespace) -> Any:
 
 
 @command(
+    "check-contract",
+    "compare the data contract with the dbt manifest, the suites and the feature lists; one line per mismatch",
+    arg("--manifest", type=Path, default=None, help="a dbt manifest.json (default: run dbt parse now)"),
+)
+def _check_contract(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.data.contract_check import run
+
+    return run(ctx.cfg, ctx.paths, ns.manifest, ns.config)
+
+
+@command(
     "publish",
     "run the feature GX gate on a day's candidate features and publish them as a new data version",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),

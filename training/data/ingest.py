@@ -18,41 +18,37 @@ from typing import Any
 
 import pandas as pd
 
-from training.config import Config
-from training.contract import Marts
+from training.config import Config, load_config
+from training.contract import DataContract, Marts, _Feed
 from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.source import simulator
 from training.storage import versioning, warehouse
 
-RAW_TRANSACTIONS_DDL = """
-create table if not exists raw.transactions (
-    transaction_id varchar, event_ts timestamp, customer_id varchar, customer_home_country varchar,
-    merchant_id varchar, merchant_category varchar, channel varchar, country varchar,
-    device_id varchar, amount double precision, currency varchar, batch_date date, loaded_at timestamp
-)"""
-RAW_CHARGEBACKS_DDL = """
-create table if not exists raw.chargebacks (
-    chargeback_id varchar, transaction_id varchar, reported_at timestamp, reason_code varchar,
-    batch_date date, loaded_at timestamp
-)"""
-RAW_COLUMNS = {
-    "transactions": [
-        "transaction_id",
-        "event_ts",
-        "customer_id",
-        "customer_home_country",
-        "merchant_id",
-        "merchant_category",
-        "channel",
-        "country",
-        "device_id",
-        "amount",
-        "currency",
-    ],
-    "chargebacks": ["chargeback_id", "transaction_id", "reported_at", "reason_code"],
+#: The warehouse type of each contract column type (portable across DuckDB and PostgreSQL).
+SQL_TYPES = {
+    "string": "varchar",
+    "integer": "bigint",
+    "double": "double precision",
+    "boolean": "boolean",
+    "timestamp": "timestamp",
+    "date": "date",
 }
 
+
+def raw_columns(contract: DataContract) -> dict[str, list[str]]:
+    """Each feed's delivered columns, by feed name (what the source sends; ingest adds batch_date/loaded_at)."""
+    return {name: feed.column_names for name, feed in contract.feeds.items()}
+
+
+def raw_ddl(feed: _Feed) -> str:
+    """`create table if not exists raw.<feed>` with the contract's columns and types + the bookkeeping."""
+    cols = [f"{name} {SQL_TYPES[rule.type]}" for name, rule in feed.columns.items()]
+    return f"create table if not exists {feed.raw_table} ({', '.join([*cols, 'batch_date date', 'loaded_at timestamp'])})"
+
+
+class ContractMismatch(ClosedloopError, ValueError):
+    """Landed data does not have the contract's shape; the message names the file, the column and the fix."""
 
 
 def candidate_features(cfg: Config) -> str:
@@ -84,9 +80,16 @@ class LandedFeed:
 
 @dataclass(frozen=True)
 class LandedBatch:
+    """One interval's two landed feeds, by role: `events` and `labels` (`LandedFeed.table` is the feed name)."""
+
     batch_date: dt.date
-    transactions: LandedFeed
-    chargebacks: LandedFeed
+    events: LandedFeed
+    labels: LandedFeed
+
+    @property
+    def feeds(self) -> dict[str, LandedFeed]:
+        """Both feeds by feed name, events first (the order the front door admits and ingest loads them)."""
+        return {self.events.table: self.events, self.labels.table: self.labels}
 
     def to_xcom(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,8 +100,8 @@ class LandedBatch:
     def from_xcom(cls, data: dict[str, Any]) -> LandedBatch:
         return cls(
             batch_date=dt.date.fromisoformat(data["batch_date"]),
-            transactions=LandedFeed(**data["transactions"]),
-            chargebacks=LandedFeed(**data["chargebacks"]),
+            events=LandedFeed(**data["events"]),
+            labels=LandedFeed(**data["labels"]),
         )
 
 
@@ -122,7 +125,8 @@ def land(paths: StatePaths, cfg: Config, batch_date: dt.date) -> LandedBatch:
         frame.to_parquet(target, index=False)
         md5 = versioning.snapshot(paths, target)
         landed[table] = LandedFeed(table=table, path=str(target), md5=md5, rows=len(frame))
-    return LandedBatch(batch_date=batch_date, **landed)
+    contract = cfg.contract
+    return LandedBatch(batch_date=batch_date, events=landed[contract.events.feed], labels=landed[contract.labels.feed])
 
 
 def read_landed(feed: LandedFeed | dict[str, Any]) -> pd.DataFrame:
@@ -131,14 +135,37 @@ def read_landed(feed: LandedFeed | dict[str, Any]) -> pd.DataFrame:
     return pd.read_parquet(feed.path)
 
 
-def load_raw(paths: StatePaths, batch: LandedBatch, loaded_at: dt.datetime | None = None) -> dict[str, int]:
-    """Replace the interval's partition of raw.transactions / raw.chargebacks (after the raw gate)."""
+def load_raw(
+    paths: StatePaths, batch: LandedBatch, loaded_at: dt.datetime | None = None, *, contract: DataContract | None = None
+) -> dict[str, int]:
+    """Replace the interval's partition of each feed's `raw.<feed>` table (after the front door).
+
+    Tables and columns come from `contract` (default: the deployment's config). A landed file that
+    lacks a contract column raises `ContractMismatch` naming the file, the column and the fix.
+    """
+    contract = contract if contract is not None else load_config().contract
     loaded_at = loaded_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     counts = {}
-    ddl = ("create schema if not exists raw", RAW_TRANSACTIONS_DDL, RAW_CHARGEBACKS_DDL)
+    ddl = ("create schema if not exists raw", *(raw_ddl(f) for f in contract.feeds.values()))
     with warehouse.transaction(paths, ddl=ddl) as con:
-        for feed in (batch.transactions, batch.chargebacks):
-            frame = pd.read_parquet(feed.path, columns=RAW_COLUMNS[feed.table])
+        for feed in (batch.events, batch.labels):
+            spec = contract.feeds.get(feed.table)
+            if spec is None:
+                raise ContractMismatch(
+                    f"landed feed {feed.table!r} ({feed.path}) is not a feed of the contract "
+                    f"({', '.join(contract.feeds)}): land it under one of those names or declare it in contract:"
+                )
+            role = "events" if spec is contract.events else "labels"
+            _require_columns(feed, spec, role)
+            missing = [c for c in spec.column_names if c not in con.columns(spec.raw_table)]
+            if missing:  # the table was created from an older contract: `if not exists` kept it as it was
+                raise ContractMismatch(
+                    f"{spec.raw_table} has no column {', '.join(missing)} that contract.{role}.columns declares "
+                    f"(the table predates that contract): add it (`alter table {spec.raw_table} add column "
+                    f"{missing[0]} {SQL_TYPES[spec.columns[missing[0]].type]}`) or fix the contract; "
+                    "`python -m training check-contract` lists every such mismatch"
+                )
+            frame = pd.read_parquet(feed.path, columns=spec.column_names)
             frame["batch_date"] = batch.batch_date
             frame["loaded_at"] = loaded_at
             con.replace_partition(f"raw.{feed.table}", {"batch_date": batch.batch_date}, frame)
@@ -146,6 +173,19 @@ def load_raw(paths: StatePaths, batch: LandedBatch, loaded_at: dt.datetime | Non
                 con.scalar(f"select count(*) from raw.{feed.table} where batch_date = ?", [batch.batch_date])
             )
     return counts
+
+
+def _require_columns(feed: LandedFeed, spec: _Feed, role: str) -> None:
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(feed.path).names)
+    missing = [c for c in spec.column_names if c not in present]
+    if missing:
+        raise ContractMismatch(
+            f"the landed {feed.table} file {feed.path} has no column {', '.join(missing)} that "
+            f"contract.{role}.columns declares: deliver it, or drop it from the contract "
+            "and the dbt staging model together (then run `python -m training check-contract`)"
+        )
 
 
 def read_candidate_features(paths: StatePaths, cfg: Config, batch_date: dt.date) -> pd.DataFrame:
@@ -224,19 +264,14 @@ def publish(
     }
 
 
-def _landed_md5(landed: LandedBatch, feed: str) -> str:
-    """The md5 of the landed file of the contract feed `feed` (a LandedBatch names its feeds after them)."""
-    return getattr(landed, feed).md5
-
-
 def publish_lineage(
     paths: StatePaths, cfg: Config, landed: LandedBatch, gates: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """What a published version records of how it was made: the landed feeds' md5s (events, labels),
     the dbt build, and the GX gates' run ids (joined) and joint verdict (`gates` are their XCom results)."""
     return {
-        "raw_events_md5": _landed_md5(landed, cfg.contract.events.feed),
-        "raw_labels_md5": _landed_md5(landed, cfg.contract.labels.feed),
+        "raw_events_md5": landed.events.md5,
+        "raw_labels_md5": landed.labels.md5,
         "dbt_invocation_id": latest_dbt_invocation(paths, cfg),
         "gx_run_id": ";".join(str(g["run_id"]) for g in gates if g.get("run_id")),
         "gx_success": all(g.get("success") for g in gates),

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from training.contract import DataContract
 from training.data import quarantine
 from training.data.suites import EXPECTATIONS_DIR, default_table_name
 from training.data.validation import GateResult, run_checkpoint
@@ -45,16 +46,18 @@ def gate(
     table_name: str | None = None,
     run_name: str | None = None,
     expectations_dir: Path = EXPECTATIONS_DIR,
+    contract: DataContract | None = None,
 ) -> GateResult:
     """Run the checkpoint; on failure quarantine the batch and raise `DataQualityGateFailed`.
 
     Returns the `GateResult` when the batch passed; the caller may then load/publish it.
+    `contract` (default: the deployment's config) generates the raw feeds' suites.
     """
-    table_name = table_name or default_table_name(suite_name, expectations_dir)
+    table_name = table_name or default_table_name(suite_name, expectations_dir, contract)
     batch_id = f"{suite_name}/{batch_date.isoformat()}"
     result = run_checkpoint(
         suite_name, df, batch_id, paths, parameters,
-        batch_date=batch_date, run_name=run_name, expectations_dir=expectations_dir,
+        batch_date=batch_date, run_name=run_name, expectations_dir=expectations_dir, contract=contract,
     )
     if result.success:
         return result

@@ -1,7 +1,8 @@
 """The quarantine: where a rejected batch (or its rejected rows) is recorded with its evidence.
 
 One row per rejected batch in `quarantine.rejected_batches`, the offending row ids GX can name in
-`quarantine.rejected_rows`, and a copy of the batch as received under `StatePaths.quarantine`.
+`quarantine.rejected_rows` (`row_id`, the value of the feed's id column named in `id_column`), and a
+copy of the batch as received under `StatePaths.quarantine`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ create table if not exists {REJECTED_BATCHES} (
 )"""
 _REJECTED_ROWS_DDL = f"""
 create table if not exists {REJECTED_ROWS} (
-    batch_date date, table_name varchar, transaction_id varchar, expectation varchar, rejected_at timestamp
+    batch_date date, table_name varchar, id_column varchar, row_id varchar, expectation varchar,
+    rejected_at timestamp
 )"""
+_ROW_COLUMNS = ["batch_date", "table_name", "id_column", "row_id", "expectation", "rejected_at"]
 
 
 @dataclass(frozen=True)
@@ -82,15 +85,15 @@ def record(
         shutil.copyfile(evidence_file, snapshot) if evidence_file.exists() else snapshot.write_bytes(b"")
     else:
         _write_snapshot(df, snapshot)
-    failed_json = json.dumps([{k: v for k, v in f.items() if k != "transaction_ids"} | {
-        "rejected_ids": len(f.get("transaction_ids") or [])} for f in result.failed])
+    failed_json = json.dumps([{k: v for k, v in f.items() if k != "row_ids"} | {
+        "rejected_ids": len(f.get("row_ids") or [])} for f in result.failed])
     rows = pd.DataFrame(
         [
-            {"transaction_id": tx_id, "expectation": f["expectation"]}
+            {"row_id": row_id, "expectation": f["expectation"]}
             for f in result.failed
-            for tx_id in f.get("transaction_ids") or []
+            for row_id in f.get("row_ids") or []
         ],
-        columns=["transaction_id", "expectation"],
+        columns=["row_id", "expectation"],
     ).drop_duplicates()
     reason = f"GX suite '{result.suite}' rejected batch {result.batch_id} (run {result.run_id}): {result.summary()}"
     if reason_prefix:
@@ -101,10 +104,11 @@ def record(
         "failed_expectations": failed_json, "row_count": len(df), "snapshot_path": str(snapshot),
         "rejected_at": rejected_at,
     }])
-    row_frame = rows.assign(batch_date=batch_date, table_name=table_name, rejected_at=rejected_at)[
-        ["batch_date", "table_name", "transaction_id", "expectation", "rejected_at"]
-    ]
+    row_frame = rows.assign(
+        batch_date=batch_date, table_name=table_name, id_column=result.id_column, rejected_at=rejected_at
+    )[_ROW_COLUMNS]
     with warehouse.transaction(paths, ddl=ddl) as con:
+        _upgrade_rows_table(con)
         where = {"batch_date": batch_date, "table_name": table_name}
         con.replace_partition(REJECTED_BATCHES, where, batch_row)
         con.replace_partition(REJECTED_ROWS, where, row_frame)
@@ -112,3 +116,13 @@ def record(
         batch_date=batch_date, table_name=table_name, reason=reason, row_count=len(df),
         rejected_rows=len(rows), snapshot_path=str(snapshot),
     )
+
+
+def _upgrade_rows_table(con: warehouse.Session) -> None:
+    """A warehouse written before rows were keyed generically has `transaction_id`: rename it in place."""
+    columns = con.columns(REJECTED_ROWS)
+    if "row_id" in columns or "transaction_id" not in columns:
+        return
+    con.execute(f"alter table {REJECTED_ROWS} rename column transaction_id to row_id")
+    con.execute(f"alter table {REJECTED_ROWS} add column id_column varchar")
+    con.execute(f"update {REJECTED_ROWS} set id_column = 'transaction_id'")

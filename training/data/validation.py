@@ -3,7 +3,8 @@
 The Airflow GX provider cannot be installed next to Airflow 3.3 (structlog pin), so this runs GX's
 own `Checkpoint` with `UpdateDataDocsAction`; `plugins/closedloop/operators/gx_validate.py` wraps it
 in an operator shaped like the provider's, so the provider can be swapped in later. Each failed
-expectation is described in words a data engineer can act on, with the offending row ids.
+expectation is described in words a data engineer can act on, with the offending rows' ids
+(`row_ids`, values of the suite's `meta.id_column`: a feed's contract id, the features mart's key).
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from training.config import load_config
+from training.contract import DataContract
 from training.data.suites import (
     EXPECTATIONS_DIR,
     build_parameters,
     ensure_checkpoint,
     get_context,
-    load_suite_file,
     quiet_gx,
-    sync_suites,
+    resolve_suite,
+    sync_suite,
 )
 from training.paths import StatePaths
 
 if TYPE_CHECKING:  # pragma: no cover
     from great_expectations.data_context import AbstractDataContext
-
-ID_COLUMN = "transaction_id"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class GateResult:
     row_count: int
     data_docs_page: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: the column whose values `row_ids` in `failed` are (None: the batch has no id column)
+    id_column: str | None = None
 
     @property
     def evaluated(self) -> int:
@@ -93,25 +96,32 @@ def run_checkpoint(
     batch_date: dt.date | None = None,
     run_name: str | None = None,
     expectations_dir: Path = EXPECTATIONS_DIR,
+    contract: DataContract | None = None,
 ) -> GateResult:
     """Validate `df` against suite `suite_name` through a GX checkpoint; Data Docs are updated.
 
-    `parameters` fill the suite's `{"$PARAMETER": ...}` placeholders (interval_start, interval_end,
-    min_rows, max_rows); the interval defaults to `batch_date`'s day. Columns the suite lists in
-    `meta.ignore_columns` (bookkeeping our ingest adds) are dropped before validation.
+    A contract feed's raw suite is generated from `contract` (default: the deployment's config) plus
+    its file's extras (`suites.resolve_suite`); any other suite is its file. `parameters` fill the
+    suite's `{"$PARAMETER": ...}` placeholders (interval_start, interval_end, min_rows, max_rows);
+    the interval defaults to `batch_date`'s day. Columns the suite lists in `meta.ignore_columns`
+    (bookkeeping our ingest adds) are dropped before validation. Offending rows are named by the
+    suite's `meta.id_column` (default: the contract's event id).
     """
     quiet_gx()  # before the first GX import: it logs at INFO while registering its API
     from great_expectations.core.run_identifier import RunIdentifier
 
-    meta = load_suite_file(suite_name, expectations_dir).get("meta") or {}
+    contract = contract if contract is not None else load_config().contract
+    suite = resolve_suite(suite_name, contract, expectations_dir)
+    meta = suite.get("meta") or {}
     params = build_parameters(meta, batch_date, parameters)
     frame = df.drop(columns=[c for c in meta.get("ignore_columns") or [] if c in df.columns])
+    id_column = str(meta.get("id_column") or contract.events.id)
     # GX reports offending rows by id only when the id column exists; without it (renamed id)
     # asking for it would make every row-level expectation error out instead of failing cleanly.
-    index_columns = [ID_COLUMN] if ID_COLUMN in frame.columns else []
+    index_columns = [id_column] if id_column in frame.columns else []
 
     context = get_context(paths)
-    sync_suites(context, expectations_dir, names=[suite_name])
+    sync_suite(context, suite, expectations_dir)
     checkpoint = ensure_checkpoint(context, suite_name, index_columns)
     run_time = dt.datetime.now(dt.UTC)
     # GX's file stores use the run name as a path component: keep it to filename-safe characters.
@@ -128,7 +138,7 @@ def run_checkpoint(
         (r for r in validation.results if not r.success),
         key=lambda r: order.get(r.expectation_config.id, len(order)),
     )
-    failed = [_describe_failure(r, frame) for r in failed_results]
+    failed = [_describe_failure(r, frame, id_column) for r in failed_results]
     docs_index = _docs_index(context)
     docs_page = _docs_page(context, key)
     return GateResult(
@@ -142,6 +152,7 @@ def run_checkpoint(
         statistics={k: _json_safe(v) for k, v in dict(validation.statistics).items()},
         row_count=len(frame),
         parameters={k: _json_safe(v) for k, v in params.items()},
+        id_column=id_column if index_columns else None,
     )
 
 
@@ -188,8 +199,8 @@ def _sample(values: list[Any] | None, n: int = 3) -> str:
     return f" (e.g. {shown})"
 
 
-def _describe_failure(result: Any, frame: pd.DataFrame) -> dict[str, Any]:
-    """One failed expectation as {expectation, column, details, observed, unexpected_count, guards, ids}."""
+def _describe_failure(result: Any, frame: pd.DataFrame, id_column: str) -> dict[str, Any]:
+    """One failed expectation as {expectation, column, details, observed, unexpected_count, guards, row_ids}."""
     config = result.expectation_config
     kwargs = dict(config.kwargs)
     etype = config.type
@@ -201,8 +212,8 @@ def _describe_failure(result: Any, frame: pd.DataFrame) -> dict[str, Any]:
     exc_message = _exception_message(info)
     observed = res.get("observed_value")
     count = res.get("unexpected_count")
-    ids = sorted({str(row[ID_COLUMN]) for row in res.get("unexpected_index_list") or []
-                  if isinstance(row, dict) and row.get(ID_COLUMN) is not None})
+    ids = sorted({str(row[id_column]) for row in res.get("unexpected_index_list") or []
+                  if isinstance(row, dict) and row.get(id_column) is not None})
 
     if exc_message is not None:
         if column and column not in frame.columns and "," not in column:
@@ -251,7 +262,7 @@ def _describe_failure(result: Any, frame: pd.DataFrame) -> dict[str, Any]:
         "observed": _json_safe(observed),
         "unexpected_count": _json_safe(count),
         "guards": (config.meta or {}).get("guards"),
-        "transaction_ids": ids,
+        "row_ids": ids,
     }
 
 

@@ -38,16 +38,16 @@ def _admit_and_load(paths: StatePaths, cfg: Config, batch: LandedBatch) -> admis
     return result
 
 
-def _edited(batch: LandedBatch, table: str, frame: pd.DataFrame | None = None, raw: bytes | None = None) -> LandedBatch:
-    """The same landed batch with one feed's file replaced by an edited delivery."""
-    feed: LandedFeed = getattr(batch, table)
+def _edited(batch: LandedBatch, role: str, frame: pd.DataFrame | None = None, raw: bytes | None = None) -> LandedBatch:
+    """The same landed batch with one feed's file (`events` | `labels`) replaced by an edited delivery."""
+    feed: LandedFeed = getattr(batch, role)
     path = Path(feed.path).with_name(Path(feed.path).stem + ".edited.parquet")
     if raw is not None:
         path.write_bytes(raw)
     else:
         assert frame is not None
         frame.to_parquet(path, index=False)
-    return replace(batch, **{table: replace(feed, path=str(path), rows=0 if frame is None else len(frame))})
+    return replace(batch, **{role: replace(feed, path=str(path), rows=0 if frame is None else len(frame))})
 
 
 def _raw_counts(paths: StatePaths) -> dict[str, int]:
@@ -74,11 +74,11 @@ def test_reused_transaction_ids_are_refused_and_a_later_clean_day_still_builds(s
     before = _raw_counts(state)
     day = _day(cfg, 3)
     batch = ingest.land(state, cfg, day)
-    tx = ingest.read_landed(batch.transactions)
-    old = ingest.read_landed(ingest.land(state, cfg, loaded[0]).transactions)
+    tx = ingest.read_landed(batch.events)
+    old = ingest.read_landed(ingest.land(state, cfg, loaded[0]).events)
     tx.loc[: len(old) - 1, "transaction_id"] = old["transaction_id"].to_numpy()[: len(tx)]  # ids reused, new times
     with pytest.raises(DataQualityGateFailed) as err:
-        admission.admit(state, cfg, _edited(batch, "transactions", tx))
+        admission.admit(state, cfg, _edited(batch, "events", tx))
     msg = str(err.value)
     assert f"transactions feed for {day} was refused" in msg
     assert f"already loaded for {loaded[0]}" in msg and "re-deliver" in msg
@@ -99,19 +99,19 @@ def test_re_running_a_loaded_day_is_not_a_reuse(state, cfg, loaded):
 def test_orphan_labels_are_quarantined_and_the_rest_of_the_label_feed_loads(state, cfg, loaded):
     day = _day(cfg, 3)
     batch = ingest.land(state, cfg, day)
-    cb = ingest.read_landed(batch.chargebacks)
+    cb = ingest.read_landed(batch.labels)
     assert len(cb) >= 2, "the simulator should deliver chargebacks by day 4"
     orphan = cb.iloc[[0]].assign(chargeback_id="cb-orphan-1", transaction_id="tx-20991231-0000001")
     edited = pd.concat([cb, orphan], ignore_index=True)
-    result = _admit_and_load(state, cfg, _edited(batch, "chargebacks", edited))
+    result = _admit_and_load(state, cfg, _edited(batch, "labels", edited))
     verdict = result.feeds["chargebacks"]
     assert verdict.rejected_rows == 1 and verdict.admitted.rows == len(cb)
     assert "never delivered" in verdict.warnings[0]
     with warehouse.connect(state, read_only=True) as con:
-        rows = con.frame("select transaction_id, expectation from quarantine.rejected_rows where batch_date = ?", [day])
+        rows = con.frame("select id_column, row_id, expectation from quarantine.rejected_rows where batch_date = ?", [day])
         loaded_cb = con.scalar("select count(*) from raw.chargebacks where batch_date = ?", [day])
     assert rows.to_dict("records") == [
-        {"transaction_id": "tx-20991231-0000001", "expectation": "labels_refer_to_known_transactions"}
+        {"id_column": "chargeback_id", "row_id": "cb-orphan-1", "expectation": "labels_refer_to_known_events"}
     ]
     assert loaded_cb == len(cb)
 
@@ -122,9 +122,9 @@ def test_chargeback_ids_delivered_again_on_another_day_are_quarantined(state, cf
     assert len(earlier) == 1
     day = _day(cfg, 3)
     batch = ingest.land(state, cfg, day)
-    cb = ingest.read_landed(batch.chargebacks)
+    cb = ingest.read_landed(batch.labels)
     again = earlier.assign(reported_at=pd.Timestamp(day) + pd.Timedelta(hours=1))
-    result = admission.admit(state, cfg, _edited(batch, "chargebacks", pd.concat([cb, again], ignore_index=True)))
+    result = admission.admit(state, cfg, _edited(batch, "labels", pd.concat([cb, again], ignore_index=True)))
     assert result.feeds["chargebacks"].rejected_rows == 1
     assert "already delivered" in result.feeds["chargebacks"].warnings[0]
 
@@ -133,11 +133,11 @@ def test_chargeback_ids_delivered_again_on_another_day_are_quarantined(state, cf
 def test_unreadable_file_is_a_named_quarantined_failure(state, cfg, loaded, content):
     before = _raw_counts(state)
     day = _day(cfg, 3)
-    batch = _edited(ingest.land(state, cfg, day), "transactions", raw=content)
+    batch = _edited(ingest.land(state, cfg, day), "events", raw=content)
     with pytest.raises(DataQualityGateFailed) as err:
         admission.admit(state, cfg, batch)
     msg = str(err.value)
-    assert f"transactions feed for {day} cannot be read" in msg and batch.transactions.path in msg
+    assert f"transactions feed for {day} cannot be read" in msg and batch.events.path in msg
     assert "Re-deliver" in msg
     q = _quarantined(state, day)
     assert len(q) == 1 and "readable_file" in q["reason"].iloc[0]
@@ -147,7 +147,7 @@ def test_unreadable_file_is_a_named_quarantined_failure(state, cfg, loaded, cont
 
 def test_unreadable_label_file_names_the_label_feed(state, cfg, loaded):
     day = _day(cfg, 3)
-    batch = _edited(ingest.land(state, cfg, day), "chargebacks", raw=b"")
+    batch = _edited(ingest.land(state, cfg, day), "labels", raw=b"")
     with pytest.raises(DataQualityGateFailed, match=f"chargebacks feed for {day} cannot be read"):
         admission.admit(state, cfg, batch)
 
@@ -157,8 +157,8 @@ def test_extra_column_policy(state, cfg, policy):
     cfg = with_overrides(cfg, admission={"extra_columns": policy})
     day = _day(cfg, 0)
     batch = ingest.land(state, cfg, day)
-    tx = ingest.read_landed(batch.transactions).assign(loyalty_tier="gold")
-    edited = _edited(batch, "transactions", tx)
+    tx = ingest.read_landed(batch.events).assign(loyalty_tier="gold")
+    edited = _edited(batch, "events", tx)
     if policy == "reject":
         with pytest.raises(DataQualityGateFailed, match="unexpected: loyalty_tier"):
             admission.admit(state, cfg, edited)
@@ -173,10 +173,10 @@ def test_extra_column_policy(state, cfg, policy):
 def test_a_few_out_of_range_rows_are_quarantined_alone_and_many_stop_the_batch(state, cfg, loaded):
     day = _day(cfg, 3)
     batch = ingest.land(state, cfg, day)
-    tx = ingest.read_landed(batch.transactions)
+    tx = ingest.read_landed(batch.events)
     few = tx.copy()
     few.loc[[0, 1], "event_ts"] = pd.Timestamp(day) + pd.Timedelta(days=3)  # two future timestamps
-    result = _admit_and_load(state, cfg, _edited(batch, "transactions", few))
+    result = _admit_and_load(state, cfg, _edited(batch, "events", few))
     assert result.feeds["transactions"].rejected_rows == 2
     assert result.feeds["transactions"].admitted.rows == len(tx) - 2
     q = _quarantined(state, day)
@@ -185,4 +185,4 @@ def test_a_few_out_of_range_rows_are_quarantined_alone_and_many_stop_the_batch(s
     many = tx.copy()
     many.loc[: len(tx) // 10, "event_ts"] = pd.Timestamp(day) + pd.Timedelta(days=3)
     with pytest.raises(DataQualityGateFailed, match="exceed admission.max_rejected_row_share"):
-        admission.admit(state, cfg, _edited(batch, "transactions", many))
+        admission.admit(state, cfg, _edited(batch, "events", many))

@@ -38,7 +38,7 @@ def _run_days(paths: StatePaths, cfg: Config, days: list[dt.date]) -> dict:
     """What data_pipeline does for each day, stage by stage, then a day re-run."""
     for day in days:
         landed = ingest.land(paths, cfg, day)
-        quality.gate("raw_transactions", ingest.read_landed(landed.transactions), day, paths)
+        quality.gate("raw_transactions", ingest.read_landed(landed.events), day, paths)
         ingest.load_raw(paths, landed)
     run_dbt(["build"], paths, cfg, env={"CLOSEDLOOP_DBT_UNIT_TESTS": "false"})
     extras = {}
@@ -52,7 +52,7 @@ def _run_days(paths: StatePaths, cfg: Config, days: list[dt.date]) -> dict:
     relanded = ingest.land(paths, cfg, days[-1])
     ingest.load_raw(paths, relanded)
     extras[days[-1]] = ingest.publish(paths, cfg, days[-1], *_bounds(days[-1]))
-    extras["relanded_rows"] = relanded.transactions.rows
+    extras["relanded_rows"] = relanded.events.rows
     return extras
 
 

@@ -85,7 +85,7 @@ def test_clean_raw_batch_passes_and_builds_data_docs(cfg: Config, paths: StatePa
     result = quality.gate("raw_transactions", df, day, paths)
 
     assert result.success and result.failed == []
-    n_expectations = len(suites.load_suite_file("raw_transactions")["expectations"])
+    n_expectations = len(suites.resolve_suite("raw_transactions", cfg.contract)["expectations"])
     assert result.evaluated == n_expectations == result.statistics["successful_expectations"]
     assert result.batch_id == f"raw_transactions/{day}"
     assert result.row_count == len(df)
@@ -184,7 +184,7 @@ def test_rejected_rows_are_exactly_the_offending_ids(cfg: Config, paths: StatePa
 
     ids = rejected(
         paths,
-        "select transaction_id, expectation from quarantine.rejected_rows where batch_date = ? "
+        "select row_id, expectation from quarantine.rejected_rows where batch_date = ? "
         "and table_name = 'raw.transactions'",
         [day],
     )

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from training.config import Config
-from training.data import quarantine, validation
+from training.data import feed_checks, quarantine, validation
 from training.data.ingest import RAW_COLUMNS, LandedBatch, LandedFeed
 from training.data.quality import DataQualityGateFailed
 from training.paths import StatePaths
@@ -45,6 +45,7 @@ BATCH_LEVEL = {
     "expect_table_columns_to_match_set",
     "expect_table_row_count_to_be_between",
     "expect_column_values_to_be_in_type_list",
+    *feed_checks.BATCH_LEVEL,
 }
 
 
@@ -122,6 +123,8 @@ def _admit_feed(
         run_name=f"{run_name}__{suite}" if run_name else None,
     )
     failed = list(result.failed) + _history_failures(paths, feed.table, frame, day, same_day_transaction_ids)
+    failed, checked = feed_checks.review(paths, cfg, feed.table, frame, day, failed, id_key="transaction_ids")
+    warnings += checked
     if not failed:
         return FeedVerdict(feed.table, suite, result.run_id, len(frame), feed, 0, warnings)
 

@@ -246,3 +246,216 @@ def published_row_count(paths: StatePaths, batch_date: dt.date | None = None) ->
 
 def snapshot_path_for(paths: StatePaths, table: str, batch_date: dt.date) -> Path:
     return paths.raw / table / f"batch_date={batch_date.isoformat()}.parquet"
+
+
+# --------------------------------------------------------------------------------------------
+# day order and backfill
+# --------------------------------------------------------------------------------------------
+
+#: Label rows the front door holds until their event arrives (admission's history checks).
+HELD_FOR_EVENT = ("labels_refer_to_known_transactions", "labels_of_quarantined_transactions")
+
+
+class DayOrderError(ClosedloopError, RuntimeError):
+    """A day whose previous day was never published, under `admission.day_order: strict`."""
+
+
+def published_days(paths: StatePaths, cfg: Config) -> list[dt.date]:
+    """The days with a partition in the published features table, oldest first."""
+    if not warehouse.exists(paths):
+        return []
+    table = cfg.contract.marts.published
+    with warehouse.connect(paths, read_only=True) as con:
+        if not con.table_exists(*table.split(".")):
+            return []
+        days = con.frame(f"select distinct batch_date from {table} order by 1")["batch_date"]
+    return [pd.Timestamp(d).date() for d in days]
+
+
+def check_day_order(paths: StatePaths, cfg: Config, day: dt.date) -> None:
+    """Refuse `day` when its previous day was never published (policy `admission.day_order: strict`).
+
+    A day's point-in-time features read the earlier days' events (velocity windows, first-seen flags,
+    category rates), so a day published over a hole changes when the hole is filled: training then
+    reads other features than serving scored. The first published day starts the history (a
+    deployment may start after `contract.start_date`); a day older than every published day is a
+    backfill and always allowed (`republish_later_days` re-publishes what it changes).
+    """
+    if cfg.admission.day_order != "strict" or day <= cfg.start_date:
+        return
+    previous = day - dt.timedelta(days=1)
+    earlier = [d for d in published_days(paths, cfg) if d < day]
+    if not earlier or previous in earlier:
+        return
+    first_missing = max(earlier) + dt.timedelta(days=1)
+    n = (day - first_missing).days
+    missing = str(first_missing) if n == 1 else f"{first_missing}..{previous} ({n} days)"
+    conf = '{"batch_date": "' + first_missing.isoformat() + '"}'
+    raise DayOrderError(
+        f"{day} was refused: the day before it was never published (missing: {missing}; the last published "
+        f"day before it is {max(earlier)}). Its point-in-time features would be built over the hole and change "
+        "when the missing day arrives (admission.day_order: strict). Run the missing day(s) first, oldest "
+        f"first: airflow dags trigger data_pipeline --conf '{conf}', then re-run {day}. To publish days out "
+        "of order on purpose, set admission.day_order: allow_gaps (the backfill then re-publishes the later "
+        "days it changes)."
+    )
+
+
+def readmit_held_labels(paths: StatePaths, cfg: Config, day: dt.date | None = None) -> dict[str, Any]:
+    """Load the label rows held because their event was unknown, now that their event is loaded.
+
+    The front door holds such rows (quarantine.rejected_rows with a HELD_FOR_EVENT expectation, the
+    rows themselves in the quarantine evidence of their delivery day). After a backfill loads the
+    missing events, they are appended to their delivery day's partition of the raw labels table and
+    leave the quarantine; rows held for any other reason, or reported before their event, stay held.
+    Run after `load_raw` and before the dbt build, so the rebuilt marts see them. Idempotent.
+    """
+    lab, ev = cfg.contract.labels, cfg.contract.events
+    if not warehouse.exists(paths):
+        return {"readmitted_labels": 0}
+    rows_table = "quarantine.rejected_rows"
+    with warehouse.connect(paths, read_only=True) as con:
+        if not (con.table_exists("quarantine", "rejected_rows") and con.table_exists(*ev.raw_table.split("."))
+                and con.table_exists(*lab.raw_table.split("."))):
+            return {"readmitted_labels": 0}
+        # the row-id column of the quarantine (named by the feeds' row ids; `row_id` once generic)
+        id_col = "row_id" if "row_id" in con.columns(rows_table) else ev.id
+        held = con.frame(
+            f"select batch_date, {id_col} as row_id, expectation from {rows_table} where table_name = ?",
+            [lab.raw_table],
+        )
+        if held.empty:
+            return {"readmitted_labels": 0}
+        held["batch_date"] = pd.to_datetime(held["batch_date"]).dt.date
+        reasons = held.groupby(["batch_date", "row_id"])["expectation"].agg(set)
+        waiting = reasons[reasons.map(lambda r: r <= set(HELD_FOR_EVENT))].reset_index()
+        events = _values_in(con, ev.raw_table, ev.id, [ev.id, ev.time], waiting["row_id"].astype(str))
+        raw_columns = con.columns(lab.raw_table)
+    waiting = waiting[waiting["row_id"].astype(str).isin(set(events[ev.id].astype(str)))]
+    if waiting.empty:
+        return {"readmitted_labels": 0}
+    event_time = dict(zip(events[ev.id].astype(str), pd.to_datetime(events[ev.time]), strict=True))
+    loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    admitted: dict[dt.date, pd.DataFrame] = {}
+    for delivered, ids in waiting.groupby("batch_date")["row_id"]:
+        evidence = paths.quarantine / lab.raw_table / f"batch_date={delivered.isoformat()}.parquet"
+        if not evidence.exists():
+            continue
+        rows = pd.read_parquet(evidence)
+        rows = rows[rows[lab.event_id].astype(str).isin(set(ids.astype(str)))]
+        reported = pd.to_datetime(rows[lab.reported_at], errors="coerce")
+        rows = rows[reported >= rows[lab.event_id].astype(str).map(event_time)]  # never a label before its event
+        if not rows.empty:
+            admitted[delivered] = rows.assign(batch_date=delivered, loaded_at=loaded_at)
+    if not admitted:
+        return {"readmitted_labels": 0}
+    with warehouse.connect(paths, read_only=True) as con:
+        already = _values_in(con, lab.raw_table, lab.id, [lab.id],
+                             pd.concat([f[lab.id] for f in admitted.values()]).astype(str))
+    already_ids = set(already[lab.id].astype(str))
+    counts: dict[str, int] = {}
+    with warehouse.transaction(paths) as con:
+        for delivered, rows in admitted.items():
+            rows = rows[~rows[lab.id].astype(str).isin(already_ids)]
+            ids = sorted(set(rows[lab.event_id].astype(str)))
+            if rows.empty:
+                continue
+            con.insert_frame(lab.raw_table, rows[[c for c in raw_columns if c in rows.columns]])
+            marks = ", ".join("?" for _ in ids)
+            kinds = ", ".join("?" for _ in HELD_FOR_EVENT)
+            con.execute(
+                f"delete from {rows_table} where table_name = ? and batch_date = ? and {id_col} in ({marks}) "
+                f"and expectation in ({kinds})",
+                [lab.raw_table, delivered, *ids, *HELD_FOR_EVENT],
+            )
+            counts[delivered.isoformat()] = len(rows)
+    return {"readmitted_labels": sum(counts.values()), "readmitted_by_delivery_day": counts,
+            **({"after_loading": day.isoformat()} if day else {})}
+
+
+def _values_in(con: warehouse.Session, table: str, column: str, select: list[str], values: pd.Series) -> pd.DataFrame:
+    """`select` columns of the rows of `table` whose `column` is one of `values` (5k per query)."""
+    uniq = sorted(set(values))
+    out = [pd.DataFrame(columns=select)]
+    for i in range(0, len(uniq), 5000):
+        chunk = uniq[i:i + 5000]
+        out.append(con.frame(
+            f"select {', '.join(select)} from {table} where {column} in ({', '.join('?' for _ in chunk)})", chunk
+        ))
+    return pd.concat(out, ignore_index=True)
+
+
+def changed_published_days(paths: StatePaths, cfg: Config, after: dt.date | None = None) -> dict[dt.date, int]:
+    """Published days (after `after`) whose published rows differ from the feature mart's, with the
+    number of differing rows (both directions, duplicates counted): empty when serving reads exactly
+    what training reads."""
+    feats, pub = cfg.contract.marts.features, cfg.contract.marts.published
+    with warehouse.connect(paths, read_only=True) as con:
+        if not con.table_exists(*pub.split(".")) or not con.table_exists(*feats.split(".")):
+            return {}
+        cols = ", ".join(warehouse.quote_ident(c) for c in con.columns(pub))
+        since = after or dt.date.min
+        frame = con.frame(
+            f"with days as (select distinct batch_date from {pub} where batch_date > ?), "
+            f"mart as (select {cols} from {feats} where batch_date in (select batch_date from days)), "
+            f"served as (select {cols} from {pub} where batch_date > ?), "
+            "only_mart as (select * from mart except all select * from served), "
+            "only_served as (select * from served except all select * from mart) "
+            "select batch_date, count(*) as n from "
+            "(select batch_date from only_mart union all select batch_date from only_served) d "
+            "group by batch_date order by batch_date",
+            [since, since],
+        )
+    return {pd.Timestamp(d).date(): int(n) for d, n in zip(frame["batch_date"], frame["n"], strict=True)}
+
+
+def republish_later_days(paths: StatePaths, cfg: Config, day: dt.date, *, gate: bool = True) -> dict[str, Any]:
+    """After `day` was (re)published, re-publish the later published days whose features changed.
+
+    Filling a missing day (or correcting an old one) changes the point-in-time features of the days
+    after it (velocity windows, first-seen flags, category rates): the rebuilt mart then disagrees
+    with what serving reads. Each later published day whose rows differ is gated with the feature
+    suite (`gate`) and re-copied from the mart, and the training set is snapshotted again and recorded
+    as the data version of the newest published day, so `latest_data_version` is the rebuilt one.
+    Returns what changed (empty `republished` when nothing did).
+    """
+    from training.data import quality
+
+    feats, pub = cfg.contract.marts.features, cfg.contract.marts.published
+    later = [d for d in published_days(paths, cfg) if d > day]
+    if not later:
+        return {"republished": []}
+    changed = changed_published_days(paths, cfg, after=day)
+    suite = feats.split(".")[1]
+    gx_runs = []
+    if gate:
+        for d in changed:
+            gx_runs.append(quality.gate(suite, quality.load_warehouse_batch(d, paths, table=feats), d, paths).run_id)
+    with warehouse.transaction(paths) as con:
+        for d in changed:
+            con.execute(f"delete from {pub} where batch_date = ?", [d])
+            con.copy_rows(pub, feats, {"batch_date": d})
+        counts = {d: int(con.scalar(f"select count(*) from {pub} where batch_date = ?", [d])) for d in later}
+        snapshot_file = paths.published / "training_set.parquet"
+        snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+        con.export_parquet(
+            f"select * from {cfg.contract.marts.training_set} order by batch_date, {cfg.model.id_column}",
+            snapshot_file,
+        )
+        training_rows = int(con.scalar(f"select count(*) from {cfg.contract.marts.training_set}"))
+    newest = later[-1]
+    data_version = versioning.snapshot(paths, snapshot_file)
+    start = dt.datetime.combine(newest, dt.time())
+    versioning.record_version(paths, versioning.DataVersionRecord(
+        data_version=data_version, batch_date=newest, interval_start=start,
+        interval_end=start + dt.timedelta(days=1), feature_rows=counts[newest], training_rows=training_rows,
+        snapshot_path=str(snapshot_file), raw_transactions_md5=None, raw_chargebacks_md5=None,
+        dbt_invocation_id=latest_dbt_invocation(paths), gx_run_id=";".join(gx_runs) or None,
+        gx_success=True if gate else None, created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    ))
+    return {
+        "republished": [{"batch_date": d.isoformat(), "changed_rows": n, "feature_rows": counts[d]}
+                        for d, n in changed.items()],
+        "republished_data_version": data_version,
+        "republished_as_of": newest.isoformat(),
+    }

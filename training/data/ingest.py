@@ -376,34 +376,52 @@ def readmit_held_labels(paths: StatePaths, cfg: Config, day: dt.date | None = No
 def _values_in(con: warehouse.Session, table: str, column: str, select: list[str], values: pd.Series) -> pd.DataFrame:
     """`select` columns of the rows of `table` whose `column` is one of `values` (5k per query)."""
     uniq = sorted(set(values))
-    out = [pd.DataFrame(columns=select)]
+    out = []
     for i in range(0, len(uniq), 5000):
         chunk = uniq[i:i + 5000]
         out.append(con.frame(
             f"select {', '.join(select)} from {table} where {column} in ({', '.join('?' for _ in chunk)})", chunk
         ))
-    return pd.concat(out, ignore_index=True)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=select)
+
+
+#: Relative tolerance for comparing floating-point features: a rebuild that adds rows to a window's
+#: partition may sum the same values in another order (last-bit differences), which is no change.
+FLOAT_TOLERANCE = 1e-9
+_APPROXIMATE_TYPES = ("double", "real", "float", "numeric", "decimal")
 
 
 def changed_published_days(paths: StatePaths, cfg: Config, after: dt.date | None = None) -> dict[dt.date, int]:
     """Published days (after `after`) whose published rows differ from the feature mart's, with the
-    number of differing rows (both directions, duplicates counted): empty when serving reads exactly
-    what training reads."""
+    number of differing rows (a row missing on either side, or a value that differs; floating-point
+    values beyond FLOAT_TOLERANCE): empty when serving reads what training reads."""
     feats, pub = cfg.contract.marts.features, cfg.contract.marts.published
+    key = warehouse.quote_ident(cfg.model.id_column)
     with warehouse.connect(paths, read_only=True) as con:
         if not con.table_exists(*pub.split(".")) or not con.table_exists(*feats.split(".")):
             return {}
-        cols = ", ".join(warehouse.quote_ident(c) for c in con.columns(pub))
+        schema, name = pub.split(".")
+        types = con.frame(
+            "select column_name, data_type from information_schema.columns where table_schema = ? "
+            "and table_name = ? order by ordinal_position", [schema, name],
+        )
+        differs = []
+        for column, kind in zip(types["column_name"], types["data_type"].str.lower(), strict=True):
+            c = warehouse.quote_ident(str(column))
+            if any(t in kind for t in _APPROXIMATE_TYPES):
+                differs.append(f"(p.{c} is null) <> (m.{c} is null) or abs(p.{c} - m.{c}) > "
+                               f"{FLOAT_TOLERANCE} * greatest(abs(p.{c}), abs(m.{c}), 1)")
+            else:
+                differs.append(f"p.{c} is distinct from m.{c}")
         since = after or dt.date.min
         frame = con.frame(
-            f"with days as (select distinct batch_date from {pub} where batch_date > ?), "
-            f"mart as (select {cols} from {feats} where batch_date in (select batch_date from days)), "
-            f"served as (select {cols} from {pub} where batch_date > ?), "
-            "only_mart as (select * from mart except all select * from served), "
-            "only_served as (select * from served except all select * from mart) "
-            "select batch_date, count(*) as n from "
-            "(select batch_date from only_mart union all select batch_date from only_served) d "
-            "group by batch_date order by batch_date",
+            f"select coalesce(p.batch_date, m.batch_date) as batch_date, count(*) as n "
+            f"from (select * from {pub} where batch_date > ?) p "
+            f"full outer join (select * from {feats} where batch_date in "
+            f"(select distinct batch_date from {pub} where batch_date > ?)) m "
+            f"on p.{key} = m.{key} and p.batch_date = m.batch_date "
+            f"where p.{key} is null or m.{key} is null or " + " or ".join(f"({d})" for d in differs) +
+            " group by 1 order by 1",
             [since, since],
         )
     return {pd.Timestamp(d).date(): int(n) for d, n in zip(frame["batch_date"], frame["n"], strict=True)}

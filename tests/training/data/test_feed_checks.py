@@ -119,8 +119,8 @@ def test_a_label_reported_before_its_event_is_held_as_a_row(history, cfg, day5):
     assert verdict.rejected_rows == 1 and verdict.admitted.rows == len(cb)
     assert "1 labels reported before their event's event_ts" in verdict.warnings[0]
     with warehouse.connect(history, read_only=True) as con:
-        held = con.frame("select transaction_id, expectation from quarantine.rejected_rows where batch_date = ?",
-                         [day5.batch_date])
+        held = con.frame("select transaction_id, expectation from quarantine.rejected_rows where batch_date = ? "
+                         "and table_name = 'raw.chargebacks'", [day5.batch_date])
     assert held.to_dict("records") == [{"transaction_id": event["transaction_id"],
                                         "expectation": feed_checks.LABEL_BEFORE_EVENT}]
     assert result.feeds["transactions"].admitted.rows == len(tx)

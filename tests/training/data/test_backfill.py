@@ -116,3 +116,30 @@ def test_backfill_loads_held_labels_and_republishes_so_published_equals_the_mart
 
     # idempotent: a re-run of the backfilled day changes nothing more
     assert _ingest(paths, cfg, missing)["readmitted_labels"] == 0
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_published_versus_mart_comparison_on_each_backend(backend, state, base_config, request):
+    """The comparison counts missing rows and real changes, not last-bit float differences."""
+    if backend == "postgres":
+        request.getfixturevalue("pg_warehouse")
+    day = dt.date(2026, 1, 2)
+    mart = pd.DataFrame({
+        "transaction_id": ["a", "b", "c", "d"], "batch_date": [day] * 4,
+        "channel": ["online", "in_store", "online", "online"], "amount": [1.0, 2.0, 3.0, 4.0],
+    })
+    served = mart.copy()
+    served.loc[0, "amount"] = 1.0 * (1 + 1e-13)  # re-summed in another order: the same feature
+    served.loc[1, "amount"] = 2.5  # a changed feature
+    served.loc[2, "channel"] = "in_store"  # a changed category
+    served = served.iloc[:3]  # and "d" was never published
+    ddl = ["create schema if not exists ml", "create schema if not exists published",
+           "create table ml.ml_transaction_features (transaction_id varchar, batch_date date, channel varchar, "
+           "amount double precision)",
+           "create table published.transaction_features (transaction_id varchar, batch_date date, channel varchar, "
+           "amount double precision)"]
+    with warehouse.transaction(state, ddl=ddl) as con:
+        con.insert_frame("ml.ml_transaction_features", mart)
+        con.insert_frame("published.transaction_features", served)
+    assert ingest.changed_published_days(state, base_config) == {day: 3}
+    assert ingest.changed_published_days(state, base_config, after=day) == {}

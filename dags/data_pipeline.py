@@ -5,6 +5,10 @@
 **feature gate** → `publish` (emits the `closedloop_features` Asset).
 
 * Partitions are keyed on the data interval: re-running a day replaces that day, never duplicates it.
+* Days in order (`admission.day_order: strict`): a day whose previous day was never published is
+  refused at `land`, naming the missing day and the command to run it. A backfill (a missing or
+  corrected older day) loads the labels held for its events and re-publishes the later days whose
+  point-in-time features it changed, so serving reads what training reads.
   Scheduled and backfill runs take the day from their data interval; to (re)process a given day by
   hand: `airflow dags trigger data_pipeline --conf '{"batch_date": "2026-01-05"}'`.
 * Every landed feed and every published training set is a DVC version; the `data_version` rides on
@@ -73,10 +77,17 @@ FEATURE_SUITE = CONFIG.contract.marts.split(CONFIG.contract.marts.features)[1]
 def data_pipeline():
     @task(pool=WAREHOUSE_POOL)
     def land(**context) -> dict:
-        """Land the interval's event and label feeds (the contract's) as DVC-versioned Parquet."""
+        """Land the interval's event and label feeds (the contract's) as DVC-versioned Parquet, after the day-order check."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from training.data.ingest import DayOrderError, check_day_order
         from training.data.ingest import land as land_batch
 
         cfg, paths = load_runtime()
+        try:  # a missing previous day is not transient: no retry (admission.day_order)
+            check_day_order(paths, cfg, batch_date_of(context))
+        except DayOrderError as exc:
+            raise AirflowFailException(str(exc)) from exc
         return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
 
     @task(task_id="raw_gate", pool=WAREHOUSE_POOL, retries=NO_RETRY_GATE)
@@ -96,12 +107,14 @@ def data_pipeline():
 
     @task(pool=WAREHOUSE_POOL)
     def load_raw(admission: dict) -> dict:
-        """Replace the interval's partition of both feeds' raw tables with what was admitted."""
-        from training.data.ingest import LandedBatch
+        """Replace the interval's partition of both feeds' raw tables with what was admitted, then load
+        the labels held for events that have now arrived (a backfilled day)."""
+        from training.data.ingest import LandedBatch, readmit_held_labels
         from training.data.ingest import load_raw as load
 
-        _, paths = load_runtime()
-        return load(paths, LandedBatch.from_xcom(admission["admitted"]))
+        cfg, paths = load_runtime()
+        batch = LandedBatch.from_xcom(admission["admitted"])
+        return load(paths, batch) | readmit_held_labels(paths, cfg, batch.batch_date)
 
     dbt_build = dbt_task_group(group_id="dbt", pool=DBT_POOL, cfg=CONFIG)
 
@@ -119,8 +132,9 @@ def data_pipeline():
 
     @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
     def publish(landed: dict, **context) -> dict:
-        """Publish the gated interval and emit the features Asset with its data version."""
-        from training.data.ingest import LandedBatch, publish_lineage
+        """Publish the gated interval (and re-publish the later days a backfill changed) and emit the
+        features Asset with its data version."""
+        from training.data.ingest import LandedBatch, publish_lineage, republish_later_days
         from training.data.ingest import publish as publish_interval
 
         cfg, paths = load_runtime()
@@ -128,6 +142,7 @@ def data_pipeline():
         day = batch_date_of(context)
         lineage = publish_lineage(paths, cfg, LandedBatch.from_xcom(landed), gates)
         extra = publish_interval(paths, cfg, day, *day_bounds(day), lineage=lineage)
+        extra |= republish_later_days(paths, cfg, day)
         context["outlet_events"][FEATURES].extra = extra
         return extra
 

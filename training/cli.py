@@ -335,10 +335,12 @@ def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
 def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.data import admission, ingest
 
+    ingest.check_day_order(ctx.paths, ctx.cfg, ns.date)
     landed = ingest.land(ctx.paths, ctx.cfg, ns.date)
     admitted = admission.admit(ctx.paths, ctx.cfg, landed)
     return {"landed": landed.to_xcom(), "raw_gate": admitted.to_xcom(),
-            "loaded": ingest.load_raw(ctx.paths, admitted.batch)}
+            "loaded": ingest.load_raw(ctx.paths, admitted.batch)
+            | ingest.readmit_held_labels(ctx.paths, ctx.cfg, ns.date)}
 
 
 @command(
@@ -390,7 +392,7 @@ def _publish(ctx: Context, ns: argparse.Namespace) -> Any:
         ctx.paths, ctx.cfg, ns.date, start, start + dt.timedelta(days=1),
         lineage={"dbt_invocation_id": ingest.latest_dbt_invocation(ctx.paths, ctx.cfg), "gx_run_id": gate.run_id,
                  "gx_success": gate.success},
-    )
+    ) | ingest.republish_later_days(ctx.paths, ctx.cfg, ns.date)
 
 
 @command(

@@ -305,6 +305,56 @@ class DriftSpec(_Strict):
         return self
 
 
+FeedCheckPolicy = Literal["refuse", "warn", "off"]
+
+
+class VolumeCheck(_Strict):
+    """A day's event count against the median of the recent loaded days (training/data/feed_checks.py).
+
+    A 40-row or half-size delivery is a truncated export, not a quiet day: it would load as complete.
+    """
+
+    policy: FeedCheckPolicy = "refuse"
+    recent_days: int = Field(default=7, ge=1)  # the loaded days within this many days of the day
+    min_history_days: int = Field(default=3, ge=1)  # fewer loaded days around it: not checked
+    min_ratio: float = Field(default=0.6, ge=0)  # day / median below this: refused (warn: reported)
+    max_ratio: float = Field(default=1.8, gt=0)  # ... above this
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolumeCheck:
+        if self.max_ratio <= self.min_ratio:
+            raise ValueError(f"volume.max_ratio ({self.max_ratio}) must exceed min_ratio ({self.min_ratio})")
+        return self
+
+
+class TimeShiftCheck(_Strict):
+    """A whole feed moved in time (a time-zone or clock change at the source), seen in the day's
+    hour-of-day profile against the recent loaded days' (training/data/feed_checks.py)."""
+
+    policy: FeedCheckPolicy = "refuse"
+    recent_days: int = Field(default=7, ge=1)
+    min_history_days: int = Field(default=3, ge=1)
+    min_rows: int = Field(default=2000, ge=24)  # fewer rows that day: its profile is too noisy to judge
+    #: the profile moved by the best whole-hour shift must fit at least this much better than unmoved
+    #: (1 - distance(best) / distance(unmoved)); a normal day's best shift is 0 or barely better
+    min_improvement: float = Field(default=0.4, gt=0, lt=1)
+    #: and the unmoved distance (total variation of the two hour profiles) must be at least this
+    min_distance: float = Field(default=0.05, gt=0, lt=1)
+
+
+class FeedChecksSpec(_Strict):
+    """Checks on a feed as a whole, and on labels against their events (training/data/feed_checks.py)."""
+
+    volume: VolumeCheck = VolumeCheck()
+    time_shift: TimeShiftCheck = TimeShiftCheck()
+    #: a label reported before its event's time: quarantine the row (held, not counted against the
+    #: share) | allow it
+    label_before_event: Literal["quarantine", "allow"] = "quarantine"
+    #: label rows sharing a label id (or an event id the contract declares unique): hold those rows
+    #: alone and load the rest (not counted against the share) | refuse: count them like any bad row
+    label_duplicates: Literal["hold", "refuse"] = "hold"
+
+
 class AdmissionSpec(_Strict):
     """The front door's policies (training/data/admission.py)."""
 
@@ -313,6 +363,11 @@ class AdmissionSpec(_Strict):
     #: rows that fail row-level checks are quarantined alone while they are at most this share of
     #: the batch; above it (or for any batch-level failure) the whole batch is quarantined
     max_rejected_row_share: float = Field(default=0.01, ge=0, le=1)
+    #: strict: a day whose previous day was never published is refused (its point-in-time features
+    #: would read a hole); allow_gaps: it is published, and the backfill of the missing day re-publishes
+    #: the later days it changes (training/data/ingest.py: check_day_order, republish_later_days)
+    day_order: Literal["strict", "allow_gaps"] = "strict"
+    feed_checks: FeedChecksSpec = FeedChecksSpec()
 
 
 class ScheduleSpec(_Strict):

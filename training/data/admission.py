@@ -37,7 +37,7 @@ import pandas as pd
 
 from training.config import Config
 from training.contract import DataContract, _Feed
-from training.data import quarantine, validation
+from training.data import feed_checks, quarantine, validation
 from training.data.ingest import LandedBatch, LandedFeed
 from training.data.quality import DataQualityGateFailed
 from training.data.suites import BOOKKEEPING_COLUMNS, raw_suite_name
@@ -53,6 +53,7 @@ BATCH_LEVEL = {
     "expect_table_columns_to_match_set",
     "expect_table_row_count_to_be_between",
     "expect_column_values_to_be_in_type_list",
+    *feed_checks.BATCH_LEVEL,
 }
 
 
@@ -142,6 +143,8 @@ def _admit_feed(
         run_name=f"{run_name}__{suite}" if run_name else None, contract=cfg.contract,
     )
     failed = list(result.failed) + _history_failures(paths, cfg.contract, spec, frame, day, same_day_event_ids)
+    failed, checked = feed_checks.review(paths, cfg, feed.table, frame, day, failed)
+    warnings += checked
     if not failed:
         return FeedVerdict(feed.table, suite, result.run_id, len(frame), feed, 0, warnings)
 

@@ -309,3 +309,229 @@ def published_row_count(paths: StatePaths, cfg: Config, batch_date: dt.date | No
 
 def snapshot_path_for(paths: StatePaths, table: str, batch_date: dt.date) -> Path:
     return paths.raw / table / f"batch_date={batch_date.isoformat()}.parquet"
+
+
+# --------------------------------------------------------------------------------------------
+# day order and backfill
+# --------------------------------------------------------------------------------------------
+
+#: Label rows the front door holds until their event arrives (admission's history checks).
+HELD_FOR_EVENT = ("labels_refer_to_known_events", "labels_of_quarantined_events")
+
+
+class DayOrderError(ClosedloopError, RuntimeError):
+    """A day whose previous day was never published, under `admission.day_order: strict`."""
+
+
+def published_days(paths: StatePaths, cfg: Config) -> list[dt.date]:
+    """The days with a partition in the published features table, oldest first."""
+    if not warehouse.exists(paths):
+        return []
+    table = cfg.contract.marts.published
+    with warehouse.connect(paths, read_only=True) as con:
+        if not con.table_exists(*table.split(".")):
+            return []
+        days = con.frame(f"select distinct batch_date from {table} order by 1")["batch_date"]
+    return [pd.Timestamp(d).date() for d in days]
+
+
+def check_day_order(paths: StatePaths, cfg: Config, day: dt.date) -> None:
+    """Refuse `day` when its previous day was never published (policy `admission.day_order: strict`).
+
+    A day's point-in-time features read the earlier days' events (velocity windows, first-seen flags,
+    category rates), so a day published over a hole changes when the hole is filled: training then
+    reads other features than serving scored. The first published day starts the history (a
+    deployment may start after `contract.start_date`); a day older than every published day is a
+    backfill and always allowed (`republish_later_days` re-publishes what it changes).
+    """
+    if cfg.admission.day_order != "strict" or day <= cfg.start_date:
+        return
+    previous = day - dt.timedelta(days=1)
+    earlier = [d for d in published_days(paths, cfg) if d < day]
+    if not earlier or previous in earlier:
+        return
+    first_missing = max(earlier) + dt.timedelta(days=1)
+    n = (day - first_missing).days
+    missing = str(first_missing) if n == 1 else f"{first_missing}..{previous} ({n} days)"
+    conf = '{"batch_date": "' + first_missing.isoformat() + '"}'
+    raise DayOrderError(
+        f"{day} was refused: the day before it was never published (missing: {missing}; the last published "
+        f"day before it is {max(earlier)}). Its point-in-time features would be built over the hole and change "
+        "when the missing day arrives (admission.day_order: strict). Run the missing day(s) first, oldest "
+        f"first: airflow dags trigger data_pipeline --conf '{conf}', then re-run {day}. To publish days out "
+        "of order on purpose, set admission.day_order: allow_gaps (the backfill then re-publishes the later "
+        "days it changes)."
+    )
+
+
+def readmit_held_labels(paths: StatePaths, cfg: Config, day: dt.date | None = None) -> dict[str, Any]:
+    """Load the label rows held because their event was unknown, now that their event is loaded.
+
+    The front door holds such rows (quarantine.rejected_rows with a HELD_FOR_EVENT expectation, the
+    rows themselves in the quarantine evidence of their delivery day). After a backfill loads the
+    missing events, they are appended to their delivery day's partition of the raw labels table and
+    leave the quarantine; rows held for any other reason, or reported before their event, stay held.
+    Run after `load_raw` and before the dbt build, so the rebuilt marts see them. Idempotent.
+    """
+    lab, ev = cfg.contract.labels, cfg.contract.events
+    if not warehouse.exists(paths):
+        return {"readmitted_labels": 0}
+    rows_table = "quarantine.rejected_rows"
+    with warehouse.connect(paths, read_only=True) as con:
+        if not (con.table_exists("quarantine", "rejected_rows") and con.table_exists(*ev.raw_table.split("."))
+                and con.table_exists(*lab.raw_table.split("."))):
+            return {"readmitted_labels": 0}
+        # held label rows are named by their label id (`row_id`, the labels feed's contract id)
+        held = con.frame(
+            f"select batch_date, row_id, expectation from {rows_table} where table_name = ?", [lab.raw_table]
+        )
+        raw_columns = con.columns(lab.raw_table)
+    if held.empty:
+        return {"readmitted_labels": 0}
+    held["batch_date"] = pd.to_datetime(held["batch_date"]).dt.date
+    reasons = held.groupby(["batch_date", "row_id"])["expectation"].agg(set)
+    waiting = reasons[reasons.map(lambda r: r <= set(HELD_FOR_EVENT))].reset_index()
+    candidates: dict[dt.date, pd.DataFrame] = {}
+    for delivered, ids in waiting.groupby("batch_date")["row_id"]:
+        evidence = paths.quarantine / lab.raw_table / f"batch_date={delivered.isoformat()}.parquet"
+        if evidence.exists():
+            rows = pd.read_parquet(evidence)
+            candidates[delivered] = rows[rows[lab.id].astype(str).isin(set(ids.astype(str)))]
+    if not candidates or all(f.empty for f in candidates.values()):
+        return {"readmitted_labels": 0}
+    event_ids = pd.concat([f[lab.event_id] for f in candidates.values()]).astype(str)
+    with warehouse.connect(paths, read_only=True) as con:
+        events = _values_in(con, ev.raw_table, ev.id, [ev.id, ev.time], event_ids)
+        already = _values_in(con, lab.raw_table, lab.id, [lab.id],
+                             pd.concat([f[lab.id] for f in candidates.values()]).astype(str))
+    event_time = dict(zip(events[ev.id].astype(str), pd.to_datetime(events[ev.time]), strict=True))
+    already_ids = set(already[lab.id].astype(str))
+    loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    counts: dict[str, int] = {}
+    with warehouse.transaction(paths) as con:
+        for delivered, rows in candidates.items():
+            rows = rows[rows[lab.event_id].astype(str).isin(event_time)]
+            reported = pd.to_datetime(rows[lab.reported_at], errors="coerce")
+            rows = rows[reported >= rows[lab.event_id].astype(str).map(event_time)]  # never a label before its event
+            rows = rows[~rows[lab.id].astype(str).isin(already_ids)]
+            if rows.empty:
+                continue
+            rows = rows.assign(batch_date=delivered, loaded_at=loaded_at)
+            con.insert_frame(lab.raw_table, rows[[c for c in raw_columns if c in rows.columns]])
+            ids = sorted(set(rows[lab.id].astype(str)))
+            marks = ", ".join("?" for _ in ids)
+            kinds = ", ".join("?" for _ in HELD_FOR_EVENT)
+            con.execute(
+                f"delete from {rows_table} where table_name = ? and batch_date = ? and row_id in ({marks}) "
+                f"and expectation in ({kinds})",
+                [lab.raw_table, delivered, *ids, *HELD_FOR_EVENT],
+            )
+            counts[delivered.isoformat()] = len(rows)
+    return {"readmitted_labels": sum(counts.values()), "readmitted_by_delivery_day": counts,
+            **({"after_loading": day.isoformat()} if day else {})}
+
+
+def _values_in(con: warehouse.Session, table: str, column: str, select: list[str], values: pd.Series) -> pd.DataFrame:
+    """`select` columns of the rows of `table` whose `column` is one of `values` (5k per query)."""
+    uniq = sorted(set(values))
+    out = []
+    for i in range(0, len(uniq), 5000):
+        chunk = uniq[i:i + 5000]
+        out.append(con.frame(
+            f"select {', '.join(select)} from {table} where {column} in ({', '.join('?' for _ in chunk)})", chunk
+        ))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=select)
+
+
+#: Relative tolerance for comparing floating-point features: a rebuild that adds rows to a window's
+#: partition may sum the same values in another order (last-bit differences), which is no change.
+FLOAT_TOLERANCE = 1e-9
+_APPROXIMATE_TYPES = ("double", "real", "float", "numeric", "decimal")
+
+
+def changed_published_days(paths: StatePaths, cfg: Config, after: dt.date | None = None) -> dict[dt.date, int]:
+    """Published days (after `after`) whose published rows differ from the feature mart's, with the
+    number of differing rows (a row missing on either side, or a value that differs; floating-point
+    values beyond FLOAT_TOLERANCE): empty when serving reads what training reads."""
+    feats, pub = cfg.contract.marts.features, cfg.contract.marts.published
+    key = warehouse.quote_ident(cfg.model.id_column)
+    with warehouse.connect(paths, read_only=True) as con:
+        if not con.table_exists(*pub.split(".")) or not con.table_exists(*feats.split(".")):
+            return {}
+        schema, name = pub.split(".")
+        types = con.frame(
+            "select column_name, data_type from information_schema.columns where table_schema = ? "
+            "and table_name = ? order by ordinal_position", [schema, name],
+        )
+        differs = []
+        for column, kind in zip(types["column_name"], types["data_type"].str.lower(), strict=True):
+            c = warehouse.quote_ident(str(column))
+            if any(t in kind for t in _APPROXIMATE_TYPES):
+                differs.append(f"(p.{c} is null) <> (m.{c} is null) or abs(p.{c} - m.{c}) > "
+                               f"{FLOAT_TOLERANCE} * greatest(abs(p.{c}), abs(m.{c}), 1)")
+            else:
+                differs.append(f"p.{c} is distinct from m.{c}")
+        since = after or dt.date.min
+        frame = con.frame(
+            f"select coalesce(p.batch_date, m.batch_date) as batch_date, count(*) as n "
+            f"from (select * from {pub} where batch_date > ?) p "
+            f"full outer join (select * from {feats} where batch_date in "
+            f"(select distinct batch_date from {pub} where batch_date > ?)) m "
+            f"on p.{key} = m.{key} and p.batch_date = m.batch_date "
+            f"where p.{key} is null or m.{key} is null or " + " or ".join(f"({d})" for d in differs) +
+            " group by 1 order by 1",
+            [since, since],
+        )
+    return {pd.Timestamp(d).date(): int(n) for d, n in zip(frame["batch_date"], frame["n"], strict=True)}
+
+
+def republish_later_days(paths: StatePaths, cfg: Config, day: dt.date, *, gate: bool = True) -> dict[str, Any]:
+    """After `day` was (re)published, re-publish the later published days whose features changed.
+
+    Filling a missing day (or correcting an old one) changes the point-in-time features of the days
+    after it (velocity windows, first-seen flags, category rates): the rebuilt mart then disagrees
+    with what serving reads. Each later published day whose rows differ is gated with the feature
+    suite (`gate`) and re-copied from the mart, and the training set is snapshotted again and recorded
+    as the data version of the newest published day, so `latest_data_version` is the rebuilt one.
+    Returns what changed (empty `republished` when nothing did).
+    """
+    from training.data import quality
+
+    feats, pub = cfg.contract.marts.features, cfg.contract.marts.published
+    later = [d for d in published_days(paths, cfg) if d > day]
+    if not later:
+        return {"republished": []}
+    changed = changed_published_days(paths, cfg, after=day)
+    suite = feats.split(".")[1]
+    gx_runs = []
+    if gate:
+        for d in changed:
+            gx_runs.append(quality.gate(suite, quality.load_warehouse_batch(d, paths, table=feats), d, paths).run_id)
+    with warehouse.transaction(paths) as con:
+        for d in changed:
+            con.execute(f"delete from {pub} where batch_date = ?", [d])
+            con.copy_rows(pub, feats, {"batch_date": d})
+        counts = {d: int(con.scalar(f"select count(*) from {pub} where batch_date = ?", [d])) for d in later}
+        snapshot_file = paths.published / "training_set.parquet"
+        snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+        con.export_parquet(
+            f"select * from {cfg.contract.marts.training_set} order by batch_date, {cfg.model.id_column}",
+            snapshot_file,
+        )
+        training_rows = int(con.scalar(f"select count(*) from {cfg.contract.marts.training_set}"))
+    newest = later[-1]
+    data_version = versioning.snapshot(paths, snapshot_file)
+    start = dt.datetime.combine(newest, dt.time())
+    versioning.record_version(paths, versioning.DataVersionRecord(
+        data_version=data_version, batch_date=newest, interval_start=start,
+        interval_end=start + dt.timedelta(days=1), feature_rows=counts[newest], training_rows=training_rows,
+        snapshot_path=str(snapshot_file), raw_events_md5=None, raw_labels_md5=None,
+        dbt_invocation_id=latest_dbt_invocation(paths, cfg), gx_run_id=";".join(gx_runs) or None,
+        gx_success=True if gate else None, created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    ))
+    return {
+        "republished": [{"batch_date": d.isoformat(), "changed_rows": n, "feature_rows": counts[d]}
+                        for d, n in changed.items()],
+        "republished_data_version": data_version,
+        "republished_as_of": newest.isoformat(),
+    }

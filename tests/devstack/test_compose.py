@@ -72,6 +72,7 @@ def generate_env(directory: Path) -> Path:
     commands = [line.removeprefix("#").strip() for line in ENV_EXAMPLE.read_text().splitlines()
                 if line.startswith("#") and '".env"' in line and "python3 -c" in line]
     assert len(commands) == 1, f".env.example should document one command that writes .env: {commands}"
+    assert commands[0] in (ROOT / "README.md").read_text(), "README and .env.example give different generators"
     done = subprocess.run(["bash", "-c", commands[0]], cwd=directory, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return directory / ".env"

@@ -155,8 +155,12 @@ def pg_warehouse(pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> str:
 #: tests/e2e: the whole system from outside (the loop under the scheduler, the browser).
 E2E_DIR = "tests/e2e/"
 #: Minutes-long tests outside tests/e2e: file -> test names (empty = the whole file), with why.
+#: Measured with --durations: these files took a third of the non-e2e tests' time.
 SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/devstack/test_services_stack.py": (),  # starts the whole services stack (~2-4 min)
+    "tests/dags/test_data_pipeline_run.py": (),  # dag.test() of data_pipeline: dbt, GX, DVC (16 %)
+    "tests/training/test_faults.py": (),  # fault drills with real concurrent processes (12 %)
+    "tests/training/data/test_pipeline_backends.py": (),  # the data side on DuckDB and PostgreSQL (6 %)
 }
 
 

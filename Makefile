@@ -23,8 +23,15 @@ env: $(VENV)/.synced
 demo: env
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE)
 
+# Every test (measured times: README "Tests"); prints the 20 slowest, so a test that grows shows up.
 test: env browser-deps compose-deps
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
+
+# Day-to-day tier: unit and component tests only - no end-to-end loop, browser or whole-stack test
+# (markers e2e and slow, set by path in tests/conftest.py; README "Tests").
+.PHONY: test-fast
+test-fast: env compose-deps
+	$(PY) -m pytest tests -m "not slow and not e2e" --durations=20
 
 lint: env
 	$(VENV)/bin/ruff check training devstack plugins dags tests

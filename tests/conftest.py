@@ -145,3 +145,30 @@ def pg_warehouse(pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in pg_warehouse_env(name).items():
         monkeypatch.setenv(key, value)
     return name
+
+
+# --------------------------------------------------------------------------------------------
+# Test tiers (README "Tests"): `make test-fast` runs `-m "not slow and not e2e"`, `make test` all.
+# Marked here by path (and test name), not in the test files, so the tiers live in one place.
+# --------------------------------------------------------------------------------------------
+
+#: tests/e2e: the whole system from outside (the loop under the scheduler, the browser).
+E2E_DIR = "tests/e2e/"
+#: Minutes-long tests outside tests/e2e: file -> test names (empty = the whole file), with why.
+#: Measured with --durations: these files took a third of the non-e2e tests' time.
+SLOW_TESTS: dict[str, tuple[str, ...]] = {
+    "tests/devstack/test_services_stack.py": (),  # starts the whole services stack (~2-4 min)
+    "tests/dags/test_data_pipeline_run.py": (),  # dag.test() of data_pipeline: dbt, GX, DVC (16 %)
+    "tests/training/test_faults.py": (),  # fault drills with real concurrent processes (12 %)
+    "tests/training/data/test_pipeline_backends.py": (),  # the data side on DuckDB and PostgreSQL (6 %)
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix()
+        if path.startswith(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+        names = SLOW_TESTS.get(path)
+        if names is not None and (not names or item.originalname in names):
+            item.add_marker(pytest.mark.slow)

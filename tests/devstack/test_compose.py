@@ -2,9 +2,12 @@
 native stack runs (devstack.services.SERVICE_COMMANDS) - there is no Docker engine here, so the
 native tests are what vouch for the containers.
 
-Also: no secret has a default in the compose file, `.env.example` names every variable it needs,
-the image installs from the lock file, and the services profile's init command does its PostgreSQL
-part against the machine's real PostgreSQL server.
+Also: no secret has a default in the compose file and each is required, so a plain copy of
+`.env.example` (empty secrets) or an empty Fernet key stops docker-compose with a message naming the
+variable; the generator documented in `.env.example` writes a `.env` that renders; published ports
+listen on 127.0.0.1 (MLflow, which has no login, whatever BIND_ADDRESS says); the image installs
+from the lock file; and the services profile's init command does its PostgreSQL part against the
+machine's real PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-SECRET_VARS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
+SECRET_VARS = (
+    "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY",
+)
 AIRFLOW_SERVICES = (
     "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
     "airflow-worker-1", "airflow-worker-2",
@@ -52,12 +57,36 @@ AIRFLOW_SERVICES = (
 SERVERS = {"postgres", "redis"}
 
 
-def env_example() -> dict[str, str]:
+def env_example(path: Path = ENV_EXAMPLE) -> dict[str, str]:
     out = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip()
+    return out
+
+
+def generate_env(directory: Path) -> Path:
+    """Run the generator `.env.example` documents, as a user would, in `directory`; returns its `.env`."""
+    (directory / ".env.example").write_text(ENV_EXAMPLE.read_text())
+    commands = [line.removeprefix("#").strip() for line in ENV_EXAMPLE.read_text().splitlines()
+                if line.startswith("#") and '".env"' in line and "python3 -c" in line]
+    assert len(commands) == 1, f".env.example should document one command that writes .env: {commands}"
+    assert commands[0] in (ROOT / "README.md").read_text(), "README and .env.example give different generators"
+    done = subprocess.run(["bash", "-c", commands[0]], cwd=directory, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return directory / ".env"
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host address, host port) of each published port, from either form `docker-compose config` prints."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):  # compose v2: long syntax
+            out.append((port.get("host_ip", ""), str(port["published"])))
+        else:  # compose v1: "127.0.0.1:8080:8080/tcp"
+            parts = port.split("/")[0].split(":")
+            out.append((parts[0] if len(parts) == 3 else "", parts[-2] if len(parts) >= 2 else ""))
     return out
 
 
@@ -81,9 +110,15 @@ def raw() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, Any]:
-    """`docker-compose config` with .env.example: what docker-compose would actually run."""
-    result = compose_config({})
+def env_file(tmp_path_factory) -> Path:
+    """A proper `.env`: the one the generator documented in `.env.example` writes."""
+    return generate_env(tmp_path_factory.mktemp("compose-env"))
+
+
+@pytest.fixture(scope="module")
+def rendered(env_file) -> dict[str, Any]:
+    """`docker-compose config` with a generated .env: what docker-compose would actually run."""
+    result = compose_config({}, env_file=env_file)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -164,10 +199,12 @@ def test_no_secret_has_a_default_and_env_example_covers_every_variable() -> None
     example = env_example()
     assert used <= set(example), f"missing from .env.example: {sorted(used - set(example))}"
     for var in SECRET_VARS + ("POSTGRES_USER",):
-        # every first use of a secret is mandatory (`:?`), and none anywhere has a default (`:-`)
-        assert re.search(r"\$\{" + var + r":\?", text), f"{var} is not required"
+        # every secret is required (`:?`, which also refuses an empty value) and none has a default (`-`)
+        assert re.search(r"\$\{" + var + r":\?set " + var + " in .env", text), f"{var} is not required"
         assert not re.search(r"\$\{" + var + r":?-", text), f"{var} has a default"
-    assert "AIRFLOW_FERNET_KEY?" in text  # must be set (may be empty: documented in .env.example)
+        assert not re.search(r"\$\{" + var + r"\?", text), f"{var} may be empty"
+    for var in SECRET_VARS:  # no working placeholder to start with
+        assert example[var] == "", f".env.example gives {var} a value: a copy of it would start with it"
     assert not re.search(r"://[^:@/\s]+:[^$@\s]+@", text), "a literal password in a URL"
     # without a .env, docker-compose refuses and names what is missing
     empty = ROOT / "tests" / ".empty.env"
@@ -177,6 +214,62 @@ def test_no_secret_has_a_default_and_env_example_covers_every_variable() -> None
     finally:
         empty.unlink(missing_ok=True)
     assert result.returncode != 0 and "set POSTGRES_USER in .env" in result.stderr + result.stdout
+
+
+def test_a_copy_of_env_example_is_refused_with_the_secret_to_set() -> None:
+    """`cp .env.example .env && docker-compose up` must not start a stack with known or empty passwords."""
+    result = compose_config({}, env_file=ENV_EXAMPLE)
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert re.search(r"set [A-Z_]+ in \.env \(see \.env\.example\)", output), output
+    assert any(f"set {var} in .env" in output for var in SECRET_VARS), output
+
+
+@pytest.mark.parametrize("var", SECRET_VARS)
+def test_an_empty_secret_in_a_proper_env_is_refused_by_name(var: str, env_file: Path, tmp_path: Path) -> None:
+    """Each secret on its own, the Fernet key included: empty = refuse (no unencrypted connections)."""
+    text = env_file.read_text()
+    assert re.search(rf"^{var}=\S+$", text, flags=re.M), f"the generator left {var} empty"
+    blanked = tmp_path / ".env"
+    blanked.write_text(re.sub(rf"^{var}=.*$", f"{var}=", text, flags=re.M))
+    result = compose_config({}, env_file=blanked)
+    assert result.returncode != 0
+    assert f"set {var} in .env (see .env.example)" in result.stderr + result.stdout
+
+
+def test_the_documented_generator_writes_fresh_valid_secrets_once(env_file: Path, tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    values = env_example(env_file)
+    secrets = [values[var] for var in SECRET_VARS]
+    assert all(len(s) >= 32 for s in secrets) and len(set(secrets)) == len(secrets), secrets
+    assert all(re.fullmatch(r"[A-Za-z0-9_=-]+", s) for s in secrets)  # URL-safe: they go into DSNs
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises unless a valid key
+    assert {k: v for k, v in values.items() if k not in SECRET_VARS} == {
+        k: v for k, v in env_example().items() if k not in SECRET_VARS
+    }
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    again = generate_env(tmp_path)
+    assert env_example(again)["POSTGRES_PASSWORD"] != values["POSTGRES_PASSWORD"]  # fresh each time
+    with pytest.raises(AssertionError, match="FileExistsError"):  # never overwrites a .env in use
+        generate_env(tmp_path)
+
+
+def test_published_ports_listen_on_localhost_and_mlflow_stays_there(rendered, env_file: Path) -> None:
+    ports = {name: published(svc) for name, svc in rendered["services"].items() if svc.get("ports")}
+    assert ports == {
+        "airflow-api-server": [("127.0.0.1", "8080")],
+        "mlflow": [("127.0.0.1", "5000")],
+        "dbt-docs": [("127.0.0.1", "8081")],
+    }
+    # BIND_ADDRESS widens the UIs with a login or nothing to hide; MLflow (no login) stays local
+    wide = compose_config({"BIND_ADDRESS": "0.0.0.0", "MLFLOW_PORT": "15000"}, env_file=env_file)
+    assert wide.returncode == 0, wide.stderr
+    services = yaml.safe_load(wide.stdout)["services"]
+    assert published(services["airflow-api-server"]) == [("0.0.0.0", "8080")]
+    assert published(services["dbt-docs"]) == [("0.0.0.0", "8081")]
+    assert published(services["mlflow"]) == [("127.0.0.1", "15000")]
+    assert "basic-auth" not in " ".join(services["mlflow"]["command"])  # hence the fixed address
 
 
 def test_image_installs_from_the_lock_file_and_ignores_local_state() -> None:
@@ -192,16 +285,20 @@ def test_image_installs_from_the_lock_file_and_ignores_local_state() -> None:
 @pytest.fixture(scope="module")
 def services_init_env(rendered, tmp_path_factory, pg_admin) -> dict[str, str]:
     """The airflow-init service's environment, pointed at this machine's PostgreSQL and a temp state."""
+    from tests.conftest import PG_SERVER
+
     prefix = "cltest_" + uuid.uuid4().hex[:8]
     state = tmp_path_factory.mktemp("services-state")
+    local_login = PG_SERVER["user"] + (f":{PG_SERVER['password']}" if PG_SERVER["password"] else "")
     env = {}
     for key, value in rendered["services"]["airflow-init"]["environment"].items():
         value = str(value)
         for db in ("airflow", "mlflow", "closedloop_ops"):
             value = value.replace(f"@postgres:5432/{db}", f"@127.0.0.1:5432/{prefix}_{db}")
-        value = value.replace("closedloop:change-me-postgres@", "postgres@")  # local trust auth
+        value = re.sub(r"://[^@/]+@", f"://{local_login}@", value)  # this machine's server and login
         env[key] = value.replace("/var/lib/closedloop", str(state)).replace("/opt/closedloop", str(PROJECT_ROOT))
-    env.update(CLOSEDLOOP_PG_HOST="127.0.0.1", CLOSEDLOOP_PG_USER="postgres", CLOSEDLOOP_PG_DBNAME=f"{prefix}_closedloop")
+    env.update(CLOSEDLOOP_PG_HOST="127.0.0.1", CLOSEDLOOP_PG_USER=PG_SERVER["user"],
+               CLOSEDLOOP_PG_PASSWORD=PG_SERVER["password"], CLOSEDLOOP_PG_DBNAME=f"{prefix}_closedloop")
     yield env
     with pg_admin.cursor() as cur:
         for db in ("airflow", "mlflow", "closedloop_ops", "closedloop"):

@@ -277,16 +277,21 @@ def _audit(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command(
     "simulate",
-    "print a summary of the source system's feeds for a day (the simulator stands in for production)",
+    "print a summary of the simulated source's feeds for a day (needs contract.source.kind: simulator)",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
 )
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.source import simulator
+    from training import source
 
-    tx = simulator.generate_transactions(ctx.cfg.require_simulator(), ns.date)
-    cb = simulator.generate_chargebacks(ctx.cfg.require_simulator(), ns.date)
-    return {"date": ns.date.isoformat(), "transactions": len(tx), "chargebacks": len(cb),
-            "columns": list(tx.columns)}
+    kind = ctx.cfg.contract.source.kind
+    if kind != "simulator":
+        raise source.SourceError(
+            f"`simulate` needs contract.source.kind: simulator, and this config's source is {kind!r}; "
+            "`ingest --date` lands a day from any source"
+        )
+    feeds = source.extract(ctx.cfg, ns.date)
+    return {"date": ns.date.isoformat(), **{name: len(frame) for name, frame in feeds.items()},
+            "columns": {name: list(frame.columns) for name, frame in feeds.items()}}
 
 
 @command(

@@ -27,8 +27,8 @@ test: env browser-deps compose-deps
 	$(PY) -m pytest tests
 
 lint: env
-	$(VENV)/bin/ruff check training devstack plugins dags tests
-	$(VENV)/bin/mypy training devstack
+	$(VENV)/bin/ruff check training devstack examples plugins dags tests
+	$(VENV)/bin/mypy training devstack examples
 
 # Only the full loop on the services profile under the real scheduler (also part of `make test`).
 test-services-e2e: env

@@ -75,6 +75,9 @@ def read_partition(spec: SourceSpec, feed: _Feed, batch_date: dt.date) -> pd.Dat
         raise SourceError(f"{url} is not a readable {spec.format} file ({exc}): re-export it") from exc
     _check_columns(frame, feed, url)
     for name, rule in feed.columns.items():
+        if isinstance(frame[name].dtype, pd.CategoricalDtype):  # dictionary-encoded: judge the values
+            values = frame[name].astype(frame[name].cat.categories.dtype)
+            frame[name] = values.where(values.notna(), None) if values.dtype == object else values
         if not _has_type(frame[name], rule.type):
             raise SourceError(
                 f"{url}: column {name!r} arrives as {frame[name].dtype} but {_where(feed, name)} declares "

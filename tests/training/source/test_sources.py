@@ -111,7 +111,8 @@ def memory_root() -> Iterator[str]:
 
 def test_parquet_partitions_in_a_folder_arrive_as_delivered(base_config, tmp_path):
     cfg = _config(base_config, {"kind": "file_drop", "url": str(tmp_path / "drop")})
-    _write(f"{tmp_path}/drop/applications/batch_date={DAY}.parquet", APPLICATIONS, "parquet")
+    categorical = APPLICATIONS.assign(region=APPLICATIONS["region"].astype("category"))  # dictionary-encoded
+    _write(f"{tmp_path}/drop/applications/batch_date={DAY}.parquet", categorical, "parquet")
     _write(f"{tmp_path}/drop/outcomes/batch_date={DAY}.parquet", OUTCOMES, "parquet")
     feeds = source.extract(cfg, DAY)
     assert list(feeds) == ["applications", "outcomes"]

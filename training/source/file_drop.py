@@ -20,21 +20,22 @@ are the front door's, which quarantines the rows that break them.
 from __future__ import annotations
 
 import datetime as dt
-from typing import IO
 
 import fsspec
 import pandas as pd
 from pandas.api import types as ptypes
 
-from training.contract import DataContract, EventFeed, SourceSpec, _Feed
+from training.contract import DataContract, EventFeed, LabelFeed, SourceSpec
 from training.source import PartitionMissingError, SourceError
+
+Feed = EventFeed | LabelFeed
 
 _BOOLEANS = {"true": True, "false": False, "t": True, "f": False, "1": True, "0": False, "yes": True, "no": False}
 
 
 def read_interval(contract: DataContract, batch_date: dt.date) -> dict[str, pd.DataFrame]:
     """Both feeds' partitions for `batch_date`, events first; a missing one raises PartitionMissingError."""
-    return {name: read_partition(contract.source, feed, batch_date) for name, feed in contract.feeds.items()}
+    return {feed.feed: read_partition(contract.source, feed, batch_date) for feed in (contract.events, contract.labels)}
 
 
 def partition_url(spec: SourceSpec, feed: str, batch_date: dt.date) -> str:
@@ -49,7 +50,7 @@ def partition_url(spec: SourceSpec, feed: str, batch_date: dt.date) -> str:
     return f"{str(spec.url).rstrip('/')}/{relative.lstrip('/')}"
 
 
-def read_partition(spec: SourceSpec, feed: _Feed, batch_date: dt.date) -> pd.DataFrame:
+def read_partition(spec: SourceSpec, feed: Feed, batch_date: dt.date) -> pd.DataFrame:
     """One feed's partition for one interval, checked and typed by the feed's declared columns."""
     url = partition_url(spec, feed.feed, batch_date)
     try:
@@ -66,14 +67,15 @@ def read_partition(spec: SourceSpec, feed: _Feed, batch_date: dt.date) -> pd.Dat
         )
     try:
         with fs.open(path, "rb", compression="infer") as handle:
-            if spec.format == "csv":
-                return _typed_csv(handle, feed, url)
-            frame = pd.read_parquet(handle)
+            if spec.format == "csv":  # text as delivered: only an empty field is null ("NA" is a value)
+                frame = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
+            else:
+                frame = pd.read_parquet(handle)
     except (ValueError, OSError) as exc:
-        if isinstance(exc, SourceError):
-            raise
         raise SourceError(f"{url} is not a readable {spec.format} file ({exc}): re-export it") from exc
     _check_columns(frame, feed, url)
+    if spec.format == "csv":
+        return _typed_csv(frame, feed, url)
     for name, rule in feed.columns.items():
         if isinstance(frame[name].dtype, pd.CategoricalDtype):  # dictionary-encoded: judge the values
             values = frame[name].astype(frame[name].cat.categories.dtype)
@@ -88,15 +90,15 @@ def read_partition(spec: SourceSpec, feed: _Feed, batch_date: dt.date) -> pd.Dat
     return frame
 
 
-def _role(feed: _Feed) -> str:
+def _role(feed: Feed) -> str:
     return "events" if isinstance(feed, EventFeed) else "labels"
 
 
-def _where(feed: _Feed, column: str) -> str:
+def _where(feed: Feed, column: str) -> str:
     return f"contract.{_role(feed)}.columns.{column}"
 
 
-def _check_columns(frame: pd.DataFrame, feed: _Feed, url: str) -> None:
+def _check_columns(frame: pd.DataFrame, feed: Feed, url: str) -> None:
     missing = [c for c in feed.columns if c not in frame.columns]
     if missing:
         raise SourceError(
@@ -139,10 +141,8 @@ def _naive_utc(series: pd.Series) -> pd.Series:
     return series
 
 
-def _typed_csv(handle: IO[bytes], feed: _Feed, url: str) -> pd.DataFrame:
-    """A CSV partition parsed to the declared types; a value that does not parse names its line."""
-    text = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
-    _check_columns(text, feed, url)
+def _typed_csv(text: pd.DataFrame, feed: Feed, url: str) -> pd.DataFrame:
+    """A CSV partition's text parsed to the declared types; a value that does not parse names its line."""
     frame = text.copy()
     for name, rule in feed.columns.items():
         raw = text[name]

@@ -34,8 +34,8 @@ test-fast: env compose-deps
 	$(PY) -m pytest tests -m "not slow and not e2e" --durations=20
 
 lint: env
-	$(VENV)/bin/ruff check training devstack plugins dags tests
-	$(VENV)/bin/mypy training devstack
+	$(VENV)/bin/ruff check training devstack examples plugins dags tests
+	$(VENV)/bin/mypy training devstack examples
 
 # Only the full loop on the services profile under the real scheduler (also part of `make test`).
 test-services-e2e: env

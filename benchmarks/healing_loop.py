@@ -90,12 +90,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from examples.card_fraud import replay as mr
 from training.config import Config, load_config, with_overrides
 from training.data import datasets
 from training.model import gates, tracking, train
 from training.model.metrics import compute_metrics
 from training.monitoring import drift_job, retrain_deferral, retrain_trigger
-from training.monitoring import replay as mr
 from training.monitoring.retrain_trigger import PastTrigger, WindowEvidence
 from training.paths import StatePaths
 

@@ -3,7 +3,7 @@
 Why: issue 10 measured the landed monitor on simulated weeks: weekly seasonality alone gave 8-18
 false retrain triggers in 8 weeks, warm-up features triggered with no drift, a persistent drift
 triggered 7 times in 20 windows. This replays the same chain (simulator -> point-in-time features
--> Evidently -> the trigger policy, through `training.monitoring.replay`, i.e. the DAG's own
+-> Evidently -> the trigger policy, through `examples.card_fraud.replay`, i.e. the DAG's own
 `drift_job.measure_interval` and `retrain_trigger.decide`) over 8 weeks of daily windows for three worlds,
 all with busy, pricier weekends (volume x2, amounts +20 %):
 
@@ -49,9 +49,9 @@ from typing import Any
 
 import pandas as pd
 
+from examples.card_fraud import replay as mr
 from training.config import load_config, with_overrides
 from training.model.metrics import compute_metrics
-from training.monitoring import replay as mr
 from training.paths import StatePaths
 
 TRAIN_DAYS = 28  # champion trained on days 0..27; reference = days 14..27 (two whole weeks)

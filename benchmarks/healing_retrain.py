@@ -67,10 +67,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from examples.card_fraud import simulator
 from training.config import PROJECT_ROOT, Config, load_config, parse_config
 from training.model import metrics, tracking
 from training.paths import StatePaths
-from training.source import simulator
 from training.storage import versioning
 
 DAY = dt.timedelta(days=1)

@@ -15,8 +15,8 @@ import sys
 import time
 import tracemalloc
 
+from examples.card_fraud.simulator import generate_chargebacks, generate_transactions, ground_truth
 from training.config import load_config, with_overrides
-from training.source.simulator import generate_chargebacks, generate_transactions, ground_truth
 
 
 def main(argv: list[str] | None = None) -> int:

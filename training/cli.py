@@ -314,17 +314,22 @@ def _warn_empty(ctx: Context, what: str) -> None:
 
 @command(
     "simulate",
-    "print a summary of the source's feeds for a day (the contract's `source:`; the card example simulates them)",
+    "print a summary of the simulated source's feeds for a day (needs contract.source.kind: simulator)",
     arg("--date", type=_date, required=True, help="business day (YYYY-MM-DD)"),
     needs=frozenset(),
 )
 def _simulate(ctx: Context, ns: argparse.Namespace) -> Any:
-    from training.data import ingest
+    from training import source
 
-    feeds = ingest.extract_source(ctx.cfg, ns.date)
-    events = feeds[ctx.cfg.contract.events.feed]
-    return {"date": ns.date.isoformat(), **{feed: len(frame) for feed, frame in feeds.items()},
-            "columns": list(events.columns)}
+    kind = ctx.cfg.contract.source.kind
+    if kind != "simulator":
+        raise source.SourceError(
+            f"`simulate` needs contract.source.kind: simulator, and this config's source is {kind!r}; "
+            "`ingest --date` lands a day from any source"
+        )
+    feeds = source.extract(ctx.cfg, ns.date)
+    return {"date": ns.date.isoformat(), **{name: len(frame) for name, frame in feeds.items()},
+            "columns": {name: list(frame.columns) for name, frame in feeds.items()}}
 
 
 @command(

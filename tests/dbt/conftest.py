@@ -17,10 +17,10 @@ import duckdb
 import pandas as pd
 import pytest
 
+from examples.card_fraud import simulator
 from training.config import Config, load_config, with_overrides
 from training.data.dbt import DbtResult, run_dbt
 from training.paths import StatePaths
-from training.source import simulator
 
 N_DAYS = 10
 DBT_SIMULATOR = {

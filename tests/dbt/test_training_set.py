@@ -6,8 +6,8 @@ import datetime as dt
 
 import pandas as pd
 
+from examples.card_fraud import simulator
 from tests.dbt.conftest import BuiltWarehouse, read_table
-from training.source import simulator
 
 
 def test_no_row_is_younger_than_label_maturity(built_warehouse: BuiltWarehouse) -> None:

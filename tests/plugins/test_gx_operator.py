@@ -15,9 +15,9 @@ import duckdb
 import pandas as pd
 import pytest
 
+from examples.card_fraud import simulator
 from training.config import Config, with_overrides
 from training.paths import StatePaths
-from training.source import simulator
 
 DAY = dt.date(2026, 1, 9)
 

@@ -350,7 +350,7 @@ def _span(days: list[dt.date]) -> str:
 
 
 def _rows_named(result: validation.GateResult, spec: _Feed, n: int = 5) -> str:
-    """`merchant_category: 1 nulls ...: rows transaction_id tx-1, tx-2` per failure, for the messages."""
+    """`merchant_category: 1 nulls ...: rows <id column> id-1, id-2` per failure, for the messages."""
     parts = []
     for item in result.failed:
         ids = list(item.get("row_ids") or [])

@@ -18,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from training import source
 from training.config import Config, load_config
 from training.contract import DataContract, Marts, _Feed
 from training.errors import ClosedloopError
 from training.paths import StatePaths
-from training.source import simulator
 from training.storage import versioning, warehouse
 
 #: The warehouse type of each contract column type (portable across DuckDB and PostgreSQL).
@@ -106,11 +106,8 @@ class LandedBatch:
 
 
 def extract_source(cfg: Config, batch_date: dt.date) -> dict[str, pd.DataFrame]:
-    """The source system's feeds for one day (the simulator stands in for production)."""
-    return {
-        "transactions": simulator.generate_transactions(cfg.require_simulator(), batch_date),
-        "chargebacks": simulator.generate_chargebacks(cfg.require_simulator(), batch_date),
-    }
+    """The source's feeds for one interval, keyed by the contract's feed names (`training.source`)."""
+    return source.extract(cfg, batch_date)
 
 
 def land(paths: StatePaths, cfg: Config, batch_date: dt.date) -> LandedBatch:

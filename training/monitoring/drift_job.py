@@ -112,8 +112,8 @@ def measure_interval(
 ) -> WindowEvidence:
     """The evidence of the window ending `batch_date`: drift window + matured performance window.
 
-    Stores are behind the two loaders (the DAG reads the warehouse, the replay in
-    `training.monitoring.replay` reads memory), so both run exactly this. `reference` may carry
+    Stores are behind the two loaders (the DAG reads the warehouse, an example's in-memory
+    replay under examples/ reads memory), so both run exactly this. `reference` may carry
     `batch_date` and `score` columns: the drift window is then compared with the matching weekdays
     of it (see `windows.select_reference`).
     """

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from examples.card_fraud import simulator
 from training.config import Config, with_overrides
 from training.data import quality, suites, validation
 from training.paths import StatePaths
-from training.source import simulator
 
 DAY0 = dt.date(2026, 1, 1)  # simulator start_date in config/closedloop.yaml
 

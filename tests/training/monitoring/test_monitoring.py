@@ -603,7 +603,7 @@ def test_load_current_window_names_missing_tables(state: StatePaths, base_config
 
 # --------------------------------------------------------------------------------------------
 # healing without crying wolf: the simulator, point-in-time features, real Evidently and the
-# policy replayed day by day through the DAG's own functions (training.monitoring.replay)
+# policy replayed day by day through the DAG's own functions (examples.card_fraud.replay)
 # --------------------------------------------------------------------------------------------
 
 # The champion trains on days 0..27 (like production: 21 training + 3 validation + 3 holdout days);
@@ -635,7 +635,7 @@ def _simulated(cfg: Config, days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict
     The holdout is the champion's last whole week: a 3-day holdout covers 3 weekdays and its PR-AUC
     sets a floor that weekends (different amounts, different fraud mix) fall below by chance.
     """
-    from training.monitoring import replay as mr
+    from examples.card_fraud import replay as mr
 
     feats = mr.simulated_features(cfg.simulator, days, label_maturity_days=cfg.windows.label_maturity_days)
     day = {i: cfg.simulator.start_date + dt.timedelta(days=i) for i in range(days)}
@@ -649,7 +649,7 @@ def _simulated(cfg: Config, days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict
 
 
 def _replay(tmp_path_factory, cfg: Config, sim: tuple, first: int, last: int, **kw):
-    from training.monitoring import replay as mr
+    from examples.card_fraud import replay as mr
 
     data, reference, metrics = sim
     days = [cfg.simulator.start_date + dt.timedelta(days=i) for i in range(first, last + 1)]
@@ -694,7 +694,7 @@ def test_eight_weeks_of_weekly_seasonality_and_warm_up_never_trigger(seasonal) -
 def test_the_old_policy_cries_wolf_on_the_same_weeks(seasonal, tmp_path_factory) -> None:
     """Control: without the day-of-week reference and the warm-up policy the same data triggers."""
     cfg, sim, _ = seasonal
-    from training.monitoring.replay import old_policy
+    from examples.card_fraud.replay import old_policy
 
     old = old_policy(cfg)
     assert old.drift.feature_overrides == {} and old.drift.reference == "as_given"

@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import Config, ScenarioKind, SimulatorSpec, with_overrides
-from training.source import simulator
-from training.source.simulator import (
+from examples.card_fraud import simulator
+from examples.card_fraud.simulator import (
     BAD_BATCH_KINDS,
     CATEGORIES,
     CHARGEBACK_COLUMNS,
@@ -23,6 +22,7 @@ from training.source.simulator import (
     generate_transactions,
     ground_truth,
 )
+from training.config import Config, ScenarioKind, SimulatorSpec, with_overrides
 
 N_DAYS = 8
 
@@ -71,7 +71,7 @@ _DIGEST_SNIPPET = """
 import datetime as dt, sys
 import pandas as pd
 from training.config import SimulatorSpec
-from training.source.simulator import generate_chargebacks, generate_transactions
+from examples.card_fraud.simulator import generate_chargebacks, generate_transactions
 spec = SimulatorSpec.model_validate_json(sys.argv[1])
 day = dt.date.fromisoformat(sys.argv[2])
 for frame in (generate_transactions(spec, day), generate_chargebacks(spec, day)):

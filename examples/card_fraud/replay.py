@@ -22,11 +22,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from examples.card_fraud import simulator
 from training.config import Config, SimulatorSpec, parse_config
 from training.monitoring import retrain_trigger
 from training.monitoring.retrain_trigger import Decision, PastTrigger, WindowEvidence
 from training.paths import StatePaths
-from training.source import simulator
 
 DAY = dt.timedelta(days=1)
 

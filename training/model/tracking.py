@@ -275,11 +275,19 @@ def versions_with_tag(mc: Any, name: str, key: str, value: str) -> list:
 
 
 def load_model(uri: str) -> Any:
-    """The scikit-learn pipeline behind a `models:/` URI (scores come from `predict_proba`)."""
+    """The scikit-learn estimator behind a `models:/` URI (scores come from `predict_proba`).
+
+    Versions are logged as `pyfunc_model.ThresholdedClassifier` (pyfunc output: score + decision)
+    holding the estimator; versions logged before it are plain scikit-learn models.
+    """
+    import mlflow.pyfunc
     import mlflow.sklearn
+    from mlflow.models import Model
 
     with quiet_skops():
-        return mlflow.sklearn.load_model(uri)
+        if "sklearn" in Model.load(uri).flavors:
+            return mlflow.sklearn.load_model(uri)
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().estimator
 
 
 @contextlib.contextmanager
@@ -317,6 +325,16 @@ def model_size_mb(uri: str) -> float:
 def score(model: Any, X: pd.DataFrame) -> np.ndarray:
     """Positive-class probabilities."""
     return np.asarray(model.predict_proba(X))[:, 1].astype("float64")
+
+
+#: The decision words of `published.predictions` and of the registered model's pyfunc output.
+POSITIVE_DECISION = "block"
+NEGATIVE_DECISION = "allow"
+
+
+def decisions(scores: npt.ArrayLike, threshold: float) -> np.ndarray:
+    """`POSITIVE_DECISION` where the score reaches the threshold, else `NEGATIVE_DECISION`."""
+    return np.where(np.asarray(scores, dtype="float64") >= threshold, POSITIVE_DECISION, NEGATIVE_DECISION)
 
 
 # --- figures (matplotlib's object API: no pyplot, no global backend state) ---

@@ -99,7 +99,7 @@ def predictions_frame(
             "transaction_id": features[cfg.model.id_column].astype(str).to_numpy(),
             "batch_date": batch_date,
             "score": scores.to_numpy(),
-            "decision": ["block" if s >= threshold else "allow" for s in scores],
+            "decision": tracking.decisions(scores, threshold),
             "threshold": threshold,
             "data_interval_start": interval[0],
             "data_interval_end": interval[1],
@@ -186,7 +186,7 @@ def score_interval(
         "status": "scored",
         "rows": int(len(features)),
         "versions": models,
-        "blocked": int((champ_frame["decision"] == "block").sum()),
+        "blocked": int((champ_frame["decision"] == tracking.POSITIVE_DECISION).sum()),
     }
     log.info("scored %s: %s", batch_date, result)
     return result

@@ -217,7 +217,9 @@ def _mlflow_link(name: str, version: str | None) -> str | None:
     base = mlflow_ui_base()
     if not base:
         return None
-    return f"{base}/#/models/{name}/versions/{version}" if version else f"{base}/#/models/{name}"
+    from training.model import tracking
+
+    return f"{base}/{tracking.ui_model_route(name, version or None)}"
 
 
 def _environment():

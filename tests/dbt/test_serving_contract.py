@@ -67,14 +67,16 @@ def test_champion_scores_published_rows_through_plain_pyfunc(
     assert len(published) > 0 and set(pd.to_datetime(published["batch_date"]).dt.date) == {day}
     tracking.client(paths)
     model = mlflow.pyfunc.load_model(tracking.model_uri(cfg.model.name, alias=tracking.CHAMPION))
-    out = np.asarray(model.predict(published))  # straight from the table: no preparation step
+    out = model.predict(published)  # straight from the table: no preparation step
 
-    assert out.shape == (len(published), 2)
-    assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
-    # The same scores the closedloop path (sklearn flavour + prepare_for_signature) gives.
+    assert list(out.columns) == ["score", "decision"] and len(out) == len(published)
+    score = out["score"].to_numpy()
+    assert np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all()
+    assert set(out["decision"]) <= {"block", "allow"}
+    # The same scores the closedloop path (estimator + prepare_for_signature) gives.
     uri = tracking.model_uri(cfg.model.name, version=trained.version)
     X = datasets.prepare_for_signature(published, tracking.input_signature(uri))
-    np.testing.assert_allclose(out[:, 1], tracking.score(tracking.load_model(uri), X), rtol=1e-6)
+    np.testing.assert_allclose(score, tracking.score(tracking.load_model(uri), X), rtol=1e-6)
 
 
 def test_signature_declares_the_contract_types() -> None:

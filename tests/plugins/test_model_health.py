@@ -167,12 +167,13 @@ def test_report_opens_in_the_mlflow_ui_from_its_portable_uri(populated, monkeypa
     experiment_id = tracking.client(paths).get_run(challenger.run_id).info.experiment_id
     href = (
         f"http://mlflow.example:5000/#/experiments/{experiment_id}/runs/{challenger.run_id}"
-        "/artifacts/decision/decision_report.md"
+        "/artifacts/decision/decision_report.md?workflowType=machine_learning"
     )
     assert client.get("/api/status").json()["report"]["href"] == href
     html = client.get("/").text
     assert f'href="{href}"' in html and 'id="report-in-mlflow"' in html
-    assert f'href="http://mlflow.example:5000/#/models/{cfg.model.name}/versions/{challenger.version}"' in html
+    model_href = f"http://mlflow.example:5000/#/models/{cfg.model.name}/versions/{challenger.version}"
+    assert f'href="{model_href}?workflowType=machine_learning"' in html
 
 
 def test_mlflow_ui_base_falls_back_to_a_tracking_server(monkeypatch) -> None:

@@ -3,7 +3,8 @@
 a. the train worker SIGKILLed mid-run, then the same request retried;
 b. MLflow (or the ledger) failing in the middle of a promotion, then the promotion re-run;
 c. `train` + `evaluate` of two DAG runs at once;
-d. `rollback` twice at once (the same request twice, and two requests).
+d. `rollback` twice at once (the same request twice, and two requests);
+e. `train` of the same request twice at once (a retried task beside its zombie).
 
 After each: exactly one `@champion`, the audit log replays to the alias (`champion_stack[-1]`),
 no action is recorded twice, and every registered version carries its lineage.
@@ -371,6 +372,43 @@ def test_d_two_rollbacks_at_once_roll_back_two_steps_never_twice_from_one_champi
     assert _champion(world) == stack[-3]
 
 
+# --- e. the same training request twice at once -------------------------------------------------
+
+
+def test_e_the_same_train_request_twice_at_once_registers_one_version(world, tmp_path):
+    """One process trains; the other is refused at once, naming the run that holds the request. The
+    refused task's retry returns the version, and the version's gate decision is audited once."""
+    paths, cfg = world["paths"], world["cfg"]
+    name = cfg.model.name
+    run, key = "manual__e_twice", "train_model/manual__e_twice"
+    train = ["train", "--data-version", world["full"], "--reason", "drill e", "--seed", "21",
+             "--airflow-dag-id", "train_model", "--airflow-run-id", run]
+    procs = _together(world, tmp_path, train, train)
+    ok = [p for p in procs if p.returncode == 0]
+    refused = [p for p in procs if p.returncode != 0]
+    assert len(ok) == 1 and len(refused) == 1, [(p.returncode, p.stderr[-1500:]) for p in procs]
+    won = _json(ok[0])
+    assert won["reused"] is False
+    message = refused[0].stderr.strip().splitlines()[-1]
+    assert message.startswith("error: TrainingInProgress: ") and key in message, message
+    assert f"MLflow run {won['run_id']}" in message, message
+
+    mc = tracking.client(paths)
+    versions = tracking.versions_with_tag(mc, name, tracking.IDEMPOTENCY_TAG, key)
+    assert [str(mv.version) for mv in versions] == [won["version"]]
+    runs = mc.search_runs([mc.get_experiment_by_name(tracking.experiment_name(cfg)).experiment_id],
+                          filter_string=f"tags.idempotency_key = '{key}'")
+    assert [r.info.run_id for r in runs] == [won["run_id"]]  # the refused process opened no run
+
+    retried = _json(_cli(world, *train))  # Airflow retries the refused task
+    assert retried["reused"] is True and retried["version"] == won["version"]
+    before = len(_audit(world))
+    decided = _json(_cli(world, "evaluate", "--version", won["version"], "--airflow-run-id", run))
+    rows = assert_consistent(world)
+    assert [r["idempotency_key"] for r in rows[before:]] == [f"{key}#decision"]
+    assert rows[-1]["to_version"] == won["version"] and rows[-1]["action"] == decided["action"]
+
+
 # --- the lock itself, on both ledger backends ----------------------------------------------------
 
 LOCK_CHILD = """
@@ -429,3 +467,49 @@ def test_the_registry_lock_makes_another_process_wait(ledger_url, tmp_path, monk
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err[-2000:]
     assert float(out.strip()) >= released, "the second process entered while the lock was held"
+
+
+LEASE_CHILD = """
+import sys, time
+from pathlib import Path
+from training.config import load_config
+from training.model import registry
+from training.paths import StatePaths
+registry.HOLDER_RUN_WAIT_S = 0
+paths, cfg = StatePaths(Path(sys.argv[1])), load_config()
+try:
+    with registry.training_lease(paths, cfg, "lease-probe"):
+        print("held", flush=True)
+        if sys.argv[2] == "hold":
+            time.sleep(600)
+except registry.TrainingInProgress as exc:
+    print(f"refused: {exc}", flush=True)
+"""
+
+
+def _lease_child(paths: StatePaths, mode: str, ledger_url: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", LEASE_CHILD, str(paths.root), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**_env(), "CLOSEDLOOP_OPS_DB_URL": ledger_url},
+    )
+
+
+def test_the_training_lease_refuses_a_second_holder_and_dies_with_its_holder(
+    ledger_url, tmp_path, monkeypatch, train_cfg
+):
+    """Held by one process, the lease refuses another at once; a SIGKILLed holder leaves it free."""
+    monkeypatch.setenv("CLOSEDLOOP_OPS_DB_URL", ledger_url)
+    paths = StatePaths(tmp_path / "state")
+    holder = _lease_child(paths, "hold", ledger_url)
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()[-2000:]
+        other = _lease_child(paths, "once", ledger_url)
+        out, err = other.communicate(timeout=120)
+        assert out.startswith("refused: training request 'lease-probe'"), (out, err[-2000:])
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a worker killed mid-train: no cleanup of its own
+        holder.wait(timeout=30)
+    again = _lease_child(paths, "once", ledger_url)
+    out, err = again.communicate(timeout=120)
+    assert out.strip() == "held", (out, err[-2000:])

@@ -17,10 +17,13 @@ then the ledger commit fails) is repaired by re-running the same action with the
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +79,10 @@ class RegistryError(ClosedloopError, RuntimeError):
 
 class MissingReasonError(ClosedloopError, ValueError):
     """An override (force-promote, rollback) was asked for without saying why."""
+
+
+class TrainingInProgress(RegistryError):
+    """Another process is training the same request (same idempotency key) right now."""
 
 
 class ChampionMoved(RegistryError):
@@ -509,24 +516,90 @@ def rollback(
     return rec
 
 
-def end_abandoned_runs(paths: StatePaths, cfg: Config, idempotency_key: str) -> list[str]:
-    """Mark KILLED the runs of a training request that are still RUNNING but registered nothing.
+#: How long a refused `train` waits for the lease holder's MLflow run to appear (to name it).
+HOLDER_RUN_WAIT_S = 20.0
 
-    A worker killed mid-train (SIGKILL, OOM, pod eviction) never ends its MLflow run; `train`
-    calls this before retrying the same request, so the run list shows the attempt as killed.
-    (Should a live duplicate still be training, its own end of run sets FINISHED again.)
-    """
+
+def _running_runs(paths: StatePaths, cfg: Config, idempotency_key: str) -> list:
+    """The RUNNING MLflow runs of a training request (its `idempotency_key` tag)."""
     mc = tracking.client(paths)
     exp = mc.get_experiment_by_name(tracking.experiment_name(cfg))
     if exp is None:
         return []
     safe = idempotency_key.replace("'", "''")
-    runs = mc.search_runs(
+    return mc.search_runs(
         [exp.experiment_id],
         filter_string=f"tags.{tracking.IDEMPOTENCY_TAG} = '{safe}' and attributes.status = 'RUNNING'",
     )
+
+
+def _refusal(paths: StatePaths, cfg: Config, idempotency_key: str) -> TrainingInProgress:
+    """The error for a request whose lease another process holds, naming that process's run."""
+    deadline = time.monotonic() + HOLDER_RUN_WAIT_S
+    runs = _running_runs(paths, cfg, idempotency_key)
+    while not runs and time.monotonic() < deadline:  # the holder opens its run right after the lease
+        time.sleep(0.5)
+        runs = _running_runs(paths, cfg, idempotency_key)
+    holder = (
+        f"MLflow run {', '.join(r.info.run_id for r in runs)}"
+        if runs
+        else "another process (its MLflow run is not open yet)"
+    )
+    return TrainingInProgress(
+        f"training request {idempotency_key!r} of {cfg.model.name} is being trained by {holder}; "
+        "not training it twice - retry once that run has finished (the retry returns its version)"
+    )
+
+
+@contextmanager
+def training_lease(paths: StatePaths, cfg: Config, idempotency_key: str) -> Iterator[None]:
+    """Hold one training request for this process, or raise `TrainingInProgress` at once.
+
+    Two processes training the same key would register two versions whose gate decisions share
+    one audit key (one would never be audited). The lease is a lock that dies with its holder - a
+    killed worker never blocks the retry: a PostgreSQL session advisory lock when the ledger is
+    PostgreSQL (any host), else an flock on a file under the state directory (the embedded
+    profile, one machine). Not a ledger row lock: SQLite's would stop every ledger writer for the
+    minutes training takes.
+    """
+    ident = f"train:{cfg.model.name}:{idempotency_key}".encode()
+    eng = ledger.engine(paths)
+    if eng.dialect.name == "postgresql":
+        lock_id = int.from_bytes(hashlib.blake2b(ident, digest_size=8).digest(), "big", signed=True)
+        with eng.connect() as conn:
+            held = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": lock_id}).scalar()
+            conn.commit()  # the lock is the session's: no transaction stays open while training
+            if not held:
+                raise _refusal(paths, cfg, idempotency_key)
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": lock_id})
+                conn.commit()
+        return
+    path = paths.root / "locks" / f"train-{hashlib.sha256(ident).hexdigest()[:32]}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(paths, cfg, idempotency_key) from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def end_abandoned_runs(paths: StatePaths, cfg: Config, idempotency_key: str) -> list[str]:
+    """Mark KILLED the runs of a training request that are still RUNNING but registered nothing.
+
+    A worker killed mid-train (SIGKILL, OOM, pod eviction) never ends its MLflow run; `train`
+    calls this before retrying the same request, holding the request's `training_lease`, so no
+    live process can own such a run: the run list shows the attempt as killed.
+    """
+    mc = tracking.client(paths)
     ended = []
-    for run in runs:
+    for run in _running_runs(paths, cfg, idempotency_key):
         if "registered_version" not in run.data.tags:
             mc.set_terminated(run.info.run_id, status="KILLED")
             ended.append(run.info.run_id)

@@ -32,6 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from training.config import PROJECT_ROOT, Config
+from training.contract import Decisions
 from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.settings import REGISTRY_URI_ENV_VAR, TRACKING_URI_ENV_VAR, settings
@@ -41,6 +42,16 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 TAG_VALUE_MAX = 4000
 UNKNOWN = "unknown"
+
+#: MLflow's experiment-type tag and the value for a classic (non-GenAI) model: what the experiment
+#: header shows and keeps (unset, the UI infers a kind and writes its guess into the tag).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: The MLflow UI (3.x) opens GenAI pages (Traces, Assistant, no Model registry in the sidebar) unless
+#: told otherwise: since 3.1x its sidebar switch "GenAI | Model training", kept per browser and
+#: defaulting to GenAI, decides the view, not the experiment's tag; this query parameter overrides
+#: it. Every UI route this module builds carries it.
+UI_CLASSIC_VIEW = "workflowType=machine_learning"
 
 #: Tags carried by the training run AND the registered model version (docs/contracts.md).
 LINEAGE_TAGS: tuple[str, ...] = (
@@ -129,22 +140,28 @@ def artifact_location(paths: StatePaths, folder: str) -> str | None:
 
 
 def ensure_experiment(paths: StatePaths, cfg: Config, suffix: str = "") -> str:
-    """The id of experiment `closedloop/<model>[/<suffix>]`, created if missing (see `artifact_location`)."""
+    """The id of experiment `closedloop/<model>[/<suffix>]`, created if missing (see `artifact_location`),
+    tagged as a classic model's experiment (`EXPERIMENT_KIND`; an existing one is re-tagged)."""
     from mlflow.exceptions import MlflowException
 
     mc = client(paths)
     name = experiment_name(cfg) + (f"/{suffix}" if suffix else "")
     exp = mc.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = artifact_location(paths, suffix or cfg.model.name)
-    try:
-        return str(mc.create_experiment(name, artifact_location=location))
-    except MlflowException:  # created concurrently by another task
-        exp = mc.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
+    if exp is None:
+        location = artifact_location(paths, suffix or cfg.model.name)
+        try:
+            return str(
+                mc.create_experiment(
+                    name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
+            )
+        except MlflowException:  # created concurrently by another task
+            exp = mc.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # older, or the UI's guess
+        mc.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return str(exp.experiment_id)
 
 
 def run_artifact_uri(run_id: str, artifact_path: str) -> str:
@@ -163,8 +180,19 @@ def parse_run_artifact_uri(uri: str) -> tuple[str, str] | None:
 
 def ui_artifact_route(experiment_id: str, run_id: str, artifact_path: str) -> str:
     """The MLflow UI's route to one run artifact, relative to the UI (`#/experiments/...`), so it
-    opens on whichever server shows the run."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact_path.lstrip('/')}"
+    opens on whichever server shows the run - in the classic view (`UI_CLASSIC_VIEW`)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact_path.lstrip('/')}?{UI_CLASSIC_VIEW}"
+
+
+def ui_experiment_route(experiment_id: str) -> str:
+    """The MLflow UI's route to an experiment's runs, in the classic view (Runs, Models)."""
+    return f"#/experiments/{experiment_id}/runs?{UI_CLASSIC_VIEW}"
+
+
+def ui_model_route(name: str, version: str | int | None = None) -> str:
+    """The MLflow UI's route to a registered model (or one version of it), in the classic view."""
+    path = f"#/models/{name}" + (f"/versions/{version}" if version is not None else "")
+    return f"{path}?{UI_CLASSIC_VIEW}"
 
 
 def portable(value: Any, paths: StatePaths) -> Any:
@@ -248,11 +276,19 @@ def versions_with_tag(mc: Any, name: str, key: str, value: str) -> list:
 
 
 def load_model(uri: str) -> Any:
-    """The scikit-learn pipeline behind a `models:/` URI (scores come from `predict_proba`)."""
+    """The scikit-learn estimator behind a `models:/` URI (scores come from `predict_proba`).
+
+    Versions are logged as `pyfunc_model.ThresholdedClassifier` (pyfunc output: score + decision)
+    holding the estimator; versions logged before it are plain scikit-learn models.
+    """
+    import mlflow.pyfunc
     import mlflow.sklearn
+    from mlflow.models import Model
 
     with quiet_skops():
-        return mlflow.sklearn.load_model(uri)
+        if "sklearn" in Model.load(uri).flavors:
+            return mlflow.sklearn.load_model(uri)
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().estimator
 
 
 @contextlib.contextmanager
@@ -290,6 +326,14 @@ def model_size_mb(uri: str) -> float:
 def score(model: Any, X: pd.DataFrame) -> np.ndarray:
     """Positive-class probabilities."""
     return np.asarray(model.predict_proba(X))[:, 1].astype("float64")
+
+
+#: The decision words of `published.predictions` and of the registered model's pyfunc output.
+
+
+def decisions(scores: npt.ArrayLike, threshold: float, words: Decisions) -> np.ndarray:
+    """The contract's positive word where the score reaches the threshold, else its negative word."""
+    return np.where(np.asarray(scores, dtype="float64") >= threshold, words.positive, words.negative)
 
 
 # --- figures (matplotlib's object API: no pyplot, no global backend state) ---

@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from training.config import Config, ModelSpec
+from training.contract import Decisions
 from training.data import datasets
 from training.errors import ClosedloopError
 from training.model import metrics, registry, tracking
@@ -376,6 +377,50 @@ def _pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "xgboost", "skops", "pandas", "numpy")]
 
 
+def log_model(model: Any, spec: ModelSpec, example: pd.DataFrame, threshold: float, words: Decisions) -> Any:
+    """Log the fitted estimator in the active run as a `pyfunc_model.ThresholdedClassifier`.
+
+    Its pyfunc `predict(rows)` returns `score` (calibrated positive-class probability) and
+    `decision` (at this version's `threshold`, also tagged `decision_threshold`), and its signature
+    says so, with the optional `threshold` parameter; `tracking.load_model` returns the estimator.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    from training.model import pyfunc_model
+
+    scores = tracking.score(model, example)
+    output = pd.DataFrame({"score": scores, "decision": tracking.decisions(scores, threshold, words)})
+    sig = datasets.model_signature(spec, example, output)
+    params = ParamSchema([ParamSpec(pyfunc_model.THRESHOLD, "double", float(threshold))])
+    with tempfile.TemporaryDirectory() as tmp, tracking.quiet_skops():
+        estimator = Path(tmp) / pyfunc_model.ESTIMATOR_ARTIFACT
+        mlflow.sklearn.save_model(
+            model,
+            str(estimator),
+            skops_trusted_types=[*tracking.SKOPS_TRUSTED_TYPES, *CALIBRATION_TRUSTED_TYPES],
+            pip_requirements=_pip_requirements(),
+        )
+        return mlflow.pyfunc.log_model(
+            name=tracking.MODEL_ARTIFACT,
+            python_model=pyfunc_model.__file__,
+            artifacts={pyfunc_model.ESTIMATOR_ARTIFACT: str(estimator)},
+            model_config={
+                pyfunc_model.THRESHOLD: float(threshold),
+                pyfunc_model.POSITIVE: words.positive,
+                pyfunc_model.NEGATIVE: words.negative,
+            },
+            signature=ModelSignature(inputs=sig.inputs, outputs=sig.outputs, params=params),
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+        )
+
+
 def _existing(mc: Any, cfg: Config, key: str) -> TrainResult | None:
     found = tracking.versions_with_tag(mc, cfg.model.name, tracking.IDEMPOTENCY_TAG, key)
     if not found:
@@ -402,21 +447,49 @@ def _existing(mc: Any, cfg: Config, key: str) -> TrainResult | None:
 
 
 def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainResult:
-    """Train, log and register a challenger; idempotent on `request.key_for(data_version)`."""
-    import mlflow
-    import mlflow.sklearn
+    """Train, log and register a challenger; idempotent on `request.key_for(data_version)`.
 
-    spec = cfg.model
+    One request trains once: a finished one returns its version; one being trained by another
+    process right now is refused (`registry.TrainingInProgress`, naming that process's run) - it
+    holds the request's `registry.training_lease` from before its MLflow run opens until its
+    version is registered.
+    """
+    import mlflow
+
     seed = cfg.training.seed if request.seed is None else int(request.seed)
     mc = tracking.client(paths)
     data_version, lineage = _lineage(paths, request)
     key = request.key_for(data_version)
     previous = _existing(mc, cfg, key)
-    if previous is not None:
-        log.info("idempotency key %s already trained version %s; not retraining", key, previous.version)
-        return previous
-    registry.end_abandoned_runs(paths, cfg, key)  # an earlier attempt killed mid-run
+    if previous is None:
+        with registry.training_lease(paths, cfg, key):
+            previous = _existing(mc, cfg, key)  # registered by the lease's previous holder
+            if previous is None:
+                registry.end_abandoned_runs(paths, cfg, key)  # an earlier attempt killed mid-run
+                exp_id = tracking.ensure_experiment(paths, cfg)
+                with mlflow.start_run(
+                    experiment_id=exp_id, run_name=f"train-{data_version[:8]}", tags={tracking.IDEMPOTENCY_TAG: key}
+                ) as run:
+                    return _train_in_run(paths, cfg, request, run.info.run_id, data_version, lineage, key, seed)
+    log.info("idempotency key %s already trained version %s; not retraining", key, previous.version)
+    return previous
 
+
+def _train_in_run(
+    paths: StatePaths,
+    cfg: Config,
+    request: TrainRequest,
+    run_id: str,
+    data_version: str,
+    lineage: dict[str, Any],
+    key: str,
+    seed: int,
+) -> TrainResult:
+    """Search, fit, log into the active MLflow run `run_id`, register `@challenger`."""
+    import mlflow
+
+    spec = cfg.model
+    mc = tracking.client(paths)
     splits = datasets.training_frames(paths, cfg, data_version, evidence=request.evidence, seed=seed)
     log.info("training windows (%s): %s", splits.method, splits.method_detail)
     digest, holdout = datasets.freeze_holdout(paths, splits.holdout, spec.id_column)
@@ -454,66 +527,53 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
     tags["operating_point"] = tracking.tag_value(point.as_dict())
     tags["calibration"] = f"{spec.calibration} ({CALIBRATION_FOLDS}-fold cross-fitted)"
 
-    exp_id = tracking.ensure_experiment(paths, cfg)
-    with mlflow.start_run(
-        experiment_id=exp_id, run_name=f"train-{best.family}-{data_version[:8]}", tags=tags
-    ) as run:
-        mlflow.log_params(
-            {
-                "family": best.family,
-                **{f"hp_{k}": v for k, v in best.params.items()},
-                "seed": seed,
-                "search_budget": cfg.training.search_budget,
-                "candidates": ",".join(cfg.training.candidates),
-                "n_features": len(spec.features),
-                "train_rows": len(splits.train),
-                "validation_rows": len(splits.validation),
-                "holdout_rows": len(holdout),
-                "validation_window": f"{splits.validation_range[0]}..{splits.validation_range[1]}",
-                "holdout_window": f"{splits.holdout_range[0]}..{splits.holdout_range[1]}",
-                "training_method": splits.method,
-                "calibration": spec.calibration,
-                "decision_threshold": point.threshold,
-                "threshold_rule": point.rule,
-            }
-        )
-        mlflow.log_metrics(
-            {
-                "oof_precision_at_threshold": point.precision,
-                "oof_recall_at_threshold": point.recall,
-                "oof_flagged_share": point.flagged_share,
-                "holdout_flagged_share": float(np.mean(ho_scores >= point.threshold)),
-            }
-        )
-        mlflow.log_metrics({f"val_{k}": v for k, v in best.validation_metrics.items()})
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
-        mlflow.log_dict(
-            {"primary_metric": spec.primary_metric, "trials": [dataclasses.asdict(t) for t in trials]},
-            "search/trials.json",
-        )
-        mlflow.log_input(_dataset(fit_frame, "training", data_version, spec.target), context="training")
-        mlflow.log_input(_dataset(holdout, "holdout", digest, spec.target), context="holdout")
-        mlflow.log_figure(tracking.pr_curve_figure(y_ho, ho_scores, "holdout PR curve"), "plots/pr_curve.png")
-        mlflow.log_figure(
-            tracking.calibration_figure(y_ho, ho_scores, "holdout calibration"), "plots/calibration.png"
-        )
-        names, importances = _feature_importances(model)
-        mlflow.log_figure(
-            tracking.importance_figure(names, importances, f"{best.family} feature importance"),
-            "plots/feature_importance.png",
-        )
-        example = X_fit.head(5)
-        with tracking.quiet_skops():
-            info = mlflow.sklearn.log_model(
-                model,
-                name=tracking.MODEL_ARTIFACT,
-                signature=datasets.model_signature(spec, example, model.predict_proba(example)),
-                input_example=example,
-                pyfunc_predict_fn="predict_proba",
-                skops_trusted_types=[*tracking.SKOPS_TRUSTED_TYPES, *CALIBRATION_TRUSTED_TYPES],
-                pip_requirements=_pip_requirements(),
-            )
-        run_id = run.info.run_id
+    mlflow.set_tags(tags)
+    mlflow.set_tag("mlflow.runName", f"train-{best.family}-{data_version[:8]}")
+    mlflow.log_params(
+        {
+            "family": best.family,
+            **{f"hp_{k}": v for k, v in best.params.items()},
+            "seed": seed,
+            "search_budget": cfg.training.search_budget,
+            "candidates": ",".join(cfg.training.candidates),
+            "n_features": len(spec.features),
+            "train_rows": len(splits.train),
+            "validation_rows": len(splits.validation),
+            "holdout_rows": len(holdout),
+            "validation_window": f"{splits.validation_range[0]}..{splits.validation_range[1]}",
+            "holdout_window": f"{splits.holdout_range[0]}..{splits.holdout_range[1]}",
+            "training_method": splits.method,
+            "calibration": spec.calibration,
+            "decision_threshold": point.threshold,
+            "threshold_rule": point.rule,
+        }
+    )
+    mlflow.log_metrics(
+        {
+            "oof_precision_at_threshold": point.precision,
+            "oof_recall_at_threshold": point.recall,
+            "oof_flagged_share": point.flagged_share,
+            "holdout_flagged_share": float(np.mean(ho_scores >= point.threshold)),
+        }
+    )
+    mlflow.log_metrics({f"val_{k}": v for k, v in best.validation_metrics.items()})
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
+    mlflow.log_dict(
+        {"primary_metric": spec.primary_metric, "trials": [dataclasses.asdict(t) for t in trials]},
+        "search/trials.json",
+    )
+    mlflow.log_input(_dataset(fit_frame, "training", data_version, spec.target), context="training")
+    mlflow.log_input(_dataset(holdout, "holdout", digest, spec.target), context="holdout")
+    mlflow.log_figure(tracking.pr_curve_figure(y_ho, ho_scores, "holdout PR curve"), "plots/pr_curve.png")
+    mlflow.log_figure(
+        tracking.calibration_figure(y_ho, ho_scores, "holdout calibration"), "plots/calibration.png"
+    )
+    names, importances = _feature_importances(model)
+    mlflow.log_figure(
+        tracking.importance_figure(names, importances, f"{best.family} feature importance"),
+        "plots/feature_importance.png",
+    )
+    info = log_model(model, spec, X_fit.head(5), point.threshold, cfg.contract.decisions)
     mv = mlflow.register_model(info.model_uri, spec.name, tags=tags)
     version = str(mv.version)
     mc.set_registered_model_alias(spec.name, tracking.CHALLENGER, version)

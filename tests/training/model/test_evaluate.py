@@ -82,9 +82,8 @@ def test_clearly_better_challenger_is_promoted(first_then_better, module_state, 
     assert "Gate decision: PROMOTE" in champion.description
     # the description links the report UI-relatively (opens on whichever MLflow server shows the run)
     run = mc.get_run(champion.run_id)
-    assert f"(#/experiments/{run.info.experiment_id}/runs/{champion.run_id}/artifacts/decision/decision_report.md)" in (
-        champion.description
-    )
+    route = f"#/experiments/{run.info.experiment_id}/runs/{champion.run_id}/artifacts/decision/decision_report.md"
+    assert f"({route}?workflowType=machine_learning)" in champion.description
 
 
 def test_same_holdout_for_champion_and_challenger(first_then_better):

@@ -78,7 +78,33 @@ def test_run_artifact_uris_round_trip() -> None:
     assert tracking.parse_run_artifact_uri(uri) == ("abc123", "decision/decision_report.md")
     assert tracking.parse_run_artifact_uri("file:///tmp/x/decision_report.md") is None
     assert tracking.parse_run_artifact_uri("runs:/abc123") is None
-    assert tracking.ui_artifact_route("4", "abc123", "model_card.md") == "#/experiments/4/runs/abc123/artifacts/model_card.md"
+    assert tracking.ui_artifact_route("4", "abc123", "model_card.md") == (
+        "#/experiments/4/runs/abc123/artifacts/model_card.md?workflowType=machine_learning"
+    )
+
+
+def test_ui_routes_open_the_classic_view() -> None:
+    """MLflow 3.x's UI shows GenAI pages (no Model registry) unless the route asks for model training."""
+    assert tracking.ui_experiment_route("4") == "#/experiments/4/runs?workflowType=machine_learning"
+    assert tracking.ui_model_route("card_fraud") == "#/models/card_fraud?workflowType=machine_learning"
+    assert tracking.ui_model_route("card_fraud", 3) == "#/models/card_fraud/versions/3?workflowType=machine_learning"
+
+
+def test_experiments_are_created_and_kept_as_classic_ml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_config
+) -> None:
+    """The experiment kind tag: set on creation; an older experiment (or one the UI guessed a kind
+    for) is re-tagged the next time the library uses it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = StatePaths(tmp_path / "state")
+    mc = tracking.client(paths)
+    exp_id = tracking.ensure_experiment(paths, base_config)
+    assert mc.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+    older = mc.create_experiment(f"closedloop/{base_config.model.name}/monitoring")
+    mc.set_experiment_tag(older, "mlflow.experimentKind", "genai_development_inferred")
+    assert tracking.ensure_experiment(paths, base_config, "monitoring") == older
+    assert mc.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_portable_makes_state_dir_paths_relative(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,12 +233,68 @@ def test_pyfunc_returns_calibrated_scores_near_the_fraud_rate(trained, module_st
 
     holdout = datasets.load_holdout(module_state, trained.holdout_hash, "transaction_id")
     X = datasets.prepare_features(holdout, train_cfg.model)
-    pyfunc_scores = np.asarray(mlflow.pyfunc.load_model(trained.model_uri).predict(X))[:, 1]
+    pyfunc_scores = mlflow.pyfunc.load_model(trained.model_uri).predict(X)["score"].to_numpy()
     sk_scores = tracking.score(tracking.load_model(trained.model_uri), X)
     np.testing.assert_allclose(pyfunc_scores, sk_scores, atol=1e-12)  # what serving gets is calibrated
     rate = holdout["is_fraud"].mean()
     assert rate / 1.5 < pyfunc_scores.mean() < rate * 1.5, (pyfunc_scores.mean(), rate)
     assert trained.holdout_metrics["ece"] < train_cfg.gates.calibration.max_ece
+
+
+#: Run in a fresh interpreter where closedloop cannot be imported: only MLflow and the tracking URI.
+PYFUNC_CALLER = """
+import json, sys
+sys.modules["training"] = None  # the model must not need closedloop's code
+import mlflow, pandas as pd
+rows = pd.read_parquet(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+out = model.predict(rows)
+what_if = model.predict(rows, params={"threshold": 0.0})
+print(json.dumps({
+    "columns": list(out.columns), "dtypes": [str(t) for t in out.dtypes], "rows": len(out),
+    "score": out["score"].tolist(), "decision": out["decision"].tolist(),
+    "what_if": sorted(set(what_if["decision"])),
+    "outputs": model.metadata.get_output_schema().to_dict(),
+    "params": model.metadata.get_params_schema().to_dict(),
+}))
+"""
+
+
+def test_champion_pyfunc_gives_score_and_decision_in_another_process(
+    trained, module_state, train_cfg, mlflow_client, tmp_path
+):
+    """`mlflow.pyfunc.load_model("models:/<name>@champion").predict(rows)` in a process of its own
+    returns named columns, and `decision` is the version's threshold applied to `score`."""
+    import subprocess
+    import sys
+
+    from training.model import registry
+
+    registry.force_promote(module_state, train_cfg, trained.version, "pyfunc contract test")
+    holdout = datasets.load_holdout(module_state, trained.holdout_hash, "transaction_id")
+    X = datasets.prepare_features(holdout, train_cfg.model)  # the contract's types, as published
+    rows = tmp_path / "rows.parquet"
+    X.assign(transaction_id=holdout["transaction_id"].to_numpy()).to_parquet(rows)  # + an extra column
+    uri = tracking.model_uri(train_cfg.model.name, alias=tracking.CHAMPION)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": module_state.mlflow_tracking_uri}
+    proc = subprocess.run(
+        [sys.executable, "-c", PYFUNC_CALLER, str(rows), uri],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert out["columns"] == ["score", "decision"] and out["rows"] == len(holdout)
+    assert out["dtypes"] == ["float64", "object"]
+    threshold = float(mlflow_client.get_model_version(train_cfg.model.name, trained.version).tags["decision_threshold"])
+    score = np.asarray(out["score"])
+    expected = np.where(score >= threshold, "block", "allow")
+    assert out["decision"] == expected.tolist()
+    assert {"block", "allow"} == set(out["decision"])  # the threshold separates these rows
+    np.testing.assert_allclose(score, tracking.score(tracking.load_model(trained.model_uri), X), atol=1e-12)
+    assert out["what_if"] == ["block"]  # params={"threshold": 0.0} flags every row
+    assert [(c["name"], c["type"]) for c in out["outputs"]] == [("score", "double"), ("decision", "string")]
+    assert out["params"] == [{"name": "threshold", "type": "double", "default": threshold, "shape": None}]
 
 
 def test_threshold_set_at_the_operating_point_and_stored_with_the_version(trained, train_cfg, mlflow_client):

@@ -20,8 +20,9 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 env: $(VENV)/.synced
 
+# Knobs of scripts/demo.py pass through: make demo DEMO_ARGS="--days 20 --stall-min 30" (any PROFILE).
 demo: env
-	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE)
+	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE) $(DEMO_ARGS)
 
 test: env browser-deps compose-deps
 	$(PY) -m pytest tests

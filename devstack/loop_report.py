@@ -212,7 +212,7 @@ def _champion_versions(paths: StatePaths, start: dt.date, end: dt.date) -> set[s
 
 
 def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Path,
-         healing: HealingVerdict | None = None) -> Path:
+         healing: HealingVerdict | None = None, stopped: str | None = None) -> Path:
     """Drift share and matured PR-AUC over days, with the days a new champion started scoring marked."""
     import matplotlib
 

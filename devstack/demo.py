@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                        + ("before the new champion's live window matured" if closed else "before the loop closed"))
         # read while the stack runs: on services the MLflow server holds the model versions
         cfg = load_config(cfg_file)
-        table = loop_report.day_table(paths, cfg)
+        table = loop_report.day_table(paths, cfg, through=first_day + dt.timedelta(days=max(next_day - 1, 0)))
         moves = loop_report.promotions(paths, cfg)
         verdict = loop_report.loop_verdict(paths, cfg)
         healing = loop_report.healing_verdict(paths, cfg)
@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {m['at']}  {m['action']:<13} v{m['from_version']} -> v{m['to_version']}  trigger={m.get('trigger_reason')}")
     if stopped:
         print(f"\nrun ended early: {stopped}")
-    chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing, stopped=stopped)
+    chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing, stopped=stopped,
+                             verdict=verdict)
     summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing)
     elapsed = time.monotonic() - t0
     print(f"\nchart: {chart}\nsummary: {summary}\nAirflow/MLflow state kept in {paths.root} (browse with `make up PROFILE={profile}`)")

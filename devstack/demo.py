@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrun ended early: {stopped}")
     chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing, stopped=stopped,
                              verdict=verdict)
-    summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing)
+    summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing, stopped)
     elapsed = time.monotonic() - t0
     print(f"\nchart: {chart}\nsummary: {summary}\nAirflow/MLflow state kept in {paths.root} (browse with `make up PROFILE={profile}`)")
     print(f"demo took {elapsed / 60:.1f} min")

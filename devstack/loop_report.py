@@ -28,7 +28,7 @@ def format_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no day has been processed)"
     shown = table.copy()
-    for col in ("drift_share", "matured_pr_auc"):
+    for col in ("drift_share", "matured_pr_auc", "perf_floor"):
         shown[col] = shown[col].map(lambda x: "-" if x is None or pd.isna(x) else f"{x:.3f}")
     return shown.to_string(index=False)
 
@@ -42,9 +42,9 @@ def plot(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, out: Pat
 
 
 def write_json(table: pd.DataFrame, moves: list[dict[str, Any]], verdict: LoopVerdict, out: Path,
-               healing: HealingVerdict | None = None) -> Path:
+               healing: HealingVerdict | None = None, stopped: str | None = None) -> Path:
     out.write_text(json.dumps({
-        "closed": verdict.closed, "why": verdict.why,
+        "closed": verdict.closed, "why": verdict.why, "stopped_early": stopped,
         "healing": None if healing is None else {
             "settled": healing.settled, "recovered": healing.recovered, "why": healing.why,
             "window_end": healing.window_end, "matured_metric": healing.matured_metric, "floor": healing.floor,

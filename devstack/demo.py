@@ -252,13 +252,15 @@ def main(argv: list[str] | None = None) -> int:
                 break
             waiting = waiting_for(stack) or "no task is queued or running"
             if progress.stalled(now):
-                stopped = (f"stalled: no Airflow task finished for {args.stall_min:g} min (--stall-min); "
-                           f"waiting for {waiting}")
+                stopped = (f"stalled: no Airflow task finished for {args.stall_min:g} min (--stall-min) after "
+                           f"day {next_day} was delivered; waiting for {waiting}")
                 print(stopped, flush=True)
                 break
             if progress.quiet_for(now) >= 60 and now - last_wait_note >= 60:
+                delivered = first_day + dt.timedelta(days=next_day - 1) if next_day else None
                 print(f"[{now - t0:5.0f}s] no task finished for {progress.quiet_for(now) / 60:.1f} min "
-                      f"(stall limit {args.stall_min:g}); waiting for {waiting}", flush=True)
+                      f"(stall limit {args.stall_min:g}); day {next_day} ({delivered}) delivered; "
+                      f"waiting for {waiting}", flush=True)
                 last_wait_note = now
             time.sleep(2)
         if stopped is None and not settled:

@@ -30,6 +30,11 @@ def format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     for col in ("drift_share", "matured_pr_auc", "perf_floor"):
         shown[col] = shown[col].map(lambda x: "-" if x is None or pd.isna(x) else f"{x:.3f}")
+    if "nearest_drift" in shown:  # the feature nearest its drift threshold, as % of that threshold
+        shown["nearest_drift"] = [
+            "-" if name is None or pd.isna(ratio) else f"{name} {ratio:.0%}"
+            for name, ratio in zip(shown["nearest_drift"], shown.pop("nearest_drift_ratio"), strict=True)
+        ]
     return shown.to_string(index=False)
 
 

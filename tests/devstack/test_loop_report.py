@@ -225,3 +225,35 @@ def test_a_stopped_run_says_so_on_the_chart(story: tuple[StatePaths, Config]) ->
                             stopped="stalled: no Airflow task finished for 15 min (--stall-min)")
     assert fig._suptitle.get_text().startswith("Run stopped early (loop NOT closed): stalled")
     assert "run stopped " in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_a_share_of_zero_on_every_day_is_shown_and_explained(story: tuple[StatePaths, Config]) -> None:
+    from training.monitoring import health_chart
+
+    paths, cfg = story
+    table = loop_report.day_table(paths, cfg)
+    measured = table["drift_share"].notna()
+    table.loc[measured, "drift_share"] = 0.0
+    table.loc[measured, ["nearest_drift", "nearest_drift_ratio"]] = ["tx_count_24h", 0.72]
+    table.loc[9, "nearest_drift_ratio"] = 0.76
+    drift_ax = health_chart.draw(table, [], cfg).axes[2]
+    notes = [t.get_text() for t in drift_ax.texts]
+    assert "No monitored feature drifted on any day shown\n(closest: tx_count_24h at 76% of its threshold on 03-10)" \
+        in " ".join(notes)
+    assert drift_ax.get_ylim()[0] < 0  # the measured zeros stay visible above the axis line
+
+
+def test_nearest_to_drift_says_how_close_a_zero_share_came() -> None:
+    """The drifted share counts features past their threshold only; the table also names the nearest one."""
+    scores = [
+        {"feature": "amount", "method": "wasserstein", "score": 0.05, "threshold": 0.1, "drifted": False},
+        {"feature": "tx_count_24h", "method": "wasserstein", "score": 0.25, "threshold": 0.35, "drifted": False},
+        {"feature": "channel", "method": "chisquare", "score": 0.5, "threshold": 0.05, "drifted": False},
+        {"feature": "is_new_device", "method": "wasserstein", "score": 0.9, "threshold": 0.3, "drifted": True,
+         "counted": False, "expected": "warmup"},  # expected drift, not counted: not the nearest
+    ]
+    name, ratio = loop_history.nearest_to_drift(scores)
+    assert name == "tx_count_24h" and ratio == pytest.approx(0.25 / 0.35)
+    p_value = [{"feature": "channel", "method": "chisquare", "score": 0.01, "threshold": 0.05, "drifted": True}]
+    assert loop_history.nearest_to_drift(p_value) == ("channel", pytest.approx(5.0))  # a p-value below its threshold
+    assert loop_history.nearest_to_drift(None) == (None, None)

@@ -144,8 +144,10 @@ def draw(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, *,
     perf_ax.set_title(f"Is the model still good?  {label} of the serving champion, measured once the day's labels "
                       "matured (plotted on the day the monitor measured it)", loc="left", fontsize=10)
     for onset, kind in onsets:
-        perf_ax.text(onset - one / 2, 1.0, f" {kind.replace('_', ' ')} (scenario) from {onset:%m-%d}", va="top",
-                     fontsize=9, color="#a50f15", fontweight="bold")
+        name = f"{kind.replace('_', ' ')} (scenario) from {onset:%m-%d}"
+        right = onset > lo + (hi - lo) * 0.6  # near the right edge: the label runs leftwards, into the axes
+        perf_ax.text(onset - one / 2, 1.0, f"{name} \u2192 " if right else f" {name}", va="top",
+                     ha="right" if right else "left", fontsize=9, color="#a50f15", fontweight="bold")
     if healing is not None and healing.settled and healing.judged_on and healing.matured_metric is not None:
         x, y, ok = pd.Timestamp(healing.judged_on), healing.matured_metric, healing.recovered
         perf_ax.plot([x], [y], "*", ms=18, color=GOOD if ok else BAD, zorder=5)
@@ -216,7 +218,18 @@ def draw(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, *,
                   ms=10, mew=2, zorder=4)
     threshold = cfg.drift.drift_share_threshold
     drift_ax.axhline(threshold, color=BAD, ls="--", lw=1.3, zorder=2)
-    drift_ax.set_ylim(0, max(threshold * 2, float(share.max()) * 1.2 if measured.any() else 0.0))
+    top = max(threshold * 2, float(share.max()) * 1.2 if measured.any() else 0.0)
+    drift_ax.set_ylim(-top * 0.03, top)  # a measured 0 stays visible above the axis line
+    if measured.any() and float(share.max()) == 0.0 and "nearest_drift_ratio" in table:
+        ratios = pd.to_numeric(table["nearest_drift_ratio"], errors="coerce")
+        note = "No monitored feature drifted on any day shown"
+        if ratios.notna().any():
+            i = int(ratios.idxmax())
+            note += (f"\n(closest: {table['nearest_drift'][i]} at {ratios[i]:.0%} of its threshold on "
+                     f"{pd.Timestamp(table['day'][i]):%m-%d}): whatever changed, the inputs did not show it")
+        drift_ax.text(0.01, 0.93, note,
+                      transform=drift_ax.transAxes, va="top", fontsize=9, color="#08306b",
+                      bbox={"fc": "white", "ec": DRIFT, "alpha": 0.9, "pad": 3}, zorder=6)
     drift_ax.set_ylabel("share of features\nthat drifted")
     drift_ax.set_title("Did the inputs shift?  share of monitored features whose drift test fired", loc="left",
                        fontsize=10)

@@ -9,6 +9,7 @@ empty cells - so a chart of it shows every day. No Airflow import: the plugin an
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from training.config import Config
 from training.model import registry, tracking
-from training.monitoring import decision_log, retrain_deferral
+from training.monitoring import decision_log, drift, retrain_deferral
 from training.paths import StatePaths
 from training.storage import ledger, warehouse
 
@@ -121,6 +122,7 @@ def day_table(paths: StatePaths, cfg: Config, through: dt.date | None = None) ->
             perf = latest["performance"] or {}
             window = perf.get("window") or {}
             row["drift_share"] = latest["drift_share"]
+            row["nearest_drift"], row["nearest_drift_ratio"] = nearest_to_drift(latest["feature_scores"])
             row["matured_pr_auc"] = window.get(cfg.model.primary_metric)
             row["signals"] = ",".join(
                 name for name in ("data_drift", "prediction_drift", "performance") if latest[f"breach_{name}"]
@@ -128,13 +130,30 @@ def day_table(paths: StatePaths, cfg: Config, through: dt.date | None = None) ->
             row["decision"] = f"{latest['decision']} ({latest['reason']})"
             row["perf_floor"] = perf.get("floor")
         else:
-            row.update(drift_share=None, matured_pr_auc=None, signals="-", decision="-", perf_floor=None)
+            row.update(drift_share=None, nearest_drift=None, nearest_drift_ratio=None, matured_pr_auc=None,
+                       signals="-", decision="-", perf_floor=None)
         dd = deferrals[pd.to_datetime(deferrals["deferred_batch_date"]).dt.date == day] \
             if not deferrals.empty else deferrals
         row["deferred"] = (f"{int(dd['post_onset_days'].iloc[0])} of {int(dd['needed_days'].iloc[0])} "
                            "post-onset days matured") if len(dd) else "-"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def nearest_to_drift(feature_scores: list[dict[str, Any]] | None) -> tuple[str | None, float | None]:
+    """The counted feature closest to its drift threshold, and how close (1.0 = at the threshold).
+
+    The drifted share counts features past their thresholds only, so it is 0 on every day no feature
+    crossed one; this says how near the nearest came (a p-value test is near as its p-value falls).
+    """
+    best: tuple[str | None, float | None] = (None, None)
+    for f in (drift.FeatureDrift.from_dict(d) for d in feature_scores or []):
+        if not f.counted or math.isnan(f.score) or f.threshold <= 0:
+            continue
+        ratio = f.score / f.threshold if f.higher_is_drift else (f.threshold / f.score if f.score > 0 else math.inf)
+        if best[1] is None or ratio > best[1]:
+            best = (f.feature, ratio)
+    return best
 
 
 def promotions(paths: StatePaths, cfg: Config) -> list[dict[str, Any]]:

@@ -152,7 +152,8 @@ def draw(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, *,
         x, y, ok = pd.Timestamp(healing.judged_on), healing.matured_metric, healing.recovered
         perf_ax.plot([x], [y], "*", ms=18, color=GOOD if ok else BAD, zorder=5)
         perf_ax.annotate(("healed" if ok else "not healed") + f": {y:.2f} {'>=' if ok else '<'} floor",
-                         (x, y), xytext=(0, -24), textcoords="offset points", ha="center", fontsize=9,
+                         (x, y), xytext=(0, 16), textcoords="offset points",
+                         ha="right" if x > lo + (hi - lo) * 0.6 else "center", fontsize=9,
                          fontweight="bold", color=GOOD if ok else BAD)
     if stopped:
         perf_ax.text(hi, 0.5, "run stopped ", color=BAD, ha="right", va="center", fontsize=10, fontweight="bold",

@@ -20,8 +20,9 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 env: $(VENV)/.synced
 
+# Knobs of scripts/demo.py pass through: make demo DEMO_ARGS="--days 20 --stall-min 30" (any PROFILE).
 demo: env
-	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE)
+	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE) $(DEMO_ARGS)
 
 # Every test (measured times: README "Tests"); prints the 20 slowest, so a test that grows shows up.
 test: env browser-deps compose-deps

@@ -14,6 +14,11 @@ matured labels (then `--days-after-close` more), at most `--days` in all. It pri
 the day-by-day table, writes a PNG chart and exits 0 only if the loop closed (first champion ->
 drift detected -> retrain -> new champion) AND healed: that matured live window is above the
 champion floor of the primary metric.
+
+No wall clock ends a run whose loop still moves (a slow or busy machine only takes longer): the demo
+stops when no Airflow task has finished for `--stall-min` minutes (and says which tasks it was
+waiting for), or when the day budget `--days` is spent; the chart then marks the run as stopped.
+While quiet it prints every minute which DAG/task/run it is waiting for.
 """
 
 from __future__ import annotations
@@ -103,22 +108,69 @@ def describe(counts: dict[str, dict[str, int]]) -> str:
     return " | ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=32, help="simulated days to run at most")
+def finished_tasks(stack: Stack) -> int | None:
+    """How many task instances have finished (any end state); None if the metadata DB cannot be read now."""
+    rows = _query(stack, "select count(*) from task_instance where end_date is not null")
+    return int(rows[0][0]) if rows else None
+
+
+def waiting_for(stack: Stack) -> str:
+    """The task instances the loop waits on now, as `dag/task (run, state)`; '' when none is unfinished."""
+    rows = _query(stack, "select dag_id, task_id, run_id, state from task_instance "
+                         "where state in ('running', 'queued', 'scheduled', 'deferred', 'up_for_retry', "
+                         "'up_for_reschedule', 'restarting') order by start_date")
+    if not rows:
+        return ""
+    shown = [f"{dag}/{task} ({run}, {state})" for dag, task, run, state in rows[:3]]
+    return ", ".join(shown) + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
+
+
+@dataclasses.dataclass
+class Progress:
+    """When an Airflow task last finished: the demo stops only when the loop stops moving, not on a clock."""
+
+    stall_s: float
+    finished: int = -1
+    last_change: float = dataclasses.field(default_factory=time.monotonic)
+
+    def update(self, finished: int | None, now: float) -> None:
+        if finished is not None and finished != self.finished:
+            self.finished, self.last_change = finished, now
+
+    def stalled(self, now: float) -> bool:
+        return now - self.last_change >= self.stall_s
+
+    def quiet_for(self, now: float) -> float:
+        return now - self.last_change
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's knobs; README's demo paragraph states the same defaults (tests/devstack/test_demo_cli.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=32,
+                        help="day budget: simulated days to deliver at most (default %(default)s)")
     parser.add_argument("--until", choices=("healed", "closed"), default="healed",
                         help="healed (default): wait for the new champion's first matured live window and exit 0 "
                              "only if it is above the floor; closed: stop once a drift-triggered retrain was promoted")
     parser.add_argument("--days-after-close", type=int, default=0,
-                        help="once the new champion's first live window has matured, deliver this many more days")
-    parser.add_argument("--timeout-min", type=float, default=40.0, help="give up after this many minutes")
+                        help="once the new champion's first live window has matured (--until closed: once the loop "
+                             "closed), deliver this many more days (default %(default)s)")
+    parser.add_argument("--stall-min", type=float, default=15.0,
+                        help="stop when no Airflow task has finished for this many minutes (default %(default)s); "
+                             "a slow machine whose loop still moves is never stopped")
+    parser.add_argument("--timeout-min", type=float, default=None,
+                        help="optional hard cap on the whole run in minutes (default: none)")
     parser.add_argument("--keep-state", action="store_true", help="do not wipe the state dir first")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLOSEDLOOP_AIRFLOW_PORT", "8080")),
-                        help="Airflow API/UI port")
+                        help="Airflow API/UI port (default $CLOSEDLOOP_AIRFLOW_PORT or 8080)")
     parser.add_argument("--overrides", type=Path, default=None, help="extra YAML merged over the demo config")
     parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("CLOSEDLOOP_PROFILE") or "embedded",
                         help="embedded (SQLite, DuckDB, LocalExecutor) or services (PostgreSQL, Redis + Celery, MLflow server)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     profile = check_profile(args.profile)
 
     t0 = time.monotonic()
@@ -157,10 +209,15 @@ def main(argv: list[str] | None = None) -> int:
             stack.airflow("dags", "unpause", dag_id)
         print(f"Airflow UI: {stack.url}  (login {stack.user} / {stack.password})  setup took {time.monotonic() - t0:.0f}s")
 
-        deadline = t0 + args.timeout_min * 60
-        last_line, quiet_polls, next_day, last_day_index = "", 0, 0, args.days
+        progress = Progress(args.stall_min * 60)
+        last_line, quiet_polls, next_day, last_day_index, last_wait_note = "", 0, 0, args.days, 0.0
         closed = settled = False
-        while time.monotonic() < deadline:
+        stopped: str | None = None  # why the run ended before the loop had its say (shown on the chart)
+        while True:
+            now = time.monotonic()
+            if args.timeout_min is not None and now - t0 >= args.timeout_min * 60:
+                stopped = f"stopped by --timeout-min {args.timeout_min:g} after {(now - t0) / 60:.1f} min"
+                break
             # The source system's clock: day i+1 is delivered once day i's data_pipeline run is over.
             # Everything downstream follows from Assets and the drift monitor's own decisions.
             if next_day < last_day_index and pipeline_idle(stack):
@@ -182,22 +239,36 @@ def main(argv: list[str] | None = None) -> int:
                                      logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
                     next_day += 1
             counts = run_counts(stack)
+            progress.update(finished_tasks(stack), now)
             pipeline = counts.get("data_pipeline", {})
             done_days = sum(n for s, n in pipeline.items() if s in TERMINAL)
             active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
-            line = f"[{time.monotonic() - t0:5.0f}s] day {done_days}/{last_day_index} (last processed {latest_pipeline_day(stack)}) | {describe(counts)}"
+            line = f"[{now - t0:5.0f}s] day {done_days}/{last_day_index} (last processed {latest_pipeline_day(stack)}) | {describe(counts)}"
             if line.split("|", 1)[1] != last_line.split("|", 1)[-1]:
                 print(line, flush=True)
                 last_line = line
             quiet_polls = quiet_polls + 1 if (done_days >= last_day_index and active == 0) else 0
             if quiet_polls >= 3:
                 break
+            waiting = waiting_for(stack) or "no task is queued or running"
+            if progress.stalled(now):
+                stopped = (f"stalled: no Airflow task finished for {args.stall_min:g} min (--stall-min) after "
+                           f"day {next_day} was delivered; waiting for {waiting}")
+                print(stopped, flush=True)
+                break
+            if progress.quiet_for(now) >= 60 and now - last_wait_note >= 60:
+                delivered = first_day + dt.timedelta(days=next_day - 1) if next_day else None
+                print(f"[{now - t0:5.0f}s] no task finished for {progress.quiet_for(now) / 60:.1f} min "
+                      f"(stall limit {args.stall_min:g}); day {next_day} ({delivered}) delivered; "
+                      f"waiting for {waiting}", flush=True)
+                last_wait_note = now
             time.sleep(2)
-        else:
-            print(f"timed out after {args.timeout_min} minutes", flush=True)
+        if stopped is None and not settled:
+            stopped = (f"day budget spent: {args.days} days delivered (--days) "
+                       + ("before the new champion's live window matured" if closed else "before the loop closed"))
         # read while the stack runs: on services the MLflow server holds the model versions
         cfg = load_config(cfg_file)
-        table = loop_report.day_table(paths, cfg)
+        table = loop_report.day_table(paths, cfg, through=first_day + dt.timedelta(days=max(next_day - 1, 0)))
         moves = loop_report.promotions(paths, cfg)
         verdict = loop_report.loop_verdict(paths, cfg)
         healing = loop_report.healing_verdict(paths, cfg)
@@ -208,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\nAlias moves:")
     for m in moves:
         print(f"  {m['at']}  {m['action']:<13} v{m['from_version']} -> v{m['to_version']}  trigger={m.get('trigger_reason')}")
-    chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing)
-    summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing)
+    if stopped:
+        print(f"\nrun ended early: {stopped}")
+    chart = loop_report.plot(table, moves, cfg, paths.reports / "demo_loop.png", healing, stopped=stopped,
+                             verdict=verdict)
+    summary = loop_report.write_json(table, moves, verdict, paths.reports / "demo_loop.json", healing, stopped)
     elapsed = time.monotonic() - t0
     print(f"\nchart: {chart}\nsummary: {summary}\nAirflow/MLflow state kept in {paths.root} (browse with `make up PROFILE={profile}`)")
     print(f"demo took {elapsed / 60:.1f} min")

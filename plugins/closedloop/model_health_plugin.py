@@ -9,7 +9,10 @@ It shows, for the configured model:
 * the latest drift-monitor decisions, each linked to its Evidently report
   (`training.monitoring.decision_log.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
 * the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
-  an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server).
+  an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server);
+* the loop day by day as one picture (`/model-health/chart.png`): the same chart `make demo` writes to
+  `reports/demo_loop.png`, drawn server-side from the ledger and warehouse by
+  `training.monitoring.health_chart` (performance vs its floor, what the loop did, drift share vs threshold).
 
 Everything is read through `training/`, never with SQL of its own, so the page shows what the loop
 itself will act on. Each section fails on its own: a missing ledger or MLflow store shows a clear
@@ -33,7 +36,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ TEMPLATES = Path(__file__).resolve().parent / "model_health" / "templates"
 METRIC_ORDER = ("pr_auc", "roc_auc", "recall_at_precision", "precision_at_k", "log_loss", "brier")
 AUDIT_LIMIT = 25
 DRIFT_LIMIT = 15
+#: The chart shows the most recent days (a long-running deployment would otherwise squeeze them).
+CHART_DAYS = 60
 #: The cookie the Airflow UI keeps its JWT in (airflow.api_fastapi.auth.managers.base_auth_manager).
 AIRFLOW_TOKEN_COOKIE = "_token"
 
@@ -146,6 +151,7 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
         row["report_href"] = _drift_report_href(paths, row.get("report_path"))
     return {
         "model_name": name,
+        "primary_metric": cfg.model.primary_metric,
         "state_dir": str(paths.root),
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "status": status,
@@ -153,6 +159,20 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
         "drift": drift,
         "report": report,
     }
+
+
+def loop_chart(paths: Any, cfg: Any) -> Any:
+    """The loop's chart (a matplotlib Figure) for the last `CHART_DAYS` days, from the loop's own records."""
+    from training.monitoring import health_chart, loop_history
+
+    table = loop_history.day_table(paths, cfg).tail(CHART_DAYS).reset_index(drop=True)
+    return health_chart.draw(
+        table,
+        loop_history.promotions(paths, cfg),
+        cfg,
+        verdict=loop_history.loop_verdict(paths, cfg),
+        healing=loop_history.healing_verdict(paths, cfg),
+    )
 
 
 def _drift_report_href(paths: Any, report_path: str | None) -> str | None:
@@ -272,6 +292,19 @@ def create_app(runtime: Callable[[], tuple[Any, Any]] = _runtime) -> FastAPI:
     def status() -> dict[str, Any]:
         cfg, paths = runtime()
         return collect(paths, cfg)
+
+    @app.get("/chart.png")
+    def chart() -> Response:
+        from training.monitoring import health_chart
+
+        cfg, paths = runtime()
+        try:
+            image = health_chart.png(loop_chart(paths, cfg))
+        except Exception as exc:  # the page around it still renders; the image says why it is missing
+            log.warning("model-health chart failed: %s", exc, exc_info=True)
+            raise HTTPException(status_code=503, detail=f"the loop chart could not be drawn: "
+                                f"{type(exc).__name__}: {exc}") from None
+        return Response(image, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/reports/{relpath:path}")
     def report(relpath: str) -> FileResponse:

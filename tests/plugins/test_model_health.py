@@ -122,6 +122,38 @@ def test_page_shows_champion_challenger_history_drift_and_gate_report(populated)
     assert "KEEP CHAMPION" in text and "<table>" in html.split('id="gate-report"')[1]
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the PNG header (IHDR)."""
+    assert data[:8] == PNG, data[:40]
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_page_shows_the_loop_chart_drawn_from_the_ledger(populated) -> None:
+    """The page embeds chart.png: the demo's chart (training.monitoring.health_chart), drawn server-side
+    from this state's records - the recorded window's drift share is a bar on its day."""
+    paths, cfg, champion, _challenger, window, _decision = populated
+    client = _client(paths, cfg)
+    html = client.get("/").text
+    assert '<img id="loop-chart" src="chart.png"' in html and "The loop, day by day" in _text(html)
+    resp = client.get("/chart.png")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/png", resp.text
+    assert _png_size(resp.content) == (1400, 900)
+
+    fig = _plugin_module().loop_chart(paths, cfg)
+    perf_ax, loop_ax, drift_ax = fig.axes
+    assert "Loop not closed yet: the drift monitor never triggered a retrain" in fig._suptitle.get_text()
+    bars = {round(float(b.get_x() + b.get_width() / 2), 3): b.get_height() for b in drift_ax.containers[0]}
+    from matplotlib.dates import date2num
+
+    assert bars[round(float(date2num(window.window_end)), 3)] == pytest.approx(window.drift_share)
+    assert window.drift_share == pytest.approx(window.signal("data_drift").value)
+    floor = cfg.gates.floors[cfg.model.primary_metric]
+    assert any(set(line.get_ydata()) == {floor} for line in perf_ax.lines)  # the real floor, on its panel
+
+
 def test_drift_report_is_served_through_the_plugin_and_nothing_else_is(populated) -> None:
     paths, cfg, *_rest, window, _decision = populated
     client = _client(paths, cfg)
@@ -206,6 +238,9 @@ def test_fresh_install_renders_no_champion_yet(tmp_path: Path, base_config: Conf
     assert "No monitoring windows evaluated yet" in text
     assert "No gate decision yet" in text
     assert "Could not read" not in text
+    chart = _client(paths, base_config).get("/chart.png")  # an empty chart, not an error
+    assert chart.status_code == 200 and _png_size(chart.content) == (1400, 900)
+    assert _plugin_module().loop_chart(paths, base_config).axes[0].texts[0].get_text() == "no day has been processed yet"
 
 
 def test_a_broken_section_is_reported_in_place(tmp_path: Path, base_config: Config, monkeypatch) -> None:
@@ -217,6 +252,8 @@ def test_a_broken_section_is_reported_in_place(tmp_path: Path, base_config: Conf
     assert "Could not read the audit log: OperationalError" in text
     assert "Could not read the monitoring decisions: OperationalError" in text
     assert "No champion yet" in text  # the registry section still works
+    chart = _client(StatePaths(tmp_path / "s"), base_config).get("/chart.png")
+    assert chart.status_code == 503 and "the loop chart could not be drawn: OperationalError" in chart.json()["detail"]
 
 
 def test_markdown_report_cannot_inject_html() -> None:
@@ -235,6 +272,7 @@ def test_airflow_api_server_mounts_the_plugin_behind_login(
 
     client = TestClient(create_app())
     assert client.get("/model-health/").status_code == 401
+    assert client.get("/model-health/chart.png").status_code == 401
     password = SimpleAuthManager.get_passwords()["admin"]
     token = client.post("/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}

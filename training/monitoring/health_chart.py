@@ -41,7 +41,10 @@ def _num(x: Any) -> float | None:
 
 
 def scenario_onsets(cfg: Config) -> list[tuple[dt.date, str]]:
-    """The simulator's scenarios as (first day, kind): where the world was made to change."""
+    """The simulator's scenarios as (first day, kind): where the world was made to change (none for
+    a source that is not simulated)."""
+    if cfg.simulator is None:
+        return []
     start = cfg.simulator.start_date
     return [(start + dt.timedelta(days=s.from_day), s.kind) for s in cfg.simulator.scenarios]
 

@@ -96,7 +96,7 @@ def day_table(paths: StatePaths, cfg: Config, through: dt.date | None = None) ->
         days.add(through)
     if not days:
         return pd.DataFrame()
-    first = min(min(days), cfg.simulator.start_date)
+    first = min(min(days), cfg.start_date)
     last = max(days)
     rows = []
     for day in (first + dt.timedelta(days=i) for i in range((last - first).days + 1)):

@@ -3,7 +3,7 @@
 MLflow "models from code": `train` logs this file as the model's code, the fitted (calibrated)
 scikit-learn estimator as its artifact `estimator` and, as its model config, the version's own
 decision threshold and the decision words. So a caller in any process gets, per row, the
-calibrated fraud probability `score` and the `decision` at the version's threshold - without
+calibrated positive-class probability `score` and the `decision` at the version's threshold - without
 reading tags. `params={"threshold": t}` applies another threshold for one call (what-if analysis;
 closedloop's own scoring always uses the version's).
 

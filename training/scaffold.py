@@ -98,7 +98,7 @@ def guess_feed(name: str, frame: pd.DataFrame, *, prefer_id: str | None = None) 
     ident = keys[0] if keys else str(frame.columns[0])
     times = [c for c, t in types.items() if t == "timestamp"]
     named = [c for c in times if re.search(r"(ts|time|at|date)$", c)]
-    time = (named or times or [None])[0]
+    time = (named or times)[0] if times else None
     return Feed(name, types, nullable, ident, time, frozenset({ident, *([time] if time else [])}))
 
 

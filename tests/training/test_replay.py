@@ -51,6 +51,7 @@ def test_replayed_days_are_published_trained_scored_and_monitored_in_day_order(t
     days = [start + dt.timedelta(days=i) for i in range(5)]
     out = _cli(tmp_path, "replay", "--from", days[0].isoformat(), "--to", days[-1].isoformat())
     assert out.returncode == 0, out.stdout + out.stderr
+    print(out.stdout)  # the per-day lines, for whoever reads the test log
     lines = [line for line in out.stdout.splitlines() if line[:10] in {d.isoformat() for d in days}]
     assert [line[:10] for line in lines] == [d.isoformat() for d in days], out.stdout
     # day 1: nothing matured yet, so the train step says why it skipped and nothing is scored

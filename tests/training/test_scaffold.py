@@ -121,3 +121,11 @@ def test_check_contract_on_the_scaffold_reports_only_the_feature_todos(tmp_path)
     # sources, staging tests and marts agree with the contract; what is left is writing the features
     assert sorted(m.column for m in mismatches) == ["amount", "channel", "coupon", "items"], lines
     assert all("does not produce" in m.problem for m in mismatches), lines
+
+
+def test_a_sample_without_a_time_column_is_refused_with_what_to_do(tmp_path):
+    pd.DataFrame({"order_id": ["a", "b"], "amount": [1.0, 2.0]}).to_csv(tmp_path / "orders.csv", index=False)
+    run = _new_model("shop", "--sample", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "m"))
+    assert run.returncode == 1
+    assert "ScaffoldError" in run.stderr and "no timestamp column" in run.stderr, run.stderr
+    assert not (tmp_path / "m").exists()

@@ -47,6 +47,13 @@ test-services-e2e: env
 clean-state:
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py clean --profile $(PROFILE)
 
+# Scaffold a new model from a sample of its events: make new-model NAME=returns SAMPLE=orders.parquet
+# [LABELS=returns.parquet] [OUT=models/returns] (python -m training new-model --help; existing files are kept).
+.PHONY: new-model
+new-model: env
+	@test -n "$(NAME)" -a -n "$(SAMPLE)" || (echo "usage: make new-model NAME=<name> SAMPLE=<file> [LABELS=<file>] [OUT=<dir>]"; exit 2)
+	$(PY) -m training new-model $(NAME) --sample $(SAMPLE) $(if $(LABELS),--labels-sample $(LABELS)) $(if $(OUT),--out $(OUT))
+
 # --- local development stack (scripts/dev_stack.py; README "Local development stack") ---
 # Debian packages the UI and compose tests need; installed with apt-get only when missing. A machine
 # where they cannot be installed still runs `make test`: those tests then skip and say why.

@@ -421,6 +421,35 @@ def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
     )
 
 
+@command(
+    "replay",
+    "run days through the whole loop in-process (land ... publish, train when due, infer, drift), "
+    "deciding as the DAGs do; one line per day",
+    arg("--from", dest="start", type=_date, required=True, help="first day (YYYY-MM-DD)"),
+    arg("--to", dest="end", type=_date, required=True, help="last day, inclusive (YYYY-MM-DD)"),
+)
+def _replay(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.replay import replay
+
+    replay(ctx.paths, ctx.cfg, ns.start, ns.end, log=lambda line: print(line, flush=True))
+    return None
+
+
+@command(
+    "new-model",
+    "scaffold a model from a sample file: config with a contract, dbt staging/mart stubs, suite files",
+    arg("name", help="model name (an identifier)"),
+    arg("--sample", type=Path, required=True, help="a Parquet or CSV sample of the events feed"),
+    arg("--labels-sample", type=Path, default=None, help="a Parquet or CSV sample of the labels feed"),
+    arg("--out", type=Path, default=None, help="output folder (default: models/<NAME>/); existing files are kept"),
+    needs=frozenset(),
+)
+def _new_model(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.scaffold import scaffold
+
+    return scaffold(ns.name, ns.sample, ns.labels_sample, ns.out)
+
+
 @command("status", "show @champion and @challenger with lineage and holdout metrics")
 def _status(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.model import registry, tracking

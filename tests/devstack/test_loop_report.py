@@ -127,7 +127,7 @@ def story(state: StatePaths, base_config: Config, monkeypatch: pytest.MonkeyPatc
     from training.monitoring import retrain_deferral
     from training.storage.ledger import engine, ensure_tables
 
-    cfg = with_overrides(base_config, simulator={
+    cfg = with_overrides(base_config, contract={"start_date": D0.isoformat()}, simulator={
         "start_date": D0.isoformat(), "scenarios": [{"kind": "fraud_mechanism_shift", "from_day": SHIFT_DAY}]})
     metric = cfg.model.primary_metric
     monkeypatch.setattr(loop_history, "promotions", lambda paths, cfg: [

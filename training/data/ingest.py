@@ -408,8 +408,11 @@ def readmit_held_labels(paths: StatePaths, cfg: Config, day: dt.date | None = No
     with warehouse.transaction(paths) as con:
         for delivered, rows in candidates.items():
             rows = rows[rows[lab.event_id].astype(str).isin(event_time)]
+            if rows.empty:
+                continue
             reported = pd.to_datetime(rows[lab.reported_at], errors="coerce")
-            rows = rows[reported >= rows[lab.event_id].astype(str).map(event_time)]  # never a label before its event
+            happened = pd.to_datetime(rows[lab.event_id].astype(str).map(event_time))
+            rows = rows[(reported >= happened).to_numpy()]  # never a label before its event
             rows = rows[~rows[lab.id].astype(str).isin(already_ids)]
             if rows.empty:
                 continue

@@ -314,8 +314,8 @@ def test_a_dropped_day_lands_versioned_and_passes_the_door(state: StatePaths, sm
     assert cfg.simulator is None
 
     landed = ingest.land(state, cfg, day)
-    assert landed.transactions.rows == len(delivered["transactions"]) > 0
-    versioned = pd.read_parquet(versioning.open_version(state, landed.transactions.md5))  # real DVC cache
+    assert landed.events.rows == len(delivered["transactions"]) > 0
+    versioned = pd.read_parquet(versioning.open_version(state, landed.events.md5))  # real DVC cache
     pd.testing.assert_frame_equal(versioned.drop(columns="batch_date"), delivered["transactions"])
 
     admitted = admission.admit(state, cfg, landed)

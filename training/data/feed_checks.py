@@ -210,9 +210,10 @@ def _labels_before_events(
     paths: StatePaths, contract: DataContract, frame: pd.DataFrame, day: dt.date
 ) -> dict[str, Any] | None:
     lab, ev = contract.labels, contract.events
-    if lab.event_id not in frame.columns or lab.reported_at not in frame.columns:
+    if lab.event_id not in frame.columns or lab.reported_at not in frame.columns or lab.id not in frame.columns:
         return None
     labels = pd.DataFrame({
+        "label_id": frame[lab.id].astype(str),
         "event_id": frame[lab.event_id].astype(str),
         "reported_at": pd.to_datetime(frame[lab.reported_at], errors="coerce"),
     }).dropna()
@@ -221,7 +222,7 @@ def _labels_before_events(
     early = joined[joined["reported_at"] < joined["event_time"]]
     if early.empty:
         return None
-    ids = sorted(early["event_id"].unique())
+    ids = sorted(early["label_id"].unique())  # rows are named by the labels feed's own id
     return {
         "expectation": LABEL_BEFORE_EVENT, "column": lab.reported_at,
         "details": f"{len(early)} labels reported before their event's {ev.time} (e.g. {', '.join(ids[:3])})",

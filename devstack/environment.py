@@ -137,7 +137,7 @@ def airflow_env(
         "AIRFLOW__API__HOST": ports.host,
         "AIRFLOW__API__PORT": str(ports.airflow),
         "AIRFLOW__API__BASE_URL": api,
-        # tasks reach the API server here; it must follow the port (DESIGN.md)
+        # tasks reach the API server here; it must follow the port (docs/architecture.md)
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
         "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],

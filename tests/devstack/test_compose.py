@@ -162,7 +162,7 @@ def test_airflow_services_share_the_settings_table_and_the_services_profile(rend
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
         assert set(POSTGRES_ENV_VARS) <= set(env), sorted(set(POSTGRES_ENV_VARS) - set(env))
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-        # the execution API URL follows the API server's port (DESIGN.md)
+        # the execution API URL follows the API server's port (docs/architecture.md)
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"http://airflow-api-server:{env['AIRFLOW__API__PORT']}/execution/"
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/closedloop/dags"
         assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/closedloop/plugins"

@@ -20,6 +20,8 @@ from training.settings import CONFIG_ENV_VAR, settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "closedloop.yaml"
+#: A deployment of several models keeps one config per model here unless CLOSEDLOOP_MODELS_DIR says otherwise.
+DEFAULT_MODELS_DIR = PROJECT_ROOT / "config" / "models"
 
 
 class ConfigError(ClosedloopError, ValueError):
@@ -437,9 +439,29 @@ class ExecutionSpec(_Strict):
         return self.resources.get(stage) or _default_pod_resources()[stage]
 
 
+class ProjectSpec(_Strict):
+    """Where the model's own files live: its dbt project and its expectation suites.
+
+    Relative paths are taken from the repository root (so a config copied into a state directory,
+    as the demo does, still finds them); absolute paths are used as given.
+    """
+
+    dbt_dir: Path = Path("dbt_project")
+    expectations_dir: Path = Path("include/expectations")
+
+    @property
+    def dbt_path(self) -> Path:
+        return self.dbt_dir if self.dbt_dir.is_absolute() else PROJECT_ROOT / self.dbt_dir
+
+    @property
+    def expectations_path(self) -> Path:
+        return self.expectations_dir if self.expectations_dir.is_absolute() else PROJECT_ROOT / self.expectations_dir
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
+    project: ProjectSpec = ProjectSpec()
     simulator: SimulatorSpec | None = None  # only for `contract.source.kind: simulator`
     windows: WindowSpec
     training: TrainingSpec
@@ -505,9 +527,40 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         ) from None
 
 
+def models_dir() -> Path:
+    """The folder of a several-model deployment's configs (`$CLOSEDLOOP_MODELS_DIR`, else config/models)."""
+    return settings().models_dir or DEFAULT_MODELS_DIR
+
+
+def model_names(folder: Path | None = None) -> list[str]:
+    """The models a folder of configs declares: one `<model>.yaml` each, sorted."""
+    return sorted(p.stem for p in (folder or models_dir()).glob("*.yaml"))
+
+
+def model_config_path(model: str) -> Path:
+    """The config file of `model` in the deployment's models folder; a clear error if there is none."""
+    path = models_dir() / f"{model}.yaml"
+    if not path.is_file():
+        known = ", ".join(model_names()) or "none"
+        raise ConfigError(
+            f"no config for model {model!r}: {path} does not exist (models in {models_dir()}: {known}); "
+            f"add {model}.yaml there or fix CLOSEDLOOP_MODEL / --model"
+        )
+    return path
+
+
+def active_config_path() -> Path:
+    """The config this process acts on: its model's file in a several-model deployment, else
+    `$CLOSEDLOOP_CONFIG`, else config/closedloop.yaml."""
+    model = settings().model
+    if model:
+        return model_config_path(model)
+    return settings().config or DEFAULT_CONFIG_PATH
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate the YAML config (`$CLOSEDLOOP_CONFIG` or config/closedloop.yaml)."""
-    cfg_path = Path(path or settings().config or DEFAULT_CONFIG_PATH)
+    """Load and validate the YAML config (see `active_config_path` for the default)."""
+    cfg_path = Path(path or active_config_path())
     if not cfg_path.is_file():
         raise ConfigError(f"config file not found: {cfg_path} (set {CONFIG_ENV_VAR} or pass a path)")
     try:
@@ -517,7 +570,13 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {cfg_path} must hold a mapping at the top level")
-    return parse_config(data, str(cfg_path))
+    cfg = parse_config(data, str(cfg_path))
+    if cfg_path.parent.resolve() == models_dir().resolve() and cfg.model.name != cfg_path.stem:
+        raise ConfigError(
+            f"{cfg_path} declares model.name {cfg.model.name!r}: in a models folder the file is named "
+            f"after its model (rename it to {cfg.model.name}.yaml, or fix model.name)"
+        )
+    return cfg
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:

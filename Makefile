@@ -76,8 +76,10 @@ compose-deps:
 # Airflow UI + scheduler + dag-processor + triggerer (+ 2 Celery workers on PROFILE=services), MLflow
 # UI and the dbt docs site on localhost, in the background (pid files and logs under $(STATE)/devstack).
 # Ports: CLOSEDLOOP_AIRFLOW_PORT, CLOSEDLOOP_MLFLOW_PORT, CLOSEDLOOP_DBT_DOCS_PORT (8080, 5000, 8081).
+# Several models in one stack: make up MODELS=config/models (one <model>.yaml each; embedded profile).
+MODELS ?=
 up: env
-	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py up --profile $(PROFILE)
+	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py up --profile $(PROFILE) $(if $(MODELS),--models $(MODELS))
 
 down:
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py down

@@ -29,7 +29,7 @@ from devstack.services import (
 from training import stack_env
 from training.deployment import deployment_models, pool_name
 from training.paths import StatePaths
-from training.settings import CONFIG_ENV_VAR, Settings
+from training.settings import Settings
 
 
 def postgres_databases(environ: Mapping[str, str]) -> list[str]:
@@ -160,8 +160,8 @@ def record_stack_env(paths: StatePaths, environ: Mapping[str, str]) -> None:
     if profile == "services":
         env = dict(environ)
         env["CLOSEDLOOP_REDIS_URL"] = env.get("AIRFLOW__CELERY__BROKER_URL") or env.get("CLOSEDLOOP_REDIS_URL", "")
-    else:  # everything lives in the state dir: only the config is worth recording
-        env = {k: v for k, v in environ.items() if k == CONFIG_ENV_VAR}
+    else:  # everything lives in the state dir: only what it runs (the config, or the models' folder) is worth recording
+        env = {k: v for k, v in environ.items() if k in stack_env.RUN_VARS}
     stack_env.record(paths, profile, env)
 
 
@@ -177,4 +177,5 @@ def run_init(environ: Mapping[str, str] | None = None) -> None:
     _airflow_metadata(paths, env)
     for model in deployment_models():  # every model's manifest: its DAGs render their dbt tasks from it
         build_dbt_docs(StatePaths.for_model(model).ensure(), Settings.from_env(env).dbt_target, model)
-    print(f"init done: metadata DB, admin password, pool {WAREHOUSE_POOL[0]}, connections, dbt manifest + docs", flush=True)
+    pools = ", ".join(pool_name(m, WAREHOUSE_POOL[0]) for m in deployment_models())
+    print(f"init done: metadata DB, admin password, pool {pools}, connections, dbt manifest + docs", flush=True)

@@ -24,7 +24,15 @@ import time
 from devstack.airflow_api import http_ok
 from devstack.bootstrap import run_init
 from devstack.docs_server import serve_dbt_docs
-from devstack.environment import Ports, airflow_env, export_lines, recorded_environ, stack_config
+from devstack.environment import (
+    Ports,
+    airflow_env,
+    export_lines,
+    recorded_environ,
+    recorded_models_env,
+    stack_config,
+    stack_models_dir,
+)
 from devstack.services import (
     DBT_DOCS_HOST_ENV_VAR,
     DBT_DOCS_PORT_ENV_VAR,
@@ -39,8 +47,9 @@ from devstack.services import (
 )
 from devstack.supervisor import _recorded_ports, alive, attach, recorded_profile, start_stack, stop_services
 from training import stack_env
+from training.config import model_names
 from training.paths import StatePaths
-from training.settings import CONFIG_ENV_VAR
+from training.settings import CONFIG_ENV_VAR, MODELS_DIR_ENV_VAR
 
 
 def _cmd_up(ns: argparse.Namespace) -> int:
@@ -55,10 +64,16 @@ def _cmd_up(ns: argparse.Namespace) -> int:
         print(f"stopped leftovers: {', '.join(stopped)}")
     ports = Ports.from_env()
     config, why = stack_config(paths, os.environ)
+    models, models_why = stack_models_dir(paths, os.environ, ns.models, profile)
+    extra = {CONFIG_ENV_VAR: str(config)}
     t0 = time.monotonic()
-    print(f"starting the dev stack ({profile} profile) in {paths.root} (init: metadata DB, dbt docs; then the services) ...\n"
-          f"config: {config} ({why})", flush=True)
-    stack = start_stack(paths, ports, profile=profile, extra_env={CONFIG_ENV_VAR: str(config)})
+    print(f"starting the dev stack ({profile} profile) in {paths.root} (init: metadata DB, dbt docs; then the services) ...", flush=True)
+    if models is None:
+        print(f"config: {config} ({why})", flush=True)
+    else:  # each model's DAGs, pools, state and dbt manifest (docs/architecture.md, "Several models per deployment")
+        extra[MODELS_DIR_ENV_VAR] = str(models)
+        print(f"models: {', '.join(model_names(models))} from {models} ({models_why})", flush=True)
+    stack = start_stack(paths, ports, profile=profile, extra_env=extra)
     try:
         stack.wait_healthy(timeout_s=ns.timeout)
     except DevStackError:
@@ -93,6 +108,7 @@ def _cmd_env(ns: argparse.Namespace) -> int:
     ports = _recorded_ports(paths) or Ports.from_env()
     env = airflow_env(paths, ports, profile, recorded_environ(paths))
     env[CONFIG_ENV_VAR] = str(stack_config(paths, os.environ)[0])
+    env.update(recorded_models_env(paths))  # a several-model stack: the airflow CLI parses its DAGs the same way
     # the stack's programs (`airflow`, `mlflow`) come from this virtualenv, as the services' do
     venv_bin = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
@@ -159,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the stack in the background and wait until healthy")
     up.add_argument("--timeout", type=float, default=300)
+    up.add_argument("--models", default=None, metavar="DIR",
+                    help="a folder of <model>.yaml configs: one stack runs every model's DAGs (ids <model>__...; "
+                         "default $CLOSEDLOOP_MODELS_DIR, else the folder this state dir's stack last ran)")
     up.add_argument("--profile", choices=PROFILES, default=os.environ.get("CLOSEDLOOP_PROFILE") or "embedded",
                     help="embedded (SQLite, DuckDB, LocalExecutor) or services (PostgreSQL, Redis + Celery, MLflow server)")
     sub.add_parser("down", help="stop the stack of $CLOSEDLOOP_HOME")

@@ -92,9 +92,9 @@ def latest_pipeline_day(stack: Stack) -> str | None:
     return rows[0][0].removeprefix("day__") if rows and rows[0][0] else None
 
 
-def pipeline_idle(stack: Stack) -> bool:
-    """No data_pipeline run is queued or running."""
-    rows = _query(stack, "select count(*) from dag_run where dag_id = 'data_pipeline' and state in ('queued', 'running')")
+def pipeline_idle(stack: Stack, dag_id: str = "data_pipeline") -> bool:
+    """No run of the pipeline `dag_id` (a model's `<model>__data_pipeline` beside others) is queued or running."""
+    rows = _query(stack, f"select count(*) from dag_run where dag_id = '{dag_id}' and state in ('queued', 'running')")
     return rows is not None and rows[0][0] == 0
 
 

@@ -30,10 +30,10 @@ from devstack.services import (
     check_profile,
 )
 from training import stack_env
-from training.config import DEFAULT_CONFIG_PATH
+from training.config import DEFAULT_CONFIG_PATH, model_names
 from training.outages import MLFLOW_RETRY_DEFAULTS
 from training.paths import StatePaths
-from training.settings import CONFIG_ENV_VAR, MLFLOW_UI_ENV_VAR
+from training.settings import CONFIG_ENV_VAR, MLFLOW_UI_ENV_VAR, MODEL_ENV_VAR, MODELS_DIR_ENV_VAR
 
 #: The merged config `make demo` writes into the state dir (devstack.demo.demo_config_file).
 DEMO_CONFIG_FILE = "demo_config.yaml"
@@ -44,6 +44,8 @@ _NOT_INHERITED = {
     "AIRFLOW_HOME", "AIRFLOW_CONFIG", "CLOSEDLOOP_HOME", "CLOSEDLOOP_DBT_MANIFEST", "MLFLOW_HOST", "MLFLOW_PORT",
     # chosen by the profile, never by whoever started the stack
     "MLFLOW_TRACKING_URI", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_DBT_TARGET", "CLOSEDLOOP_PG_DBNAME",
+    # what the stack runs is chosen by `up --models` / the caller's extra_env; a task picks its model itself
+    MODELS_DIR_ENV_VAR, MODEL_ENV_VAR,
 }
 
 
@@ -218,6 +220,42 @@ def stack_config(paths: StatePaths, environ: Mapping[str, str]) -> tuple[Path, s
     if demo.is_file():
         return demo, "written by `make demo` into the state dir"
     return DEFAULT_CONFIG_PATH, "the project's default"
+
+
+def stack_models_dir(
+    paths: StatePaths, environ: Mapping[str, str], given: str | Path | None = None, profile: Profile = "embedded"
+) -> tuple[Path | None, str]:
+    """The folder of model configs a stack of `paths` runs (None: one model), and why: `given`
+    (`up --models`, `make up MODELS=`) if set, else `CLOSEDLOOP_MODELS_DIR`, else the folder the state
+    dir's stack last ran with (its state is laid out per model). Checked here, before anything starts:
+    the folder holds `<model>.yaml` files, and several models run on the embedded profile only."""
+    rec = (stack_env.recorded(paths) or {}).get("env") or {}
+    if given is not None and str(given).strip():
+        folder, why = Path(given), "--models / MODELS= given"
+    elif (environ.get(MODELS_DIR_ENV_VAR) or "").strip():
+        folder, why = Path(environ[MODELS_DIR_ENV_VAR]), f"{MODELS_DIR_ENV_VAR} is set"
+    elif rec.get(MODELS_DIR_ENV_VAR):
+        folder, why = Path(rec[MODELS_DIR_ENV_VAR]), f"the models this state dir's stack last ran ({stack_env.record_file(paths)})"
+    else:
+        return None, "one model"
+    folder = folder.resolve()
+    names = model_names(folder) if folder.is_dir() else []
+    if not names:
+        raise DevStackError(f"{folder} ({why}) holds no <model>.yaml: put one config per model there "
+                            "(e.g. config/models), or start one model without MODELS=")
+    if check_profile(profile) == "services" and len(names) > 1:
+        raise DevStackError(
+            f"{len(names)} models in {folder} on the services profile: their raw/ml/published schemas would share "
+            "one PostgreSQL warehouse. Run several models on the embedded profile (one DuckDB file each), or one "
+            "services stack per model (its own CLOSEDLOOP_HOME and CLOSEDLOOP_CONFIG)"
+        )
+    return folder, why
+
+
+def recorded_models_env(paths: StatePaths) -> dict[str, str]:
+    """`CLOSEDLOOP_MODELS_DIR` of the state dir's stack if it ran several models (for `env`, `attach`)."""
+    folder = ((stack_env.recorded(paths) or {}).get("env") or {}).get(MODELS_DIR_ENV_VAR)
+    return {MODELS_DIR_ENV_VAR: str(folder)} if folder else {}
 
 
 def recorded_environ(paths: StatePaths, environ: Mapping[str, str] | None = None) -> dict[str, str]:

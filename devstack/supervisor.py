@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from devstack.airflow_api import get_json, get_token, http_ok
-from devstack.environment import Ports, airflow_env, inherited_env, service_env
+from devstack.environment import Ports, airflow_env, inherited_env, recorded_models_env, service_env
 from devstack.services import (
     ADMIN_USER,
     AIRFLOW_COMPONENTS,
@@ -42,6 +42,7 @@ from devstack.services import (
     resolve_argv,
 )
 from training.paths import StatePaths
+from training.settings import MODELS_DIR_ENV_VAR
 
 
 def devstack_dir(paths: StatePaths) -> Path:
@@ -82,6 +83,14 @@ class Stack:
     @property
     def model_health_url(self) -> str:
         return f"{self.url}/plugin/model-health"
+
+    @property
+    def models(self) -> list[str]:
+        """The models of a several-model stack (`CLOSEDLOOP_MODELS_DIR`), else none."""
+        from training.config import model_names
+
+        folder = self.env.get(MODELS_DIR_ENV_VAR)
+        return model_names(Path(folder)) if folder else []
 
     @property
     def airflow_db(self) -> Path:
@@ -249,10 +258,10 @@ class Stack:
     def describe(self) -> str:
         lines = [f"closedloop dev stack, {self.profile} profile (state {self.paths.root})"]
         if any(s in AIRFLOW_COMPONENTS for s in self.services):
-            lines += [
-                f"  Airflow UI    {self.url}    login: {self.user} / {self.password}",
-                f"  Model health  {self.model_health_url}",
-            ]
+            lines.append(f"  Airflow UI    {self.url}    login: {self.user} / {self.password}")
+            lines.append(f"  Model health  {self.model_health_url}")
+            if self.models:  # the page lists them; /model-health/?model=<m> opens one directly
+                lines.append(f"  Models        {', '.join(self.models)} (DAG ids <model>__data_pipeline, ...)")
         workers = [s for s in self.services if s in CELERY_WORKERS]
         if workers:
             b = self.backends
@@ -356,7 +365,8 @@ def attach(paths: StatePaths, ports: Ports | None = None) -> Stack:
     ports = ports or _recorded_ports(paths) or Ports.from_env()
     profile = recorded_profile(paths)
     services = tuple(s for s in LONG_RUNNING if _read_pid(paths, s) is not None)
-    return Stack(paths=paths, ports=ports, env={**inherited_env(os.environ), **airflow_env(paths, ports, profile)},
+    env = {**inherited_env(os.environ), **airflow_env(paths, ports, profile), **recorded_models_env(paths)}
+    return Stack(paths=paths, ports=ports, env=env,
                  services=services, profile=profile)
 
 

@@ -501,6 +501,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _require_model_of_several(ns: argparse.Namespace) -> None:
+    """In a several-model deployment a stage acts for one model: without `--model` it would act on the
+    deployment's root state and the default config, which no model's DAGs use."""
+    from training.config import model_names, models_dir
+
+    s = settings()
+    if s.models_dir is not None and not s.model and ns.config is None and ns.command != "new-model":
+        raise ConfigError(
+            f"this deployment runs several models ({', '.join(model_names()) or 'none'} in {models_dir()}): "
+            "pass --model <model> (or set CLOSEDLOOP_MODEL)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -520,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if applied:
             print(f"note: using what the dev stack of {paths.root} recorded ({', '.join(applied)}; "
                   f"{stack_env.record_file(paths)}); set them to choose otherwise", file=sys.stderr)
+        _require_model_of_several(ns)
         cfg = load_config(ns.config)
         wait_s = outages.wait_budget_s()
     except (ConfigError, SettingsError) as exc:  # the deployment, not the stage, is misconfigured

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from training.paths import StatePaths
-from training.settings import CONFIG_ENV_VAR, DBT_TARGET_ENV_VAR, OPS_DB_ENV_VAR, TRACKING_URI_ENV_VAR
+from training.settings import (
+    CONFIG_ENV_VAR,
+    DBT_TARGET_ENV_VAR,
+    MODELS_DIR_ENV_VAR,
+    OPS_DB_ENV_VAR,
+    TRACKING_URI_ENV_VAR,
+)
 
 #: Variables that choose the backends (the services profile sets them together).
 BACKEND_VARS = (
@@ -27,8 +33,13 @@ BACKEND_VARS = (
 PASSWORD_VAR = "CLOSEDLOOP_PG_PASSWORD"
 
 
+#: What the stack runs (its files' paths are recorded resolved): the config, or a folder of model configs.
+RUN_VARS = (CONFIG_ENV_VAR, MODELS_DIR_ENV_VAR)
+
+
 def record_file(paths: StatePaths) -> Path:
-    return paths.root / "devstack" / "stack_env.json"
+    """One record per deployment: a model's paths (several models) find it in the deployment's root."""
+    return paths.shared / "devstack" / "stack_env.json"
 
 
 def record(paths: StatePaths, profile: str, environ: Mapping[str, str]) -> Path:
@@ -36,8 +47,9 @@ def record(paths: StatePaths, profile: str, environ: Mapping[str, str]) -> Path:
     from training.outages import safe_url
 
     env = {k: safe_url(environ[k]) for k in BACKEND_VARS if environ.get(k)}
-    if environ.get(CONFIG_ENV_VAR):
-        env[CONFIG_ENV_VAR] = str(Path(environ[CONFIG_ENV_VAR]).resolve())
+    for var in RUN_VARS:
+        if environ.get(var):
+            env[var] = str(Path(environ[var]).resolve())
     file = record_file(paths)
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps({"profile": profile, "env": env, "pg_password": bool(environ.get(PASSWORD_VAR))}, indent=2))
@@ -59,7 +71,7 @@ def looks_like_services(paths: StatePaths) -> bool:
     if rec is not None:
         return rec.get("profile") == "services"
     try:
-        return (paths.root / "devstack" / "profile").read_text().strip() == "services"
+        return (paths.shared / "devstack" / "profile").read_text().strip() == "services"
     except OSError:
         return False
 
@@ -79,6 +91,10 @@ def apply(paths: StatePaths, environ: MutableMapping[str, str], *, config_given:
     if env.get(CONFIG_ENV_VAR) and not config_given and not environ.get(CONFIG_ENV_VAR):
         environ[CONFIG_ENV_VAR] = env[CONFIG_ENV_VAR]
         applied.append(CONFIG_ENV_VAR)
+    # a several-model stack: `--model <m>` finds <m>.yaml in the folder the stack runs
+    if env.get(MODELS_DIR_ENV_VAR) and not environ.get(MODELS_DIR_ENV_VAR):
+        environ[MODELS_DIR_ENV_VAR] = env[MODELS_DIR_ENV_VAR]
+        applied.append(MODELS_DIR_ENV_VAR)
     backends = {k: v for k, v in env.items() if k in BACKEND_VARS}
     if backends and not any(environ.get(k) for k in (TRACKING_URI_ENV_VAR, OPS_DB_ENV_VAR, DBT_TARGET_ENV_VAR)):
         password = environ.get(PASSWORD_VAR)

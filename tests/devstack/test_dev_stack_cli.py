@@ -158,3 +158,103 @@ def test_clean_with_postgresql_down_removes_nothing_and_says_how_to_start_it(tmp
     assert out.returncode == 1
     assert f"PostgreSQL at postgres@127.0.0.1:{port} does not answer" in out.stderr and "pg_ctlcluster" in out.stderr
     assert paths.root.is_dir()
+
+
+# --------------------------------------------------------------------------------------------
+# several models in one stack (`make up MODELS=config/models`)
+# --------------------------------------------------------------------------------------------
+
+
+def _models_folder(tmp_path: Path, *names: str) -> Path:
+    import yaml
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    for name in names:
+        data["model"]["name"] = name
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+def test_the_models_a_stack_runs_are_checked_recorded_and_found_again(tmp_path):
+    from devstack.environment import inherited_env, stack_models_dir
+    from devstack.services import DevStackError
+
+    paths = StatePaths(tmp_path / "state").ensure()
+    folder = _models_folder(tmp_path, "card_fraud", "card_fraud_eu")
+    assert stack_models_dir(paths, {}) == (None, "one model")
+    assert stack_models_dir(paths, {}, str(folder))[0] == folder
+    assert stack_models_dir(paths, {"CLOSEDLOOP_MODELS_DIR": str(folder)})[0] == folder
+    with pytest.raises(DevStackError, match="holds no <model>.yaml"):
+        stack_models_dir(paths, {}, tmp_path / "nothing")
+    with pytest.raises(DevStackError, match="2 models .* on the services profile"):
+        stack_models_dir(paths, {}, folder, "services")
+    # the init records the folder, so the next `make up` (and the CLIs) run the same models
+    record_stack_env(paths, {"CLOSEDLOOP_CONFIG": str(DEFAULT_CONFIG_PATH), "CLOSEDLOOP_MODELS_DIR": str(folder),
+                             "AIRFLOW__CORE__EXECUTOR": "x"})
+    assert stack_env.recorded(paths)["env"]["CLOSEDLOOP_MODELS_DIR"] == str(folder)
+    found, why = stack_models_dir(paths, {})
+    assert found == folder and "last ran" in why
+    # the model of a task or a shell never leaks into a service: the stack chooses what it runs
+    assert inherited_env({"CLOSEDLOOP_MODEL": "x", "CLOSEDLOOP_MODELS_DIR": "y", "PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_env_and_the_training_cli_find_a_several_model_stacks_models(tmp_path):
+    paths = StatePaths(tmp_path / "state").ensure()
+    folder = _models_folder(tmp_path, "card_fraud", "card_fraud_eu")
+    record_stack_env(paths, {"CLOSEDLOOP_MODELS_DIR": str(folder), "AIRFLOW__CORE__EXECUTOR": "x"})
+    out = _dev_stack(paths.root, "env")
+    assert out.returncode == 0 and f"export CLOSEDLOOP_MODELS_DIR={folder}" in out.stdout, out.stderr
+    cli = [sys.executable, "-m", "training"]
+    ran = subprocess.run([*cli, "--model", "card_fraud_eu", "audit"], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, env={**_cli_env(paths.root)})
+    assert ran.returncode == 0, ran.stderr
+    # the ledger it read is the model's own, in <home>/models/<model>/
+    assert "CLOSEDLOOP_MODELS_DIR" in ran.stderr and "'card_fraud_eu'" in ran.stderr
+    assert str(paths.root / "models" / "card_fraud_eu") in ran.stderr
+    unnamed = subprocess.run([*cli, "audit"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                             env=_cli_env(paths.root))
+    assert unnamed.returncode == 2
+    assert "several models (card_fraud, card_fraud_eu" in unnamed.stderr and "--model" in unnamed.stderr
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOSEDLOOP_", "MLFLOW_"))}
+    return {**env, "CLOSEDLOOP_HOME": str(home), "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+
+
+def test_the_dbt_docs_site_serves_each_models_docs(tmp_path):
+    import threading
+    import urllib.error
+    import urllib.request
+    from http.server import ThreadingHTTPServer
+
+    from devstack.docs_server import models_handler
+
+    sites = {}
+    for model in ("card_fraud", "loans"):
+        sites[model] = tmp_path / model / "target"
+        sites[model].mkdir(parents=True)
+        (sites[model] / "index.html").write_text(f"docs of {model}")
+    (tmp_path / "secret.txt").write_text("not served")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), models_handler(sites, tmp_path / "none"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    try:
+        status, index = get("/")
+        assert status == 200 and 'href="card_fraud/"' in index and 'href="loans/"' in index
+        assert get("/loans/") == (200, "docs of loans")
+        assert get("/card_fraud/index.html") == (200, "docs of card_fraud")
+        assert get("/loans/../../secret.txt")[0] == 404 and get("/other/")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,199 @@
+"""Two models in one deployment under the real Airflow scheduler (`make up MODELS=...`, shortened).
+
+One embedded stack (api-server, scheduler, dag-processor, triggerer) runs a folder of two model
+configs: every DAG file builds its DAG once per model (`<model>__data_pipeline`, ...). The test is
+only the source systems' clock: it delivers a few days to each model's `<model>__data_pipeline`
+through the REST API; Assets do the rest. For each model it asserts: its days published, its own
+`<model>__train_model` promoted a first champion (audit log + registry alias), its own
+`<model>__batch_inference` scored with that champion, its warehouse holds only its own tables, and
+the model-health API of the real api-server reports that champion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.airflow_api import get_json, get_token, trigger_via_rest
+from devstack.demo import Progress, demo_config_file, finished_tasks, pipeline_idle, run_counts, waiting_for
+from devstack.environment import Ports, free_port
+from devstack.services import RUNTIME_SERVICES
+from devstack.supervisor import Stack, start_stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+#: Days delivered to each model: enough for a first champion (the demo's windows: 2 training days,
+#: 1 validation, 1 holdout, labels mature after 2) and a few days scored by it.
+DAYS = 8
+DAG_NAMES = ("data_pipeline", "train_model", "batch_inference", "drift_monitor", "rollback_champion")
+#: No Airflow task finished for this long: the loop is stuck, not slow (the test says what it waits for).
+STALL_S = 15 * 60
+#: Everything delivered and no run queued or running for this long: the Assets have nothing left to trigger.
+QUIET_S = 20
+
+
+def _card_fraud_configs(tmp_path: Path, models: Path) -> dict[str, dict[str, Any]]:
+    """The card-fraud example, small (the demo's windows), and a renamed copy with its own published table."""
+    scratch = tmp_path / "configs"
+    scratch.mkdir()
+    overrides = scratch / "small.yaml"
+    overrides.write_text("simulator:\n  transactions_per_day: 3000\n  n_customers: 1000\n  n_merchants: 200\n")
+    from training.paths import StatePaths
+
+    merged, _ = demo_config_file(StatePaths(scratch), DAYS, overrides)
+    data = yaml.safe_load(merged.read_text())
+    (models / "card_fraud.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    copy = yaml.safe_load(merged.read_text())
+    copy["model"]["name"] = "card_fraud_eu"
+    copy["contract"]["marts"]["published"] = "published.eu_features"
+    copy["simulator"]["seed"] = 4242
+    (models / "card_fraud_eu.yaml").write_text(yaml.safe_dump(copy, sort_keys=False))
+    return {"card_fraud": data, "card_fraud_eu": copy}
+
+
+def test_two_models_each_close_their_first_loop_in_one_deployment(tmp_path, monkeypatch):
+    t0 = time.monotonic()
+    for key in list(os.environ):
+        if key.startswith(("CLOSEDLOOP_", "AIRFLOW", "MLFLOW_")):
+            monkeypatch.delenv(key)
+    state, models = tmp_path / "state", tmp_path / "models"
+    models.mkdir()
+    configs = _card_fraud_configs(tmp_path, models)
+    monkeypatch.setenv("CLOSEDLOOP_HOME", str(state))
+    monkeypatch.setenv("CLOSEDLOOP_MODELS_DIR", str(models))
+    from training.config import load_config, model_config_path
+    from training.deployment import dag_id
+    from training.paths import StatePaths
+
+    names = sorted(configs)
+    cfgs = {m: load_config(model_config_path(m)) for m in names}
+    paths = StatePaths.from_env()
+    ports = dataclasses.replace(Ports.free(), airflow=free_port())
+    stack = start_stack(paths, ports, services=RUNTIME_SERVICES["embedded"], extra_env={
+        "CLOSEDLOOP_MODELS_DIR": str(models),
+        # the schedules end at the last delivered day: unpaused DAGs create no run of their own
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # a burst of short runs (as the demo): more task slots, a quicker scheduler loop
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+    })
+    try:
+        stack.wait_healthy(timeout_s=300)
+        stack.wait_for_dags([dag_id(m, d) for m in names for d in DAG_NAMES], timeout_s=300)
+        setup_s = time.monotonic() - t0
+        _deliver_days(stack, {m: cfgs[m].start_date for m in names})
+        loop_s = time.monotonic() - t0 - setup_s
+        health = _model_health(stack, names)
+        counts = run_counts(stack)
+    finally:
+        stack.stop()
+    print(f"two models x {DAYS} days: setup {setup_s:.0f}s, loop {loop_s:.0f}s, total {time.monotonic() - t0:.0f}s")
+    print({d: c for d, c in sorted(counts.items())})
+
+    for m in names:
+        for name in ("data_pipeline", "train_model", "batch_inference", "drift_monitor"):
+            runs = counts.get(dag_id(m, name), {})
+            assert runs.get("success", 0) >= 1 and not runs.get("failed"), (dag_id(m, name), runs)
+        assert counts[dag_id(m, "data_pipeline")]["success"] == DAYS
+        _check_model(stack, m, cfgs[m], StatePaths.for_model(m), health[m], others=[cfgs[o] for o in names if o != m])
+    assert len({StatePaths.for_model(m).warehouse for m in names}) == len(names)
+
+
+def _deliver_days(stack: Stack, first_days: dict[str, dt.date]) -> None:
+    """Each model's next day as soon as its previous day's pipeline run is over, until every day ran and
+    the Assets have nothing left to trigger; fails naming what it waits for if the loop stops moving."""
+    from training.deployment import dag_id
+
+    delivered = dict.fromkeys(first_days, 0)
+    progress = Progress(STALL_S)
+    quiet_since: float | None = None
+    last_line, t0 = "", time.monotonic()
+    while True:
+        now = time.monotonic()
+        for m, first in first_days.items():
+            pipeline = dag_id(m, "data_pipeline")
+            if delivered[m] < DAYS and pipeline_idle(stack, pipeline):
+                day = first + dt.timedelta(days=delivered[m])
+                trigger_via_rest(stack.url, stack.user, stack.password, pipeline, {"batch_date": day.isoformat()},
+                                 run_id=f"day__{day.isoformat()}", logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
+                delivered[m] += 1
+        counts = run_counts(stack)
+        line = " | ".join(f"{d}: {c}" for d, c in sorted(counts.items()))
+        if line != last_line:
+            print(f"[{now - t0:5.0f}s] delivered {delivered} | {line}", flush=True)
+            last_line = line
+        progress.update(finished_tasks(stack), now)
+        active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
+        if all(n == DAYS for n in delivered.values()) and active == 0:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= QUIET_S:
+                return
+        else:
+            quiet_since = None
+        if progress.stalled(now):
+            pytest.fail(f"no Airflow task finished for {STALL_S / 60:.0f} min; delivered {delivered}; waiting for "
+                        f"{waiting_for(stack) or 'nothing queued or running'}; logs in {stack.log_dir}")
+        time.sleep(2)
+
+
+def _model_health(stack: Stack, names: list[str]) -> dict[str, dict[str, Any]]:
+    """`/model-health/api/status?model=<m>` of the real api-server, with a token (the page needs a login)."""
+    token = get_token(stack.url, stack.user, stack.password)
+    return {m: get_json(f"{stack.url}/model-health/api/status?model={m}", token) for m in names}
+
+
+def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[str, Any], others: list[Any]) -> None:
+    import duckdb
+
+    from training.deployment import dag_id
+    from training.model import registry
+
+    name = cfg.model.name
+    # its own train_model run promoted the first champion (audited), and the registry alias says so
+    audit = registry.audit_log(paths, name)
+    first = [a for a in audit if a["action"] == "first_promote"]
+    assert len(first) == 1, audit
+    champion = registry.model_status(paths, cfg)["champion"]
+    assert champion is not None and champion["version"] == first[0]["to_version"], (champion, first)
+    train_runs = stack_runs(stack, dag_id(model, "train_model"))
+    assert train_runs.get(first[0]["airflow_run_id"]) == "success", (first[0], train_runs)
+    # the model-health API of the running api-server reports it, for this model
+    assert health["model_name"] == name and health["status"]["data"]["champion"]["version"] == champion["version"]
+    assert sorted(health["models"]) == sorted([name, *[o.model.name for o in others]])
+
+    published = cfg.contract.marts.published
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        tables = {f"{s}.{t}" for s, t in con.execute("select table_schema, table_name from information_schema.tables").fetchall()}
+        days = con.execute(f"select count(distinct batch_date) from {published}").fetchone()[0]
+        scored = con.execute(
+            "select model_name, model_version, count(distinct batch_date) from published.predictions "
+            "where alias = 'champion' group by 1, 2").fetchall()
+    assert days == DAYS, (model, days)
+    # batch_inference scored the days after the promotion with this champion, under this model's name
+    assert (name, champion["version"]) in {(n, v) for n, v, _ in scored}, scored
+    assert {n for n, _, _ in scored} == {name}, scored
+    # each model's warehouse holds only its own tables
+    assert published in tables and cfg.contract.events.raw_table in tables, tables
+    for other in others:
+        mine = {published, cfg.contract.events.raw_table}
+        foreign = {other.contract.marts.published, other.contract.events.raw_table} - mine
+        assert not foreign & tables, (model, foreign & tables)
+
+
+def stack_runs(stack: Stack, dag: str) -> dict[str, str]:
+    """run_id -> state of one DAG's runs, from the metadata DB."""
+    con = stack.metadata_connection()
+    try:
+        rows = con.execute("select run_id, state from dag_run where dag_id = ?", (dag,)).fetchall()
+    finally:
+        con.close()
+    return dict(rows)

@@ -7,6 +7,8 @@ through the REST API; Assets do the rest. For each model it asserts: its days pu
 `<model>__train_model` promoted a first champion (audit log + registry alias), its own
 `<model>__batch_inference` scored with that champion, its warehouse holds only its own tables, and
 the model-health API of the real api-server reports that champion.
+
+Measured: 28.8 min (setup 4 min, 8 days x 2 models 24 min) on 2 cores shared with other jobs (load ~14).
 """
 
 from __future__ import annotations

@@ -124,6 +124,13 @@ def batch_dates(context: dict[str, Any], asset: str) -> list[dt.date]:
     return sorted(dt.date.fromisoformat(d) for d in days)
 
 
+def rescore_dates(context: dict[str, Any]) -> list[dt.date]:
+    """The published days a backfill re-published, as the triggering features events name them
+    (`republished`): their predictions must be made again from the rebuilt features."""
+    return sorted({dt.date.fromisoformat(r["batch_date"]) for x in event_extras(context)
+                   for r in x.get("republished") or []})
+
+
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)

@@ -193,7 +193,11 @@ def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastT
         if row.get("decision") != "trigger":
             continue
         outcome = outcome_by_run.get(row.get("triggered_run_id") or "", "pending")
-        out.append(PastTrigger(dt.date.fromisoformat(str(row["window_end"])[:10]), outcome))  # type: ignore[arg-type]
+        out.append(PastTrigger(
+            dt.date.fromisoformat(str(row["window_end"])[:10]),
+            outcome,  # type: ignore[arg-type]
+            PastTrigger.signals_of(row.get("reason")),  # budgets are per signal
+        ))
     return sorted(out, key=lambda t: t.window_end)
 
 

@@ -12,7 +12,10 @@ counts once. Eligible windows are those evaluated against the current champion, 
 it, and ending after the last promotion or retrain (evidence that already led to a retrain is not
 reused). A trigger is blocked while a retrain is in flight, for `cooldown_days` after the last
 promotion or retrain, after rejected retrains (`backoff`, growing with each rejection) and beyond
-`storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision.
+`storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision. The
+backoff and the cap are budgets *per signal*: a trigger counts only against the signals that fired it,
+so retrains started (and rejected) on benign data or prediction drift never block a matured-performance
+breach; a trigger whose signals are partly out of budget fires on the others.
 Requiring the same signal k times keeps two unrelated one-off blips (drift one day, an unlucky
 sample of positives the next) from adding up to a retrain. A trigger's evidence names the onset (first
 breaching window of the episode) so the retrain can anchor its training window there.
@@ -180,10 +183,22 @@ class PastTrigger:
 
     `outcome`: `promoted` / `rejected` (the registry audit row of the triggered train_model run) or
     `pending` (no audit row yet: still running, or it skipped). Feeds the storm cap and the backoff.
+    `signals`: the signals that fired it (its decision reason, e.g. `data_drift+performance`); the
+    budgets are per signal, so it counts only against those. Empty (an older row that does not say)
+    counts against every signal.
     """
 
     window_end: dt.date
     outcome: Literal["promoted", "rejected", "pending"] = "pending"
+    signals: tuple[str, ...] = ()
+
+    def counts_for(self, signal: str) -> bool:
+        return not self.signals or signal in self.signals
+
+    @classmethod
+    def signals_of(cls, reason: str | None) -> tuple[str, ...]:
+        """The signals named by a trigger decision's reason (`data_drift+performance`)."""
+        return tuple(s for s in (reason or "").split("+") if s in SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -316,6 +331,20 @@ def _storm_guards(
     return None, "", ev
 
 
+def _storm_by_signal(
+    cfg: Config, now_window_end: dt.date, past_triggers: list[PastTrigger]
+) -> dict[str, tuple[str | None, str, dict[str, Any]]]:
+    """The storm cap and backoff of each signal, counting only the triggers that signal fired.
+
+    A matured-performance breach is the evidence that matters most; retrains started (and rejected)
+    on benign data or prediction drift must not spend its budget, so every signal has its own.
+    """
+    return {
+        name: _storm_guards(cfg, now_window_end, [t for t in past_triggers if t.counts_for(name)])
+        for name in SIGNALS
+    }
+
+
 def decide(
     cfg: Config,
     history: list[WindowEvidence],
@@ -420,8 +449,20 @@ def decide(
     in_cooldown = days_since is not None and days_since < cooldown
     evidence["guards"]["days_since_last_promotion_or_retrain"] = days_since
     evidence["guards"]["cooldown_active"] = in_cooldown
-    storm_reason, storm_why, storm_ev = _storm_guards(cfg, now_window_end, past_triggers or [])
-    evidence["guards"]["storm"] = storm_ev
+    storm = _storm_by_signal(cfg, now_window_end, past_triggers or [])
+    within_budget = [s for s in fired if storm[s][0] is None]
+    blocked = [s for s in fired if storm[s][0] is not None]
+    # the budget shown: the first fired signal within its budget, else the first blocked one
+    shown = (within_budget or blocked or [SIGNALS[-1]])[0]
+    storm_reason, storm_why, storm_ev = storm[shown] if not within_budget else (None, "", storm[shown][2])
+    evidence["guards"]["storm"] = {
+        **storm_ev,
+        "budgets": "per signal",
+        "signal": shown,
+        "by_signal": {s: {"blocked": r, **ev} for s, (r, _, ev) in storm.items()},
+    }
+    if blocked and within_budget:
+        evidence["guards"]["storm"]["blocked_signals"] = {s: storm[s][1] for s in blocked}
 
     if not now_eligible:
         why_not = _ineligible_because(now, current_champion_version, since) or "duplicate window"
@@ -466,12 +507,16 @@ def decide(
             f"(cooldown {cooldown} days).",
         )
     if storm_reason:
-        return Decision(False, storm_reason, evidence, f"{summary}, but {storm_why}.")
+        return Decision(False, storm_reason, evidence, f"{summary}, but {storm_why} (budget of {shown}).")
+    note = ""
+    if blocked:
+        note = " (" + "; ".join(f"{s} is out of budget: {storm[s][1]}" for s in blocked) + ")"
     return Decision(
         True,
-        "+".join(fired),
+        "+".join(within_budget),
         evidence,
-        f"{summary}; onset window starts {evidence['onset_window_start']}: retrain.",
+        f"{summary}; onset window starts {evidence['onset_window_start']}: retrain on "
+        f"{'+'.join(within_budget)}{note}.",
     )
 
 

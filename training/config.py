@@ -254,6 +254,37 @@ class StormSpec(_Strict):
     backoff_factor: float = Field(default=2.0, ge=1)
 
 
+MonitoredSignal = Literal["data_drift", "prediction_drift", "performance"]
+
+
+class CalendarEvent(_Strict):
+    """A known event (holiday, campaign) whose drift is expected: `start`..`end` (inclusive batch dates).
+
+    A breach of an `excuses` signal whose period overlaps the event is reported with `reason` in the
+    decision and counts towards no trigger (training/monitoring/retrain_trigger.py).
+    """
+
+    name: str = Field(min_length=1)
+    start: dt.date
+    end: dt.date
+    reason: str = Field(min_length=1)
+    excuses: list[MonitoredSignal] = Field(
+        default_factory=lambda: ["data_drift", "prediction_drift"], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CalendarEvent:
+        if self.end < self.start:
+            raise ValueError(f"calendar event {self.name!r}: end {self.end} is before start {self.start}")
+        if not self.reason.strip():
+            raise ValueError(f"calendar event {self.name!r} needs a reason (it is written into every decision)")
+        return self
+
+    def covers(self, start: dt.date, end: dt.date) -> bool:
+        """Does the event overlap the batch dates `start`..`end`?"""
+        return start <= self.end and end >= self.start
+
+
 class KOfN(_Strict):
     k: int = Field(ge=1)
     n: int = Field(ge=1)
@@ -294,6 +325,8 @@ class DriftSpec(_Strict):
     reference: Literal["day_of_week", "whole_weeks", "as_given"] = "day_of_week"
     reference_days: int = Field(default=14, ge=7)
     storm: StormSpec = StormSpec()
+    # Known events (holidays, campaigns): expected drift, reported with their reason, never a trigger.
+    calendar: list[CalendarEvent] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _whole_weeks(self) -> DriftSpec:
@@ -302,6 +335,10 @@ class DriftSpec(_Strict):
                 f"drift.reference_days ({self.reference_days}) must be a multiple of 7 so the reference "
                 "covers whole weeks (weekly seasonality)"
             )
+        names = [e.name for e in self.calendar]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drift.calendar names {dupes} more than once; give each event its own name")
         return self
 
 

@@ -23,6 +23,7 @@ breaching window of the episode) so the retrain can anchor its training window t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from training.errors import ClosedloopError
 from training.monitoring import drift
 
 SIGNALS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance")
-Status = Literal["breach", "ok", "insufficient", "unavailable"]
+Status = Literal["breach", "ok", "insufficient", "unavailable", "excused"]
 
 
 class MonitoringError(ClosedloopError, ValueError):
@@ -288,6 +289,32 @@ def _onset(eligible: list[WindowEvidence], name: str, n: int) -> WindowEvidence 
     return first
 
 
+def _apply_calendar(cfg: Config, w: WindowEvidence) -> tuple[WindowEvidence, list[dict[str, Any]]]:
+    """`w` with breaches inside a declared calendar event marked `excused`, and what was excused.
+
+    Holidays and campaigns move volumes and amounts every year; `drift.calendar` declares them with
+    a reason, and their breaches are reported, not counted (k-of-n, onset, trigger).
+    """
+    excused: list[dict[str, Any]] = []
+    signals = dict(w.signals)
+    for name, sig in w.signals.items():
+        if not sig.breach:
+            continue
+        start, end = w.period(name)
+        for event in cfg.drift.calendar:
+            if name in event.excuses and event.covers(start, end):
+                signals[name] = dataclasses.replace(
+                    sig, status="excused", reason=f"{sig.reason} - excused: {event.name} ({event.reason})"
+                )
+                excused.append({
+                    "signal": name, "event": event.name, "reason": event.reason,
+                    "event_start": event.start.isoformat(), "event_end": event.end.isoformat(),
+                    "window_start": start.isoformat(), "window_end": end.isoformat(),
+                })
+                break
+    return (dataclasses.replace(w, signals=signals) if excused else w), excused
+
+
 def _storm_guards(
     cfg: Config, now_window_end: dt.date, past_triggers: list[PastTrigger]
 ) -> tuple[str | None, str, dict[str, Any]]:
@@ -366,6 +393,15 @@ def decide(
     cooldown = cfg.drift.cooldown_days
     since = _as_date(last_promotion_or_retrain_at)
     upto = sorted((w for w in history if w.window_end <= now_window_end), key=lambda w: w.window_end)
+    excused_by_end: dict[dt.date, list[dict[str, Any]]] = {}
+    if cfg.drift.calendar:
+        marked = []
+        for w in upto:
+            w, excused = _apply_calendar(cfg, w)
+            marked.append(w)
+            if excused:
+                excused_by_end[w.window_end] = excused
+        upto = marked
     evidence: dict[str, Any] = {
         "window_end": now_window_end.isoformat(),
         "champion_version": current_champion_version,
@@ -472,8 +508,20 @@ def decide(
             evidence,
             f"Window ending {now_window_end} does not count: {why_not}.",
         )
+    excused_now = excused_by_end.get(now_window_end, [])
+    if excused_now:
+        evidence["calendar"] = excused_now
     if not fired:
         latest_breaches = now.breached
+        if not latest_breaches and excused_now:
+            parts = [f"{e['signal']} breached inside {e['event']} ({e['reason']})" for e in excused_now]
+            return Decision(
+                False,
+                "calendar_event",
+                evidence,
+                f"{'; '.join(parts)}: a declared calendar event (drift.calendar), expected drift - "
+                "reported, no trigger spent.",
+            )
         if not latest_breaches:
             statuses = ", ".join(f"{s}={now.signal(s).status}" for s in SIGNALS)
             note = ""

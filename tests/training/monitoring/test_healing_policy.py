@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from training.config import Config
+import pytest
+
+from training.config import Config, ConfigError, with_overrides
 from training.monitoring import retrain_trigger
 from training.monitoring.retrain_trigger import SIGNALS, Decision, PastTrigger, Signal, WindowEvidence
 
@@ -79,3 +81,45 @@ def test_performance_has_its_own_backoff_and_cap(base_config: Config) -> None:
     assert decide(base_config, [ev(20, "performance"), ev(21, "performance")], legacy).reason == "backoff"
     assert PastTrigger.signals_of("data_drift+performance") == ("data_drift", "performance")
     assert PastTrigger.signals_of("cooldown") == ()
+
+
+# --------------------------------------------------------------------------------------------
+# calendar: declared events are expected drift
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_breach_inside_a_declared_holiday_is_reported_and_spends_no_trigger(base_config: Config) -> None:
+    holiday = {
+        "name": "spring_sale", "start": "2026-03-21", "end": "2026-03-23",
+        "reason": "three days of triple volume and larger baskets every year",
+    }
+    cfg = with_overrides(base_config, drift={"calendar": [holiday]})
+    d = "data_drift"
+    hist = [ev(19), ev(20, d, "prediction_drift"), ev(21, d), ev(22, d)]
+    decisions = [decide(cfg, hist[: i + 1], []) for i in range(len(hist))]
+    assert not any(x.trigger for x in decisions)
+    last = decisions[-1]
+    assert last.reason == "calendar_event" and "spring_sale" in last.why and "triple volume" in last.why
+    assert last.evidence["calendar"][0]["event"] == "spring_sale"
+    assert {e["signal"] for e in decisions[1].evidence["calendar"]} == {d, "prediction_drift"}
+    # the day after the event the drift is back to counting, and the event days do not add up to k
+    after = decide(cfg, [*hist, ev(23, d)], [])
+    assert not after.trigger and after.reason == "k_of_n_not_met"
+    assert decide(cfg, [*hist, ev(23, d), ev(24, d)], []).trigger
+    # the event excuses only the signals it names: a performance breach inside it still counts
+    perf = decide(cfg, [ev(20, "performance"), ev(21, "performance")], [])
+    assert perf.trigger and perf.reason == "performance"
+    # without the declaration the same days trigger
+    assert decide(base_config, hist[:3], []).trigger
+
+
+def test_calendar_config_is_validated(base_config: Config) -> None:
+    ok = {"name": "x", "start": "2026-03-21", "end": "2026-03-23", "reason": "r"}
+    with pytest.raises(ConfigError, match="before start"):
+        with_overrides(base_config, drift={"calendar": [{**ok, "end": "2026-03-20"}]})
+    with pytest.raises(ConfigError, match="more than once"):
+        with_overrides(base_config, drift={"calendar": [ok, ok]})
+    with pytest.raises(ConfigError, match="reason"):
+        with_overrides(base_config, drift={"calendar": [{k: v for k, v in ok.items() if k != "reason"}]})
+    with pytest.raises(ConfigError, match="excuses"):
+        with_overrides(base_config, drift={"calendar": [{**ok, "excuses": ["volume"]}]})

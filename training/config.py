@@ -183,16 +183,32 @@ class RecoveryPolicy(_Strict):
     """Replacing a collapsed champion (below `gates.floors` on the current holdout).
 
     When enabled, a challenger that beats such a champion significantly (the non-regression gate)
-    is measured against these lower `floors` instead of `gates.floors`; every other gate still
-    applies, and the decision and the audit record say `recovery`.
+    no longer has to meet `gates.floors`, which a new, harder world may put out of anyone's reach:
+
+    * `relative_to: baseline` - it must not be significantly worse than a simple baseline
+      (`baseline_family`, fitted by `train` on the same days and scored on the same holdout):
+      the upper end of the paired bootstrap interval of (challenger - baseline) must reach
+      -`baseline_tolerance`. What is achievable on the new days sets the bar, not a fixed number.
+      A challenger without baseline scores (trained before this setting) falls back to `floors`.
+    * `relative_to: floors` - it must meet the lower absolute `floors` instead.
+
+    Every other gate still applies, and the decision and the audit record say `recovery`.
     """
 
     enabled: bool = False
+    relative_to: Literal["floors", "baseline"] = "floors"
+    baseline_family: Literal["logistic_regression", "xgboost"] = "logistic_regression"
+    baseline_tolerance: float = Field(default=0.0, ge=0, lt=1)
     floors: dict[str, float] = Field(default_factory=dict)
     # A collapsed champion can still be better on a small slice (positives of a kind it was trained on that have
     # become rare): `report` waives the slice gate in recovery - the regression is shown in the
     # report and the audit record, not blocking - `enforce` keeps it blocking.
     slice_gate: Literal["report", "enforce"] = "report"
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether training must fit and score the baseline for the recovery gate."""
+        return self.enabled and self.relative_to == "baseline"
 
 
 class GateSpec(_Strict):
@@ -207,8 +223,11 @@ class GateSpec(_Strict):
     @model_validator(mode="after")
     def _recovery_floors(self) -> GateSpec:
         r = self.recovery
-        if r.enabled and not r.floors:
-            raise ValueError("gates.recovery.enabled needs gates.recovery.floors (e.g. {pr_auc: 0.1})")
+        if r.enabled and r.relative_to == "floors" and not r.floors:
+            raise ValueError(
+                "gates.recovery.enabled with relative_to: floors needs gates.recovery.floors (e.g. {pr_auc: 0.1}), "
+                "or set relative_to: baseline"
+            )
         unknown = set(r.floors) - set(self.floors)
         if unknown:
             raise ValueError(
@@ -257,6 +276,10 @@ class StormSpec(_Strict):
 MonitoredSignal = Literal["data_drift", "prediction_drift", "performance"]
 
 
+def _drift_signals() -> list[MonitoredSignal]:
+    return ["data_drift", "prediction_drift"]
+
+
 class CalendarEvent(_Strict):
     """A known event (holiday, campaign) whose drift is expected: `start`..`end` (inclusive batch dates).
 
@@ -268,9 +291,7 @@ class CalendarEvent(_Strict):
     start: dt.date
     end: dt.date
     reason: str = Field(min_length=1)
-    excuses: list[MonitoredSignal] = Field(
-        default_factory=lambda: ["data_drift", "prediction_drift"], min_length=1
-    )
+    excuses: list[MonitoredSignal] = Field(default_factory=_drift_signals, min_length=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> CalendarEvent:

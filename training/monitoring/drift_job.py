@@ -159,8 +159,11 @@ def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any])
     """The drift reference: the last `drift.reference_days` of the champion's training data, scored by it.
 
     Whole weeks (a frozen holdout of a few days covers a few weekdays only, so weekends looked like
-    drift against a weekday holdout); `batch_date` kept for the day-of-week match. Falls back to
-    the frozen holdout when the champion's data version is unknown.
+    drift against a weekday holdout); `batch_date` kept for the day-of-week match. A champion from a
+    drift-aware retrain (its `onset` is known) is compared with its post-onset days only: the days
+    before the onset are the old world it was retrained to leave, and measuring against them would
+    report the same shift again and waste a second retrain. Falls back to the frozen holdout when the
+    champion's data version is unknown.
     """
     id_col = cfg.model.id_column
     version = str(champion["version"])
@@ -176,9 +179,21 @@ def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any])
     else:
         dates = pd.to_datetime(frame[datasets.BATCH_DATE]).dt.date
         first = max(dates) - (cfg.drift.reference_days - 1) * DAY
+        onset = reference_onset(champion)
+        if onset is not None and first < onset <= max(dates):
+            first = onset  # re-anchored: the new world the champion was trained on
         frame = frame[(dates >= first).to_numpy()].reset_index(drop=True)
     scores = score_version(cfg.model.name, version, frame, repeats=1).scores
     return frame.assign(score=np.asarray(scores, dtype="float64"))
+
+
+def reference_onset(champion: dict[str, Any]) -> dt.date | None:
+    """The onset a drift-aware champion's training window was anchored at (registry tag `onset`)."""
+    value = champion.get("onset")
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
 
 
 def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastTrigger]:

@@ -123,3 +123,4 @@ def test_calendar_config_is_validated(base_config: Config) -> None:
         with_overrides(base_config, drift={"calendar": [{k: v for k, v in ok.items() if k != "reason"}]})
     with pytest.raises(ConfigError, match="excuses"):
         with_overrides(base_config, drift={"calendar": [{**ok, "excuses": ["volume"]}]})
+

@@ -122,11 +122,43 @@ class SimulatorSpec(_Strict):
         return (day - self.start_date).days
 
 
+class LabelMaturitySpec(_Strict):
+    """Label maturity learned from the label feed (training/monitoring/label_delay.py).
+
+    The monitor measures each delivered label's delay (report day - event day) and judges matured
+    performance only on windows at least max(`windows.label_maturity_days`, the `quantile` of the
+    delays reported in the last `recent_days`) old. A move of that quantile by `change_days` against
+    the `baseline_days` before is the `label_delay_change` alert (never a retrain); while the learned
+    maturity is above its value `settle_days` ago, matured performance is not judged.
+    """
+
+    learn: bool = False
+    quantile: float = Field(default=0.98, ge=0.5, lt=1)
+    recent_days: int = Field(default=14, ge=1)
+    baseline_days: int = Field(default=28, ge=1)
+    settle_days: int = Field(default=7, ge=1)
+    change_days: float = Field(default=2.0, gt=0)
+    min_labels: int = Field(default=30, ge=1)
+    max_days: int = Field(default=60, ge=1)
+
+
 class WindowSpec(_Strict):
     training_days: int = Field(gt=0)
     validation_days: int = Field(gt=0)
     holdout_days: int = Field(gt=0)
+    # A label is final this many days after its event: the training set's rule and, with
+    # `label_maturity.learn`, the floor (and fallback) of the maturity learned from the label feed.
     label_maturity_days: int = Field(ge=0)
+    label_maturity: LabelMaturitySpec = LabelMaturitySpec()
+
+    @model_validator(mode="after")
+    def _maturity_cap(self) -> WindowSpec:
+        if self.label_maturity.max_days < self.label_maturity_days:
+            raise ValueError(
+                f"windows.label_maturity.max_days ({self.label_maturity.max_days}) is below "
+                f"windows.label_maturity_days ({self.label_maturity_days}), the floor it caps"
+            )
+        return self
 
 
 class DriftAwareSpec(_Strict):

@@ -34,6 +34,8 @@ from training.errors import ClosedloopError
 from training.monitoring import drift
 
 SIGNALS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance")
+#: the label feed's delay (training/monitoring/label_delay.py): recorded and alerted, never a trigger
+LABEL_DELAY = "label_delay"
 Status = Literal["breach", "ok", "insufficient", "unavailable", "excused"]
 
 
@@ -120,6 +122,8 @@ class WindowEvidence:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     report_path: str | None = None
     reference_note: str = ""  # which reference rows the drift was measured against (see select_reference)
+    # the label maturity the performance window used, learned from the label feed (label_delay.py)
+    label_maturity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scored_by_version(self) -> str | None:
@@ -155,6 +159,7 @@ class WindowEvidence:
             "champion_metrics": {k: finite_or_none(v) for k, v in self.champion_metrics.items()},
             "report_path": self.report_path,
             "reference_note": self.reference_note,
+            "label_maturity": self.label_maturity,
         }
 
     @classmethod
@@ -175,6 +180,7 @@ class WindowEvidence:
             champion_metrics={k: nan_if_none(v) for k, v in (d.get("champion_metrics") or {}).items()},
             report_path=d.get("report_path"),
             reference_note=d.get("reference_note") or "",
+            label_maturity=d.get("label_maturity") or {},
         )
 
 
@@ -508,6 +514,13 @@ def decide(
             evidence,
             f"Window ending {now_window_end} does not count: {why_not}.",
         )
+    if now.label_maturity:
+        evidence["label_maturity"] = {k: v for k, v in now.label_maturity.items() if k != "daily"}
+    delay = now.signals.get(LABEL_DELAY)
+    delay_changed = delay is not None and delay.breach
+    if delay is not None and delay.breach:  # its own signal: an alert for the label feed, never a retrain
+        evidence["label_delay_change"] = {**delay.to_dict(), "alert": True,
+                                          "daily": now.label_maturity.get("daily", [])}
     excused_now = excused_by_end.get(now_window_end, [])
     if excused_now:
         evidence["calendar"] = excused_now
@@ -521,6 +534,14 @@ def decide(
                 evidence,
                 f"{'; '.join(parts)}: a declared calendar event (drift.calendar), expected drift - "
                 "reported, no trigger spent.",
+            )
+        if not latest_breaches and delay_changed:
+            return Decision(
+                False,
+                "label_delay_change",
+                evidence,
+                f"The label feed's delay changed: {delay.reason if delay else ''}. An alert for the label "
+                "feed, never a retrain; matured performance waits for the learned maturity.",
             )
         if not latest_breaches:
             statuses = ", ".join(f"{s}={now.signal(s).status}" for s in SIGNALS)

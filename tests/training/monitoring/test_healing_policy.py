@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from training.config import Config, ConfigError, with_overrides
+from training.model.metrics import compute_metrics
 from training.monitoring import retrain_trigger
 from training.monitoring.retrain_trigger import SIGNALS, Decision, PastTrigger, Signal, WindowEvidence
 
@@ -124,3 +127,127 @@ def test_calendar_config_is_validated(base_config: Config) -> None:
     with pytest.raises(ConfigError, match="excuses"):
         with_overrides(base_config, drift={"calendar": [{**ok, "excuses": ["volume"]}]})
 
+
+
+# --------------------------------------------------------------------------------------------
+# label maturity learned from the label feed
+# --------------------------------------------------------------------------------------------
+
+CHANGE_DAY = 50  # events from this day on are reported twice as late (the world itself is unchanged)
+N_DAYS = 86
+
+
+@pytest.fixture(scope="module")
+def delayed_world() -> dict:
+    """Scored days whose labels arrive 1-5 days late, then 2-10 days late from CHANGE_DAY on.
+
+    The champion's ranking never changes; only the label feed slows down.
+    """
+    rng = np.random.default_rng(5)
+    days = {}
+    for i in range(N_DAYS):
+        n = 3_000
+        z = rng.normal(size=n)
+        fraud = rng.random(n) < 1 / (1 + np.exp(-(-5.0 + 1.8 * z)))
+        lo, hi = (1, 5) if i < CHANGE_DAY else (2, 10)
+        days[D0 + dt.timedelta(days=i)] = pd.DataFrame({
+            "transaction_id": [f"tx-{i}-{j}" for j in range(n)],
+            "batch_date": D0 + dt.timedelta(days=i),
+            "score": 1 / (1 + np.exp(-(-5.0 + 1.8 * (z + rng.normal(0, 0.6, n))))),
+            "model_version": CHAMPION,
+            "is_fraud": fraud.astype(int),
+            "delay": rng.integers(lo, hi + 1, n),
+        })
+    frame = pd.concat(days.values(), ignore_index=True)
+    frame["reported_day"] = (pd.to_datetime(frame["batch_date"]) + pd.to_timedelta(frame["delay"], unit="D")).dt.date
+    holdout = frame[frame.batch_date < D0 + dt.timedelta(days=14)]
+    return {"frame": frame, "holdout": holdout}
+
+
+def _replay_delays(cfg: Config, world: dict, days: range) -> list:
+    """measure_interval + decide over `days`, labels as they would be known on each day."""
+    from training.monitoring import drift_job, label_delay
+
+    frame = world["frame"]
+    by_day = {d: g for d, g in frame.groupby("batch_date")}
+    frauds = frame[frame.is_fraud == 1]
+    reported_by_day = {d: g for d, g in frauds.groupby("reported_day")}
+
+    def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
+        return pd.concat([by_day[start + dt.timedelta(days=i)] for i in range((end - start).days + 1)])
+
+    def load_labels(ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
+        rows = frame.loc[ids.index]  # the window's own rows (load_window keeps the frame's index)
+        known = (rows.is_fraud == 1) & (rows.reported_day <= as_of)  # an unreported fraud reads as a negative
+        return pd.DataFrame({"transaction_id": rows.transaction_id, "is_fraud": known.astype(int), "matured": True})
+
+    def load_label_delays(first: dt.date, last: dt.date) -> pd.DataFrame:
+        got = pd.concat([reported_by_day.get(first + dt.timedelta(days=i), frauds.iloc[:0])
+                         for i in range((last - first).days + 1)])
+        return label_delay.delays(pd.DataFrame({
+            "reported_at": pd.to_datetime(got.reported_day) + pd.Timedelta(hours=9),
+            "event_time": pd.to_datetime(got.batch_date) + pd.Timedelta(hours=20),
+        }))
+
+    out, history = [], []
+    for i in days:
+        day = D0 + dt.timedelta(days=i)
+        w = drift_job.measure_interval(
+            None, cfg, day, reference=frame.iloc[:0], reference_scores=None,  # type: ignore[arg-type]
+            holdout_metrics=compute_metrics(world["holdout"].is_fraud, world["holdout"].score, cfg.model),
+            version=CHAMPION, load_window=load_window,
+            load_labels=load_labels, save_html=False, load_label_delays=load_label_delays,
+        )
+        history = retrain_trigger.assemble_history(history, w)
+        out.append((w, decide(cfg, history, [])))
+    return out
+
+
+def test_a_slower_label_feed_is_its_own_alert_and_never_reads_as_concept_drift(
+    base_config: Config, delayed_world: dict
+) -> None:
+    # drift is not what this test is about: skip Evidently; a smaller bootstrap keeps it quick
+    only_performance = {"min_rows": 10**9, "performance_bootstrap": 50}
+    learned = with_overrides(base_config, drift=only_performance)
+    fixed = with_overrides(learned, windows={"label_maturity": {"learn": False}})
+    days = range(CHANGE_DAY + 3, N_DAYS)
+    # the fixed 5-day maturity counts unreported frauds as negatives: false performance breaches
+    naive = _replay_delays(fixed, delayed_world, days)
+    assert any(w.signal("performance").breach for w, _ in naive)
+    assert any(d.trigger for _, d in naive)
+    # learned from the label feed: no performance breach, no trigger; the change is its own alert
+    smart = _replay_delays(learned, delayed_world, days)
+    assert not any(w.signal("performance").breach for w, _ in smart)
+    assert not any(d.trigger for _, d in smart)
+    alerts = [d for _, d in smart if d.reason == "label_delay_change"]
+    assert alerts and alerts[0].evidence["label_delay_change"]["alert"] is True
+    assert "never a retrain" in alerts[0].why
+    first_alert = min(dt.date.fromisoformat(d.evidence["window_end"]) for d in alerts)
+    assert (first_alert - D0).days <= CHANGE_DAY + 10  # seen within ~a week of the first late labels
+    maturity = [w.label_maturity["days"] for w, _ in smart]
+    assert maturity[0] == 5 and maturity[-1] == 10  # floor before, the slower feed's q98 after
+    rising = [w for w, _ in smart if w.label_maturity["rising"]]
+    assert rising and all(w.signal("performance").status == "insufficient" for w in rising)
+    # once the learned maturity holds, matured performance is judged again, on complete labels
+    last = smart[-1][0]
+    assert last.signal("performance").status == "ok" and "maturity 10 days" in last.signal("performance").reason
+    assert last.label_maturity["daily"] and "q0.98_days" in last.label_maturity["daily"][-1]
+
+
+def test_label_maturity_learning_on_a_stable_feed_keeps_the_floor(base_config: Config) -> None:
+    from training.monitoring import label_delay
+
+    rng = np.random.default_rng(0)
+    reported = [D0 + dt.timedelta(days=int(d)) for d in rng.integers(0, 60, 6_000)]
+    delays = pd.DataFrame({"reported_day": reported, "delay_days": rng.integers(1, 6, 6_000).astype(float)})
+    got = label_delay.learn(base_config, delays, D0 + dt.timedelta(days=59))
+    assert got.days == 5 and got.change is False and not got.rising
+    assert got.signal(base_config).status == "ok"
+    # a feed with too few labels: the configured floor, said so
+    few = label_delay.learn(base_config, delays.head(10), D0 + dt.timedelta(days=59))
+    assert few.days == 5 and "min_labels" in few.source and few.signal(base_config).status == "insufficient"
+    # labels only ever arriving after 7 days: a floor of 5 is not enough, the learned 7 is used
+    late = label_delay.learn(base_config, delays.assign(delay_days=7.0), D0 + dt.timedelta(days=59))
+    assert late.days == 7 and "above the floor" in late.source
+    with pytest.raises(ConfigError, match="max_days"):
+        with_overrides(base_config, windows={"label_maturity": {"max_days": 3}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -232,6 +233,9 @@ def test_a_slower_label_feed_is_its_own_alert_and_never_reads_as_concept_drift(
     last = smart[-1][0]
     assert last.signal("performance").status == "ok" and "maturity 10 days" in last.signal("performance").reason
     assert last.label_maturity["daily"] and "q0.98_days" in last.label_maturity["daily"][-1]
+    # the ledger keeps it: the window round-trips through JSON with its maturity and label_delay signal
+    back = WindowEvidence.from_dict(json.loads(json.dumps(last.to_dict())))
+    assert back.label_maturity == last.label_maturity and back.signal("label_delay") == last.signal("label_delay")
 
 
 def test_label_maturity_learning_on_a_stable_feed_keeps_the_floor(base_config: Config) -> None:

@@ -146,7 +146,7 @@ def load_delays(paths: StatePaths, cfg: Config, first: dt.date, last: dt.date) -
 
     Empty (so the floor applies) while the warehouse holds no raw feeds yet.
     """
-    from training.storage.warehouse import connect, quote_ident
+    from training.storage.warehouse import WarehouseMissing, connect, quote_ident
 
     ev, lb = cfg.contract.events, cfg.contract.labels
     sql = f"""
@@ -156,13 +156,16 @@ def load_delays(paths: StatePaths, cfg: Config, first: dt.date, last: dt.date) -
         where l.{quote_ident(lb.reported_at)} >= ? and l.{quote_ident(lb.reported_at)} < ?
     """
     empty = no_delays()
-    with connect(paths, read_only=True) as con:
-        for table in (lb.raw_table, ev.raw_table):
-            if not con.table_exists(*table.split(".", 1)):
-                return empty
-        frame = con.frame(
-            sql, [dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + DAY, dt.time())]
-        )
+    try:
+        with connect(paths, read_only=True) as con:
+            for table in (lb.raw_table, ev.raw_table):
+                if not con.table_exists(*table.split(".", 1)):
+                    return empty
+            frame = con.frame(
+                sql, [dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + DAY, dt.time())]
+            )
+    except WarehouseMissing:
+        return empty
     return delays(frame) if len(frame) else empty
 
 

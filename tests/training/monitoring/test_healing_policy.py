@@ -255,3 +255,25 @@ def test_label_maturity_learning_on_a_stable_feed_keeps_the_floor(base_config: C
     assert late.days == 7 and "above the floor" in late.source
     with pytest.raises(ConfigError, match="max_days"):
         with_overrides(base_config, windows={"label_maturity": {"max_days": 3}})
+
+
+def test_label_delays_are_read_from_the_raw_feeds_by_contract_names(state, base_config: Config) -> None:
+    from training.monitoring import label_delay
+    from training.storage.warehouse import connect
+
+    day = D0 + dt.timedelta(days=10)
+    assert label_delay.load_delays(state, base_config, D0, day).empty  # no raw feeds yet: the floor applies
+    ev, lb = base_config.contract.events, base_config.contract.labels
+    events = pd.DataFrame({ev.id: ["a", "b", "c"], ev.time: pd.to_datetime(["2026-03-01 23:50", "2026-03-02 08:00",
+                                                                             "2026-03-09 10:00"])})
+    labels = pd.DataFrame({lb.event_id: ["a", "b", "c"], lb.reported_at: pd.to_datetime(
+        ["2026-03-04 00:10", "2026-03-09 07:00", "2026-03-12 10:00"])})
+    with connect(state) as con:
+        con.execute("create schema if not exists raw")
+        con.con.register("events_df", events)
+        con.con.register("labels_df", labels)
+        con.execute(f"create table {ev.raw_table} as select * from events_df")
+        con.execute(f"create table {lb.raw_table} as select * from labels_df")
+    got = label_delay.load_delays(state, base_config, D0, day)  # reported up to 03-11: c is not yet
+    assert sorted(got.delay_days.tolist()) == [3.0, 7.0]  # batch days: 03-01 -> 03-04, 03-02 -> 03-09
+    assert sorted(got.reported_day) == [dt.date(2026, 3, 4), dt.date(2026, 3, 9)]

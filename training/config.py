@@ -124,11 +124,43 @@ class SimulatorSpec(_Strict):
         return (day - self.start_date).days
 
 
+class LabelMaturitySpec(_Strict):
+    """Label maturity learned from the label feed (training/monitoring/label_delay.py).
+
+    The monitor measures each delivered label's delay (report day - event day) and judges matured
+    performance only on windows at least max(`windows.label_maturity_days`, the `quantile` of the
+    delays reported in the last `recent_days`) old. A move of that quantile by `change_days` against
+    the `baseline_days` before is the `label_delay_change` alert (never a retrain); while the learned
+    maturity is above its value `settle_days` ago, matured performance is not judged.
+    """
+
+    learn: bool = False
+    quantile: float = Field(default=0.98, ge=0.5, lt=1)
+    recent_days: int = Field(default=14, ge=1)
+    baseline_days: int = Field(default=28, ge=1)
+    settle_days: int = Field(default=7, ge=1)
+    change_days: float = Field(default=2.0, gt=0)
+    min_labels: int = Field(default=30, ge=1)
+    max_days: int = Field(default=60, ge=1)
+
+
 class WindowSpec(_Strict):
     training_days: int = Field(gt=0)
     validation_days: int = Field(gt=0)
     holdout_days: int = Field(gt=0)
+    # A label is final this many days after its event: the training set's rule and, with
+    # `label_maturity.learn`, the floor (and fallback) of the maturity learned from the label feed.
     label_maturity_days: int = Field(ge=0)
+    label_maturity: LabelMaturitySpec = LabelMaturitySpec()
+
+    @model_validator(mode="after")
+    def _maturity_cap(self) -> WindowSpec:
+        if self.label_maturity.max_days < self.label_maturity_days:
+            raise ValueError(
+                f"windows.label_maturity.max_days ({self.label_maturity.max_days}) is below "
+                f"windows.label_maturity_days ({self.label_maturity_days}), the floor it caps"
+            )
+        return self
 
 
 class DriftAwareSpec(_Strict):
@@ -185,16 +217,32 @@ class RecoveryPolicy(_Strict):
     """Replacing a collapsed champion (below `gates.floors` on the current holdout).
 
     When enabled, a challenger that beats such a champion significantly (the non-regression gate)
-    is measured against these lower `floors` instead of `gates.floors`; every other gate still
-    applies, and the decision and the audit record say `recovery`.
+    no longer has to meet `gates.floors`, which a new, harder world may put out of anyone's reach:
+
+    * `relative_to: baseline` - it must not be significantly worse than a simple baseline
+      (`baseline_family`, fitted by `train` on the same days and scored on the same holdout):
+      the upper end of the paired bootstrap interval of (challenger - baseline) must reach
+      -`baseline_tolerance`. What is achievable on the new days sets the bar, not a fixed number.
+      A challenger without baseline scores (trained before this setting) falls back to `floors`.
+    * `relative_to: floors` - it must meet the lower absolute `floors` instead.
+
+    Every other gate still applies, and the decision and the audit record say `recovery`.
     """
 
     enabled: bool = False
+    relative_to: Literal["floors", "baseline"] = "floors"
+    baseline_family: Literal["logistic_regression", "xgboost"] = "logistic_regression"
+    baseline_tolerance: float = Field(default=0.0, ge=0, lt=1)
     floors: dict[str, float] = Field(default_factory=dict)
     # A collapsed champion can still be better on a small slice (positives of a kind it was trained on that have
     # become rare): `report` waives the slice gate in recovery - the regression is shown in the
     # report and the audit record, not blocking - `enforce` keeps it blocking.
     slice_gate: Literal["report", "enforce"] = "report"
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether training must fit and score the baseline for the recovery gate."""
+        return self.enabled and self.relative_to == "baseline"
 
 
 class GateSpec(_Strict):
@@ -209,8 +257,11 @@ class GateSpec(_Strict):
     @model_validator(mode="after")
     def _recovery_floors(self) -> GateSpec:
         r = self.recovery
-        if r.enabled and not r.floors:
-            raise ValueError("gates.recovery.enabled needs gates.recovery.floors (e.g. {pr_auc: 0.1})")
+        if r.enabled and r.relative_to == "floors" and not r.floors:
+            raise ValueError(
+                "gates.recovery.enabled with relative_to: floors needs gates.recovery.floors (e.g. {pr_auc: 0.1}), "
+                "or set relative_to: baseline"
+            )
         unknown = set(r.floors) - set(self.floors)
         if unknown:
             raise ValueError(
@@ -256,6 +307,39 @@ class StormSpec(_Strict):
     backoff_factor: float = Field(default=2.0, ge=1)
 
 
+MonitoredSignal = Literal["data_drift", "prediction_drift", "performance"]
+
+
+def _drift_signals() -> list[MonitoredSignal]:
+    return ["data_drift", "prediction_drift"]
+
+
+class CalendarEvent(_Strict):
+    """A known event (holiday, campaign) whose drift is expected: `start`..`end` (inclusive batch dates).
+
+    A breach of an `excuses` signal whose period overlaps the event is reported with `reason` in the
+    decision and counts towards no trigger (training/monitoring/retrain_trigger.py).
+    """
+
+    name: str = Field(min_length=1)
+    start: dt.date
+    end: dt.date
+    reason: str = Field(min_length=1)
+    excuses: list[MonitoredSignal] = Field(default_factory=_drift_signals, min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CalendarEvent:
+        if self.end < self.start:
+            raise ValueError(f"calendar event {self.name!r}: end {self.end} is before start {self.start}")
+        if not self.reason.strip():
+            raise ValueError(f"calendar event {self.name!r} needs a reason (it is written into every decision)")
+        return self
+
+    def covers(self, start: dt.date, end: dt.date) -> bool:
+        """Does the event overlap the batch dates `start`..`end`?"""
+        return start <= self.end and end >= self.start
+
+
 class KOfN(_Strict):
     k: int = Field(ge=1)
     n: int = Field(ge=1)
@@ -296,6 +380,8 @@ class DriftSpec(_Strict):
     reference: Literal["day_of_week", "whole_weeks", "as_given"] = "day_of_week"
     reference_days: int = Field(default=14, ge=7)
     storm: StormSpec = StormSpec()
+    # Known events (holidays, campaigns): expected drift, reported with their reason, never a trigger.
+    calendar: list[CalendarEvent] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _whole_weeks(self) -> DriftSpec:
@@ -304,6 +390,10 @@ class DriftSpec(_Strict):
                 f"drift.reference_days ({self.reference_days}) must be a multiple of 7 so the reference "
                 "covers whole weeks (weekly seasonality)"
             )
+        names = [e.name for e in self.calendar]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drift.calendar names {dupes} more than once; give each event its own name")
         return self
 
 

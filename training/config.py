@@ -82,6 +82,10 @@ ScenarioKind = Literal[
     "channel_mix",
     "weekly_seasonality",
     "gradual_amount_drift",
+    "holiday",
+    # label feed / prior (issue 19's benchmark worlds)
+    "label_delay_change",
+    "fraud_rate_change",
     # concept drift
     "fraud_mechanism_shift",
     # bad batches

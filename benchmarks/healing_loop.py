@@ -32,6 +32,11 @@ non-regression, slices, calibration; signature/latency/size trivially equal). A 
 drift reference is the last `drift.reference_days` of its data, scored by it (as
 `drift_job.champion_reference`), its performance baseline its holdout metrics.
 
+The project policy's trigger also re-locates its onset by change point (`drift_job.locate_onset`,
+as the DAG does); the latency gate takes the best of `LATENCY_REPEATS` timings so machine load cannot
+reject a model; `run_policy(label_known_on=...)` (used by `healing_matrix.py`) shows labels as they
+arrive. The table below was measured before those three changes.
+
 Columns: detect = days from onset to the first trigger (1 = the onset day); new champ = days from
 onset to the first day a champion promoted after the onset serves; false trig = triggers on
 seasonality days or before the onset; PR-AUC post = the serving scores' PR-AUC over all days from

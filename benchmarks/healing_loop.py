@@ -300,7 +300,8 @@ def run_policy(
             return False
         champ = new
         later = data.batch_date > day
-        data.loc[later, "score"] = champ.score(data.loc[later])
+        if later.any():  # a promotion on the last replayed day serves no day of the replay
+            data.loc[later, "score"] = champ.score(data.loc[later])
         data.loc[later, "model_version"] = str(champ.version)
         by_day = {d: g for d, g in data.groupby("batch_date")}
         out.promoted_serving_from.append(day + DAY)

@@ -84,6 +84,10 @@ ScenarioKind = Literal[
     "channel_mix",
     "weekly_seasonality",
     "gradual_amount_drift",
+    "holiday",
+    # label feed / prior (issue 19's benchmark worlds)
+    "label_delay_change",
+    "fraud_rate_change",
     # concept drift
     "fraud_mechanism_shift",
     # bad batches
@@ -182,6 +186,10 @@ class DriftAwareSpec(_Strict):
     min_post_onset_days: int = Field(default=2, ge=2)  # fewer matured days after the onset: defer the retrain
     validation_share: float = Field(default=0.5, gt=0, lt=1)
     pre_onset_weight: float = Field(default=0.0, ge=0, le=1)
+    # `constant`: every pre-onset row at `pre_onset_weight`; `regime_similarity`: each pre-onset row at
+    # min(1, p_post / p_pre) of its (features, label) - a partial shift keeps what still happens
+    # (`training.data.regime_weights`); `pre_onset_weight` is then not used.
+    pre_onset_weighting: Literal["constant", "regime_similarity"] = "constant"
 
 
 class TrainingSpec(_Strict):

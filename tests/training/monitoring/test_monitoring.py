@@ -724,6 +724,14 @@ def test_abrupt_30_percent_amount_shift_is_detected_within_two_windows(abrupt) -
     assert decision.evidence["onset_window_start"] == onset.isoformat()
     assert decision.evidence["breaching_signal"] == "data_drift"
     assert decision.conf()["evidence"]["onset_window_start"] == onset.isoformat()
+    # ... re-estimated by change-point detection on the drifted features' daily series, with an interval
+    cp = decision.evidence["onset_change_point"]["data_drift"]
+    assert cp["onset"] == onset.isoformat() and cp["p_value"] <= 0.05
+    assert cp["interval"][0] <= onset.isoformat() <= cp["interval"][1]
+    assert decision.evidence["onset_source"].startswith("change point")
+    # the early, estimated performance is recorded on every window (never counted by the trigger)
+    est = next(s.window for s in result.steps if s.day == first).signal("estimated_performance")
+    assert est.status in ("ok", "breach") and 0 < est.value < 1
 
 
 def test_persistent_drift_over_20_windows_triggers_at_most_twice(abrupt) -> None:

@@ -96,7 +96,8 @@ def build(model: str | None) -> None:
         trigger_retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=retrain_dag_id,
-            conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
+            # the retrain's audit rows name this DAG as the actor
+            conf="{{ dict(ti.xcom_pull(task_ids='evaluate')['conf'], actor='dag:' ~ dag.dag_id) }}",
             wait_for_completion=False,
             # A retry after a trigger that reached the API would start a second retrain; if the breach
             # persists, the next window's decision triggers again (the policy's in-flight guard applies).

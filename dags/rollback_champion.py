@@ -36,7 +36,8 @@ def build(model: str | None) -> None:
         max_active_runs=1,
         tags=["closedloop", "ml", "ops"],
         doc_md=__doc__,
-        params={"reason": Param("", type="string", minLength=1, description="why roll back (required, audited)")},
+        params={"reason": Param("", type="string", minLength=1, description="why roll back (required, audited)"),
+                "actor": Param(None, type=["null", "string"], description="who asks (default: the triggering user)")},
         # Manual and watched: a failed rollback (e.g. no previous champion) fails the same way again, so
         # it is not retried; the operator reads why and re-triggers. (The rollback is idempotent per run,
         # keyed on the run id, so clearing the task after a service fault is safe.)

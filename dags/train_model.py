@@ -65,6 +65,8 @@ def build(model: str | None) -> None:
             "reason": Param(None, type=["null", "string"], description="why retrain: manual, drift_monitor:..., ..."),
             "evidence": Param({}, type=["object", "null"], description="what made someone ask (JSON)"),
             "data_version": Param(None, type=["null", "string"], description="pin a data version (DVC md5)"),
+            "actor": Param(None, type=["null", "string"],
+                           description="who asks, for the audit log (default: the triggering user, else scheduler)"),
             "signature_override_reason": Param(None, type=["null", "string"],
                                                description="accept a changed input schema (audited)"),
         },

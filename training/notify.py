@@ -70,6 +70,8 @@ class Message:
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dt.date):
+        return value.isoformat()
     text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
     return text if len(text) <= 400 else text[:397] + "..."
 
@@ -181,8 +183,8 @@ def rollback(cfg: Config, record: dict[str, Any], *, run_url: str | None = None)
         links=_links(airflow_run=run_url),
         dedupe_key=f"audit:{record.get('idempotency_key')}",
         next_action=(
-            f"Find out why v{record.get('from_version')} misbehaved; the loop will not re-promote it without a new "
-            "training run passing the gates."
+            f"v{record.get('to_version')} serves from the next scored day. Find out why v{record.get('from_version')} "
+            "misbehaved before promoting it again (force-promote, audited)."
         ),
     )
 
@@ -210,7 +212,7 @@ def failure(
             evidence={"day": str(day), "gate": task_id, "error": error},
             links=_links(airflow_run=run_url, quarantine=quarantine_dir), dedupe_key=key,
             next_action=(
-                f"Read why (the error below, the task log), fix the cause or the day's data, then re-run it: "
+                f"Read why (the error above, the task log), fix the cause or the day's data, then re-run it: "
                 f"`airflow dags trigger {dag_id} --conf '{{\"batch_date\": \"{day}\"}}'`."
             ),
         )

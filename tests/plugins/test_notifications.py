@@ -320,3 +320,42 @@ def test_older_audit_table_gains_the_new_columns(tmp_path):
     with eng.connect() as con:
         assert con.execute(sa.select(registry.registry_audit)).first().actor is None
     assert os.path.exists(tmp_path / "old.db")
+
+
+def test_rollback_is_told_with_its_actor(env, decisions, smtp_sink, webhook):
+    """A real force-promote then rollback (audited with the actor), told once as critical."""
+    from closedloop.notifiers import deliver
+
+    from training import notify
+    from training.model import registry
+
+    paths, cfg, _ = env
+    first, rejected = decisions
+    registry.force_promote(paths, cfg, rejected.challenger_version, "test: try v2 live", actor="user:alice")
+    record = registry.rollback(paths, cfg, "test: v2 precision collapsed", actor="api:bob").to_dict()
+    assert (record["actor"], record["trigger_reason"]) == ("api:bob", "rollback: test: v2 precision collapsed")
+    msg = notify.rollback(cfg, record, run_url="http://airflow.test/dags/rollback_champion/runs/r9")
+    deliver(paths, cfg, msg)
+    deliver(paths, cfg, msg)
+    mails, hooks = _received(smtp_sink, webhook, f"rolled back: v{rejected.challenger_version} -> v{first.challenger_version}")
+    assert len(mails) == 1 and len(hooks) == 1
+    assert mails[0]["X-Closedloop-Severity"] == "critical" and "actor: api:bob" in _mail_text(mails[0])
+    print("\n--- rollback e-mail as received ---\n" + _mail_text(mails[0]))
+
+
+def test_a_deferred_retrain_is_told_once(env, smtp_sink, webhook):
+    """A `retrain_deferrals` row as `pending()` returns it -> one info message, however often runs see it."""
+    from closedloop.notifiers import deliver
+
+    from training import notify
+
+    paths, cfg, _ = env
+    pending = {"id": 7, "status": "pending", "reason": "drift_monitor:performance", "onset": dt.date(2026, 2, 1),
+               "onset_source": "evidence.onset", "post_onset_days": 1, "needed_days": 2,
+               "why": "1 matured day(s) from the onset 2026-02-01 (< 2): deferred", "created_at": "2026-02-02T01:00:00"}
+    for _ in range(3):  # every later train_model run's `decide` sees the same pending deferral
+        deliver(paths, cfg, notify.deferral_waiting(cfg, pending, run_url="http://airflow.test/dags/train_model/runs/r2"))
+    hooks = [h for h in webhook.received if h["closedloop"]["kind"] == "deferral_waiting"]
+    assert len(hooks) == 1 and hooks[0]["closedloop"]["severity"] == "info"
+    assert "needed_days: 2" in hooks[0]["text"] and "champion keeps serving" in hooks[0]["text"]
+    print("\n--- deferral webhook as received ---\n" + hooks[0]["text"])

@@ -47,7 +47,7 @@ def build(model: str | None) -> None:
         doc_md=__doc__,
         params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},
         # scoring replaces the interval's partition per alias: a retry after a service fault is safe
-        default_args=default_args(),
+        default_args=default_args(model),
     )
     def batch_inference():
         if execution.in_pod("infer"):

@@ -556,6 +556,48 @@ class ProjectSpec(_Strict):
         return self.expectations_dir if self.expectations_dir.is_absolute() else PROJECT_ROOT / self.expectations_dir
 
 
+#: How loud a message is; routes pick the severities they carry.
+Severity = Literal["info", "warning", "critical"]
+ALL_SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+#: The decisions and events the loop tells people about (`training.notify` builds their messages).
+MessageKind = Literal[
+    "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure"
+]
+
+
+class NotificationRoute(_Strict):
+    """Where the messages of some severities (and optionally only some kinds) of this model go."""
+
+    severity: list[Severity] = Field(default_factory=lambda: list(ALL_SEVERITIES), min_length=1)
+    kinds: list[MessageKind] | None = None  # None: every kind
+    email: list[str] = Field(default_factory=list)
+    webhook: str | None = Field(default=None, pattern=r"^https?://")  # Slack-compatible or generic JSON
+
+    @model_validator(mode="after")
+    def _has_a_receiver(self) -> NotificationRoute:
+        if not self.email and not self.webhook:
+            raise ValueError("a notifications route needs `email: [...]` or `webhook: http(s)://...` (or both)")
+        return self
+
+
+class NotificationsSpec(_Strict):
+    """Who is told about the loop's decisions, per model (each model's config has its own routes).
+
+    No routes (the default): nothing is sent and nothing fails.
+    """
+
+    routes: list[NotificationRoute] = Field(default_factory=list)
+    smtp_conn_id: str = "smtp_default"  # an Airflow connection (AIRFLOW_CONN_SMTP_DEFAULT=smtp://host:port)
+    from_email: str = "closedloop@localhost"
+    airflow_base_url: str | None = None  # links to runs; default: Airflow's [api] base_url
+    attempts: int = Field(default=3, ge=1, le=10)  # per receiver, then logged as failed
+    retry_wait_s: float = Field(default=1.0, ge=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    def routes_for(self, kind: str, severity: str) -> list[NotificationRoute]:
+        return [r for r in self.routes if severity in r.severity and (r.kinds is None or kind in r.kinds)]
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
@@ -568,6 +610,7 @@ class Config(_Strict):
     schedules: ScheduleSpec = ScheduleSpec()
     admission: AdmissionSpec = AdmissionSpec()
     execution: ExecutionSpec = ExecutionSpec()
+    notifications: NotificationsSpec = NotificationsSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

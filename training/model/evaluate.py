@@ -53,6 +53,7 @@ class EvaluationResult:
     metrics: dict[str, Any]
     idempotency_key: str
     reused: bool = False
+    trigger_reason: str | None = None  # why the challenger was trained (its version's `trigger_reason` tag)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,6 +144,7 @@ def evaluate_challenger(
     airflow_run_id: str | None = None,
     idempotency_key: str | None = None,
     act: bool = True,
+    actor: str | None = None,
 ) -> EvaluationResult:
     """Gate the challenger (default: `@challenger`) against `@champion` and act on the decision.
 
@@ -287,6 +289,7 @@ def evaluate_challenger(
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
             gated_against=None if champion is None else champion.version,
+            actor=actor,
         )
     else:
         why = "; ".join(f"{g.name}: {g.why}" for g in decision.failed)
@@ -299,5 +302,6 @@ def evaluate_challenger(
             metrics=audit_metrics,
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
+            actor=actor,
         )
-    return dataclasses.replace(result, action=rec.action)
+    return dataclasses.replace(result, action=rec.action, trigger_reason=rec.trigger_reason)

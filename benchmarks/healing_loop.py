@@ -32,6 +32,11 @@ non-regression, slices, calibration; signature/latency/size trivially equal). A 
 drift reference is the last `drift.reference_days` of its data, scored by it (as
 `drift_job.champion_reference`), its performance baseline its holdout metrics.
 
+The project policy's trigger also re-locates its onset by change point (`drift_job.locate_onset`,
+as the DAG does); the latency gate takes the best of `LATENCY_REPEATS` timings so machine load cannot
+reject a model; `run_policy(label_known_on=...)` (used by `healing_matrix.py`) shows labels as they
+arrive. The table below was measured before those three changes.
+
 Columns: detect = days from onset to the first trigger (1 = the onset day); new champ = days from
 onset to the first day a champion promoted after the onset serves; false trig = triggers on
 seasonality days or before the onset; PR-AUC post = the serving scores' PR-AUC over all days from
@@ -103,6 +108,7 @@ DAY = dt.timedelta(days=1)
 TRAIN_DAYS = 28  # first champion: standard windows ending on day 27; monitored from day 28
 ONSET = 42
 WEEKLY_EVERY = 7
+LATENCY_REPEATS = 5
 SEASONAL = {"kind": "weekly_seasonality", "from_day": 0}
 WORLDS: dict[str, list[dict[str, Any]]] = {
     "concept": [SEASONAL, {"kind": "fraud_mechanism_shift", "from_day": ONSET}],
@@ -131,6 +137,8 @@ class Outcome:
     )  # day, window, promoted, policy
     promoted_serving_from: list[dt.date] = field(default_factory=list)
     deferred_days: int = 0
+    onsets: list[dict[str, Any]] = field(default_factory=list)  # per trigger: the evidence's onset and interval
+    estimated_breaches: list[dt.date] = field(default_factory=list)  # days the early estimated signal breached
 
 
 def world_config(name: str, rows_per_day: int) -> Config:
@@ -204,9 +212,14 @@ def train_and_gate(
     """Fit on `splits.train`, judge with the project's gates on `splits.holdout` against `champion`."""
     score = fit_model(cfg, *fit_frame(splits), seed)
     hold = splits.holdout
-    t0 = time.perf_counter()
     ch_scores = score(hold)
-    latency = (time.perf_counter() - t0) * 1000 * 1000 / max(len(hold), 1)
+    # best of N timings: machine load (other jobs on the box) must not reject a model on latency
+    timings = []
+    for _ in range(LATENCY_REPEATS):
+        t0 = time.perf_counter()
+        score(hold)
+        timings.append(time.perf_counter() - t0)
+    latency = min(timings) * 1000 * 1000 / max(len(hold), 1)
     decision = gates.evaluate_gates(
         cfg,
         gates.GateInputs(
@@ -230,28 +243,46 @@ def train_and_gate(
 
 
 def run_policy(
-    policy: str, cfg: Config, feats: pd.DataFrame, first: Champion, days: list[dt.date]
+    policy: str,
+    cfg: Config,
+    feats: pd.DataFrame,
+    first: Champion,
+    days: list[dt.date],
+    *,
+    label_known_on: pd.Series | None = None,
 ) -> tuple[Outcome, pd.Series]:
-    """Replay `days` under `policy`; returns what happened and the serving score of every row."""
+    """Replay `days` under `policy`; returns what happened and the serving score of every row.
+
+    `label_known_on` (aligned with `feats`): the day each positive's label arrives (the simulator's
+    label delay). Given, the monitor and the retrains see labels as they are known on each day - a
+    positive whose label has not arrived reads as a negative, as in the warehouse; else every label
+    counts once `windows.label_maturity_days` have passed.
+    """
     lag = cfg.windows.label_maturity_days
     id_col, target = cfg.model.id_column, cfg.model.target
     data = feats.assign(score=first.score(feats), model_version=str(first.version))
     by_day = {d: g for d, g in data.groupby("batch_date")}
     out = Outcome()
     champ = first
+    serving_since = days[0]
+
+    def known(frame: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+        if label_known_on is None:
+            return frame
+        arrived = (label_known_on.loc[frame.index] <= as_of).to_numpy()
+        return frame.assign(**{target: (frame[target].astype(int).to_numpy() * arrived).astype(int)})
 
     def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
         parts = [by_day[d] for d in sorted(by_day) if start <= d <= end]
         return pd.concat(parts, ignore_index=True) if parts else data.iloc[:0]
 
     def load_labels(ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
-        frame = data.loc[data[id_col].isin(set(ids)), [id_col, target]].copy()
-        frame["matured"] = True
-        return frame
+        frame = known(data.loc[data[id_col].isin(set(ids)), [id_col, target]], as_of)
+        return frame.assign(matured=True)
 
     def retrain(day: dt.date, anchor: dt.date | None) -> bool:
-        nonlocal champ, data, by_day
-        matured = feats[feats.batch_date <= day - lag * DAY].reset_index(drop=True)
+        nonlocal champ, data, by_day, serving_since
+        matured = known(feats[feats.batch_date <= day - lag * DAY], day).reset_index(drop=True)
         splits = datasets.split_anchored(matured, cfg, anchor, seed=cfg.training.seed) if anchor else None
         how = "onset-anchored" if splits is not None else "standard"
         if splits is None:
@@ -269,10 +300,12 @@ def run_policy(
             return False
         champ = new
         later = data.batch_date > day
-        data.loc[later, "score"] = champ.score(data.loc[later])
+        if later.any():  # a promotion on the last replayed day serves no day of the replay
+            data.loc[later, "score"] = champ.score(data.loc[later])
         data.loc[later, "model_version"] = str(champ.version)
         by_day = {d: g for d, g in data.groupby("batch_date")}
         out.promoted_serving_from.append(day + DAY)
+        serving_since = day + DAY
         return True
 
     history: list[WindowEvidence] = []
@@ -316,8 +349,16 @@ def run_policy(
             current_champion_version=str(champ.version),
             past_triggers=list(past),
         )
+        if window.signal("estimated_performance").breach:
+            out.estimated_breaches.append(day)
         if not decision.trigger:
             continue
+        decision = drift_job.locate_onset(cfg, decision, window, reference=champ.reference,
+                                          serving_since=serving_since, load_window=load_window,
+                                          load_labels=load_labels)
+        out.onsets.append({"day": day, "onset": decision.evidence.get("onset_window_start"),
+                           "from_windows": decision.evidence.get("onset_from_windows"),
+                           "interval": decision.evidence.get("onset_interval")})
         out.triggers.append(day)
         last_retrain = day
         if policy == "none":

@@ -27,6 +27,7 @@ from closedloop.runtime import (
     load_runtime,
     parse_config,
     pool_for,
+    rescore_dates,
 )
 
 
@@ -46,7 +47,7 @@ def build(model: str | None) -> None:
         doc_md=__doc__,
         params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},
         # scoring replaces the interval's partition per alias: a retry after a service fault is safe
-        default_args=default_args(),
+        default_args=default_args(model),
     )
     def batch_inference():
         if execution.in_pod("infer"):
@@ -55,7 +56,7 @@ def build(model: str | None) -> None:
             @task
             def days(**context) -> list[str]:
                 """The intervals to score (Airflow context only: the pod gets them as arguments)."""
-                return [d.isoformat() for d in batch_dates(context, "features")]
+                return [d.isoformat() for d in sorted({*batch_dates(context, "features"), *rescore_dates(context)})]
 
             pod = stage_pod(execution, "score", "infer", [
                 "--dates={{ ti.xcom_pull(task_ids='days') | join(',') }}",
@@ -72,11 +73,16 @@ def build(model: str | None) -> None:
 
         @task(outlets=[assets.predictions], pool=pool_for(model, WAREHOUSE_POOL))
         def score(**context) -> dict:
-            """Score every interval this run was triggered for (events queued together are all scored)."""
+            """Score every interval this run was triggered for (events queued together are all scored), and
+            re-score the later days a backfill re-published: their predictions were made from features
+            the rebuilt mart no longer has. The monitor is told only of the triggering days; its past
+            decisions on the re-scored days stand."""
             from training.serving.inference import score_interval
 
             cfg, paths = load_runtime(model)
             days = batch_dates(context, "features")
+            for day in sorted(set(rescore_dates(context)) - set(days)):
+                print("re-scored after a backfill:", score_interval(paths, cfg, day))
             results = [score_interval(paths, cfg, day) for day in days]
             for result in results:
                 print(result)

@@ -19,6 +19,8 @@
 * The dbt models are rendered from the manifest `python -m training dbt-parse` writes. On a fresh
   clone, before it has run, the DAG still imports: the dbt step is one `dbt.manifest_missing` task
   that fails naming that command; the models appear as tasks at the next parse after it ran.
+* A refused or quarantined day (a failed `land`, gate or `verify_published`) is told to the
+  model's notification routes once per run, with the error and the command to re-run the day.
 * Retries: tasks that write partitions retry service faults (2 × 1 min; each replaces the day, so a
   retry is safe); the gates, the dbt model tasks and `verify_published` do not (see each one's note).
 """
@@ -81,7 +83,7 @@ def build(model: str | None) -> None:
             )
         },
         # land/load_raw/publish replace the day's partition and DVC version: retry service faults
-        default_args=default_args(),
+        default_args=default_args(model),
     )
     def data_pipeline():
         @task(pool=warehouse_pool)

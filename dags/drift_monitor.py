@@ -15,7 +15,9 @@ Scheduled on the `closedloop_predictions` Asset (one run per scored interval).
    cap of retrains per period (outcomes from the registry audit log); windows scored by an older
    champion ignored. Every decision — trigger or not, and why — is a row in `monitoring_decisions`;
    a trigger's evidence carries the onset window for the drift-aware retrain.
-4. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`.
+4. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`;
+   `record_trigger` links the decision to that run and tells the model's notification routes
+   (the window's evidence, the Evidently report, the triggered run), once per window.
 
 With `execution.mode: kubernetes` and `drift` in `execution.stages`, `evaluate` runs as a pod
 (`python -m training drift --dates ... --retrain-in-flight=...`, same loop, same result dict); a light
@@ -29,6 +31,7 @@ import datetime as dt
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from closedloop.assets import assets_for
+from closedloop.notifiers import ClosedloopNotifier
 from closedloop.runtime import (
     batch_dates,
     dag_id,
@@ -57,7 +60,7 @@ def build(model: str | None) -> None:
         render_template_as_native_obj=True,
         params={"batch_date": Param(None, type=["null", "string"], description="window end (default: the Asset event's)")},
         # the sensor and evaluate read/replace one window's rows: a retry after a service fault is safe
-        default_args=default_args(),
+        default_args=default_args(model),
     )
     def drift_monitor():
         @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
@@ -93,14 +96,15 @@ def build(model: str | None) -> None:
         trigger_retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=retrain_dag_id,
-            conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
+            # the retrain's audit rows name this DAG as the actor
+            conf="{{ dict(ti.xcom_pull(task_ids='evaluate')['conf'], actor='dag:' ~ dag.dag_id) }}",
             wait_for_completion=False,
             # A retry after a trigger that reached the API would start a second retrain; if the breach
             # persists, the next window's decision triggers again (the policy's in-flight guard applies).
             retries=0,
         )
 
-        @task
+        @task(on_success_callback=ClosedloopNotifier(model, "drift_trigger"))
         def record_trigger(result: dict, **context) -> None:
             from training.monitoring.decision_log import attach_triggered_run
 

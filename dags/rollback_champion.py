@@ -3,7 +3,8 @@
 
 Manual only: `airflow dags trigger rollback_champion --conf '{"reason": "bad precision in prod"}'`.
 Moves `@champion` back to the version that preceded the current one (as the audit log records
-it) and appends a `rollback` row to the registry audit log. A reason is required.
+it) and appends a `rollback` row to the registry audit log (with the actor: `conf.actor`, else the
+user who triggered it). A reason is required. The rollback is notified to the model's routes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import assets_for
+from closedloop.notifiers import ClosedloopNotifier
 from closedloop.runtime import (
+    actor_of,
     dag_id,
     default_args,
     deployment_models,
@@ -33,19 +36,21 @@ def build(model: str | None) -> None:
         max_active_runs=1,
         tags=["closedloop", "ml", "ops"],
         doc_md=__doc__,
-        params={"reason": Param("", type="string", minLength=1, description="why roll back (required, audited)")},
+        params={"reason": Param("", type="string", minLength=1, description="why roll back (required, audited)"),
+                "actor": Param(None, type=["null", "string"], description="who asks (default: the triggering user)")},
         # Manual and watched: a failed rollback (e.g. no previous champion) fails the same way again, so
         # it is not retried; the operator reads why and re-triggers. (The rollback is idempotent per run,
         # keyed on the run id, so clearing the task after a service fault is safe.)
-        default_args=default_args(retries=0),
+        default_args=default_args(model, retries=0),
     )
     def rollback_champion():
-        @task(outlets=[assets.champion])
+        @task(outlets=[assets.champion], on_success_callback=ClosedloopNotifier(model, "rollback"))
         def rollback(**context) -> dict:
             from training.model.registry import rollback as rollback_alias
 
             cfg, paths = load_runtime(model)
-            record = rollback_alias(paths, cfg, context["params"]["reason"], airflow_run_id=context["run_id"])
+            record = rollback_alias(paths, cfg, context["params"]["reason"], airflow_run_id=context["run_id"],
+                                    actor=actor_of(context))
             extra = record.to_dict()
             context["outlet_events"][assets.champion].extra = {
                 "model_name": cfg.model.name,

@@ -13,7 +13,15 @@ Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
    logged to MLflow with lineage tags; the best is registered as `@challenger`.
 3. `evaluate` — gates against `@champion` on the frozen holdout (floors, paired-bootstrap
    non-regression, slices, signature, latency/size); promotes or rejects, audited, with a report.
-4. `announce_champion` — emits the `closedloop_champion` Asset only when the alias moved.
+4. `outcome` — a branch: `announce_champion` emits the `closedloop_champion` Asset when the alias
+   moved; `challenger_rejected` is the run's last task when the gates rejected the challenger. A
+   rejected run is therefore visibly different in the grid (its final green task is
+   `challenger_rejected`, `announce_champion` skipped), and the rejection is in the audit log.
+
+Notifications (`notifications:` in the config; none configured, none sent): `decide` tells of a
+retrain deferred for labels, `evaluate` of the promotion or rejection (with the decision report),
+any failed task of the failed run. The audit rows carry the trigger reason and the actor
+(`conf.actor`, else the triggering user, else `scheduler`).
 
 With no published data version yet, `decide` *skips* the run and says why (nothing to train on is
 not a failure). With `execution.mode: kubernetes` in the config, `train` and `evaluate` (as listed in
@@ -27,7 +35,9 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 from closedloop.assets import assets_for
+from closedloop.notifiers import ClosedloopNotifier
 from closedloop.runtime import (
+    actor_of,
     dag_id,
     default_args,
     deployment_models,
@@ -55,14 +65,16 @@ def build(model: str | None) -> None:
             "reason": Param(None, type=["null", "string"], description="why retrain: manual, drift_monitor:..., ..."),
             "evidence": Param({}, type=["object", "null"], description="what made someone ask (JSON)"),
             "data_version": Param(None, type=["null", "string"], description="pin a data version (DVC md5)"),
+            "actor": Param(None, type=["null", "string"],
+                           description="who asks, for the audit log (default: the triggering user, else scheduler)"),
             "signature_override_reason": Param(None, type=["null", "string"],
                                                description="accept a changed input schema (audited)"),
         },
         # train/evaluate/decide are idempotent per run (keyed on the run id): retry service faults
-        default_args=default_args(),
+        default_args=default_args(model),
     )
     def train_model():
-        @task.short_circuit
+        @task.short_circuit(on_success_callback=ClosedloopNotifier(model, "deferral"))
         def decide(**context) -> dict | bool:
             """Train only with a reason, without a champion, or once the cadence has passed."""
             from airflow.sdk.exceptions import AirflowSkipException
@@ -101,7 +113,7 @@ def build(model: str | None) -> None:
                 retrain_deferral.resolve(paths, decision["deferral_id"], result.version, result.data_version)
             return result.to_dict()
 
-        @task
+        @task(on_success_callback=ClosedloopNotifier(model, "gate_decision"))
         def evaluate(trained: dict, **context) -> dict:
             from training.model.evaluate import evaluate_challenger
 
@@ -112,13 +124,23 @@ def build(model: str | None) -> None:
                 version=trained["version"],
                 signature_override_reason=context["params"].get("signature_override_reason"),
                 airflow_run_id=context["run_id"],
+                actor=actor_of(context),
             )
             print(f"decision: {result.action} (failed gates: {result.failed_gates}); report {result.report_uri}")
             return result.to_dict()
 
-        @task.short_circuit
-        def promoted(result: dict) -> bool:
-            return result["action"] in ("promote", "first_promote")
+        @task.branch
+        def outcome(result: dict) -> str:
+            """Promoted: announce the new champion. Rejected: end in `challenger_rejected`."""
+            return "announce_champion" if result["action"] in ("promote", "first_promote") else "challenger_rejected"
+
+        @task
+        def challenger_rejected(result: dict) -> dict:
+            """The run's final task when the gates rejected the challenger: says so in the grid and the log."""
+            print(f"REJECTED: {result['model_name']} v{result['challenger_version']} failed "
+                  f"{', '.join(result['failed_gates'])}; v{result['champion_version']} stays champion. "
+                  f"Report: {result['report_uri']}")
+            return {"rejected": result["challenger_version"], "failed_gates": result["failed_gates"]}
 
         @task(outlets=[assets.champion])
         def announce_champion(result: dict, **context) -> None:
@@ -150,12 +172,12 @@ def build(model: str | None) -> None:
                 "--version={{ ti.xcom_pull(task_ids='train')['version'] }}",
                 "--signature-override-reason={{ params.signature_override_reason or '' }}",
                 "--airflow-run-id={{ run_id }}",
-            ], model=model)
+            ], model=model, on_success_callback=ClosedloopNotifier(model, "gate_decision"))
             trained >> evaluated
             result = evaluated.output
         else:
             result = evaluate(trained)
-        promoted(result) >> announce_champion(result)
+        outcome(result) >> [announce_champion(result), challenger_rejected(result)]
 
     train_model()
 

@@ -84,6 +84,10 @@ ScenarioKind = Literal[
     "channel_mix",
     "weekly_seasonality",
     "gradual_amount_drift",
+    "holiday",
+    # label feed / prior (issue 19's benchmark worlds)
+    "label_delay_change",
+    "fraud_rate_change",
     # concept drift
     "fraud_mechanism_shift",
     # bad batches
@@ -124,11 +128,43 @@ class SimulatorSpec(_Strict):
         return (day - self.start_date).days
 
 
+class LabelMaturitySpec(_Strict):
+    """Label maturity learned from the label feed (training/monitoring/label_delay.py).
+
+    The monitor measures each delivered label's delay (report day - event day) and judges matured
+    performance only on windows at least max(`windows.label_maturity_days`, the `quantile` of the
+    delays reported in the last `recent_days`) old. A move of that quantile by `change_days` against
+    the `baseline_days` before is the `label_delay_change` alert (never a retrain); while the learned
+    maturity is above its value `settle_days` ago, matured performance is not judged.
+    """
+
+    learn: bool = False
+    quantile: float = Field(default=0.98, ge=0.5, lt=1)
+    recent_days: int = Field(default=14, ge=1)
+    baseline_days: int = Field(default=28, ge=1)
+    settle_days: int = Field(default=7, ge=1)
+    change_days: float = Field(default=2.0, gt=0)
+    min_labels: int = Field(default=30, ge=1)
+    max_days: int = Field(default=60, ge=1)
+
+
 class WindowSpec(_Strict):
     training_days: int = Field(gt=0)
     validation_days: int = Field(gt=0)
     holdout_days: int = Field(gt=0)
+    # A label is final this many days after its event: the training set's rule and, with
+    # `label_maturity.learn`, the floor (and fallback) of the maturity learned from the label feed.
     label_maturity_days: int = Field(ge=0)
+    label_maturity: LabelMaturitySpec = LabelMaturitySpec()
+
+    @model_validator(mode="after")
+    def _maturity_cap(self) -> WindowSpec:
+        if self.label_maturity.max_days < self.label_maturity_days:
+            raise ValueError(
+                f"windows.label_maturity.max_days ({self.label_maturity.max_days}) is below "
+                f"windows.label_maturity_days ({self.label_maturity_days}), the floor it caps"
+            )
+        return self
 
 
 class DriftAwareSpec(_Strict):
@@ -150,6 +186,10 @@ class DriftAwareSpec(_Strict):
     min_post_onset_days: int = Field(default=2, ge=2)  # fewer matured days after the onset: defer the retrain
     validation_share: float = Field(default=0.5, gt=0, lt=1)
     pre_onset_weight: float = Field(default=0.0, ge=0, le=1)
+    # `constant`: every pre-onset row at `pre_onset_weight`; `regime_similarity`: each pre-onset row at
+    # min(1, p_post / p_pre) of its (features, label) - a partial shift keeps what still happens
+    # (`training.data.regime_weights`); `pre_onset_weight` is then not used.
+    pre_onset_weighting: Literal["constant", "regime_similarity"] = "constant"
 
 
 class TrainingSpec(_Strict):
@@ -185,16 +225,32 @@ class RecoveryPolicy(_Strict):
     """Replacing a collapsed champion (below `gates.floors` on the current holdout).
 
     When enabled, a challenger that beats such a champion significantly (the non-regression gate)
-    is measured against these lower `floors` instead of `gates.floors`; every other gate still
-    applies, and the decision and the audit record say `recovery`.
+    no longer has to meet `gates.floors`, which a new, harder world may put out of anyone's reach:
+
+    * `relative_to: baseline` - it must not be significantly worse than a simple baseline
+      (`baseline_family`, fitted by `train` on the same days and scored on the same holdout):
+      the upper end of the paired bootstrap interval of (challenger - baseline) must reach
+      -`baseline_tolerance`. What is achievable on the new days sets the bar, not a fixed number.
+      A challenger without baseline scores (trained before this setting) falls back to `floors`.
+    * `relative_to: floors` - it must meet the lower absolute `floors` instead.
+
+    Every other gate still applies, and the decision and the audit record say `recovery`.
     """
 
     enabled: bool = False
+    relative_to: Literal["floors", "baseline"] = "floors"
+    baseline_family: Literal["logistic_regression", "xgboost"] = "logistic_regression"
+    baseline_tolerance: float = Field(default=0.0, ge=0, lt=1)
     floors: dict[str, float] = Field(default_factory=dict)
     # A collapsed champion can still be better on a small slice (positives of a kind it was trained on that have
     # become rare): `report` waives the slice gate in recovery - the regression is shown in the
     # report and the audit record, not blocking - `enforce` keeps it blocking.
     slice_gate: Literal["report", "enforce"] = "report"
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether training must fit and score the baseline for the recovery gate."""
+        return self.enabled and self.relative_to == "baseline"
 
 
 class GateSpec(_Strict):
@@ -209,8 +265,11 @@ class GateSpec(_Strict):
     @model_validator(mode="after")
     def _recovery_floors(self) -> GateSpec:
         r = self.recovery
-        if r.enabled and not r.floors:
-            raise ValueError("gates.recovery.enabled needs gates.recovery.floors (e.g. {pr_auc: 0.1})")
+        if r.enabled and r.relative_to == "floors" and not r.floors:
+            raise ValueError(
+                "gates.recovery.enabled with relative_to: floors needs gates.recovery.floors (e.g. {pr_auc: 0.1}), "
+                "or set relative_to: baseline"
+            )
         unknown = set(r.floors) - set(self.floors)
         if unknown:
             raise ValueError(
@@ -256,6 +315,39 @@ class StormSpec(_Strict):
     backoff_factor: float = Field(default=2.0, ge=1)
 
 
+MonitoredSignal = Literal["data_drift", "prediction_drift", "performance"]
+
+
+def _drift_signals() -> list[MonitoredSignal]:
+    return ["data_drift", "prediction_drift"]
+
+
+class CalendarEvent(_Strict):
+    """A known event (holiday, campaign) whose drift is expected: `start`..`end` (inclusive batch dates).
+
+    A breach of an `excuses` signal whose period overlaps the event is reported with `reason` in the
+    decision and counts towards no trigger (training/monitoring/retrain_trigger.py).
+    """
+
+    name: str = Field(min_length=1)
+    start: dt.date
+    end: dt.date
+    reason: str = Field(min_length=1)
+    excuses: list[MonitoredSignal] = Field(default_factory=_drift_signals, min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CalendarEvent:
+        if self.end < self.start:
+            raise ValueError(f"calendar event {self.name!r}: end {self.end} is before start {self.start}")
+        if not self.reason.strip():
+            raise ValueError(f"calendar event {self.name!r} needs a reason (it is written into every decision)")
+        return self
+
+    def covers(self, start: dt.date, end: dt.date) -> bool:
+        """Does the event overlap the batch dates `start`..`end`?"""
+        return start <= self.end and end >= self.start
+
+
 class KOfN(_Strict):
     k: int = Field(ge=1)
     n: int = Field(ge=1)
@@ -296,6 +388,8 @@ class DriftSpec(_Strict):
     reference: Literal["day_of_week", "whole_weeks", "as_given"] = "day_of_week"
     reference_days: int = Field(default=14, ge=7)
     storm: StormSpec = StormSpec()
+    # Known events (holidays, campaigns): expected drift, reported with their reason, never a trigger.
+    calendar: list[CalendarEvent] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _whole_weeks(self) -> DriftSpec:
@@ -304,6 +398,10 @@ class DriftSpec(_Strict):
                 f"drift.reference_days ({self.reference_days}) must be a multiple of 7 so the reference "
                 "covers whole weeks (weekly seasonality)"
             )
+        names = [e.name for e in self.calendar]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drift.calendar names {dupes} more than once; give each event its own name")
         return self
 
 
@@ -458,6 +556,48 @@ class ProjectSpec(_Strict):
         return self.expectations_dir if self.expectations_dir.is_absolute() else PROJECT_ROOT / self.expectations_dir
 
 
+#: How loud a message is; routes pick the severities they carry.
+Severity = Literal["info", "warning", "critical"]
+ALL_SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+#: The decisions and events the loop tells people about (`training.notify` builds their messages).
+MessageKind = Literal[
+    "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure"
+]
+
+
+class NotificationRoute(_Strict):
+    """Where the messages of some severities (and optionally only some kinds) of this model go."""
+
+    severity: list[Severity] = Field(default_factory=lambda: list(ALL_SEVERITIES), min_length=1)
+    kinds: list[MessageKind] | None = None  # None: every kind
+    email: list[str] = Field(default_factory=list)
+    webhook: str | None = Field(default=None, pattern=r"^https?://")  # Slack-compatible or generic JSON
+
+    @model_validator(mode="after")
+    def _has_a_receiver(self) -> NotificationRoute:
+        if not self.email and not self.webhook:
+            raise ValueError("a notifications route needs `email: [...]` or `webhook: http(s)://...` (or both)")
+        return self
+
+
+class NotificationsSpec(_Strict):
+    """Who is told about the loop's decisions, per model (each model's config has its own routes).
+
+    No routes (the default): nothing is sent and nothing fails.
+    """
+
+    routes: list[NotificationRoute] = Field(default_factory=list)
+    smtp_conn_id: str = "smtp_default"  # an Airflow connection (AIRFLOW_CONN_SMTP_DEFAULT=smtp://host:port)
+    from_email: str = "closedloop@localhost"
+    airflow_base_url: str | None = None  # links to runs; default: Airflow's [api] base_url
+    attempts: int = Field(default=3, ge=1, le=10)  # per receiver, then logged as failed
+    retry_wait_s: float = Field(default=1.0, ge=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    def routes_for(self, kind: str, severity: str) -> list[NotificationRoute]:
+        return [r for r in self.routes if severity in r.severity and (r.kinds is None or kind in r.kinds)]
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
@@ -470,6 +610,7 @@ class Config(_Strict):
     schedules: ScheduleSpec = ScheduleSpec()
     admission: AdmissionSpec = AdmissionSpec()
     execution: ExecutionSpec = ExecutionSpec()
+    notifications: NotificationsSpec = NotificationsSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

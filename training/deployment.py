@@ -15,7 +15,7 @@ import os
 from training.config import ConfigError, model_names, models_dir
 from training.settings import MODEL_ENV_VAR, settings
 
-#: Separates a model's name from the DAG's in a several-model deployment (`card_fraud__train_model`).
+#: Separates a model's name from the DAG's in a several-model deployment (`<model>__train_model`).
 DAG_ID_SEPARATOR = "__"
 
 

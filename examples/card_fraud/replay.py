@@ -205,16 +205,18 @@ def replay(
     version, ref = champion_version, reference
     last_retrain: dt.date | None = None
     running: tuple[dt.date, dt.date] | None = None  # (trigger day, day the retrain finishes)
+    serving_since = days[0] if days else None
     for day in days:
         if running is not None and day > running[1]:
             trigger_day = running[0]
-            out.triggers[-1] = PastTrigger(trigger_day, retrain_outcome)
+            out.triggers[-1] = PastTrigger(trigger_day, retrain_outcome, out.triggers[-1].signals)
             running = None
             if retrain_outcome == "promoted":
                 version = str(int(version) + 1)
                 ref = load_window(trigger_day + DAY, day - DAY).assign(model_version=version)
                 data.loc[data["batch_date"] >= day, "model_version"] = version
                 by_day = {d: g for d, g in data.groupby("batch_date")}
+                serving_since = day
         window = drift_job.measure_interval(
             paths,
             cfg,
@@ -237,10 +239,12 @@ def replay(
             current_champion_version=version,
             past_triggers=list(out.triggers),
         )
+        decision = drift_job.locate_onset(cfg, decision, window, reference=ref, serving_since=serving_since,
+                                          load_window=load_window, load_labels=load_labels)
         out.steps.append(Step(day, window, decision))
         if decision.trigger:
             last_retrain = day
-            out.triggers.append(PastTrigger(day, "pending"))
+            out.triggers.append(PastTrigger(day, "pending", PastTrigger.signals_of(decision.reason)))
             running = (day, day + (retrain_days - 1) * DAY)
     return out
 

@@ -24,6 +24,7 @@ days before k untouched.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -163,6 +164,8 @@ _BASE_MIX = {"card_testing": 0.30, "account_takeover": 0.40, "high_value": 0.30}
 _COVARIATE = "covariate_shift"
 _CONCEPT = "concept_drift"
 _BAD_BATCH = "bad_batch"
+_LABEL_FEED = "label_feed"  # when labels arrive, not what happens
+_PRIOR = "prior_shift"  # how often fraud happens, not how
 
 #: kind -> {"family", "description", "params" (defaults)}. Every `ScenarioKind` is listed.
 SCENARIO_KINDS: dict[str, dict[str, Any]] = {
@@ -208,6 +211,25 @@ SCENARIO_KINDS: dict[str, dict[str, Any]] = {
             "merchant_share": 0.25,
             "amount_factor": 2.0,
         },
+    },
+    "holiday": {
+        "family": _COVARIATE,
+        "description": "a known event (holiday, campaign): each active day carries `volume_factor` x "
+        "the usual volume and every amount is `amount_factor` x (declare it with `until_day`; the "
+        "world is back to normal afterwards)",
+        "params": {"volume_factor": 3.0, "amount_factor": 1.5},
+    },
+    "label_delay_change": {
+        "family": _LABEL_FEED,
+        "description": "chargebacks of the active days' frauds arrive `factor` x later (delays drawn "
+        "as usual, then scaled and rounded up): nothing changes in the world, only when labels are known",
+        "params": {"factor": 2.0},
+    },
+    "fraud_rate_change": {
+        "family": _PRIOR,
+        "description": "fraud becomes `factor` x as frequent with the same mechanisms: the score "
+        "distribution moves (more high scores), the features and P(fraud | features) of a mechanism do not",
+        "params": {"factor": 2.5},
     },
     "missing_column": {
         "family": _BAD_BATCH,
@@ -456,6 +478,7 @@ def _day_volume(spec: SimulatorSpec, day: dt.date) -> int:
             factor = _positive(kind, "weekend_volume", params)
             # weekend days get `factor` x a weekday's volume (the base rhythm is replaced)
             expected = spec.transactions_per_day * _WEEKDAY_VOLUME[0] * (factor if day.weekday() >= 5 else 1.0)
+    expected *= _holiday_volume_factor(spec, day)
     n = int(round(expected * (1.0 + rng.normal(0.0, 0.02))))
     if n >= 10_000_000:
         raise SimulatorError(
@@ -633,11 +656,44 @@ def _fraud_mix(concept: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, flo
     return mix, collusion
 
 
+def _holiday_volume_factor(spec: SimulatorSpec, day: dt.date) -> float:
+    """Volume multiplier of an active `holiday` (1 on ordinary days)."""
+    factor = 1.0
+    for kind, params in _active(spec, day, _COVARIATE):
+        if kind == "holiday":
+            factor *= _positive(kind, "volume_factor", params)
+    return factor
+
+
+def _fraud_rate(spec: SimulatorSpec, day: dt.date) -> float:
+    """The day's fraud rate: `spec.fraud_rate`, times an active `fraud_rate_change` factor."""
+    rate = spec.fraud_rate
+    for kind, params in _active(spec, day, _PRIOR):
+        rate *= _positive(kind, "factor", params)
+    if rate >= 0.5:
+        raise SimulatorError(f"fraud_rate_change makes the fraud rate {rate:.2f} on {day}; keep it below 0.5")
+    return rate
+
+
+def _scaled_delays(spec: SimulatorSpec, day: dt.date, delay: np.ndarray) -> np.ndarray:
+    """Label delays of the day's frauds, stretched by an active `label_delay_change` (rounded up)."""
+    for kind, params in _active(spec, day, _LABEL_FEED):
+        delay = np.ceil(delay * _positive(kind, "factor", params)).astype(np.int64)
+    return delay
+
+
+def _max_label_delay(spec: SimulatorSpec) -> int:
+    """The longest delay any day can have: `label_delay_days.max` stretched by the largest factor."""
+    factors = [float(_scenario_params(s.kind, s.params)["factor"]) for s in spec.scenarios
+               if s.kind == "label_delay_change"]
+    return int(math.ceil(spec.label_delay_days.max * max([1.0, *factors])))
+
+
 def _fraud_rows(spec: SimulatorSpec, pop: _Population, day: dt.date, n_total: int) -> _Rows:
     """Fraud rows for the day by mechanism; about `fraud_rate * n_total` rows in all."""
     rng = _rng(spec.seed, day.toordinal(), _STREAM_FRAUD)
     mix, collusion = _fraud_mix(_active(spec, day, _CONCEPT))
-    n_fraud = int(rng.binomial(n_total, spec.fraud_rate)) if n_total else 0
+    n_fraud = int(rng.binomial(n_total, _fraud_rate(spec, day))) if n_total else 0
     counts = {k: int(round(n_fraud * share)) for k, share in mix.items()}
     blocks = [
         _card_testing(rng, pop, counts.get("card_testing", 0)),
@@ -856,6 +912,7 @@ def _fraud_part(spec: SimulatorSpec, pop: _Population, day: dt.date) -> _FraudPa
     id_numbers = _rng(spec.seed, day.toordinal(), _STREAM_IDS).permutation(n_total) + 1
     label_rng = _rng(spec.seed, day.toordinal(), _STREAM_LABELS)
     delay = label_rng.integers(spec.label_delay_days.min, spec.label_delay_days.max + 1, len(fraud.cust))
+    delay = _scaled_delays(spec, day, delay)
     return _FraudPart(n_total=n_total, rows=fraud, id_numbers=id_numbers, delay=delay)
 
 
@@ -896,6 +953,8 @@ def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
             factor = _positive(kind, "weekend_amount", params)
             if day.weekday() >= 5:
                 amount = amount * factor
+        elif kind == "holiday":
+            amount = amount * _positive(kind, "amount_factor", params)
         elif kind == "gradual_amount_drift":
             rate = float(params["daily_rate"])
             k = spec.day_index(day) - _scenario_start(spec, kind, day) + 1
@@ -1096,7 +1155,7 @@ def generate_chargebacks(spec: SimulatorSpec, day: dt.date) -> pd.DataFrame:
     day = _coerce_day(day)
     key = _spec_key(spec)
     parts = []
-    for delay in range(spec.label_delay_days.min, spec.label_delay_days.max + 1):
+    for delay in range(spec.label_delay_days.min, _max_label_delay(spec) + 1):
         source = day - dt.timedelta(days=delay)
         if source < spec.start_date:
             continue

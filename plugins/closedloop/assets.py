@@ -2,7 +2,7 @@
 
 Their URIs name the tables they stand for: the features Asset is the contract's published features
 table (`contract.marts.published`). In a several-model deployment each model has its own three,
-named and addressed under the model (`card_fraud__closedloop_features`, `closedloop://card_fraud/...`).
+named and addressed under the model (`<model>__closedloop_features`, `closedloop://<model>/...`).
 """
 
 from __future__ import annotations

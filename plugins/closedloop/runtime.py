@@ -21,9 +21,11 @@ SERVICE_RETRIES = 2
 SERVICE_RETRY_DELAY = dt.timedelta(minutes=1)
 
 
-def default_args(**overrides: Any) -> dict[str, Any]:
-    """Every closedloop DAG's `default_args`: the owner and the service retry policy."""
-    return {"owner": OWNER, "retries": SERVICE_RETRIES, "retry_delay": SERVICE_RETRY_DELAY, **overrides}
+def default_args(model: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Every closedloop DAG's `default_args`: the owner, the service retry policy, and the failure
+    notification (`closedloop.notifiers`: sent only if the model's config routes it somewhere)."""
+    return {"owner": OWNER, "retries": SERVICE_RETRIES, "retry_delay": SERVICE_RETRY_DELAY,
+            "on_failure_callback": failure_notifier(model), **overrides}
 
 
 def parse_config(model: str | None = None) -> Config:
@@ -124,6 +126,13 @@ def batch_dates(context: dict[str, Any], asset: str) -> list[dt.date]:
     return sorted(dt.date.fromisoformat(d) for d in days)
 
 
+def rescore_dates(context: dict[str, Any]) -> list[dt.date]:
+    """The published days a backfill re-published, as the triggering features events name them
+    (`republished`): their predictions must be made again from the rebuilt features."""
+    return sorted({dt.date.fromisoformat(r["batch_date"]) for x in event_extras(context)
+                   for r in x.get("republished") or []})
+
+
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)
@@ -138,3 +147,26 @@ def event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
     # an event reached through an alias is listed under the alias too: count it once
     unique = {id(e): e for evs in events.values() for e in evs if e.extra}
     return [dict(e.extra) for e in sorted(unique.values(), key=lambda e: e.timestamp)]
+
+
+def actor_of(context: dict[str, Any]) -> str:
+    """Who a run acts for, for the audit log: `conf.actor` if given, else the person or API user who
+    triggered it (`triggering_user_name`), else `scheduler` for scheduled/Asset/backfill runs."""
+    given = (context.get("params") or {}).get("actor") or ((getattr(context.get("dag_run"), "conf", None) or {}).get("actor"))
+    if given:
+        return str(given)
+    run = context.get("dag_run")
+    user = getattr(run, "triggering_user_name", None)
+    run_type = str(getattr(run, "run_type", "") or "").lower().split(".")[-1]
+    if user:
+        return f"user:{user}"
+    if run_type in ("scheduled", "asset_triggered", "backfill"):
+        return "scheduler"
+    return f"airflow:{run_type or 'unknown'}"
+
+
+def failure_notifier(model: str | None) -> Any:
+    """Every task's `on_failure_callback`: one message per failed run (a refused day or a failure)."""
+    from closedloop.notifiers import ClosedloopNotifier
+
+    return ClosedloopNotifier(model, "failure")

@@ -90,9 +90,8 @@ def test_one_model_deployment_keeps_plain_ids(monkeypatch):
 
 def test_the_model_health_page_lists_every_model(two_models):
     """Each model's page reads its own state; the page links the others; an unknown model is a 404."""
-    from fastapi.testclient import TestClient
-
     import closedloop.model_health_plugin as mh
+    from fastapi.testclient import TestClient
 
     app = mh.create_app()
     app.dependency_overrides[mh.require_airflow_user] = lambda: "test-user"

@@ -230,14 +230,23 @@ def split_anchored(
             "(too few post-onset days for a time-based one)"
         )
     pre_start = onset - w.training_days * day
-    weight = spec.pre_onset_weight
+    similar = spec.pre_onset_weighting == "regime_similarity"
+    weight = 1.0 if similar else spec.pre_onset_weight
     pre = df.loc[(dates >= pre_start) & (dates < onset)] if weight > 0 else df.iloc[:0]
     train = pd.concat([pre, post_train], ignore_index=True)
-    weights = np.concatenate([np.full(len(pre), weight), np.ones(len(post_train))])
+    if similar:
+        from training.data.regime_weights import regime_similarity
+
+        pre_weights = regime_similarity(pre, df.loc[before & (dates >= onset)], cfg.model, seed)  # not the holdout
+        pre_how = (f"rows {pre_start}..{onset - day} weighted by regime similarity (mean "
+                   f"{pre_weights.mean() if len(pre_weights) else 0:.2f})")
+    else:
+        pre_weights = np.full(len(pre), weight)
+        pre_how = (
+            f"rows {pre_start}..{onset - day} at weight {weight:g}" if weight > 0 else "rows before the onset left out"
+        )
+    weights = np.concatenate([pre_weights, np.ones(len(post_train))])
     t_start = pre_start if weight > 0 else onset
-    pre_how = (
-        f"rows {pre_start}..{onset - day} at weight {weight:g}" if weight > 0 else "rows before the onset left out"
-    )
     detail = (
         f"onset {onset} ({source}; {post_days} matured days from it{short}); train from {t_start}, post-onset rows weight 1, {pre_how}; {v_how}; "
         f"holdout {h_start}..{end} (after the onset)"

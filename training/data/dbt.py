@@ -24,7 +24,7 @@ from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.settings import TARGETS, Target, settings
 
-#: The card-fraud example's dbt project: the default of the config's `project.dbt_dir`.
+#: The bundled example's dbt project: the default of the config's `project.dbt_dir`.
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 #: The deployment's dbt profile (`closedloop`: duckdb and postgres targets), shared by every model's project.
 PROFILES_DIR = DBT_PROJECT_DIR

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from training.contract import _Feed
 
-#: The card-fraud example's suites: the default of `project.expectations_dir`.
+#: The bundled example's suites: the default of `project.expectations_dir`.
 EXPECTATIONS_DIR = PROJECT_ROOT / "include" / "expectations"
 
 

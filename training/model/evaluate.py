@@ -53,6 +53,7 @@ class EvaluationResult:
     metrics: dict[str, Any]
     idempotency_key: str
     reused: bool = False
+    trigger_reason: str | None = None  # why the challenger was trained (its version's `trigger_reason` tag)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,6 +82,26 @@ def score_version(name: str, version: str, holdout: pd.DataFrame, repeats: int =
         best = min(best, time.perf_counter() - t0)
     latency = best * 1000.0 / max(len(X) / 1000.0, 1e-9)
     return Scored(version, scores, signature, latency, tracking.model_size_mb(uri))
+
+
+def baseline_scores(mc: Any, run_id: str, holdout: pd.DataFrame, id_column: str) -> np.ndarray | None:
+    """The recovery baseline's scores on `holdout` (logged by `train`), aligned by id; None if absent."""
+    import tempfile
+
+    from training.model.train import BASELINE_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mc.download_artifacts(run_id, BASELINE_ARTIFACT, tmp)
+        except Exception:  # an older challenger, or the setting was off when it trained
+            return None
+        frame = pd.read_parquet(path)
+    by_id = frame.set_index(id_column)["score"]
+    aligned = holdout[id_column].astype(str).map(by_id)
+    if aligned.isna().any():
+        log.warning("baseline scores of run %s do not cover the holdout; the recovery floors apply", run_id)
+        return None
+    return aligned.to_numpy(dtype="float64")
 
 
 def decision_key(challenger_tags: dict[str, str], name: str, version: str) -> str:
@@ -123,6 +144,7 @@ def evaluate_challenger(
     airflow_run_id: str | None = None,
     idempotency_key: str | None = None,
     act: bool = True,
+    actor: str | None = None,
 ) -> EvaluationResult:
     """Gate the challenger (default: `@challenger`) against `@champion` and act on the decision.
 
@@ -156,6 +178,11 @@ def evaluate_challenger(
 
     challenger = score_version(name, ch_version, holdout)
     champion = None if cp_mv is None else score_version(name, str(cp_mv.version), holdout)
+    baseline = (
+        baseline_scores(mc, ch_mv.run_id, holdout, cfg.model.id_column)
+        if champion is not None and cfg.gates.recovery.needs_baseline
+        else None
+    )
     decision = gates.evaluate_gates(
         cfg,
         gates.GateInputs(
@@ -167,6 +194,8 @@ def evaluate_challenger(
             signature_override_reason=signature_override_reason,
             latency_ms_per_1k_rows=challenger.latency_ms_per_1k_rows,
             model_size_mb=challenger.model_size_mb,
+            baseline_scores=baseline,
+            baseline_name=cfg.gates.recovery.baseline_family,
         ),
     )
     failed = [g.name for g in decision.failed]
@@ -260,6 +289,7 @@ def evaluate_challenger(
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
             gated_against=None if champion is None else champion.version,
+            actor=actor,
         )
     else:
         why = "; ".join(f"{g.name}: {g.why}" for g in decision.failed)
@@ -272,5 +302,6 @@ def evaluate_challenger(
             metrics=audit_metrics,
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
+            actor=actor,
         )
-    return dataclasses.replace(result, action=rec.action)
+    return dataclasses.replace(result, action=rec.action, trigger_reason=rec.trigger_reason)

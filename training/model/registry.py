@@ -60,6 +60,10 @@ registry_audit = sa.Table(
     sa.Column("report_uri", sa.Text),
     sa.Column("airflow_run_id", sa.String(250)),
     sa.Column("idempotency_key", sa.String(500), nullable=False, unique=True),
+    # Who asked and why: added after the first ledgers were made, so `ledger.ensure_tables` adds them
+    # to an older table (nullable; older rows read None).
+    sa.Column("trigger_reason", sa.Text),  # the retrain's trigger (drift_monitor:..., schedule, manual, ...)
+    sa.Column("actor", sa.String(250)),  # scheduler | user:<name> | api:<name> | cli:<os user> | dag:<dag_id>
 )
 
 
@@ -111,6 +115,8 @@ class AuditRecord:
     report_uri: str | None
     airflow_run_id: str | None
     idempotency_key: str
+    trigger_reason: str | None = None
+    actor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -126,6 +132,19 @@ def _engine(paths: StatePaths) -> sa.Engine:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def default_actor() -> str:
+    """Who acts when the caller does not say: `$CLOSEDLOOP_ACTOR` (a pod, a script), else the CLI's OS user."""
+    import getpass
+
+    given = os.environ.get("CLOSEDLOOP_ACTOR", "").strip()
+    if given:
+        return given
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"cli:uid{os.getuid()}"
 
 
 @contextmanager
@@ -189,6 +208,7 @@ def _insert(conn: sa.Connection, **values: Any) -> AuditRecord:
     if found is not None:
         return found
     values["at"] = values.get("at") or _now()
+    values["actor"] = values.get("actor") or default_actor()
     values["metrics"] = json.dumps(values.get("metrics") or {}, sort_keys=True, default=str)
     for key in ("from_version", "to_version"):
         if values.get(key) is not None:
@@ -256,6 +276,8 @@ def _move_champion(
     metrics: dict[str, Any] | None,
     report_uri: str | None,
     airflow_run_id: str | None,
+    actor: str | None = None,
+    trigger_reason: str | None = None,
 ) -> AuditRecord:
     """Under the registry lock: tags, then the (uncommitted) audit row, then the alias, last."""
     name = cfg.model.name
@@ -284,6 +306,8 @@ def _move_champion(
         report_uri=report_uri,
         airflow_run_id=airflow_run_id,
         idempotency_key=idempotency_key,
+        actor=actor,
+        trigger_reason=trigger_reason or mv.tags.get("trigger_reason"),
     )
     if move:
         mc.set_registered_model_alias(name, tracking.CHAMPION, str(version))
@@ -302,6 +326,7 @@ def promote(
     report_uri: str | None = None,
     airflow_run_id: str | None = None,
     gated_against: str | None = ANY_CHAMPION,
+    actor: str | None = None,
 ) -> AuditRecord:
     """Make a gate-approved version `@champion` in one alias move, recording the previous champion.
 
@@ -350,6 +375,7 @@ def promote(
             metrics=metrics,
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
+            actor=actor,
         )
 
 
@@ -363,6 +389,7 @@ def reject(
     metrics: dict[str, Any] | None = None,
     report_uri: str | None = None,
     airflow_run_id: str | None = None,
+    actor: str | None = None,
 ) -> AuditRecord:
     """Record why a challenger was not promoted; the champion is left untouched."""
     done = find_audit(paths, idempotency_key)
@@ -384,6 +411,8 @@ def reject(
             report_uri=report_uri,
             airflow_run_id=airflow_run_id,
             idempotency_key=idempotency_key,
+            actor=actor,
+            trigger_reason=mv.tags.get("trigger_reason"),
         )
 
 
@@ -412,6 +441,7 @@ def force_promote(
     *,
     idempotency_key: str | None = None,
     airflow_run_id: str | None = None,
+    actor: str | None = None,
 ) -> AuditRecord:
     """Make any registered version champion, bypassing the gates; the reason is mandatory.
 
@@ -443,6 +473,8 @@ def force_promote(
             metrics=None,
             report_uri=None,
             airflow_run_id=airflow_run_id,
+            actor=actor,
+            trigger_reason=f"force_promote: {text}",
         )
 
 
@@ -456,6 +488,7 @@ def rollback(
     *,
     idempotency_key: str | None = None,
     airflow_run_id: str | None = None,
+    actor: str | None = None,
 ) -> AuditRecord:
     """Restore the champion that preceded the current one, as the audit log records it.
 
@@ -509,6 +542,8 @@ def rollback(
             report_uri=None,
             airflow_run_id=airflow_run_id,
             idempotency_key=key,
+            actor=actor,
+            trigger_reason=f"rollback: {text}",
         )
         if move:
             mc.set_registered_model_alias(name, tracking.CHAMPION, target)
@@ -614,6 +649,8 @@ def _version_summary(mc: Any, mv: Any) -> dict[str, Any]:
         "run_id": mv.run_id,
         "created_at": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(),
         "lineage": {k: mv.tags.get(k) for k in tracking.LINEAGE_TAGS},
+        # a drift-aware retrain's change point (its training window is anchored there), else None
+        "onset": None if mv.tags.get("onset") in (None, "", tracking.UNKNOWN) else mv.tags.get("onset"),
         "holdout_metrics": {k[len("holdout_") :]: v for k, v in metrics.items() if k.startswith("holdout_")},
         "gate_decision": mv.tags.get(GATE_DECISION_TAG),
         "decision_report": mv.tags.get("decision_report"),

@@ -10,7 +10,8 @@ Every window's signals, decision and Evidently HTML report are also logged to ML
 * the **drift window** — the last `drift.window_days` scored days — for data and prediction drift
   against the champion's frozen holdout (recent, out-of-sample, row-aligned with its scores);
 * the **performance window** — the `drift.performance_window_days` days whose labels have matured
-  (`windows.label_maturity_days` before the drift window's end) — for PR-AUC / recall vs the
+  (the maturity learned from the label feed's delays, `training.monitoring.label_delay`, at least
+  `windows.label_maturity_days` before the drift window's end) — for PR-AUC / recall vs the
   champion's own holdout values.
 
 Time is the data's time (batch dates), never the wall clock, so backfills and simulations decide
@@ -31,7 +32,15 @@ from training.config import Config
 from training.data import datasets
 from training.model import registry
 from training.model.evaluate import score_version
-from training.monitoring import decision_log, retrain_deferral, retrain_trigger, windows
+from training.monitoring import (
+    change_point,
+    decision_log,
+    estimated_performance,
+    label_delay,
+    retrain_deferral,
+    retrain_trigger,
+    windows,
+)
 from training.monitoring.retrain_trigger import Decision, PastTrigger, Signal, WindowEvidence
 from training.paths import StatePaths
 from training.storage import versioning
@@ -83,7 +92,7 @@ def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decisi
         metrics["prediction_drift"] = float(window.prediction.score)
     for key, value in (window.performance or {}).items():
         if isinstance(value, int | float) and value == value:
-            metrics[f"matured_{key}"] = float(value)
+            metrics[key if key.startswith("estimated_") else f"matured_{key}"] = float(value)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift {window.window_end}") as run:
         mlflow.set_tags(tracking.portable({
             "window_start": window.window_start.isoformat(), "window_end": window.window_end.isoformat(),
@@ -95,6 +104,38 @@ def log_to_mlflow(paths: StatePaths, cfg: Config, window: WindowEvidence, decisi
         if window.report_path:
             mlflow.log_artifact(window.report_path, artifact_path="evidently")
     return run.info.run_id
+
+
+def estimate_window(
+    cfg: Config, current: pd.DataFrame, holdout_metrics: dict[str, float], version: str,
+    start: dt.date, end: dt.date,
+) -> tuple[Signal, dict[str, float]]:
+    """The early `estimated_performance` signal of the drift window (recorded, never counted by the trigger).
+
+    Expected PR-AUC / precision / recall from the champion's calibrated scores
+    (`training.monitoring.estimated_performance`), against the matured signal's floor: `breach` when
+    even the upper end of the estimate's 90 % band is below it. Returns the signal and the figures
+    as `estimated_<metric>` for the window's performance dict.
+    """
+    rows = current[current["model_version"].astype(str) == version] if not current.empty else current
+    if len(rows) < cfg.drift.min_rows:
+        return Signal("estimated_performance", "insufficient", reason=f"{len(rows)} rows scored by v{version}",
+                      start=start, end=end), {}
+    est = estimated_performance.estimate(rows["score"].to_numpy(dtype="float64"),
+                                         threshold=cfg.model.decision_threshold, seed=cfg.training.seed)
+    figures = {f"estimated_{k}": v for k, v in est.items()}
+    champion = holdout_metrics.get("pr_auc")
+    if champion is None or champion != champion:
+        return Signal("estimated_performance", "unavailable", est["pr_auc"],
+                      reason="champion holdout pr_auc not given", start=start, end=end), figures
+    floor = float(champion) * (1 - cfg.drift.performance_tolerance)
+    breach = est["pr_auc_high"] < floor
+    return Signal(
+        "estimated_performance", "breach" if breach else "ok", est["pr_auc"], floor,
+        f"estimated pr_auc {est['pr_auc']:.3f} (90 % band {est['pr_auc_low']:.3f}..{est['pr_auc_high']:.3f}) from "
+        f"calibrated scores {'<' if breach else '>='} floor {floor:.3f}; early signal, not counted",
+        start=start, end=end,
+    ), figures
 
 
 def measure_interval(
@@ -109,13 +150,16 @@ def measure_interval(
     load_window: Callable[[dt.date, dt.date], pd.DataFrame],
     load_labels: Callable[[pd.Series, dt.date], pd.DataFrame],
     save_html: bool = True,
+    load_label_delays: Callable[[dt.date, dt.date], pd.DataFrame] | None = None,
 ) -> WindowEvidence:
     """The evidence of the window ending `batch_date`: drift window + matured performance window.
 
     Stores are behind the two loaders (the DAG reads the warehouse, an example's in-memory
     replay under examples/ reads memory), so both run exactly this. `reference` may carry
     `batch_date` and `score` columns: the drift window is then compared with the matching weekdays
-    of it (see `windows.select_reference`).
+    of it (see `windows.select_reference`). `load_label_delays(first, last)`: the delays of the labels
+    reported on those days (`label_delay.delays`); with `windows.label_maturity.learn` the performance
+    window is placed by the maturity learned from them, else `windows.label_maturity_days` back.
     """
     d = cfg.drift
     id_col = cfg.model.id_column
@@ -126,13 +170,36 @@ def measure_interval(
         champion_version=version, save_html=save_html,
     )
 
-    perf_end = batch_date - cfg.windows.label_maturity_days * DAY
+    maturity = label_delay.learn(
+        cfg,
+        load_label_delays(label_delay.history_start(cfg, batch_date), batch_date)
+        if load_label_delays is not None and cfg.windows.label_maturity.learn
+        else label_delay.no_delays(),
+        batch_date,
+    )
+    if cfg.windows.label_maturity.learn:
+        evidence = dataclasses.replace(
+            evidence,
+            signals={**evidence.signals, label_delay.SIGNAL: maturity.signal(cfg)},
+            label_maturity=maturity.to_dict(),
+        )
+    estimated_signal, estimated = estimate_window(cfg, current, holdout_metrics, version, drift_start, batch_date)
+    evidence = dataclasses.replace(evidence, signals={**evidence.signals, "estimated_performance": estimated_signal})
+
+    perf_end = batch_date - maturity.days * DAY
     perf_start = perf_end - (d.performance_window_days - 1) * DAY
+    if maturity.rising:
+        perf_signal = Signal("performance", "insufficient", reason=(
+            f"label delay rising: learned maturity {maturity.days} days, {maturity.previous_days} "
+            f"{cfg.windows.label_maturity.settle_days} days ago; the newest delays are not observable yet, so "
+            f"matured performance waits until it holds"), start=perf_start, end=perf_end)
+        return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
     matured = load_window(perf_start, perf_end)
     if matured.empty:
         perf_signal = Signal("performance", "insufficient", reason=f"nothing scored in {perf_start}..{perf_end}",
                              start=perf_start, end=perf_end)
-        return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
+        return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal},
+                                   performance=estimated)
     scored_by = set(matured["model_version"].astype(str))
     labels = load_labels(matured[id_col], batch_date)
     perf_ev = windows.evaluate_window(
@@ -145,22 +212,102 @@ def measure_interval(
             f"matured window {perf_start}..{perf_end} was scored by v{', v'.join(sorted(scored_by))}, "
             f"not only by the current champion v{version}"), start=perf_start, end=perf_end)
     else:
-        signal = dataclasses.replace(signal, reason=f"window {perf_start}..{perf_end}: {signal.reason}")
+        signal = dataclasses.replace(
+            signal, reason=f"window {perf_start}..{perf_end} (maturity {maturity.days} days): {signal.reason}"
+        )
     return dataclasses.replace(
         evidence,
         signals={**evidence.signals, "performance": signal},
-        performance=perf_ev.performance,
+        performance={**perf_ev.performance, **estimated},
         matured_rows=perf_ev.matured_rows,
         positives=perf_ev.positives,
     )
+
+
+#: How far back a change point is searched (at most; never before the champion served).
+ONSET_LOOKBACK_DAYS = 28
+
+
+def locate_onset(
+    cfg: Config,
+    decision: Decision,
+    window: WindowEvidence,
+    *,
+    reference: pd.DataFrame,
+    serving_since: dt.date | None,
+    load_window: Callable[[dt.date, dt.date], pd.DataFrame],
+    load_labels: Callable[[pd.Series, dt.date], pd.DataFrame],
+) -> Decision:
+    """`decision` with its onset re-estimated by change-point detection on the fired signals' daily series.
+
+    The window-based onset (start of the episode's first breaching window) is kept in the evidence
+    as `onset_from_windows`; each fired signal's change point (day, bootstrap interval, p-value) goes
+    to `onset_change_point`. The earliest *significant* change point becomes `onset_window_start`
+    (what the drift-aware retrain anchors at) with `onset_interval`; without one the window-based
+    onset stands and the evidence says so. Only days served by the current champion are searched.
+    """
+    if not decision.trigger or not decision.evidence.get("onset_window_start"):
+        return decision
+    ev = dict(decision.evidence)
+    now = dt.date.fromisoformat(ev["window_end"])
+    start = now - (ONSET_LOOKBACK_DAYS - 1) * DAY
+    if serving_since is not None:
+        start = max(start, serving_since)
+    frame = load_window(start, now)
+    if not frame.empty:
+        frame = frame[frame["model_version"].astype(str) == window.champion_version]
+    if frame.empty:
+        return decision
+    id_col, target = cfg.model.id_column, cfg.model.target
+    found: dict[str, change_point.ChangePoint] = {}
+    for name in ev.get("breaching_signals") or []:
+        if name == "performance":
+            part = frame[frame["batch_date"] <= now - cfg.windows.label_maturity_days * DAY]
+            series = change_point.performance_series(part, load_labels(part[id_col], now), id_col, target)
+        elif name == "prediction_drift":
+            series = change_point.score_series(frame, reference)
+        else:
+            drifted = [f.feature for f in window.features if f.drifted and f.counted]
+            series = change_point.feature_series(frame, reference, drifted)
+        cp = change_point.detect(series, name=name, seed=cfg.training.seed)
+        if cp is not None:
+            found[name] = cp
+    ev["onset_from_windows"] = ev["onset_window_start"]
+    ev["onset_change_point"] = {k: v.to_dict() for k, v in found.items()}
+    significant = [cp for cp in found.values() if cp.significant]
+    if not significant:
+        ev["onset_source"] = "first breaching window (no significant change point in the daily series)"
+        return dataclasses.replace(decision, evidence=ev)
+    best = min(significant, key=lambda cp: cp.onset)
+    ev["onset_window_start"] = best.onset.isoformat()
+    ev["onset_interval"] = [best.low.isoformat(), best.high.isoformat()]
+    ev["onset_source"] = f"change point of the daily {best.series} series"
+    why = (f"{decision.why} Onset by change point on the daily {best.series} series: {best.onset} "
+           f"({change_point.INTERVAL_LEVEL:.0%} interval {best.low}..{best.high}, p={best.p_value:.3f}; "
+           f"first breaching window started {ev['onset_from_windows']}).")
+    return dataclasses.replace(decision, evidence=ev, why=why)
+
+
+def champion_serving_since(paths: StatePaths, champion: dict[str, Any]) -> dt.date | None:
+    """The first day the champion can have scored: the day after its training data ends."""
+    data_version = champion["lineage"].get("data_version")
+    if not data_version:
+        return None
+    try:
+        return versioning.get_version(paths, data_version).batch_date + DAY
+    except versioning.DataVersionNotFound:
+        return None
 
 
 def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any]) -> pd.DataFrame:
     """The drift reference: the last `drift.reference_days` of the champion's training data, scored by it.
 
     Whole weeks (a frozen holdout of a few days covers a few weekdays only, so weekends looked like
-    drift against a weekday holdout); `batch_date` kept for the day-of-week match. Falls back to
-    the frozen holdout when the champion's data version is unknown.
+    drift against a weekday holdout); `batch_date` kept for the day-of-week match. A champion from a
+    drift-aware retrain (its `onset` is known) is compared with its post-onset days only: the days
+    before the onset are the old world it was retrained to leave, and measuring against them would
+    report the same shift again and waste a second retrain. Falls back to the frozen holdout when the
+    champion's data version is unknown.
     """
     id_col = cfg.model.id_column
     version = str(champion["version"])
@@ -176,9 +323,21 @@ def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any])
     else:
         dates = pd.to_datetime(frame[datasets.BATCH_DATE]).dt.date
         first = max(dates) - (cfg.drift.reference_days - 1) * DAY
+        onset = reference_onset(champion)
+        if onset is not None and first < onset <= max(dates):
+            first = onset  # re-anchored: the new world the champion was trained on
         frame = frame[(dates >= first).to_numpy()].reset_index(drop=True)
     scores = score_version(cfg.model.name, version, frame, repeats=1).scores
     return frame.assign(score=np.asarray(scores, dtype="float64"))
+
+
+def reference_onset(champion: dict[str, Any]) -> dt.date | None:
+    """The onset a drift-aware champion's training window was anchored at (registry tag `onset`)."""
+    value = champion.get("onset")
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
 
 
 def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastTrigger]:
@@ -193,7 +352,11 @@ def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastT
         if row.get("decision") != "trigger":
             continue
         outcome = outcome_by_run.get(row.get("triggered_run_id") or "", "pending")
-        out.append(PastTrigger(dt.date.fromisoformat(str(row["window_end"])[:10]), outcome))  # type: ignore[arg-type]
+        out.append(PastTrigger(
+            dt.date.fromisoformat(str(row["window_end"])[:10]),
+            outcome,  # type: ignore[arg-type]
+            PastTrigger.signals_of(row.get("reason")),  # budgets are per signal
+        ))
     return sorted(out, key=lambda t: t.window_end)
 
 
@@ -209,14 +372,23 @@ def monitor_interval(
     version = str(champion["version"])
     d = cfg.drift
     drift_start = batch_date - (d.window_days - 1) * DAY
+    reference = champion_reference(paths, cfg, champion)
+
+    def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
+        return windows.load_current_window(paths, cfg, start, end)
+
+    def load_labels(ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
+        return _labels_for(paths, cfg, ids, as_of)
+
     window = measure_interval(
         paths, cfg, batch_date,
-        reference=champion_reference(paths, cfg, champion),
+        reference=reference,
         reference_scores=None,
         holdout_metrics=champion["holdout_metrics"],
         version=version,
-        load_window=lambda start, end: windows.load_current_window(paths, cfg, start, end),
-        load_labels=lambda ids, as_of: _labels_for(paths, cfg, ids, as_of),
+        load_window=load_window,
+        load_labels=load_labels,
+        load_label_delays=lambda first, last: label_delay.load_delays(paths, cfg, first, last),
     )
 
     past = decision_log.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))
@@ -232,6 +404,9 @@ def monitor_interval(
         current_champion_version=version,
         past_triggers=past_triggers(paths, cfg),
     )
+    decision = locate_onset(cfg, decision, window, reference=reference,
+                            serving_since=champion_serving_since(paths, champion),
+                            load_window=load_window, load_labels=load_labels)
     decision_log.record_decision(paths, window, decision, report_path=window.report_path)
     perf_signal = window.signal("performance")
     log_to_mlflow(paths, cfg, window, decision)

@@ -61,4 +61,36 @@ def engine(paths: StatePaths | None = None) -> sa.Engine:
 
 
 def ensure_tables(eng: sa.Engine, *tables: sa.Table) -> None:
+    """Create missing tables, and add the nullable columns a table gained since an older ledger made it.
+
+    The ledger has no migration history (no alembic environment): a column added later must be
+    nullable, and this adds it in place through alembic's operations (`ALTER TABLE ... ADD COLUMN`),
+    once per process and table. Anything else (a type change, a NOT NULL column) needs a new ledger.
+    """
     metadata.create_all(eng, tables=list(tables))
+    for table in tables:
+        if (eng.url.render_as_string(), table.name) not in _COLUMNS_CHECKED:
+            _add_missing_columns(eng, table)
+            _COLUMNS_CHECKED.add((eng.url.render_as_string(), table.name))
+
+
+_COLUMNS_CHECKED: set[tuple[str, str]] = set()
+
+
+def _add_missing_columns(eng: sa.Engine, table: sa.Table) -> None:
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    present = {c["name"] for c in sa.inspect(eng).get_columns(table.name, schema=table.schema)}
+    missing = [c for c in table.columns if c.name not in present]
+    if not missing:
+        return
+    with eng.begin() as conn:
+        ops = Operations(MigrationContext.configure(conn))
+        for column in missing:
+            if not column.nullable:
+                raise RuntimeError(
+                    f"ledger table {table.name} lacks the NOT NULL column {column.name}: this ledger predates it; "
+                    "recreate the state directory's ops ledger (make clean-state) or migrate it by hand"
+                )
+            ops.add_column(table.name, sa.Column(column.name, column.type, nullable=True), schema=table.schema)

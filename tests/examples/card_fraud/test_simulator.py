@@ -564,3 +564,45 @@ def test_fraud_is_learnable_but_not_trivially(history):
     pr_auc = average_precision_score(test["is_fraud"], scores)
     base_rate = test["is_fraud"].mean()
     assert 0.3 < pr_auc < 0.97, f"PR-AUC {pr_auc:.3f} (base rate {base_rate:.3f})"
+
+
+# ---------------------------------------------------------------------------- issue 19's worlds
+
+
+def test_holiday_triples_volume_and_lifts_amounts_only_while_active(small_config, spec):
+    knob = _with(small_config, "holiday")
+    off, on = _window_days(spec)
+    for day in off:
+        pd.testing.assert_frame_equal(generate_transactions(knob, day), generate_transactions(spec, day))
+    for day in on:
+        clean, busy = generate_transactions(spec, day), generate_transactions(knob, day)
+        assert 2.7 < len(busy) / len(clean) < 3.3
+        assert 1.3 < busy["amount"].median() / clean["amount"].median() < 1.7
+
+
+def test_label_delay_change_only_delays_the_chargebacks(small_config, spec):
+    knob = _with(small_config, "label_delay_change", from_day=0, until_day=None, factor=2.0)
+    day = _day(spec, 3)
+    pd.testing.assert_frame_equal(generate_transactions(knob, day), generate_transactions(spec, day))
+    clean, late = ground_truth(spec, day), ground_truth(knob, day)
+    assert late["is_fraud"].equals(clean["is_fraud"])
+    frauds = clean["is_fraud"].to_numpy(bool)
+    np.testing.assert_array_equal(
+        late["label_delay_days"].to_numpy()[frauds], 2 * clean["label_delay_days"].to_numpy()[frauds]
+    )
+    # every fraud is still delivered, once, on its stretched day
+    delivered = pd.concat([generate_chargebacks(knob, _day(spec, i)) for i in range(4, 3 + 11)])
+    assert set(delivered["transaction_id"]) >= set(late.loc[frauds, "transaction_id"])
+
+
+def test_fraud_rate_change_multiplies_fraud_not_its_mechanisms(small_config, spec):
+    knob = _with(small_config, "fraud_rate_change", from_day=0, until_day=None, factor=3.0)
+    days = [_day(spec, i) for i in range(4)]
+    clean = pd.concat([ground_truth(spec, d) for d in days])
+    more = pd.concat([ground_truth(knob, d) for d in days])
+    assert 2.3 < more["is_fraud"].mean() / clean["is_fraud"].mean() < 3.7
+    share = lambda t: t.loc[t.is_fraud, "mechanism"].value_counts(normalize=True)  # noqa: E731
+    assert (share(more) - share(clean)).abs().max() < 0.15
+    bad = _with(small_config, "fraud_rate_change", from_day=0, until_day=None, factor=1000.0)
+    with pytest.raises(SimulatorError, match="below 0.5"):
+        generate_transactions(bad, _day(spec, 1))

@@ -724,6 +724,14 @@ def test_abrupt_30_percent_amount_shift_is_detected_within_two_windows(abrupt) -
     assert decision.evidence["onset_window_start"] == onset.isoformat()
     assert decision.evidence["breaching_signal"] == "data_drift"
     assert decision.conf()["evidence"]["onset_window_start"] == onset.isoformat()
+    # ... re-estimated by change-point detection on the drifted features' daily series, with an interval
+    cp = decision.evidence["onset_change_point"]["data_drift"]
+    assert cp["onset"] == onset.isoformat() and cp["p_value"] <= 0.05
+    assert cp["interval"][0] <= onset.isoformat() <= cp["interval"][1]
+    assert decision.evidence["onset_source"].startswith("change point")
+    # the early, estimated performance is recorded on every window (never counted by the trigger)
+    est = next(s.window for s in result.steps if s.day == first).signal("estimated_performance")
+    assert est.status in ("ok", "breach") and 0 < est.value < 1
 
 
 def test_persistent_drift_over_20_windows_triggers_at_most_twice(abrupt) -> None:
@@ -828,3 +836,13 @@ def test_champion_reference_is_its_last_whole_weeks_scored_by_it(
         module_state, with_overrides(train_cfg, drift={"reference": "as_given"}), champion
     )
     assert len(set(holdout.batch_date)) == train_cfg.windows.holdout_days and "score" in holdout
+    # re-anchored after a drift-aware retrain: the champion's post-onset days only (the old world's
+    # days would report the shift it was retrained for again); an onset before the period changes nothing
+    assert champion["onset"] is None  # this one trained on the standard windows
+    onset = last - dt.timedelta(days=8)
+    anchored = drift_job.champion_reference(module_state, train_cfg, {**champion, "onset": onset.isoformat()})
+    assert sorted(set(anchored.batch_date)) == [onset + dt.timedelta(days=i) for i in range(9)]
+    old = drift_job.champion_reference(
+        module_state, train_cfg, {**champion, "onset": (last - dt.timedelta(days=40)).isoformat()}
+    )
+    assert sorted(set(old.batch_date)) == sorted(set(ref.batch_date))

@@ -130,3 +130,16 @@ def test_postgres_raw_tables_get_indexes_on_their_lookup_keys(small_config):
     assert any(f"on {lab.raw_table} ({lab.id})" in s for s in ddl)
     assert any(f"on {lab.raw_table} ({lab.event_id})" in s for s in ddl)
     assert sum("(batch_date)" in s for s in ddl) == 2
+
+
+def test_postgres_looks_ids_up_through_the_index_not_a_scan_of_history(state, small_config, pg_warehouse):
+    """The planner would hash-join over a scan of the whole raw table; the lookup steers it to the index."""
+    ev = small_config.contract.events
+    _load(state, small_config)
+    with warehouse.connect(state) as con:
+        con.execute(f"analyze {ev.raw_table}")
+        with con.values_relation(sorted(set(_batch(small_config)))) as rel:
+            sql = f"explain select {ev.id} from {ev.raw_table} where {ev.id} in (select _closedloop_value from {rel})"
+            plan = "\n".join(con._lookup_frame(sql, []).iloc[:, 0])
+            assert "lookup_id_idx" in plan and f"Seq Scan on {ev.raw_table.split('.')[1]}" not in plan, plan
+            assert con.scalar("show enable_hashjoin") == "on"  # reset after the query

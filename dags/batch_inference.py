@@ -16,69 +16,84 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, dag, task
-from closedloop.assets import FEATURES, PREDICTIONS
+from closedloop.assets import assets_for
 from closedloop.runtime import (
     MAX_ACTIVE_WRITER_RUNS,
     WAREHOUSE_POOL,
     batch_dates,
+    dag_id,
     default_args,
+    deployment_models,
     load_runtime,
     parse_config,
+    pool_for,
+    rescore_dates,
 )
 
-CONFIG = parse_config()
-EXECUTION = CONFIG.execution
 
+def build(model: str | None) -> None:
+    """The DAG of one model (`model` None: the one model of a one-model deployment)."""
+    config = parse_config(model)
+    execution = config.execution
+    assets = assets_for(model)
 
-@dag(
-    dag_id="batch_inference",
-    schedule=[FEATURES],
-    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
-    catchup=False,
-    max_active_runs=MAX_ACTIVE_WRITER_RUNS,  # each run replaces its own day's partitions
-    tags=["closedloop", "ml"],
-    doc_md=__doc__,
-    params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},
-    # scoring replaces the interval's partition per alias: a retry after a service fault is safe
-    default_args=default_args(),
-)
-def batch_inference():
-    if EXECUTION.in_pod("infer"):
-        from closedloop.pods import stage_pod
+    @dag(
+        dag_id=dag_id(model, "batch_inference"),
+        schedule=[assets.features],
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=MAX_ACTIVE_WRITER_RUNS,  # each run replaces its own day's partitions
+        tags=["closedloop", "ml"],
+        doc_md=__doc__,
+        params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},
+        # scoring replaces the interval's partition per alias: a retry after a service fault is safe
+        default_args=default_args(),
+    )
+    def batch_inference():
+        if execution.in_pod("infer"):
+            from closedloop.pods import stage_pod
 
-        @task
-        def days(**context) -> list[str]:
-            """The intervals to score (Airflow context only: the pod gets them as arguments)."""
-            return [d.isoformat() for d in batch_dates(context, "features")]
+            @task
+            def days(**context) -> list[str]:
+                """The intervals to score (Airflow context only: the pod gets them as arguments)."""
+                return [d.isoformat() for d in sorted({*batch_dates(context, "features"), *rescore_dates(context)})]
 
-        pod = stage_pod(EXECUTION, "score", "infer", [
-            "--dates={{ ti.xcom_pull(task_ids='days') | join(',') }}",
-        ], pool=WAREHOUSE_POOL)
+            pod = stage_pod(execution, "score", "infer", [
+                "--dates={{ ti.xcom_pull(task_ids='days') | join(',') }}",
+            ], pool=pool_for(model, WAREHOUSE_POOL), model=model)
 
-        @task(outlets=[PREDICTIONS])
-        def announce(extra: dict, **context) -> dict:
-            context["outlet_events"][PREDICTIONS].extra = extra
+            @task(outlets=[assets.predictions])
+            def announce(extra: dict, **context) -> dict:
+                context["outlet_events"][assets.predictions].extra = extra
+                return extra
+
+            days() >> pod
+            announce(pod.output)
+            return
+
+        @task(outlets=[assets.predictions], pool=pool_for(model, WAREHOUSE_POOL))
+        def score(**context) -> dict:
+            """Score every interval this run was triggered for (events queued together are all scored), and
+            re-score the later days a backfill re-published: their predictions were made from features
+            the rebuilt mart no longer has. The monitor is told only of the triggering days; its past
+            decisions on the re-scored days stand."""
+            from training.serving.inference import score_interval
+
+            cfg, paths = load_runtime(model)
+            days = batch_dates(context, "features")
+            for day in sorted(set(rescore_dates(context)) - set(days)):
+                print("re-scored after a backfill:", score_interval(paths, cfg, day))
+            results = [score_interval(paths, cfg, day) for day in days]
+            for result in results:
+                print(result)
+            extra = {"batch_date": days[-1].isoformat(), "batch_dates": [d.isoformat() for d in days], "results": results}
+            context["outlet_events"][assets.predictions].extra = extra
             return extra
 
-        days() >> pod
-        announce(pod.output)
-        return
+        score()
 
-    @task(outlets=[PREDICTIONS], pool=WAREHOUSE_POOL)
-    def score(**context) -> dict:
-        """Score every interval this run was triggered for (events queued together are all scored)."""
-        from training.serving.inference import score_interval
-
-        cfg, paths = load_runtime()
-        days = batch_dates(context, "features")
-        results = [score_interval(paths, cfg, day) for day in days]
-        for result in results:
-            print(result)
-        extra = {"batch_date": days[-1].isoformat(), "batch_dates": [d.isoformat() for d in days], "results": results}
-        context["outlet_events"][PREDICTIONS].extra = extra
-        return extra
-
-    score()
+    batch_inference()
 
 
-batch_inference()
+for _model in deployment_models():
+    build(_model)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
-from closedloop.assets import FEATURES
+from closedloop.assets import assets_for
 from closedloop.cosmos_dbt import dbt_task_group
 from closedloop.operators.gx_validate import GXValidateCheckpointOperator
 from closedloop.runtime import (
@@ -38,136 +38,149 @@ from closedloop.runtime import (
     DBT_POOL,
     WAREHOUSE_POOL,
     batch_date_of,
+    dag_id,
     day_bounds,
     default_args,
+    deployment_models,
     load_runtime,
     parse_config,
+    pool_for,
 )
 
-CONFIG = parse_config()
 #: A failed Great Expectations gate is a verdict on the data, not a fault: a retry re-validates the
 #: same bytes (and quarantines the batch again). The run stops, the day is fixed, then re-run.
 NO_RETRY_GATE = 0
-#: The feature gate's suite is named after the contract's feature mart (`ml.<mart>` -> `<mart>`).
-FEATURE_SUITE = CONFIG.contract.marts.split(CONFIG.contract.marts.features)[1]
 
-@dag(
-    dag_id="data_pipeline",
-    schedule=CronDataIntervalTimetable(CONFIG.schedules.data_pipeline or "@daily", timezone="UTC"),
-    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
-    end_date=(
-        dt.datetime.combine(CONFIG.schedules.data_pipeline_end_date, dt.time(), tzinfo=dt.UTC)
-        if CONFIG.schedules.data_pipeline_end_date
-        else None
-    ),
-    catchup=False,
-    # days in order on every profile: a day's point-in-time features read the earlier days' raw rows
-    max_active_runs=1,
-    tags=["closedloop", "data"],
-    doc_md=__doc__,
-    params={
-        "batch_date": Param(
-            None, type=["null", "string"], format="date",
-            description="process this day (YYYY-MM-DD) instead of the run's data interval, e.g. to re-run it",
-        )
-    },
-    # land/load_raw/publish replace the day's partition and DVC version: retry service faults
-    default_args=default_args(),
-)
-def data_pipeline():
-    @task(pool=WAREHOUSE_POOL)
-    def land(**context) -> dict:
-        """Land the interval's event and label feeds (the contract's) as DVC-versioned Parquet, after the day-order check."""
-        from airflow.sdk.exceptions import AirflowFailException
 
-        from training.data.ingest import DayOrderError, check_day_order
-        from training.data.ingest import land as land_batch
+def build(model: str | None) -> None:
+    """The pipeline of one model (`model` None: the one model of a one-model deployment)."""
+    config = parse_config(model)
+    warehouse_pool = pool_for(model, WAREHOUSE_POOL)
+    features_asset = assets_for(model).features
+    #: The feature gate's suite is named after the contract's feature mart (`ml.<mart>` -> `<mart>`).
+    feature_suite = config.contract.marts.split(config.contract.marts.features)[1]
 
-        cfg, paths = load_runtime()
-        try:  # a missing previous day is not transient: no retry (admission.day_order)
-            check_day_order(paths, cfg, batch_date_of(context))
-        except DayOrderError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
-
-    @task(task_id="raw_gate", pool=WAREHOUSE_POOL, retries=NO_RETRY_GATE)
-    def raw_gate(landed: dict, **context) -> dict:
-        """The front door: both feeds through their GX suites and the checks against loaded history."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from training.data.admission import admit
-        from training.data.ingest import LandedBatch
-        from training.data.quality import DataQualityGateFailed
-
-        cfg, paths = load_runtime()
-        try:
-            return admit(paths, cfg, LandedBatch.from_xcom(landed), run_name=context["run_id"]).to_xcom()
-        except DataQualityGateFailed as exc:  # bad data is not transient: no retry
-            raise AirflowFailException(str(exc)) from exc
-
-    @task(pool=WAREHOUSE_POOL)
-    def load_raw(admission: dict) -> dict:
-        """Replace the interval's partition of both feeds' raw tables with what was admitted, then load
-        the labels held for events that have now arrived (a backfilled day)."""
-        from training.data.ingest import LandedBatch, readmit_held_labels
-        from training.data.ingest import load_raw as load
-
-        cfg, paths = load_runtime()
-        batch = LandedBatch.from_xcom(admission["admitted"])
-        return load(paths, batch) | readmit_held_labels(paths, cfg, batch.batch_date)
-
-    dbt_build = dbt_task_group(group_id="dbt", pool=DBT_POOL, cfg=CONFIG)
-
-    feature_gate = GXValidateCheckpointOperator(
-        task_id="feature_gate",
-        suite_name=FEATURE_SUITE,
-        load_dataframe="warehouse",
-        loader_kwargs={"table": CONFIG.contract.marts.features},
-        batch_date=BATCH_DATE_TEMPLATE,
-        interval_start=BATCH_START_TEMPLATE,
-        interval_end=BATCH_END_TEMPLATE,
-        pool=WAREHOUSE_POOL,
-        retries=NO_RETRY_GATE,
+    @dag(
+        dag_id=dag_id(model, "data_pipeline"),
+        schedule=CronDataIntervalTimetable(config.schedules.data_pipeline or "@daily", timezone="UTC"),
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        end_date=(
+            dt.datetime.combine(config.schedules.data_pipeline_end_date, dt.time(), tzinfo=dt.UTC)
+            if config.schedules.data_pipeline_end_date
+            else None
+        ),
+        catchup=False,
+        # days in order on every profile: a day's point-in-time features read the earlier days' raw rows
+        max_active_runs=1,
+        tags=["closedloop", "data"],
+        doc_md=__doc__,
+        params={
+            "batch_date": Param(
+                None, type=["null", "string"], format="date",
+                description="process this day (YYYY-MM-DD) instead of the run's data interval, e.g. to re-run it",
+            )
+        },
+        # land/load_raw/publish replace the day's partition and DVC version: retry service faults
+        default_args=default_args(),
     )
+    def data_pipeline():
+        @task(pool=warehouse_pool)
+        def land(**context) -> dict:
+            """Land the interval's event and label feeds (the contract's) as DVC-versioned Parquet, after the day-order check."""
+            from airflow.sdk.exceptions import AirflowFailException
 
-    @task(outlets=[FEATURES], pool=WAREHOUSE_POOL)
-    def publish(landed: dict, **context) -> dict:
-        """Publish the gated interval (and re-publish the later days a backfill changed) and emit the
-        features Asset with its data version."""
-        from training.data.ingest import LandedBatch, publish_lineage, republish_later_days
-        from training.data.ingest import publish as publish_interval
+            from training.data.ingest import DayOrderError, check_day_order
+            from training.data.ingest import land as land_batch
 
-        cfg, paths = load_runtime()
-        gates = [context["ti"].xcom_pull(task_ids=t) or {} for t in ("raw_gate", "feature_gate")]
-        day = batch_date_of(context)
-        lineage = publish_lineage(paths, cfg, LandedBatch.from_xcom(landed), gates)
-        extra = publish_interval(paths, cfg, day, *day_bounds(day), lineage=lineage)
-        extra |= republish_later_days(paths, cfg, day)
-        context["outlet_events"][FEATURES].extra = extra
-        return extra
+            cfg, paths = load_runtime(model)
+            try:  # a missing previous day is not transient: no retry (admission.day_order)
+                check_day_order(paths, cfg, batch_date_of(context))
+            except DayOrderError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
 
-    @task(trigger_rule="all_done", retries=0)  # reports the states of this run: a retry reads the same
-    def verify_published(**context) -> None:
-        """Fail the run, naming what stopped it, whenever the day was not published.
+        @task(task_id="raw_gate", pool=warehouse_pool, retries=NO_RETRY_GATE)
+        def raw_gate(landed: dict, **context) -> dict:
+            """The front door: both feeds through their GX suites and the checks against loaded history."""
+            from airflow.sdk.exceptions import AirflowFailException
 
-        A skipped task (e.g. cosmos skipping the models of a failed dbt build) would otherwise let
-        the run end "successful" with nothing published.
-        """
-        run_id = context["run_id"]
-        states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[run_id]).get(run_id, {})
-        if states.get("publish") == "success":
-            return
-        stopped = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed", "skipped"))
-        raise RuntimeError(
-            f"{batch_date_of(context)} was not published (publish: {states.get('publish')}); "
-            f"stopped at: {', '.join(stopped[:8])}. Nothing downstream changed; fix and re-run this day."
+            from training.data.admission import admit
+            from training.data.ingest import LandedBatch
+            from training.data.quality import DataQualityGateFailed
+
+            cfg, paths = load_runtime(model)
+            try:
+                return admit(paths, cfg, LandedBatch.from_xcom(landed), run_name=context["run_id"]).to_xcom()
+            except DataQualityGateFailed as exc:  # bad data is not transient: no retry
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(pool=warehouse_pool)
+        def load_raw(admission: dict) -> dict:
+            """Replace the interval's partition of both feeds' raw tables with what was admitted, then load
+            the labels held for events that have now arrived (a backfilled day)."""
+            from training.data.ingest import LandedBatch, readmit_held_labels
+            from training.data.ingest import load_raw as load
+
+            cfg, paths = load_runtime(model)
+            batch = LandedBatch.from_xcom(admission["admitted"])
+            return load(paths, batch) | readmit_held_labels(paths, cfg, batch.batch_date)
+
+        dbt_build = dbt_task_group(group_id="dbt", pool=pool_for(model, DBT_POOL), cfg=config, model=model)
+
+        feature_gate = GXValidateCheckpointOperator(
+            task_id="feature_gate",
+            suite_name=feature_suite,
+            load_dataframe="warehouse",
+            loader_kwargs={"table": config.contract.marts.features},
+            batch_date=BATCH_DATE_TEMPLATE,
+            interval_start=BATCH_START_TEMPLATE,
+            interval_end=BATCH_END_TEMPLATE,
+            pool=warehouse_pool,
+            retries=NO_RETRY_GATE,
+            model=model,
         )
 
-    landed = land()
-    admitted = raw_gate(landed)
-    loaded = load_raw(admitted)
-    published = publish(landed)
-    chain(landed, admitted, loaded, dbt_build, feature_gate, published, verify_published())
+        @task(outlets=[features_asset], pool=warehouse_pool)
+        def publish(landed: dict, **context) -> dict:
+            """Publish the gated interval (and re-publish the later days a backfill changed) and emit the
+            features Asset with its data version."""
+            from training.data.ingest import LandedBatch, publish_lineage, republish_later_days
+            from training.data.ingest import publish as publish_interval
+
+            cfg, paths = load_runtime(model)
+            gates = [context["ti"].xcom_pull(task_ids=t) or {} for t in ("raw_gate", "feature_gate")]
+            day = batch_date_of(context)
+            lineage = publish_lineage(paths, cfg, LandedBatch.from_xcom(landed), gates)
+            extra = publish_interval(paths, cfg, day, *day_bounds(day), lineage=lineage)
+            extra |= republish_later_days(paths, cfg, day)
+            context["outlet_events"][features_asset].extra = extra
+            return extra
+
+        @task(trigger_rule="all_done", retries=0)  # reports the states of this run: a retry reads the same
+        def verify_published(**context) -> None:
+            """Fail the run, naming what stopped it, whenever the day was not published.
+
+            A skipped task (e.g. cosmos skipping the models of a failed dbt build) would otherwise let
+            the run end "successful" with nothing published.
+            """
+            run_id = context["run_id"]
+            states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[run_id]).get(run_id, {})
+            if states.get("publish") == "success":
+                return
+            stopped = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed", "skipped"))
+            raise RuntimeError(
+                f"{batch_date_of(context)} was not published (publish: {states.get('publish')}); "
+                f"stopped at: {', '.join(stopped[:8])}. Nothing downstream changed; fix and re-run this day."
+            )
+
+        landed = land()
+        admitted = raw_gate(landed)
+        loaded = load_raw(admitted)
+        published = publish(landed)
+        chain(landed, admitted, loaded, dbt_build, feature_gate, published, verify_published())
+
+    data_pipeline()
 
 
-data_pipeline()
+for _model in deployment_models():
+    build(_model)

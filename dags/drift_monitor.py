@@ -28,89 +28,102 @@ import datetime as dt
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, dag, task
-from closedloop.assets import PREDICTIONS
-from closedloop.runtime import batch_dates, default_args, load_runtime, parse_config
-
-RETRAIN_DAG_ID = "train_model"
-CONFIG = parse_config()
-EXECUTION = CONFIG.execution
-
-
-@dag(
-    dag_id="drift_monitor",
-    schedule=[PREDICTIONS],
-    start_date=dt.datetime.combine(CONFIG.start_date, dt.time(), tzinfo=dt.UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["closedloop", "monitoring"],
-    doc_md=__doc__,
-    render_template_as_native_obj=True,
-    params={"batch_date": Param(None, type=["null", "string"], description="window end (default: the Asset event's)")},
-    # the sensor and evaluate read/replace one window's rows: a retry after a service fault is safe
-    default_args=default_args(),
+from closedloop.assets import assets_for
+from closedloop.runtime import (
+    batch_dates,
+    dag_id,
+    default_args,
+    deployment_models,
+    load_runtime,
+    parse_config,
 )
-def drift_monitor():
-    @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
-    def wait_for_window(**context) -> PokeReturnValue:
-        """Each interval is scored by the champion and its labels' data version is published."""
-        from training.monitoring.drift_job import windows_ready
 
-        cfg, paths = load_runtime()
-        days = batch_dates(context, "predictions")
-        ready, why = windows_ready(paths, cfg, days)
-        print(why)
-        return PokeReturnValue(is_done=ready, xcom_value=[d.isoformat() for d in days] if ready else None)
 
-    @task
-    def retrain_in_flight(**context) -> bool:
-        return context["ti"].get_dr_count(dag_id=RETRAIN_DAG_ID, states=["queued", "running"]) > 0
+def build(model: str | None) -> None:
+    """The DAG of one model (`model` None: the one model of a one-model deployment)."""
+    config = parse_config(model)
+    execution = config.execution
+    assets = assets_for(model)
+    retrain_dag_id = dag_id(model, "train_model")
 
-    @task
-    def evaluate(days: list[str], **context) -> dict:
-        """Decide window by window, oldest first; the last decision is the run's."""
-        from training.monitoring.drift_job import monitor_days
+    @dag(
+        dag_id=dag_id(model, "drift_monitor"),
+        schedule=[assets.predictions],
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["closedloop", "monitoring"],
+        doc_md=__doc__,
+        render_template_as_native_obj=True,
+        params={"batch_date": Param(None, type=["null", "string"], description="window end (default: the Asset event's)")},
+        # the sensor and evaluate read/replace one window's rows: a retry after a service fault is safe
+        default_args=default_args(),
+    )
+    def drift_monitor():
+        @task.sensor(mode="reschedule", poke_interval=10, timeout=60 * 60)
+        def wait_for_window(**context) -> PokeReturnValue:
+            """Each interval is scored by the champion and its labels' data version is published."""
+            from training.monitoring.drift_job import windows_ready
 
-        cfg, paths = load_runtime()
-        return monitor_days(
-            paths, cfg, [dt.date.fromisoformat(d) for d in days],
-            retrain_in_flight=lambda: context["ti"].get_dr_count(dag_id=RETRAIN_DAG_ID, states=["queued", "running"]) > 0,
+            cfg, paths = load_runtime(model)
+            days = batch_dates(context, "predictions")
+            ready, why = windows_ready(paths, cfg, days)
+            print(why)
+            return PokeReturnValue(is_done=ready, xcom_value=[d.isoformat() for d in days] if ready else None)
+
+        @task
+        def retrain_in_flight(**context) -> bool:
+            return context["ti"].get_dr_count(dag_id=retrain_dag_id, states=["queued", "running"]) > 0
+
+        @task
+        def evaluate(days: list[str], **context) -> dict:
+            """Decide window by window, oldest first; the last decision is the run's."""
+            from training.monitoring.drift_job import monitor_days
+
+            cfg, paths = load_runtime(model)
+            return monitor_days(
+                paths, cfg, [dt.date.fromisoformat(d) for d in days],
+                retrain_in_flight=lambda: context["ti"].get_dr_count(dag_id=retrain_dag_id, states=["queued", "running"]) > 0,
+            )
+
+        @task.short_circuit
+        def breached(result: dict) -> bool:
+            return bool(result.get("trigger"))
+
+        trigger_retrain = TriggerDagRunOperator(
+            task_id="trigger_retrain",
+            trigger_dag_id=retrain_dag_id,
+            conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
+            wait_for_completion=False,
+            # A retry after a trigger that reached the API would start a second retrain; if the breach
+            # persists, the next window's decision triggers again (the policy's in-flight guard applies).
+            retries=0,
         )
 
-    @task.short_circuit
-    def breached(result: dict) -> bool:
-        return bool(result.get("trigger"))
+        @task
+        def record_trigger(result: dict, **context) -> None:
+            from training.monitoring.decision_log import attach_triggered_run
 
-    trigger_retrain = TriggerDagRunOperator(
-        task_id="trigger_retrain",
-        trigger_dag_id=RETRAIN_DAG_ID,
-        conf="{{ ti.xcom_pull(task_ids='evaluate')['conf'] }}",
-        wait_for_completion=False,
-        # A retry after a trigger that reached the API would start a second retrain; if the breach
-        # persists, the next window's decision triggers again (the policy's in-flight guard applies).
-        retries=0,
-    )
+            _, paths = load_runtime(model)
+            run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")
+            attach_triggered_run(paths, dt.date.fromisoformat(result["window_end"]), result["champion_version"], run_id)
 
-    @task
-    def record_trigger(result: dict, **context) -> None:
-        from training.monitoring.decision_log import attach_triggered_run
+        windows = wait_for_window()
+        if execution.in_pod("drift"):
+            from closedloop.pods import stage_pod
 
-        _, paths = load_runtime()
-        run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")
-        attach_triggered_run(paths, dt.date.fromisoformat(result["window_end"]), result["champion_version"], run_id)
+            pod = stage_pod(execution, "evaluate", "drift", [
+                "--dates={{ ti.xcom_pull(task_ids='wait_for_window') | join(',') }}",
+                "--retrain-in-flight={{ ti.xcom_pull(task_ids='retrain_in_flight') | string }}",
+            ], model=model)
+            [windows, retrain_in_flight()] >> pod
+            result = pod.output
+        else:
+            result = evaluate(windows)
+        breached(result) >> trigger_retrain >> record_trigger(result)
 
-    windows = wait_for_window()
-    if EXECUTION.in_pod("drift"):
-        from closedloop.pods import stage_pod
-
-        pod = stage_pod(EXECUTION, "evaluate", "drift", [
-            "--dates={{ ti.xcom_pull(task_ids='wait_for_window') | join(',') }}",
-            "--retrain-in-flight={{ ti.xcom_pull(task_ids='retrain_in_flight') | string }}",
-        ])
-        [windows, retrain_in_flight()] >> pod
-        result = pod.output
-    else:
-        result = evaluate(windows)
-    breached(result) >> trigger_retrain >> record_trigger(result)
+    drift_monitor()
 
 
-drift_monitor()
+for _model in deployment_models():
+    build(_model)

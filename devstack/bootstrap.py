@@ -27,6 +27,7 @@ from devstack.services import (
     resolve_argv,
 )
 from training import stack_env
+from training.deployment import deployment_models, pool_name
 from training.paths import StatePaths
 from training.settings import CONFIG_ENV_VAR, Settings
 
@@ -119,9 +120,11 @@ def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
     # one writer at a time on DuckDB; PostgreSQL takes concurrent writers
     on_postgres = Settings.from_env(environ).dbt_target == "postgres"
     name, slots, description = WAREHOUSE_POOL_SERVICES if on_postgres else WAREHOUSE_POOL
-    Pool.create_or_update_pool(name, slots, description, include_deferred=False)
-    if on_postgres:
-        Pool.create_or_update_pool(*DBT_POOL_SERVICES, include_deferred=False)
+    for model in deployment_models():  # each model's warehouse has its own writer slot
+        Pool.create_or_update_pool(pool_name(model, name), slots, description, include_deferred=False)
+        if on_postgres:
+            dbt_name, dbt_slots, dbt_description = DBT_POOL_SERVICES
+            Pool.create_or_update_pool(pool_name(model, dbt_name), dbt_slots, dbt_description, include_deferred=False)
     with create_session() as session:
         for spec in _connections(paths, environ):
             found = session.query(Connection).filter(Connection.conn_id == spec["conn_id"]).one_or_none()
@@ -131,12 +134,12 @@ def _airflow_metadata(paths: StatePaths, environ: Mapping[str, str]) -> None:
             session.add(Connection(**spec))
 
 
-def build_dbt_docs(paths: StatePaths, target: str) -> None:
+def build_dbt_docs(paths: StatePaths, target: str, model: str | None = None) -> None:
     """`dbt docs generate` (also writes the manifest cosmos renders from); else at least `dbt parse`."""
-    from training.config import load_config
+    from training.config import load_config, model_config_path
     from training.data.dbt import DbtError, parse_manifest, run_dbt
 
-    cfg = load_config()
+    cfg = load_config(model_config_path(model) if model else None)
     try:
         run_dbt(["docs", "generate"], paths, cfg, target)  # type: ignore[arg-type]
     except DbtError as exc:
@@ -172,5 +175,6 @@ def run_init(environ: Mapping[str, str] | None = None) -> None:
         print(f"created PostgreSQL databases: {', '.join(created)}")
     ensure_admin_password(paths, env)
     _airflow_metadata(paths, env)
-    build_dbt_docs(paths, Settings.from_env(env).dbt_target)
+    for model in deployment_models():  # every model's manifest: its DAGs render their dbt tasks from it
+        build_dbt_docs(StatePaths.for_model(model).ensure(), Settings.from_env(env).dbt_target, model)
     print(f"init done: metadata DB, admin password, pool {WAREHOUSE_POOL[0]}, connections, dbt manifest + docs", flush=True)

@@ -22,8 +22,6 @@ KNOWN = {
     # the `simulator:` section's schema (fraud_rate, the fraud_mechanism_shift scenario) is the card
     # example's; it leaves training/ when each model's config moves to its own file with its example
     "training/config.py": 2,
-    # the one-off migration of a quarantine table written before rows were keyed generically
-    "training/data/quarantine.py": 4,
 }
 
 

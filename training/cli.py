@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import Config, ConfigError, load_config
+from training.deployment import use_model
 from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.settings import SettingsError, settings
@@ -470,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description="closedloop ML stages")
     parser.add_argument("--config", type=Path, default=None, help="config YAML (default: $CLOSEDLOOP_CONFIG)")
     parser.add_argument("--home", type=Path, default=None, help="state directory (default: $CLOSEDLOOP_HOME)")
+    parser.add_argument("--model", default=None,
+                        help="in a several-model deployment ($CLOSEDLOOP_MODELS_DIR), the model to act for: "
+                             "its config <models dir>/<model>.yaml and state <home>/models/<model>/ "
+                             "(default: $CLOSEDLOOP_MODEL)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     for cmd in COMMANDS.values():
@@ -504,7 +509,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cmd = COMMANDS[ns.command]
     try:
-        paths = StatePaths(ns.home.resolve()) if ns.home else StatePaths.from_env()
+        if ns.model:
+            use_model(ns.model)
+        model = settings().model
+        if ns.home:
+            paths = StatePaths(ns.home.resolve() / "models" / model, ns.home.resolve()) if model else StatePaths(ns.home.resolve())
+        else:
+            paths = StatePaths.from_env()
         applied = stack_env.apply(paths, os.environ, config_given=ns.config is not None)
         if applied:
             print(f"note: using what the dev stack of {paths.root} recorded ({', '.join(applied)}; "

@@ -20,6 +20,8 @@ from training.settings import CONFIG_ENV_VAR, settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "closedloop.yaml"
+#: A deployment of several models keeps one config per model here unless CLOSEDLOOP_MODELS_DIR says otherwise.
+DEFAULT_MODELS_DIR = PROJECT_ROOT / "config" / "models"
 
 
 class ConfigError(ClosedloopError, ValueError):
@@ -122,11 +124,43 @@ class SimulatorSpec(_Strict):
         return (day - self.start_date).days
 
 
+class LabelMaturitySpec(_Strict):
+    """Label maturity learned from the label feed (training/monitoring/label_delay.py).
+
+    The monitor measures each delivered label's delay (report day - event day) and judges matured
+    performance only on windows at least max(`windows.label_maturity_days`, the `quantile` of the
+    delays reported in the last `recent_days`) old. A move of that quantile by `change_days` against
+    the `baseline_days` before is the `label_delay_change` alert (never a retrain); while the learned
+    maturity is above its value `settle_days` ago, matured performance is not judged.
+    """
+
+    learn: bool = False
+    quantile: float = Field(default=0.98, ge=0.5, lt=1)
+    recent_days: int = Field(default=14, ge=1)
+    baseline_days: int = Field(default=28, ge=1)
+    settle_days: int = Field(default=7, ge=1)
+    change_days: float = Field(default=2.0, gt=0)
+    min_labels: int = Field(default=30, ge=1)
+    max_days: int = Field(default=60, ge=1)
+
+
 class WindowSpec(_Strict):
     training_days: int = Field(gt=0)
     validation_days: int = Field(gt=0)
     holdout_days: int = Field(gt=0)
+    # A label is final this many days after its event: the training set's rule and, with
+    # `label_maturity.learn`, the floor (and fallback) of the maturity learned from the label feed.
     label_maturity_days: int = Field(ge=0)
+    label_maturity: LabelMaturitySpec = LabelMaturitySpec()
+
+    @model_validator(mode="after")
+    def _maturity_cap(self) -> WindowSpec:
+        if self.label_maturity.max_days < self.label_maturity_days:
+            raise ValueError(
+                f"windows.label_maturity.max_days ({self.label_maturity.max_days}) is below "
+                f"windows.label_maturity_days ({self.label_maturity_days}), the floor it caps"
+            )
+        return self
 
 
 class DriftAwareSpec(_Strict):
@@ -183,16 +217,32 @@ class RecoveryPolicy(_Strict):
     """Replacing a collapsed champion (below `gates.floors` on the current holdout).
 
     When enabled, a challenger that beats such a champion significantly (the non-regression gate)
-    is measured against these lower `floors` instead of `gates.floors`; every other gate still
-    applies, and the decision and the audit record say `recovery`.
+    no longer has to meet `gates.floors`, which a new, harder world may put out of anyone's reach:
+
+    * `relative_to: baseline` - it must not be significantly worse than a simple baseline
+      (`baseline_family`, fitted by `train` on the same days and scored on the same holdout):
+      the upper end of the paired bootstrap interval of (challenger - baseline) must reach
+      -`baseline_tolerance`. What is achievable on the new days sets the bar, not a fixed number.
+      A challenger without baseline scores (trained before this setting) falls back to `floors`.
+    * `relative_to: floors` - it must meet the lower absolute `floors` instead.
+
+    Every other gate still applies, and the decision and the audit record say `recovery`.
     """
 
     enabled: bool = False
+    relative_to: Literal["floors", "baseline"] = "floors"
+    baseline_family: Literal["logistic_regression", "xgboost"] = "logistic_regression"
+    baseline_tolerance: float = Field(default=0.0, ge=0, lt=1)
     floors: dict[str, float] = Field(default_factory=dict)
     # A collapsed champion can still be better on a small slice (positives of a kind it was trained on that have
     # become rare): `report` waives the slice gate in recovery - the regression is shown in the
     # report and the audit record, not blocking - `enforce` keeps it blocking.
     slice_gate: Literal["report", "enforce"] = "report"
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether training must fit and score the baseline for the recovery gate."""
+        return self.enabled and self.relative_to == "baseline"
 
 
 class GateSpec(_Strict):
@@ -207,8 +257,11 @@ class GateSpec(_Strict):
     @model_validator(mode="after")
     def _recovery_floors(self) -> GateSpec:
         r = self.recovery
-        if r.enabled and not r.floors:
-            raise ValueError("gates.recovery.enabled needs gates.recovery.floors (e.g. {pr_auc: 0.1})")
+        if r.enabled and r.relative_to == "floors" and not r.floors:
+            raise ValueError(
+                "gates.recovery.enabled with relative_to: floors needs gates.recovery.floors (e.g. {pr_auc: 0.1}), "
+                "or set relative_to: baseline"
+            )
         unknown = set(r.floors) - set(self.floors)
         if unknown:
             raise ValueError(
@@ -254,6 +307,39 @@ class StormSpec(_Strict):
     backoff_factor: float = Field(default=2.0, ge=1)
 
 
+MonitoredSignal = Literal["data_drift", "prediction_drift", "performance"]
+
+
+def _drift_signals() -> list[MonitoredSignal]:
+    return ["data_drift", "prediction_drift"]
+
+
+class CalendarEvent(_Strict):
+    """A known event (holiday, campaign) whose drift is expected: `start`..`end` (inclusive batch dates).
+
+    A breach of an `excuses` signal whose period overlaps the event is reported with `reason` in the
+    decision and counts towards no trigger (training/monitoring/retrain_trigger.py).
+    """
+
+    name: str = Field(min_length=1)
+    start: dt.date
+    end: dt.date
+    reason: str = Field(min_length=1)
+    excuses: list[MonitoredSignal] = Field(default_factory=_drift_signals, min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CalendarEvent:
+        if self.end < self.start:
+            raise ValueError(f"calendar event {self.name!r}: end {self.end} is before start {self.start}")
+        if not self.reason.strip():
+            raise ValueError(f"calendar event {self.name!r} needs a reason (it is written into every decision)")
+        return self
+
+    def covers(self, start: dt.date, end: dt.date) -> bool:
+        """Does the event overlap the batch dates `start`..`end`?"""
+        return start <= self.end and end >= self.start
+
+
 class KOfN(_Strict):
     k: int = Field(ge=1)
     n: int = Field(ge=1)
@@ -294,6 +380,8 @@ class DriftSpec(_Strict):
     reference: Literal["day_of_week", "whole_weeks", "as_given"] = "day_of_week"
     reference_days: int = Field(default=14, ge=7)
     storm: StormSpec = StormSpec()
+    # Known events (holidays, campaigns): expected drift, reported with their reason, never a trigger.
+    calendar: list[CalendarEvent] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _whole_weeks(self) -> DriftSpec:
@@ -302,6 +390,10 @@ class DriftSpec(_Strict):
                 f"drift.reference_days ({self.reference_days}) must be a multiple of 7 so the reference "
                 "covers whole weeks (weekly seasonality)"
             )
+        names = [e.name for e in self.calendar]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drift.calendar names {dupes} more than once; give each event its own name")
         return self
 
 
@@ -437,9 +529,29 @@ class ExecutionSpec(_Strict):
         return self.resources.get(stage) or _default_pod_resources()[stage]
 
 
+class ProjectSpec(_Strict):
+    """Where the model's own files live: its dbt project and its expectation suites.
+
+    Relative paths are taken from the repository root (so a config copied into a state directory,
+    as the demo does, still finds them); absolute paths are used as given.
+    """
+
+    dbt_dir: Path = Path("dbt_project")
+    expectations_dir: Path = Path("include/expectations")
+
+    @property
+    def dbt_path(self) -> Path:
+        return self.dbt_dir if self.dbt_dir.is_absolute() else PROJECT_ROOT / self.dbt_dir
+
+    @property
+    def expectations_path(self) -> Path:
+        return self.expectations_dir if self.expectations_dir.is_absolute() else PROJECT_ROOT / self.expectations_dir
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
+    project: ProjectSpec = ProjectSpec()
     simulator: SimulatorSpec | None = None  # only for `contract.source.kind: simulator`
     windows: WindowSpec
     training: TrainingSpec
@@ -505,9 +617,40 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         ) from None
 
 
+def models_dir() -> Path:
+    """The folder of a several-model deployment's configs (`$CLOSEDLOOP_MODELS_DIR`, else config/models)."""
+    return settings().models_dir or DEFAULT_MODELS_DIR
+
+
+def model_names(folder: Path | None = None) -> list[str]:
+    """The models a folder of configs declares: one `<model>.yaml` each, sorted."""
+    return sorted(p.stem for p in (folder or models_dir()).glob("*.yaml"))
+
+
+def model_config_path(model: str) -> Path:
+    """The config file of `model` in the deployment's models folder; a clear error if there is none."""
+    path = models_dir() / f"{model}.yaml"
+    if not path.is_file():
+        known = ", ".join(model_names()) or "none"
+        raise ConfigError(
+            f"no config for model {model!r}: {path} does not exist (models in {models_dir()}: {known}); "
+            f"add {model}.yaml there or fix CLOSEDLOOP_MODEL / --model"
+        )
+    return path
+
+
+def active_config_path() -> Path:
+    """The config this process acts on: its model's file in a several-model deployment, else
+    `$CLOSEDLOOP_CONFIG`, else config/closedloop.yaml."""
+    model = settings().model
+    if model:
+        return model_config_path(model)
+    return settings().config or DEFAULT_CONFIG_PATH
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate the YAML config (`$CLOSEDLOOP_CONFIG` or config/closedloop.yaml)."""
-    cfg_path = Path(path or settings().config or DEFAULT_CONFIG_PATH)
+    """Load and validate the YAML config (see `active_config_path` for the default)."""
+    cfg_path = Path(path or active_config_path())
     if not cfg_path.is_file():
         raise ConfigError(f"config file not found: {cfg_path} (set {CONFIG_ENV_VAR} or pass a path)")
     try:
@@ -517,7 +660,13 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {cfg_path} must hold a mapping at the top level")
-    return parse_config(data, str(cfg_path))
+    cfg = parse_config(data, str(cfg_path))
+    if cfg_path.parent.resolve() == models_dir().resolve() and cfg.model.name != cfg_path.stem:
+        raise ConfigError(
+            f"{cfg_path} declares model.name {cfg.model.name!r}: in a models folder the file is named "
+            f"after its model (rename it to {cfg.model.name}.yaml, or fix model.name)"
+        )
+    return cfg
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:

@@ -15,11 +15,28 @@ from training.settings import settings
 
 @dataclass(frozen=True)
 class StatePaths:
+    """`root` holds one model's state; `deployment_root` what its models share (MLflow, Airflow).
+
+    A one-model deployment keeps both in `$CLOSEDLOOP_HOME`; in a several-model deployment each model
+    (`$CLOSEDLOOP_MODEL`) has `$CLOSEDLOOP_HOME/models/<model>/` for its source, data, warehouse,
+    quarantine, ledger and reports, so two models never write each other's tables or data versions.
+    """
+
     root: Path
+    deployment_root: Path | None = None
 
     @classmethod
     def from_env(cls) -> StatePaths:
-        return cls((settings().home or PROJECT_ROOT / ".closedloop").resolve())
+        return cls.for_model(settings().model)
+
+    @classmethod
+    def for_model(cls, model: str | None) -> StatePaths:
+        home = (settings().home or PROJECT_ROOT / ".closedloop").resolve()
+        return cls(home / "models" / model, home) if model else cls(home)
+
+    @property
+    def shared(self) -> Path:
+        return self.deployment_root or self.root
 
     # --- source system stand-in (the simulator writes here, ingest reads) ---
     @property
@@ -63,7 +80,7 @@ class StatePaths:
     # --- MLflow ---
     @property
     def mlflow_db(self) -> Path:
-        return self.root / "mlflow" / "mlflow.db"
+        return self.shared / "mlflow" / "mlflow.db"
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -71,7 +88,7 @@ class StatePaths:
 
     @property
     def mlflow_artifacts(self) -> Path:
-        return self.root / "mlflow" / "artifacts"
+        return self.shared / "mlflow" / "artifacts"
 
     @property
     def holdouts(self) -> Path:
@@ -85,7 +102,7 @@ class StatePaths:
     # --- Airflow ---
     @property
     def airflow_home(self) -> Path:
-        return self.root / "airflow"
+        return self.shared / "airflow"
 
     def ensure(self) -> StatePaths:
         for path in (

@@ -23,6 +23,10 @@ from training.errors import ClosedloopError
 
 HOME_ENV_VAR = "CLOSEDLOOP_HOME"
 CONFIG_ENV_VAR = "CLOSEDLOOP_CONFIG"
+#: A deployment of several models: the folder of their configs (one `<model>.yaml` each) ...
+MODELS_DIR_ENV_VAR = "CLOSEDLOOP_MODELS_DIR"
+#: ... and the one a process acts for (tasks of a model's DAGs and `python -m training --model` set it).
+MODEL_ENV_VAR = "CLOSEDLOOP_MODEL"
 DBT_TARGET_ENV_VAR = "CLOSEDLOOP_DBT_TARGET"
 OPS_DB_ENV_VAR = "CLOSEDLOOP_OPS_DB_URL"
 TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
@@ -40,6 +44,8 @@ DEFAULT_WAREHOUSE_POOL = "duckdb_writer"
 ENV_VARS = (
     HOME_ENV_VAR,
     CONFIG_ENV_VAR,
+    MODELS_DIR_ENV_VAR,
+    MODEL_ENV_VAR,
     DBT_TARGET_ENV_VAR,
     "CLOSEDLOOP_PG_HOST",
     "CLOSEDLOOP_PG_PORT",
@@ -71,6 +77,9 @@ class Settings:
     home: Path | None = None
     #: the config YAML (`load_config` falls back to config/closedloop.yaml)
     config: Path | None = None
+    #: a deployment of several models: their configs' folder, and the model this process acts for
+    models_dir: Path | None = None
+    model: str | None = None
     #: which warehouse the stages use and dbt builds into
     dbt_target: Target = "duckdb"
     pg_host: str = "127.0.0.1"
@@ -119,10 +128,13 @@ class Settings:
                 f"and the dbt target): use one of {', '.join(TARGETS)}"
             )
         home, config, manifest = text(HOME_ENV_VAR), text(CONFIG_ENV_VAR), text(MANIFEST_ENV_VAR)
+        models_dir = text(MODELS_DIR_ENV_VAR)
         warehouse_pool = text("CLOSEDLOOP_WAREHOUSE_POOL") or DEFAULT_WAREHOUSE_POOL
         return cls(
             home=Path(home) if home else None,
             config=Path(config) if config else None,
+            models_dir=Path(models_dir) if models_dir else None,
+            model=text(MODEL_ENV_VAR),
             dbt_target=cast(Target, target),
             pg_host=text("CLOSEDLOOP_PG_HOST") or "127.0.0.1",
             pg_port=number("CLOSEDLOOP_PG_PORT", 5432),

@@ -28,7 +28,7 @@ PASSWORD_VAR = "CLOSEDLOOP_PG_PASSWORD"
 
 
 def record_file(paths: StatePaths) -> Path:
-    return paths.root / "devstack" / "stack_env.json"
+    return paths.shared / "devstack" / "stack_env.json"  # the deployment's, whichever model acts
 
 
 def record(paths: StatePaths, profile: str, environ: Mapping[str, str]) -> Path:
@@ -59,7 +59,7 @@ def looks_like_services(paths: StatePaths) -> bool:
     if rec is not None:
         return rec.get("profile") == "services"
     try:
-        return (paths.root / "devstack" / "profile").read_text().strip() == "services"
+        return (paths.shared / "devstack" / "profile").read_text().strip() == "services"
     except OSError:
         return False
 

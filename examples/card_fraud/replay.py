@@ -208,7 +208,7 @@ def replay(
     for day in days:
         if running is not None and day > running[1]:
             trigger_day = running[0]
-            out.triggers[-1] = PastTrigger(trigger_day, retrain_outcome)
+            out.triggers[-1] = PastTrigger(trigger_day, retrain_outcome, out.triggers[-1].signals)
             running = None
             if retrain_outcome == "promoted":
                 version = str(int(version) + 1)
@@ -240,7 +240,7 @@ def replay(
         out.steps.append(Step(day, window, decision))
         if decision.trigger:
             last_retrain = day
-            out.triggers.append(PastTrigger(day, "pending"))
+            out.triggers.append(PastTrigger(day, "pending", PastTrigger.signals_of(decision.reason)))
             running = (day, day + (retrain_days - 1) * DAY)
     return out
 

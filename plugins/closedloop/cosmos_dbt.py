@@ -20,7 +20,7 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, 
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 
 from training.config import load_config
-from training.data.dbt import DBT_PROJECT_DIR
+from training.data.dbt import PROFILES_DIR
 from training.paths import StatePaths
 from training.settings import MANIFEST_ENV_VAR, settings
 
@@ -34,7 +34,11 @@ class DbtManifestMissing(FileNotFoundError):
     """The precompiled manifest cosmos renders from does not exist yet."""
 
 
-def manifest_path() -> Path:
+def manifest_path(model: str | None = None) -> Path:
+    """The manifest cosmos renders from: `$CLOSEDLOOP_DBT_MANIFEST` (one-model deployments), else the
+    state directory's dbt target (the model's own in a several-model deployment)."""
+    if model:
+        return StatePaths.for_model(model).dbt_target / "manifest.json"
     return settings().dbt_manifest or StatePaths.from_env().dbt_target / "manifest.json"
 
 
@@ -67,13 +71,13 @@ def _placeholder_group(group_id: str, manifest: Path) -> TaskGroup:
 
 
 def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config | None = None,
-                   retries: int = 0) -> DbtTaskGroup | TaskGroup:
+                   retries: int = 0, model: str | None = None) -> DbtTaskGroup | TaskGroup:
     """Every dbt model as a task running `dbt build` for that model (its tests run right after it).
 
     `retries` defaults to 0: each task's `dbt build` runs the model's tests, and a failing test fails
     again the same way; the run stops before anything is published, so clearing the task is safe.
     """
-    manifest = manifest_path()
+    manifest = manifest_path(model)
     if not manifest.is_file():
         return _placeholder_group(group_id, manifest)
     from training.data.dbt import dbt_vars
@@ -84,10 +88,15 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
     # scheduler and triggerer, so `dag.test()` runs use `local`).
     mode = ExecutionMode(settings().dbt_execution_mode)
     operator_args: dict[str, Any] = {"install_deps": False, "append_env": True, "retries": retries}
+    if model:  # a several-model deployment: dbt builds this model's project into this model's warehouse
+        from training.data.dbt import dbt_env
+        from training.settings import MODEL_ENV_VAR
+
+        operator_args["env"] = {MODEL_ENV_VAR: model, **dbt_env(StatePaths.for_model(model), cfg)}
     if pool and mode != ExecutionMode.WATCHER:
         operator_args["pool"] = pool
     project_config = ProjectConfig(
-        dbt_project_path=DBT_PROJECT_DIR,
+        dbt_project_path=cfg.project.dbt_path,
         manifest_path=manifest,
         dbt_vars=dbt_vars(cfg),
         install_dbt_deps=False,
@@ -102,7 +111,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
         profile_config=ProfileConfig(
             profile_name="closedloop",
             target_name=settings().dbt_target,
-            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+            profiles_yml_filepath=PROFILES_DIR / "profiles.yml",
         ),
         execution_config=ExecutionConfig(
             execution_mode=mode,

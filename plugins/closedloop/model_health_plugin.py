@@ -265,15 +265,28 @@ def render_page(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _runtime() -> tuple[Any, Any]:
-    from training.config import load_config
+def _runtime(model: str | None = None) -> tuple[Any, Any]:
+    """(Config, StatePaths) of `model` in a several-model deployment, else of the one model."""
+    from training.config import load_config, model_config_path
     from training.paths import StatePaths
 
+    if model:
+        return load_config(model_config_path(model)), StatePaths.for_model(model)
     return load_config(), StatePaths.from_env()
 
 
-def create_app(runtime: Callable[[], tuple[Any, Any]] = _runtime) -> FastAPI:
-    """The model-health app; `runtime` returns `(Config, StatePaths)` per request (tests pass their own)."""
+def _models() -> list[str]:
+    """The deployment's models when it has several (the page lists them), else none."""
+    from training.deployment import deployment_models
+
+    return [m for m in deployment_models() if m]
+
+
+def create_app(runtime: Callable[..., tuple[Any, Any]] = _runtime,
+               models: Callable[[], list[str]] = _models) -> FastAPI:
+    """The model-health app; `runtime(model)` returns `(Config, StatePaths)` per request, `models()` the
+    deployment's models (tests pass their own). In a several-model deployment every route takes
+    `?model=<name>` (default: the first model) and the page links to every model."""
     app = FastAPI(
         title="closedloop model health",
         description="Champion/challenger, audit history, drift decisions and the latest gate report.",
@@ -283,21 +296,37 @@ def create_app(runtime: Callable[[], tuple[Any, Any]] = _runtime) -> FastAPI:
         openapi_url=None,
     )
 
+    def chosen(model: str | None) -> tuple[Any, Any, list[str], str | None]:
+        known = models()
+        if model and model not in known:
+            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; this deployment has: "
+                                f"{', '.join(known) or 'one model (no ?model= needed)'}")
+        model = model or (known[0] if known else None)
+        cfg, paths = runtime(model) if model else runtime()
+        return cfg, paths, known, model
+
+    def with_models(data: dict[str, Any], known: list[str], model: str | None) -> dict[str, Any]:
+        query = f"?model={model}" if model else ""
+        for row in (data.get("drift") or {}).get("data") or []:
+            if row.get("report_href"):
+                row["report_href"] += query
+        return data | {"models": known, "model_query": query}
+
     @app.get("/", response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        cfg, paths = runtime()
-        return HTMLResponse(render_page(collect(paths, cfg)))
+    def page(model: str | None = None) -> HTMLResponse:
+        cfg, paths, known, model = chosen(model)
+        return HTMLResponse(render_page(with_models(collect(paths, cfg), known, model)))
 
     @app.get("/api/status")
-    def status() -> dict[str, Any]:
-        cfg, paths = runtime()
-        return collect(paths, cfg)
+    def status(model: str | None = None) -> dict[str, Any]:
+        cfg, paths, known, model = chosen(model)
+        return with_models(collect(paths, cfg), known, model)
 
     @app.get("/chart.png")
-    def chart() -> Response:
+    def chart(model: str | None = None) -> Response:
         from training.monitoring import health_chart
 
-        cfg, paths = runtime()
+        cfg, paths, _, _ = chosen(model)
         try:
             image = health_chart.png(loop_chart(paths, cfg))
         except Exception as exc:  # the page around it still renders; the image says why it is missing
@@ -307,8 +336,8 @@ def create_app(runtime: Callable[[], tuple[Any, Any]] = _runtime) -> FastAPI:
         return Response(image, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/reports/{relpath:path}")
-    def report(relpath: str) -> FileResponse:
-        _, paths = runtime()
+    def report(relpath: str, model: str | None = None) -> FileResponse:
+        _, paths, _, _ = chosen(model)
         try:
             return FileResponse(resolve_report(paths, relpath), media_type="text/html")
         except ReportNotServable as exc:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Non-secret settings the stage needs, copied from the DAG processor's environment when it parses.
 FORWARDED_ENV = (
-    "CLOSEDLOOP_HOME", "CLOSEDLOOP_CONFIG", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_DBT_TARGET",
+    "CLOSEDLOOP_HOME", "CLOSEDLOOP_CONFIG", "CLOSEDLOOP_MODELS_DIR", "CLOSEDLOOP_OPS_DB_URL", "CLOSEDLOOP_DBT_TARGET",
     "CLOSEDLOOP_WAREHOUSE", "MLFLOW_TRACKING_URI", "CLOSEDLOOP_PG_HOST", "CLOSEDLOOP_PG_PORT",
     "CLOSEDLOOP_PG_USER", "CLOSEDLOOP_PG_DBNAME", "CLOSEDLOOP_PG_THREADS",
 )
@@ -39,16 +39,17 @@ def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: s
                  cpu_limit: str | None = None, memory_limit: str | None = None,
                  service_account: str | None = None, env_from_secret: str | None = None,
                  state_volume_claim: str | None = None, do_xcom_push: bool = True,
-                 **kwargs: Any) -> KubernetesPodOperator:
+                 model: str | None = None, **kwargs: Any) -> KubernetesPodOperator:
     """A pod running one CLI stage, e.g. `training_pod("train", "train", ["--reason", "{{ params.reason }}"])`.
 
     With `do_xcom_push` (default) the stage writes its JSON result for the XCom sidecar, so the
     task's return value is the dict the in-process task returns. `image` defaults to `$CLOSEDLOOP_IMAGE`.
+    `model`: the model of a several-model deployment the stage acts for (`$CLOSEDLOOP_MODEL` in the pod).
     """
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
-    from training.settings import settings
+    from training.settings import MODEL_ENV_VAR, settings
 
     limits = {k: v for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
     volumes, mounts = [], []
@@ -71,7 +72,7 @@ def training_pod(task_id: str, stage: str, args: Sequence[str] = (), *, image: s
         image=image or settings().image,
         cmds=["python", "-m", "training"],
         arguments=[stage, *args, *(["--xcom-json", XCOM_RETURN_PATH] if do_xcom_push else [])],
-        env_vars={k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},
+        env_vars={k: os.environ[k] for k in FORWARDED_ENV if k in os.environ} | ({MODEL_ENV_VAR: model} if model else {}),
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=env_from_secret))]
         if env_from_secret else None,
         container_resources=k8s.V1ResourceRequirements(

@@ -26,14 +26,36 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     return {"owner": OWNER, "retries": SERVICE_RETRIES, "retry_delay": SERVICE_RETRY_DELAY, **overrides}
 
 
-def parse_config() -> Config:
+def parse_config(model: str | None = None) -> Config:
     """The validated config for a DAG file's *structure* (schedules, `execution` mode), read at parse time.
 
-    Task bodies call `load_runtime()` instead, so what they act on is read when they run.
+    `model`: one of a several-model deployment's models (`training.deployment`), else the one config.
+    Task bodies call `load_runtime(model)` instead, so what they act on is read when they run.
     """
-    from training.config import load_config
+    from training.config import load_config, model_config_path
 
-    return load_config()
+    return load_config(model_config_path(model) if model else None)
+
+
+def dag_id(model: str | None, name: str) -> str:
+    """The DAG id of `name` for `model`: plain in a one-model deployment, `<model>__<name>` otherwise."""
+    from training.deployment import dag_id as model_dag_id
+
+    return model_dag_id(model, name)
+
+
+def pool_for(model: str | None, pool: str) -> str:
+    """The pool `pool` of `model` (each model's DuckDB warehouse has its own single writer)."""
+    from training.deployment import pool_name
+
+    return pool_name(model, pool)
+
+
+def deployment_models() -> list[str | None]:
+    """The models whose DAGs each DAG file builds (`[None]`: one model, plain DAG ids)."""
+    from training.deployment import deployment_models as models
+
+    return models()
 
 
 #: DuckDB allows one writer at a time: every task that writes the warehouse takes this pool's only slot.
@@ -48,7 +70,7 @@ DBT_POOL = settings().dbt_pool
 MAX_ACTIVE_WRITER_RUNS = settings().max_active_writer_runs
 
 
-def load_runtime() -> tuple[Config, StatePaths]:
+def load_runtime(model: str | None = None) -> tuple[Config, StatePaths]:
     """(Config, StatePaths) for the running task; imported lazily so DAG parsing stays light.
 
     The servers the task's settings name (MLflow server, PostgreSQL) must answer within
@@ -57,8 +79,10 @@ def load_runtime() -> tuple[Config, StatePaths]:
     """
     from training import outages
     from training.config import load_config
+    from training.deployment import use_model
     from training.paths import StatePaths
 
+    use_model(model)  # the task acts for this model from here on (config, state, dbt, ledger)
     outages.bound_mlflow_retries()
     outages.wait_for(outages.endpoints(), outages.wait_budget_s())
     return load_config(), StatePaths.from_env().ensure()
@@ -98,6 +122,13 @@ def batch_dates(context: dict[str, Any], asset: str) -> list[dt.date]:
             f'no batch_date: trigger with conf {{"batch_date": "YYYY-MM-DD"}} or let the {asset} Asset trigger'
         )
     return sorted(dt.date.fromisoformat(d) for d in days)
+
+
+def rescore_dates(context: dict[str, Any]) -> list[dt.date]:
+    """The published days a backfill re-published, as the triggering features events name them
+    (`republished`): their predictions must be made again from the rebuilt features."""
+    return sorted({dt.date.fromisoformat(r["batch_date"]) for x in event_extras(context)
+                   for r in x.get("republished") or []})
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

@@ -7,7 +7,7 @@ import datetime as dt
 from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
 from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
 from closedloop.assets import FEATURES
-from closedloop.runtime import event_extras
+from closedloop.runtime import batch_dates, event_extras, rescore_dates
 
 
 def _event(extra: dict, minute: int, alias: str | None = None) -> AssetEventDagRunReferenceResult:
@@ -31,6 +31,20 @@ def test_extras_oldest_first_each_event_once():
     ])
     extras = event_extras({"triggering_asset_events": events})
     assert [x["data_version"] for x in extras] == ["a", "b"]
+
+
+def test_a_backfill_names_the_later_days_to_score_again():
+    """A backfilled day's features event lists the later days it re-published: batch_inference scores
+    the backfilled day and re-scores those."""
+    events = TriggeringAssetEventsAccessor.build([
+        _event({"batch_date": "2026-01-12", "republished": [
+            {"batch_date": "2026-01-13", "changed_rows": 3212}, {"batch_date": "2026-01-14", "changed_rows": 9},
+        ]}, minute=5),
+    ])
+    context = {"triggering_asset_events": events}
+    assert batch_dates(context, "features") == [dt.date(2026, 1, 12)]
+    assert rescore_dates(context) == [dt.date(2026, 1, 13), dt.date(2026, 1, 14)]
+    assert rescore_dates({}) == []
 
 
 def test_a_run_not_triggered_by_assets_has_no_extras():

@@ -141,6 +141,7 @@ def _admit_feed(
     result = validation.run_checkpoint(
         suite, frame, f"{suite}/{day.isoformat()}", paths, batch_date=day,
         run_name=f"{run_name}__{suite}" if run_name else None, contract=cfg.contract,
+        expectations_dir=cfg.project.expectations_path,
     )
     failed = list(result.failed) + _history_failures(paths, cfg.contract, spec, frame, day, same_day_event_ids)
     failed, checked = feed_checks.review(paths, cfg, feed.table, frame, day, failed)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import DEFAULT_CONFIG_PATH, Config
+from training.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Config
 from training.contract import ColumnRule, DataContract, _Feed
 from training.data import suites
 from training.data.dbt import DBT_PROJECT_DIR
@@ -78,7 +78,7 @@ def _contract_type(sql_type: str) -> str | None:
 
 def _rel(path: str | Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(DBT_PROJECT_DIR.parent))
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
 
@@ -92,11 +92,11 @@ def _role(contract: DataContract, feed: _Feed) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _dbt_file(node: dict[str, Any]) -> str:
-    return _rel(DBT_PROJECT_DIR / str(node.get("original_file_path") or node.get("path") or "?"))
+def _dbt_file(node: dict[str, Any], dbt_dir: Path) -> str:
+    return _rel(dbt_dir / str(node.get("original_file_path") or node.get("path") or "?"))
 
 
-def check_sources(contract: DataContract, manifest: dict[str, Any]) -> list[Mismatch]:
+def check_sources(contract: DataContract, manifest: dict[str, Any], dbt_dir: Path = DBT_PROJECT_DIR) -> list[Mismatch]:
     out = []
     sources = {(s["schema"], s["name"]): s for s in manifest.get("sources", {}).values()}
     for feed in contract.feeds.values():
@@ -104,11 +104,11 @@ def check_sources(contract: DataContract, manifest: dict[str, Any]) -> list[Mism
         schema, table = feed.raw_table.split(".")
         source = sources.get((schema, table))
         if source is None:
-            out.append(Mismatch(_rel(DBT_PROJECT_DIR / "models"), feed.raw_table,
+            out.append(Mismatch(_rel(dbt_dir / "models"), feed.raw_table,
                                 f"no dbt source for contract feed {feed.feed!r}",
                                 f"declare source {schema}.{table} (its staging model selects from it)"))
             continue
-        file = _dbt_file(source)
+        file = _dbt_file(source, dbt_dir)
         declared = {name: col for name, col in (source.get("columns") or {}).items() if name not in BOOKKEEPING}
         for name in feed.columns:
             if name not in declared:
@@ -151,13 +151,15 @@ def _staging_models(contract: DataContract, manifest: dict[str, Any]) -> dict[st
     return out
 
 
-def check_staging_tests(contract: DataContract, manifest: dict[str, Any]) -> list[Mismatch]:
+def check_staging_tests(
+    contract: DataContract, manifest: dict[str, Any], dbt_dir: Path = DBT_PROJECT_DIR
+) -> list[Mismatch]:
     """A blocking dbt test on a staging column must be implied by the contract's rule for it."""
     staging = _staging_models(contract, manifest)
     out = []
     for feed, model in staging.values():
         role = _role(contract, feed)
-        file = _dbt_file(model)
+        file = _dbt_file(model, dbt_dir)
         for name, col in (model.get("columns") or {}).items():
             if name in feed.columns:
                 out += _type_mismatch(file, f"{model['name']}.{name}", col.get("data_type"), feed.columns[name],
@@ -170,14 +172,14 @@ def check_staging_tests(contract: DataContract, manifest: dict[str, Any]) -> lis
         feed, model = staging[node["attached_node"]]
         meta = node.get("test_metadata") or {}
         out += _test_mismatch(contract, feed, model, node, meta.get("name"), node.get("column_name"),
-                              meta.get("kwargs") or {})
+                              meta.get("kwargs") or {}, dbt_dir)
     return out
 
 
 def _test_mismatch(contract: DataContract, feed: _Feed, model: dict[str, Any], test: dict[str, Any],
-                   kind: str | None, column: str | None, kwargs: dict[str, Any]) -> list[Mismatch]:
+                   kind: str | None, column: str | None, kwargs: dict[str, Any], dbt_dir: Path) -> list[Mismatch]:
     role = _role(contract, feed)
-    file = _dbt_file(test)  # the yml that declares the test
+    file = _dbt_file(test, dbt_dir)  # the yml that declares the test
     where = f"{model['name']}.{column}" if column else model["name"]
     relax = "or give the test `config: {severity: warn}`"
     if column in BOOKKEEPING:
@@ -274,6 +276,7 @@ def check_features(
     cfg: Config, manifest: dict[str, Any], expectations_dir: Path, config_path: Path | None = None
 ) -> list[Mismatch]:
     out = []
+    dbt_dir = cfg.project.dbt_path
     marts = cfg.contract.marts
     wanted = {
         **{f: "model.numeric_features / categorical_features" for f in cfg.model.features},
@@ -283,7 +286,7 @@ def check_features(
     }
     node, produced = _model_columns(manifest, marts.features)
     if node is None:
-        out.append(Mismatch(_rel(DBT_PROJECT_DIR / "models"), marts.features,
+        out.append(Mismatch(_rel(dbt_dir / "models"), marts.features,
                             "contract.marts.features names a model the dbt project does not have",
                             "point contract.marts.features at the features mart (schema.table)"))
     suite_cols = _suite_columns_of(marts.features, expectations_dir)
@@ -291,7 +294,7 @@ def check_features(
     for name, key in wanted.items():
         if node is not None and produced and name not in produced:
             out.append(Mismatch(config, name, f"{key} names a column the features mart {marts.features} does not "
-                                              f"produce ({_dbt_file(node)})",
+                                              f"produce ({_dbt_file(node, dbt_dir)})",
                                 f"add it to the mart (and its yml), or remove it from {key}"))
         elif suite_cols is not None and name not in suite_cols[1]:
             out.append(Mismatch(config, name, f"{key} names a column the features mart's suite "
@@ -299,12 +302,12 @@ def check_features(
                                 "add it to the suite's expect_table_columns_to_match_set, or fix the name"))
     ts_node, ts_cols = _model_columns(manifest, marts.training_set)
     if ts_node is None:
-        out.append(Mismatch(_rel(DBT_PROJECT_DIR / "models"), marts.training_set,
+        out.append(Mismatch(_rel(dbt_dir / "models"), marts.training_set,
                             "contract.marts.training_set names a model the dbt project does not have",
                             "point contract.marts.training_set at the training-set mart (schema.table)"))
     elif ts_cols and cfg.model.target not in ts_cols:
         out.append(Mismatch(config, cfg.model.target, f"model.target is not a column of {marts.training_set} "
-                                                      f"({_dbt_file(ts_node)})",
+                                                      f"({_dbt_file(ts_node, dbt_dir)})",
                             "name the training set's label column in model.target"))
     return out
 
@@ -358,7 +361,7 @@ def check(
     cfg: Config,
     manifest: dict[str, Any] | Path,
     *,
-    expectations_dir: Path = suites.EXPECTATIONS_DIR,
+    expectations_dir: Path | None = None,
     paths: StatePaths | None = None,
     config_path: Path | None = None,
 ) -> list[Mismatch]:
@@ -367,8 +370,9 @@ def check(
     `paths`: also compare that state directory's warehouse; `config_path`: the file the lines name.
     """
     parsed: dict[str, Any] = json.loads(manifest.read_text()) if isinstance(manifest, Path) else manifest
-    out = check_sources(cfg.contract, parsed)
-    out += check_staging_tests(cfg.contract, parsed)
+    expectations_dir = expectations_dir or cfg.project.expectations_path
+    out = check_sources(cfg.contract, parsed, cfg.project.dbt_path)
+    out += check_staging_tests(cfg.contract, parsed, cfg.project.dbt_path)
     out += check_suites(cfg.contract, parsed, expectations_dir)
     out += check_features(cfg, parsed, expectations_dir, config_path)
     if paths is not None:

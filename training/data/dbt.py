@@ -24,7 +24,19 @@ from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.settings import TARGETS, Target, settings
 
+#: The bundled example's dbt project: the default of the config's `project.dbt_dir`.
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+#: The deployment's dbt profile (`closedloop`: duckdb and postgres targets), shared by every model's project.
+PROFILES_DIR = DBT_PROJECT_DIR
+
+
+def project_dir(cfg: Config | None = None) -> Path:
+    """The dbt project of `cfg` (default: the model this process acts for)."""
+    if cfg is None:
+        from training.config import load_config
+
+        cfg = load_config()
+    return cfg.project.dbt_path
 
 # Environment variables the postgres target reads (with local trust-auth defaults in profiles.yml).
 POSTGRES_ENV_VARS = (
@@ -91,7 +103,7 @@ def dbt_log_path(paths: StatePaths) -> Path:
     return paths.dbt_target.parent / "logs"
 
 
-def dbt_env(paths: StatePaths) -> dict[str, str]:
+def dbt_env(paths: StatePaths, cfg: Config | None = None) -> dict[str, str]:
     """The environment variables the committed profile and project need for this state directory.
 
     Callers merge these into their own environment (cosmos `env`, a subprocess, a pod spec).
@@ -100,8 +112,8 @@ def dbt_env(paths: StatePaths) -> dict[str, str]:
         "CLOSEDLOOP_WAREHOUSE": str(paths.warehouse),
         "DBT_TARGET_PATH": str(paths.dbt_target),
         "DBT_LOG_PATH": str(dbt_log_path(paths)),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
+        "DBT_PROFILES_DIR": str(PROFILES_DIR),
+        "DBT_PROJECT_DIR": str(project_dir(cfg)),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DBT_VERSION_CHECK": "false",
         "DBT_USE_COLORS": "false",
@@ -143,12 +155,13 @@ def run_dbt(
     if target == "duckdb":
         paths.warehouse.parent.mkdir(parents=True, exist_ok=True)
 
+    dbt_dir = project_dir(cfg)
     full_args = [
         *args,
         "--project-dir",
-        str(DBT_PROJECT_DIR),
+        str(dbt_dir),
         "--profiles-dir",
-        str(DBT_PROJECT_DIR),
+        str(PROFILES_DIR),
         "--target",
         target,
         "--target-path",
@@ -160,7 +173,7 @@ def run_dbt(
     if variables and args[0] not in ("deps", "clean", "debug"):
         full_args += ["--vars", json.dumps(variables)]
 
-    child_env = {**os.environ, **dbt_env(paths), **(env or {})}
+    child_env = {**os.environ, **dbt_env(paths, cfg), **(env or {})}
     # `source freshness` writes sources.json, every other command run_results.json; clear both so
     # a failure is never explained with a previous invocation's results.
     result_files = [paths.dbt_target / "run_results.json", paths.dbt_target / "sources.json"]

@@ -75,7 +75,12 @@ def review(
             failure = check(cfg, frame, day, recent)
             if failure is None:
                 continue
-            if spec.policy == "warn":
+            event = _declared_volume_event(cfg, day) if check is _volume else None
+            if event is not None:  # a declared holiday or campaign: expected volume, not a broken export
+                warnings.append(f"{failure['details']} (expected: calendar event {event.name!r}, "
+                                f"{event.reason}; loaded)")
+                log.warning("%s %s: %s", contract.events.raw_table, day, warnings[-1])
+            elif spec.policy == "warn":
                 warnings.append(f"{failure['details']} (admission.feed_checks: warn, loaded anyway)")
                 log.warning("%s %s: %s", contract.events.raw_table, day, warnings[-1])
             else:
@@ -88,6 +93,15 @@ def review(
             if before is not None:
                 out.append({k if k != "row_ids" else id_key: v for k, v in before.items()})
     return out, warnings
+
+
+def _declared_volume_event(cfg: Config, day: dt.date) -> Any:
+    """The config's calendar event (drift.calendar) covering `day` that excuses data drift, if any:
+    its volume is expected to differ from the days around it."""
+    for event in cfg.drift.calendar:
+        if event.covers(day, day) and "data_drift" in event.excuses:
+            return event
+    return None
 
 
 # --------------------------------------------------------------------------------------------

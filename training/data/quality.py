@@ -18,7 +18,7 @@ import pandas as pd
 
 from training.contract import DataContract
 from training.data import quarantine
-from training.data.suites import EXPECTATIONS_DIR, default_table_name
+from training.data.suites import default_table_name
 from training.data.validation import GateResult, run_checkpoint
 from training.errors import ClosedloopError
 from training.paths import StatePaths
@@ -45,7 +45,7 @@ def gate(
     *,
     table_name: str | None = None,
     run_name: str | None = None,
-    expectations_dir: Path = EXPECTATIONS_DIR,
+    expectations_dir: Path | None = None,
     contract: DataContract | None = None,
 ) -> GateResult:
     """Run the checkpoint; on failure quarantine the batch and raise `DataQualityGateFailed`.

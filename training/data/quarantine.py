@@ -108,7 +108,6 @@ def record(
         batch_date=batch_date, table_name=table_name, id_column=result.id_column, rejected_at=rejected_at
     )[_ROW_COLUMNS]
     with warehouse.transaction(paths, ddl=ddl) as con:
-        _upgrade_rows_table(con)
         where = {"batch_date": batch_date, "table_name": table_name}
         con.replace_partition(REJECTED_BATCHES, where, batch_row)
         con.replace_partition(REJECTED_ROWS, where, row_frame)
@@ -117,12 +116,3 @@ def record(
         rejected_rows=len(rows), snapshot_path=str(snapshot),
     )
 
-
-def _upgrade_rows_table(con: warehouse.Session) -> None:
-    """A warehouse written before rows were keyed generically has `transaction_id`: rename it in place."""
-    columns = con.columns(REJECTED_ROWS)
-    if "row_id" in columns or "transaction_id" not in columns:
-        return
-    con.execute(f"alter table {REJECTED_ROWS} rename column transaction_id to row_id")
-    con.execute(f"alter table {REJECTED_ROWS} add column id_column varchar")
-    con.execute(f"update {REJECTED_ROWS} set id_column = 'transaction_id'")

@@ -36,7 +36,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from training.contract import _Feed
 
+#: The bundled example's suites: the default of `project.expectations_dir`.
 EXPECTATIONS_DIR = PROJECT_ROOT / "include" / "expectations"
+
+
+def active_expectations_dir() -> Path:
+    """The suites folder of the model this process acts for (its config's `project.expectations_dir`)."""
+    from training.config import load_config
+
+    return load_config().project.expectations_path
 DATASOURCE_NAME = "closedloop_dataframes"
 BATCH_DEFINITION_NAME = "whole_dataframe"
 DATA_DOCS_ACTION_NAME = "update_data_docs"
@@ -170,9 +178,10 @@ def contract_suite(contract: DataContract, role: str) -> dict[str, Any]:
     }
 
 
-def suite_names(expectations_dir: Path = EXPECTATIONS_DIR, contract: DataContract | None = None) -> list[str]:
+def suite_names(expectations_dir: Path | None = None, contract: DataContract | None = None) -> list[str]:
     """The suites shipped in `include/expectations/` (file stem = suite name = GX asset name), plus
     the contract's raw suites when `contract` is given."""
+    expectations_dir = expectations_dir or active_expectations_dir()
     names = {p.stem for p in expectations_dir.glob("*.json")}
     if contract is not None:
         names |= {raw_suite_name(f) for f in contract.feeds}
@@ -180,12 +189,13 @@ def suite_names(expectations_dir: Path = EXPECTATIONS_DIR, contract: DataContrac
 
 
 def load_suite_file(
-    suite_name: str, expectations_dir: Path = EXPECTATIONS_DIR, *, extras_only: bool = False
+    suite_name: str, expectations_dir: Path | None = None, *, extras_only: bool = False
 ) -> dict[str, Any]:
     """The suite's JSON as a dict, checked for the fields the gate relies on.
 
     `extras_only`: the file adds to a generated suite, so an empty `expectations` list is fine.
     """
+    expectations_dir = expectations_dir or active_expectations_dir()
     path = expectations_dir / f"{suite_name}.json"
     if not path.is_file():
         raise SuiteError(
@@ -213,13 +223,14 @@ def load_suite_file(
 
 
 def resolve_suite(
-    suite_name: str, contract: DataContract | None = None, expectations_dir: Path = EXPECTATIONS_DIR
+    suite_name: str, contract: DataContract | None = None, expectations_dir: Path | None = None
 ) -> dict[str, Any]:
     """The suite as the gate runs it: a contract feed's generated checks + its file's extras, or a file suite.
 
     `contract` defaults to the deployment's config (`$CLOSEDLOOP_CONFIG`). Extra expectations are
     marked `meta.extra` so a reader (and `check-contract`) can tell them from the generated ones.
     """
+    expectations_dir = expectations_dir or active_expectations_dir()
     contract = contract if contract is not None else load_config().contract
     found = contract_feed_of(suite_name, contract)
     if found is None:
@@ -240,9 +251,10 @@ def resolve_suite(
 
 
 def default_table_name(
-    suite_name: str, expectations_dir: Path = EXPECTATIONS_DIR, contract: DataContract | None = None
+    suite_name: str, expectations_dir: Path | None = None, contract: DataContract | None = None
 ) -> str:
     """The warehouse table a suite describes (`meta.table`), else the suite name."""
+    expectations_dir = expectations_dir or active_expectations_dir()
     meta = resolve_suite(suite_name, contract, expectations_dir).get("meta") or {}
     return str(meta.get("table") or suite_name)
 
@@ -275,7 +287,7 @@ def get_context(paths: StatePaths) -> AbstractDataContext:
 
 def sync_suites(
     context: AbstractDataContext,
-    expectations_dir: Path = EXPECTATIONS_DIR,
+    expectations_dir: Path | None = None,
     names: list[str] | None = None,
     contract: DataContract | None = None,
 ) -> list[str]:
@@ -283,6 +295,7 @@ def sync_suites(
 
     `contract` defaults to the deployment's config; `names` to every suite there is.
     """
+    expectations_dir = expectations_dir or active_expectations_dir()
     contract = contract if contract is not None else load_config().contract
     names = names if names is not None else suite_names(expectations_dir, contract)
     for name in names:
@@ -290,12 +303,13 @@ def sync_suites(
     return names
 
 
-def sync_suite(context: AbstractDataContext, data: dict[str, Any], expectations_dir: Path = EXPECTATIONS_DIR) -> None:
+def sync_suite(context: AbstractDataContext, data: dict[str, Any], expectations_dir: Path | None = None) -> None:
     """Add or update one resolved suite in the GX store.
 
     The suite's hash is kept in the stored suite's `meta.source_sha256`; an unchanged suite is not
     re-written, so a run costs one read instead of a store update and a Data Docs re-render.
     """
+    expectations_dir = expectations_dir or active_expectations_dir()
     quiet_gx()
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.exceptions import DataContextError

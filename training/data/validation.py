@@ -22,7 +22,6 @@ import pandas as pd
 from training.config import load_config
 from training.contract import DataContract
 from training.data.suites import (
-    EXPECTATIONS_DIR,
     build_parameters,
     ensure_checkpoint,
     get_context,
@@ -95,7 +94,7 @@ def run_checkpoint(
     *,
     batch_date: dt.date | None = None,
     run_name: str | None = None,
-    expectations_dir: Path = EXPECTATIONS_DIR,
+    expectations_dir: Path | None = None,
     contract: DataContract | None = None,
 ) -> GateResult:
     """Validate `df` against suite `suite_name` through a GX checkpoint; Data Docs are updated.
@@ -110,7 +109,10 @@ def run_checkpoint(
     quiet_gx()  # before the first GX import: it logs at INFO while registering its API
     from great_expectations.core.run_identifier import RunIdentifier
 
-    contract = contract if contract is not None else load_config().contract
+    if contract is None or expectations_dir is None:
+        active = load_config()
+        contract = contract if contract is not None else active.contract
+        expectations_dir = expectations_dir or active.project.expectations_path
     suite = resolve_suite(suite_name, contract, expectations_dir)
     meta = suite.get("meta") or {}
     params = build_parameters(meta, batch_date, parameters)

@@ -83,6 +83,26 @@ def score_version(name: str, version: str, holdout: pd.DataFrame, repeats: int =
     return Scored(version, scores, signature, latency, tracking.model_size_mb(uri))
 
 
+def baseline_scores(mc: Any, run_id: str, holdout: pd.DataFrame, id_column: str) -> np.ndarray | None:
+    """The recovery baseline's scores on `holdout` (logged by `train`), aligned by id; None if absent."""
+    import tempfile
+
+    from training.model.train import BASELINE_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mc.download_artifacts(run_id, BASELINE_ARTIFACT, tmp)
+        except Exception:  # an older challenger, or the setting was off when it trained
+            return None
+        frame = pd.read_parquet(path)
+    by_id = frame.set_index(id_column)["score"]
+    aligned = holdout[id_column].astype(str).map(by_id)
+    if aligned.isna().any():
+        log.warning("baseline scores of run %s do not cover the holdout; the recovery floors apply", run_id)
+        return None
+    return aligned.to_numpy(dtype="float64")
+
+
 def decision_key(challenger_tags: dict[str, str], name: str, version: str) -> str:
     """One decision per training: keyed by the challenger's training idempotency key."""
     train_key = challenger_tags.get(tracking.IDEMPOTENCY_TAG) or f"{name}/v{version}"
@@ -156,6 +176,11 @@ def evaluate_challenger(
 
     challenger = score_version(name, ch_version, holdout)
     champion = None if cp_mv is None else score_version(name, str(cp_mv.version), holdout)
+    baseline = (
+        baseline_scores(mc, ch_mv.run_id, holdout, cfg.model.id_column)
+        if champion is not None and cfg.gates.recovery.needs_baseline
+        else None
+    )
     decision = gates.evaluate_gates(
         cfg,
         gates.GateInputs(
@@ -167,6 +192,8 @@ def evaluate_challenger(
             signature_override_reason=signature_override_reason,
             latency_ms_per_1k_rows=challenger.latency_ms_per_1k_rows,
             model_size_mb=challenger.model_size_mb,
+            baseline_scores=baseline,
+            baseline_name=cfg.gates.recovery.baseline_family,
         ),
     )
     failed = [g.name for g in decision.failed]

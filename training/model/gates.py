@@ -13,9 +13,12 @@ A challenger replaces the champion only when every evaluated gate passes, in thi
 6. latency, model_size - budgets.
 
 Recovery (`cfg.gates.recovery`): when the champion itself is below `gates.floors` on this holdout
-(it has collapsed, e.g. after concept drift) and the policy is enabled, the challenger's floors are
-the lower `recovery.floors`; it must still beat the champion significantly (non_regression) and pass
-every other gate - except that a slice regression against the collapsed champion is `waived`
+(it has collapsed, e.g. after concept drift) and the policy is enabled, the absolute floors give way
+to what is achievable: with `relative_to: baseline` (and baseline scores from training) the floors
+are waived and the challenger must not be significantly worse than a simple baseline fitted on the
+same days (`recovery_baseline`, paired bootstrap); with `relative_to: floors` (or no baseline scores)
+it faces the lower `recovery.floors`. It must still beat the champion significantly (non_regression)
+and pass every other gate - except that a slice regression against the collapsed champion is `waived`
 (reported, not blocking) unless `recovery.slice_gate` is `enforce`. The policy is then `recovery`,
 and the decision says so (`GateDecision.recovery`).
 
@@ -93,6 +96,10 @@ class GateInputs:
     signature_override_reason: str | None
     latency_ms_per_1k_rows: float
     model_size_mb: float
+    #: scores on the same holdout rows of a simple baseline fitted on the challenger's training days
+    #: (`gates.recovery.relative_to: baseline`); None when training did not fit one
+    baseline_scores: Any | None = None
+    baseline_name: str = "baseline"
 
 
 @dataclass(frozen=True)
@@ -256,18 +263,33 @@ def _floor_gates(
     return results
 
 
-def _recovery(cfg: Config, cp_metrics: dict[str, float]) -> dict[str, Any]:
-    """Has the champion collapsed on this holdout, and which floors does the challenger face?"""
+def _recovery(cfg: Config, cp_metrics: dict[str, float], baseline: str | None) -> dict[str, Any]:
+    """Has the champion collapsed on this holdout, and what does the challenger face instead of floors?
+
+    `baseline`: the name of the baseline whose holdout scores were given, or None.
+    """
     below = [g.name[len("floor_") :] for g in _floor_gates(cfg, cp_metrics) if g.verdict == "fail"]
     policy = cfg.gates.recovery
     active = bool(below) and policy.enabled
+    relative = "baseline" if policy.relative_to == "baseline" and baseline is not None else "floors"
     floors = {**cfg.gates.floors, **policy.floors} if active else dict(cfg.gates.floors)
     if not below:
         why = "the champion meets every floor on this holdout: normal floors apply"
-    elif active:
+    elif active and relative == "baseline":
         why = (
             f"the champion has collapsed (below the floor on {', '.join(below)}); recovery policy enabled: "
-            f"a challenger that beats it significantly needs only the recovery floors {policy.floors}"
+            f"a challenger that beats it significantly needs, instead of the absolute floors, to be no worse "
+            f"than the {baseline} baseline trained on the same days (what is achievable on them)"
+        )
+    elif active:
+        fallback = (
+            " (relative_to: baseline, but this challenger has no baseline scores: the floors apply)"
+            if policy.relative_to == "baseline"
+            else ""
+        )
+        why = (
+            f"the champion has collapsed (below the floor on {', '.join(below)}); recovery policy enabled: "
+            f"a challenger that beats it significantly needs only the recovery floors {floors}{fallback}"
         )
     else:
         why = (
@@ -279,13 +301,33 @@ def _recovery(cfg: Config, cp_metrics: dict[str, float]) -> dict[str, Any]:
         "champion_collapsed": bool(below),
         "champion_below_floor": below,
         "active": active,
+        "relative_to": relative if active else None,
+        "baseline": baseline if active and relative == "baseline" else None,
         "normal_floors": dict(cfg.gates.floors),
         "recovery_floors": dict(policy.floors),
-        "floors_applied": floors,
+        "floors_applied": {} if active and relative == "baseline" else floors,
         "slice_gate": policy.slice_gate,
         "waived_gates": [],
         "why": why,
     }
+
+
+def _baseline_gate(cfg: Config, boot: BootstrapResult, name: str) -> GateResult:
+    """Recovery: the challenger must not be demonstrably worse than the baseline on the same days."""
+    tol = cfg.gates.recovery.baseline_tolerance
+    pct = f"{boot.confidence:.0%}"
+    ci = (
+        f"challenger − {name} baseline {boot.metric} = {boot.observed_diff:+.4f} "
+        f"({pct} CI {boot.lower:+.4f} to {boot.upper:+.4f}, {boot.n} paired bootstrap replicates)"
+    )
+    if boot.upper >= -tol - _EPS:
+        why = f"{ci}; not significantly worse than the baseline (upper bound >= {-tol:+.4f})"
+        return GateResult("recovery_baseline", boot.upper, -tol, "pass", why)
+    why = (
+        f"{ci}; the upper bound is below {-tol:+.4f}: a {name} fitted on the same days does better, "
+        "so this challenger is not what the new days allow"
+    )
+    return GateResult("recovery_baseline", boot.upper, -tol, "fail", why)
 
 
 def _calibration_gates(cfg: Config, metrics: dict[str, float]) -> list[GateResult]:
@@ -513,9 +555,25 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
     except MetricError as exc:
         raise GateInputError(f"cannot evaluate the holdout: {exc}") from None
 
-    recovery = None if cp_metrics is None else _recovery(cfg, cp_metrics)
-    if recovery is not None and recovery["active"]:
-        gates: list[GateResult] = _floor_gates(
+    baseline = (
+        None if inputs.baseline_scores is None else _scores(inputs.baseline_scores, n, "baseline_scores")
+    )
+    recovery = (
+        None
+        if cp_metrics is None
+        else _recovery(cfg, cp_metrics, inputs.baseline_name if baseline is not None else None)
+    )
+    if recovery is not None and recovery["relative_to"] == "baseline":
+        gates: list[GateResult] = [
+            GateResult(
+                g.name, g.value, g.threshold, "waived",
+                f"{g.why} - waived under the recovery policy (relative_to: baseline): the champion has "
+                "collapsed, and the bar is the baseline trained on the same days (gate recovery_baseline)",
+            )
+            for g in _floor_gates(cfg, ch_metrics)
+        ]
+    elif recovery is not None and recovery["active"]:
+        gates = _floor_gates(
             cfg, ch_metrics, recovery["floors_applied"], " (recovery floor: the champion has collapsed)"
         )
     else:
@@ -551,6 +609,26 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
             }
         )
         gates.append(_non_regression_gate(cfg, boot))
+        if recovery is not None and recovery["relative_to"] == "baseline" and baseline is not None:
+            base_boot = paired_bootstrap_diff(
+                y,
+                challenger,
+                baseline,
+                metric=nr.metric,
+                n_bootstrap=nr.n_bootstrap,
+                confidence=nr.confidence,
+                seed=cfg.training.seed if seed is None else seed,
+            )
+            flat.update(
+                {
+                    f"baseline_{nr.metric}": float(compute_metrics(y, baseline, cfg.model)[nr.metric]),
+                    "recovery_baseline_observed_diff": base_boot.observed_diff,
+                    "recovery_baseline_lower": base_boot.lower,
+                    "recovery_baseline_upper": base_boot.upper,
+                }
+            )
+            gates.append(_baseline_gate(cfg, base_boot, inputs.baseline_name))
+            recovery["waived_gates"] = [g.name for g in gates if g.verdict == "waived"]
         slice_result = _slice_gate(cfg, table)
         if (
             slice_result.verdict == "fail"
@@ -566,7 +644,7 @@ def evaluate_gates(cfg: Config, inputs: GateInputs, *, seed: int | None = None) 
                 f"{slice_result.why} - waived under the recovery policy (gates.recovery.slice_gate: report): "
                 "the champion has collapsed overall, so a slice it still ranks better does not keep it",
             )
-            recovery["waived_gates"] = ["slices"]
+            recovery["waived_gates"] = [*recovery["waived_gates"], "slices"]
         gates.append(slice_result)
         gates.append(_signature_gate(inputs))
     gates.extend(_calibration_gates(cfg, ch_metrics))

@@ -614,6 +614,8 @@ def _version_summary(mc: Any, mv: Any) -> dict[str, Any]:
         "run_id": mv.run_id,
         "created_at": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(),
         "lineage": {k: mv.tags.get(k) for k in tracking.LINEAGE_TAGS},
+        # a drift-aware retrain's change point (its training window is anchored there), else None
+        "onset": None if mv.tags.get("onset") in (None, "", tracking.UNKNOWN) else mv.tags.get("onset"),
         "holdout_metrics": {k[len("holdout_") :]: v for k, v in metrics.items() if k.startswith("holdout_")},
         "gate_decision": mv.tags.get(GATE_DECISION_TAG),
         "decision_report": mv.tags.get("decision_report"),

@@ -55,6 +55,9 @@ CALIBRATION_TRUSTED_TYPES = [
 ]
 #: Model version / run tags written beside the lineage tags.
 THRESHOLD_TAG = "decision_threshold"
+#: holdout scores of the recovery baseline (`gates.recovery.relative_to: baseline`), keyed by id
+BASELINE_ARTIFACT = "recovery/baseline_holdout_scores.parquet"
+BASELINE_TAG = "recovery_baseline"
 METHOD_TAG = "training_method"
 
 #: Hyperparameter grids; `cfg.training.search_budget` points are sampled from each with the seed.
@@ -325,6 +328,57 @@ def fit_final(
     return FinalModel(model, oof, y_arr, point)
 
 
+def baseline_holdout_scores(
+    cfg: Config,
+    trials: list[Trial],
+    best: Trial,
+    fit_frame: pd.DataFrame,
+    fit_weight: np.ndarray | None,
+    holdout: pd.DataFrame,
+    challenger_scores: np.ndarray,
+    seed: int,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The recovery baseline: `gates.recovery.baseline_family` fitted on the challenger's own days.
+
+    What a simple model reaches on the same (post-onset) days is the bar a recovering challenger is
+    held to instead of absolute floors. Its best searched point is reused (the first point of its
+    space when it was not a candidate); when it is the challenger's own family and point, the
+    challenger's scores are the baseline's. Uncalibrated: the gate compares rankings (PR-AUC).
+    """
+    spec = cfg.model
+    family = cfg.gates.recovery.baseline_family
+    own = [t for t in trials if t.family == family]
+    params = best_trial(own, spec.primary_metric).params if own else sample_params(family, 1, seed)[0]
+    info = {"family": family, "params": params}
+    if best.family == family and best.params == params:
+        return {**info, "source": "the challenger itself (the baseline won the search)"}, challenger_scores
+    frame, weight = fit_frame, fit_weight
+    if weight is not None and np.any(np.asarray(weight) <= 0):
+        keep = np.asarray(weight) > 0
+        frame, weight = frame.loc[keep].reset_index(drop=True), np.asarray(weight)[keep]
+    X, y = datasets.prepare_features(frame, spec), frame[spec.target].astype(int)
+    model = build_pipeline(family, params, spec, seed, _pos_weight(y)).fit(X, y, **_fit_kwargs(weight))
+    scores = np.asarray(tracking.score(model, datasets.prepare_features(holdout, spec)), dtype="float64")
+    return {**info, "source": "fitted on the challenger's training + validation days"}, scores
+
+
+def _log_baseline(cfg: Config, info: dict[str, Any], holdout: pd.DataFrame, scores: np.ndarray) -> None:
+    """Store the baseline's holdout scores with the run, keyed by id, for `evaluate`'s recovery gate."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    spec = cfg.model
+    y = holdout[spec.target].astype(int).to_numpy()
+    mlflow.set_tag(BASELINE_TAG, tracking.tag_value(info))
+    mlflow.log_metric(f"baseline_holdout_{spec.primary_metric}", metrics.compute_metrics(y, scores, spec)[spec.primary_metric])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(BASELINE_ARTIFACT).name
+        pd.DataFrame({spec.id_column: holdout[spec.id_column].astype(str), "score": scores}).to_parquet(path)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(BASELINE_ARTIFACT).parent))
+
+
 def _fitted_pipeline(model: Any) -> Pipeline:
     """The preprocessing + classifier pipeline inside a (possibly calibrated) model."""
     if isinstance(model, CalibratedClassifierCV):
@@ -508,6 +562,9 @@ def _train_in_run(
     X_ho, y_ho = datasets.prepare_features(holdout, spec), holdout[spec.target].astype(int).to_numpy()
     ho_scores = tracking.score(model, X_ho)
     holdout_metrics = metrics.compute_metrics(y_ho, ho_scores, spec)
+    if cfg.gates.recovery.needs_baseline:
+        info, baseline = baseline_holdout_scores(cfg, trials, best, fit_frame, fit_weight, holdout, ho_scores, seed)
+        _log_baseline(cfg, info, holdout, baseline)
 
     tags = {
         **lineage,

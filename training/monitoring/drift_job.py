@@ -10,7 +10,8 @@ Every window's signals, decision and Evidently HTML report are also logged to ML
 * the **drift window** — the last `drift.window_days` scored days — for data and prediction drift
   against the champion's frozen holdout (recent, out-of-sample, row-aligned with its scores);
 * the **performance window** — the `drift.performance_window_days` days whose labels have matured
-  (`windows.label_maturity_days` before the drift window's end) — for PR-AUC / recall vs the
+  (the maturity learned from the label feed's delays, `training.monitoring.label_delay`, at least
+  `windows.label_maturity_days` before the drift window's end) — for PR-AUC / recall vs the
   champion's own holdout values.
 
 Time is the data's time (batch dates), never the wall clock, so backfills and simulations decide
@@ -31,7 +32,7 @@ from training.config import Config
 from training.data import datasets
 from training.model import registry
 from training.model.evaluate import score_version
-from training.monitoring import decision_log, retrain_deferral, retrain_trigger, windows
+from training.monitoring import decision_log, label_delay, retrain_deferral, retrain_trigger, windows
 from training.monitoring.retrain_trigger import Decision, PastTrigger, Signal, WindowEvidence
 from training.paths import StatePaths
 from training.storage import versioning
@@ -116,13 +117,16 @@ def measure_interval(
     load_window: Callable[[dt.date, dt.date], pd.DataFrame],
     load_labels: Callable[[pd.Series, dt.date], pd.DataFrame],
     save_html: bool = True,
+    load_label_delays: Callable[[dt.date, dt.date], pd.DataFrame] | None = None,
 ) -> WindowEvidence:
     """The evidence of the window ending `batch_date`: drift window + matured performance window.
 
     Stores are behind the two loaders (the DAG reads the warehouse, an example's in-memory
     replay under examples/ reads memory), so both run exactly this. `reference` may carry
     `batch_date` and `score` columns: the drift window is then compared with the matching weekdays
-    of it (see `windows.select_reference`).
+    of it (see `windows.select_reference`). `load_label_delays(first, last)`: the delays of the labels
+    reported on those days (`label_delay.delays`); with `windows.label_maturity.learn` the performance
+    window is placed by the maturity learned from them, else `windows.label_maturity_days` back.
     """
     d = cfg.drift
     id_col = cfg.model.id_column
@@ -133,8 +137,27 @@ def measure_interval(
         champion_version=version, save_html=save_html,
     )
 
-    perf_end = batch_date - cfg.windows.label_maturity_days * DAY
+    maturity = label_delay.learn(
+        cfg,
+        load_label_delays(label_delay.history_start(cfg, batch_date), batch_date)
+        if load_label_delays is not None and cfg.windows.label_maturity.learn
+        else label_delay.no_delays(),
+        batch_date,
+    )
+    if cfg.windows.label_maturity.learn:
+        evidence = dataclasses.replace(
+            evidence,
+            signals={**evidence.signals, label_delay.SIGNAL: maturity.signal(cfg)},
+            label_maturity=maturity.to_dict(),
+        )
+    perf_end = batch_date - maturity.days * DAY
     perf_start = perf_end - (d.performance_window_days - 1) * DAY
+    if maturity.rising:
+        perf_signal = Signal("performance", "insufficient", reason=(
+            f"label delay rising: learned maturity {maturity.days} days, {maturity.previous_days} "
+            f"{cfg.windows.label_maturity.settle_days} days ago; the newest delays are not observable yet, so "
+            f"matured performance waits until it holds"), start=perf_start, end=perf_end)
+        return dataclasses.replace(evidence, signals={**evidence.signals, "performance": perf_signal})
     matured = load_window(perf_start, perf_end)
     if matured.empty:
         perf_signal = Signal("performance", "insufficient", reason=f"nothing scored in {perf_start}..{perf_end}",
@@ -152,7 +175,9 @@ def measure_interval(
             f"matured window {perf_start}..{perf_end} was scored by v{', v'.join(sorted(scored_by))}, "
             f"not only by the current champion v{version}"), start=perf_start, end=perf_end)
     else:
-        signal = dataclasses.replace(signal, reason=f"window {perf_start}..{perf_end}: {signal.reason}")
+        signal = dataclasses.replace(
+            signal, reason=f"window {perf_start}..{perf_end} (maturity {maturity.days} days): {signal.reason}"
+        )
     return dataclasses.replace(
         evidence,
         signals={**evidence.signals, "performance": signal},
@@ -166,8 +191,11 @@ def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any])
     """The drift reference: the last `drift.reference_days` of the champion's training data, scored by it.
 
     Whole weeks (a frozen holdout of a few days covers a few weekdays only, so weekends looked like
-    drift against a weekday holdout); `batch_date` kept for the day-of-week match. Falls back to
-    the frozen holdout when the champion's data version is unknown.
+    drift against a weekday holdout); `batch_date` kept for the day-of-week match. A champion from a
+    drift-aware retrain (its `onset` is known) is compared with its post-onset days only: the days
+    before the onset are the old world it was retrained to leave, and measuring against them would
+    report the same shift again and waste a second retrain. Falls back to the frozen holdout when the
+    champion's data version is unknown.
     """
     id_col = cfg.model.id_column
     version = str(champion["version"])
@@ -185,9 +213,21 @@ def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any])
     else:
         dates = pd.to_datetime(frame[datasets.BATCH_DATE]).dt.date
         first = max(dates) - (cfg.drift.reference_days - 1) * DAY
+        onset = reference_onset(champion)
+        if onset is not None and first < onset <= max(dates):
+            first = onset  # re-anchored: the new world the champion was trained on
         frame = frame[(dates >= first).to_numpy()].reset_index(drop=True)
     scores = score_version(cfg.model.name, version, frame, repeats=1).scores
     return frame.assign(score=np.asarray(scores, dtype="float64"))
+
+
+def reference_onset(champion: dict[str, Any]) -> dt.date | None:
+    """The onset a drift-aware champion's training window was anchored at (registry tag `onset`)."""
+    value = champion.get("onset")
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
 
 
 def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastTrigger]:
@@ -202,7 +242,11 @@ def past_triggers(paths: StatePaths, cfg: Config, limit: int = 50) -> list[PastT
         if row.get("decision") != "trigger":
             continue
         outcome = outcome_by_run.get(row.get("triggered_run_id") or "", "pending")
-        out.append(PastTrigger(dt.date.fromisoformat(str(row["window_end"])[:10]), outcome))  # type: ignore[arg-type]
+        out.append(PastTrigger(
+            dt.date.fromisoformat(str(row["window_end"])[:10]),
+            outcome,  # type: ignore[arg-type]
+            PastTrigger.signals_of(row.get("reason")),  # budgets are per signal
+        ))
     return sorted(out, key=lambda t: t.window_end)
 
 
@@ -226,6 +270,7 @@ def monitor_interval(
         version=version,
         load_window=lambda start, end: windows.load_current_window(paths, cfg, start, end),
         load_labels=lambda ids, as_of: _labels_for(paths, cfg, ids, as_of),
+        load_label_delays=lambda first, last: label_delay.load_delays(paths, cfg, first, last),
     )
 
     past = decision_log.history(paths, champion_version=version, limit=max(d.k_of_n.n * 3, 10))

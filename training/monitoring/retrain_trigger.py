@@ -12,7 +12,10 @@ counts once. Eligible windows are those evaluated against the current champion, 
 it, and ending after the last promotion or retrain (evidence that already led to a retrain is not
 reused). A trigger is blocked while a retrain is in flight, for `cooldown_days` after the last
 promotion or retrain, after rejected retrains (`backoff`, growing with each rejection) and beyond
-`storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision.
+`storm.max_triggers` per `storm.period_days` (`storm_cap`); every block is a recorded decision. The
+backoff and the cap are budgets *per signal*: a trigger counts only against the signals that fired it,
+so retrains started (and rejected) on benign data or prediction drift never block a matured-performance
+breach; a trigger whose signals are partly out of budget fires on the others.
 Requiring the same signal k times keeps two unrelated one-off blips (drift one day, an unlucky
 sample of positives the next) from adding up to a retrain. A trigger's evidence names the onset (first
 breaching window of the episode) so the retrain can anchor its training window there.
@@ -20,6 +23,7 @@ breaching window of the episode) so the retrain can anchor its training window t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -30,7 +34,9 @@ from training.errors import ClosedloopError
 from training.monitoring import drift
 
 SIGNALS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance")
-Status = Literal["breach", "ok", "insufficient", "unavailable"]
+#: the label feed's delay (training/monitoring/label_delay.py): recorded and alerted, never a trigger
+LABEL_DELAY = "label_delay"
+Status = Literal["breach", "ok", "insufficient", "unavailable", "excused"]
 
 
 class MonitoringError(ClosedloopError, ValueError):
@@ -116,6 +122,8 @@ class WindowEvidence:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     report_path: str | None = None
     reference_note: str = ""  # which reference rows the drift was measured against (see select_reference)
+    # the label maturity the performance window used, learned from the label feed (label_delay.py)
+    label_maturity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scored_by_version(self) -> str | None:
@@ -151,6 +159,7 @@ class WindowEvidence:
             "champion_metrics": {k: finite_or_none(v) for k, v in self.champion_metrics.items()},
             "report_path": self.report_path,
             "reference_note": self.reference_note,
+            "label_maturity": self.label_maturity,
         }
 
     @classmethod
@@ -171,6 +180,7 @@ class WindowEvidence:
             champion_metrics={k: nan_if_none(v) for k, v in (d.get("champion_metrics") or {}).items()},
             report_path=d.get("report_path"),
             reference_note=d.get("reference_note") or "",
+            label_maturity=d.get("label_maturity") or {},
         )
 
 
@@ -180,10 +190,22 @@ class PastTrigger:
 
     `outcome`: `promoted` / `rejected` (the registry audit row of the triggered train_model run) or
     `pending` (no audit row yet: still running, or it skipped). Feeds the storm cap and the backoff.
+    `signals`: the signals that fired it (its decision reason, e.g. `data_drift+performance`); the
+    budgets are per signal, so it counts only against those. Empty (an older row that does not say)
+    counts against every signal.
     """
 
     window_end: dt.date
     outcome: Literal["promoted", "rejected", "pending"] = "pending"
+    signals: tuple[str, ...] = ()
+
+    def counts_for(self, signal: str) -> bool:
+        return not self.signals or signal in self.signals
+
+    @classmethod
+    def signals_of(cls, reason: str | None) -> tuple[str, ...]:
+        """The signals named by a trigger decision's reason (`data_drift+performance`)."""
+        return tuple(s for s in (reason or "").split("+") if s in SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -273,6 +295,32 @@ def _onset(eligible: list[WindowEvidence], name: str, n: int) -> WindowEvidence 
     return first
 
 
+def _apply_calendar(cfg: Config, w: WindowEvidence) -> tuple[WindowEvidence, list[dict[str, Any]]]:
+    """`w` with breaches inside a declared calendar event marked `excused`, and what was excused.
+
+    Holidays and campaigns move volumes and amounts every year; `drift.calendar` declares them with
+    a reason, and their breaches are reported, not counted (k-of-n, onset, trigger).
+    """
+    excused: list[dict[str, Any]] = []
+    signals = dict(w.signals)
+    for name, sig in w.signals.items():
+        if not sig.breach:
+            continue
+        start, end = w.period(name)
+        for event in cfg.drift.calendar:
+            if name in event.excuses and event.covers(start, end):
+                signals[name] = dataclasses.replace(
+                    sig, status="excused", reason=f"{sig.reason} - excused: {event.name} ({event.reason})"
+                )
+                excused.append({
+                    "signal": name, "event": event.name, "reason": event.reason,
+                    "event_start": event.start.isoformat(), "event_end": event.end.isoformat(),
+                    "window_start": start.isoformat(), "window_end": end.isoformat(),
+                })
+                break
+    return (dataclasses.replace(w, signals=signals) if excused else w), excused
+
+
 def _storm_guards(
     cfg: Config, now_window_end: dt.date, past_triggers: list[PastTrigger]
 ) -> tuple[str | None, str, dict[str, Any]]:
@@ -316,6 +364,20 @@ def _storm_guards(
     return None, "", ev
 
 
+def _storm_by_signal(
+    cfg: Config, now_window_end: dt.date, past_triggers: list[PastTrigger]
+) -> dict[str, tuple[str | None, str, dict[str, Any]]]:
+    """The storm cap and backoff of each signal, counting only the triggers that signal fired.
+
+    A matured-performance breach is the evidence that matters most; retrains started (and rejected)
+    on benign data or prediction drift must not spend its budget, so every signal has its own.
+    """
+    return {
+        name: _storm_guards(cfg, now_window_end, [t for t in past_triggers if t.counts_for(name)])
+        for name in SIGNALS
+    }
+
+
 def decide(
     cfg: Config,
     history: list[WindowEvidence],
@@ -337,6 +399,15 @@ def decide(
     cooldown = cfg.drift.cooldown_days
     since = _as_date(last_promotion_or_retrain_at)
     upto = sorted((w for w in history if w.window_end <= now_window_end), key=lambda w: w.window_end)
+    excused_by_end: dict[dt.date, list[dict[str, Any]]] = {}
+    if cfg.drift.calendar:
+        marked = []
+        for w in upto:
+            w, excused = _apply_calendar(cfg, w)
+            marked.append(w)
+            if excused:
+                excused_by_end[w.window_end] = excused
+        upto = marked
     evidence: dict[str, Any] = {
         "window_end": now_window_end.isoformat(),
         "champion_version": current_champion_version,
@@ -420,8 +491,20 @@ def decide(
     in_cooldown = days_since is not None and days_since < cooldown
     evidence["guards"]["days_since_last_promotion_or_retrain"] = days_since
     evidence["guards"]["cooldown_active"] = in_cooldown
-    storm_reason, storm_why, storm_ev = _storm_guards(cfg, now_window_end, past_triggers or [])
-    evidence["guards"]["storm"] = storm_ev
+    storm = _storm_by_signal(cfg, now_window_end, past_triggers or [])
+    within_budget = [s for s in fired if storm[s][0] is None]
+    blocked = [s for s in fired if storm[s][0] is not None]
+    # the budget shown: the first fired signal within its budget, else the first blocked one
+    shown = (within_budget or blocked or [SIGNALS[-1]])[0]
+    storm_reason, storm_why, storm_ev = storm[shown] if not within_budget else (None, "", storm[shown][2])
+    evidence["guards"]["storm"] = {
+        **storm_ev,
+        "budgets": "per signal",
+        "signal": shown,
+        "by_signal": {s: {"blocked": r, **ev} for s, (r, _, ev) in storm.items()},
+    }
+    if blocked and within_budget:
+        evidence["guards"]["storm"]["blocked_signals"] = {s: storm[s][1] for s in blocked}
 
     if not now_eligible:
         why_not = _ineligible_because(now, current_champion_version, since) or "duplicate window"
@@ -431,8 +514,35 @@ def decide(
             evidence,
             f"Window ending {now_window_end} does not count: {why_not}.",
         )
+    if now.label_maturity:
+        evidence["label_maturity"] = {k: v for k, v in now.label_maturity.items() if k != "daily"}
+    delay = now.signals.get(LABEL_DELAY)
+    delay_changed = delay is not None and delay.breach
+    if delay is not None and delay.breach:  # its own signal: an alert for the label feed, never a retrain
+        evidence["label_delay_change"] = {**delay.to_dict(), "alert": True,
+                                          "daily": now.label_maturity.get("daily", [])}
+    excused_now = excused_by_end.get(now_window_end, [])
+    if excused_now:
+        evidence["calendar"] = excused_now
     if not fired:
         latest_breaches = now.breached
+        if not latest_breaches and excused_now:
+            parts = [f"{e['signal']} breached inside {e['event']} ({e['reason']})" for e in excused_now]
+            return Decision(
+                False,
+                "calendar_event",
+                evidence,
+                f"{'; '.join(parts)}: a declared calendar event (drift.calendar), expected drift - "
+                "reported, no trigger spent.",
+            )
+        if not latest_breaches and delay_changed:
+            return Decision(
+                False,
+                "label_delay_change",
+                evidence,
+                f"The label feed's delay changed: {delay.reason if delay else ''}. An alert for the label "
+                "feed, never a retrain; matured performance waits for the learned maturity.",
+            )
         if not latest_breaches:
             statuses = ", ".join(f"{s}={now.signal(s).status}" for s in SIGNALS)
             note = ""
@@ -466,12 +576,16 @@ def decide(
             f"(cooldown {cooldown} days).",
         )
     if storm_reason:
-        return Decision(False, storm_reason, evidence, f"{summary}, but {storm_why}.")
+        return Decision(False, storm_reason, evidence, f"{summary}, but {storm_why} (budget of {shown}).")
+    note = ""
+    if blocked:
+        note = " (" + "; ".join(f"{s} is out of budget: {storm[s][1]}" for s in blocked) + ")"
     return Decision(
         True,
-        "+".join(fired),
+        "+".join(within_budget),
         evidence,
-        f"{summary}; onset window starts {evidence['onset_window_start']}: retrain.",
+        f"{summary}; onset window starts {evidence['onset_window_start']}: retrain on "
+        f"{'+'.join(within_budget)}{note}.",
     )
 
 

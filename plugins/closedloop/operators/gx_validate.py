@@ -46,6 +46,7 @@ class GXValidateCheckpointOperator(BaseOperator):
     :param expect_parameters: extra suite parameters, e.g. ``{"min_rows": 1000}`` (templated).
     :param table_name: quarantine table name; default the suite's ``meta.table``.
     :param state_dir: state root; default ``$CLOSEDLOOP_HOME`` resolved at run time.
+    :param model: the model of a several-model deployment the gate acts for (its config, suites, state).
     """
 
     template_fields = (
@@ -66,6 +67,7 @@ class GXValidateCheckpointOperator(BaseOperator):
         expect_parameters: Mapping[str, Any] | None = None,
         table_name: str | None = None,
         state_dir: str | None = None,
+        model: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,6 +84,7 @@ class GXValidateCheckpointOperator(BaseOperator):
         self.expect_parameters = dict(expect_parameters or {})
         self.table_name = table_name
         self.state_dir = state_dir
+        self.model = model
 
     def _resolve_loader(self) -> DataFrameLoader:
         if callable(self.load_dataframe):
@@ -114,7 +117,9 @@ class GXValidateCheckpointOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from training.data.quality import DataQualityGateFailed, gate
+        from training.deployment import use_model
 
+        use_model(self.model)
         raw_date = self.batch_date
         if isinstance(raw_date, dt.datetime):
             batch_date = raw_date.date()

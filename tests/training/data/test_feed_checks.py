@@ -86,6 +86,21 @@ def test_a_truncated_events_feed_is_refused_naming_its_volume(history, cfg, day5
     assert any(f"{ratio} x the median" in w for w in result.feeds["transactions"].warnings)
 
 
+def test_a_declared_calendar_event_excuses_its_volume(history, cfg, day5):
+    """A holiday or campaign declared in drift.calendar changes the volume on purpose: the door loads
+    the day with the finding and the event's reason as a warning instead of refusing it."""
+    tx = ingest.read_landed(day5.events)
+    holiday = with_overrides(cfg, drift={"calendar": [{
+        "name": "closing_sale", "start": str(day5.batch_date), "end": str(day5.batch_date),
+        "reason": "stores closed at noon: half the usual volume",
+    }]})
+    result = admission.admit(history, holiday, _edited(day5, "events", tx.iloc[: len(tx) // 2]))
+    assert result.feeds["transactions"].admitted.rows == len(tx) // 2
+    [warning] = result.feeds["transactions"].warnings
+    assert re.search(r"\d\.\d\d x the median", warning) and "calendar event 'closing_sale'" in warning
+    assert "half the usual volume" in warning
+
+
 def test_a_feed_shifted_by_an_hour_is_refused_naming_the_shift(history, cfg, day5):
     tx = ingest.read_landed(day5.events)
     shifted = tx.assign(event_ts=tx["event_ts"] - pd.Timedelta(hours=1))

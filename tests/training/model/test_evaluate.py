@@ -234,3 +234,35 @@ def test_collapsed_champion_replaced_only_under_the_audited_recovery_policy(
     assert "## Recovery" in report and "| policy | recovery |" in report
     mv = tracking.client(module_state).get_model_version("fraud_recovery", strong.version)
     assert mv.tags["gate_recovery"] == "true" and mv.tags["gate_policy"] == "recovery"
+
+
+def test_recovery_relative_to_a_baseline_trained_on_the_same_days(module_state, cfg, versions):
+    """gates.recovery.relative_to: baseline - train stores a logistic regression's holdout scores beside
+    the challenger, evaluate holds the recovering challenger to it instead of the absolute floors,
+    and the audit row names the baseline."""
+    from training.model.train import BASELINE_ARTIFACT, BASELINE_TAG, TrainRequest, train_model
+
+    on = with_overrides(
+        cfg,
+        model={"name": "fraud_recovery_baseline"},
+        gates={"floors": {"pr_auc": 0.95, "roc_auc": 0.6},  # nobody meets them: the champion has collapsed
+               "recovery": {"enabled": True, "relative_to": "baseline"}},
+    )
+    weak = train_model(module_state, on, TrainRequest(reason="old champion", data_version=versions["weak"]))
+    registry.force_promote(module_state, on, weak.version, reason="test: the champion before the drift")
+    strong = train_model(module_state, on, TrainRequest(reason="drift_monitor:performance", data_version=versions["full"]))
+    mc = tracking.client(module_state)
+    mv = mc.get_model_version("fraud_recovery_baseline", strong.version)
+    run = mc.get_run(mv.run_id)
+    assert "logistic_regression" in run.data.tags[BASELINE_TAG]
+    assert any(a.path == BASELINE_ARTIFACT for a in mc.list_artifacts(mv.run_id, "recovery"))
+
+    promoted = evaluate_challenger(module_state, on, version=strong.version, idempotency_key="recovery-baseline")
+    assert promoted.action == "promote" and promoted.policy == "recovery", promoted.failed_gates
+    rec = promoted.metrics["recovery"]
+    assert rec["relative_to"] == "baseline" and rec["baseline"] == "logistic_regression"
+    assert "floor_pr_auc" in rec["waived_gates"] and rec["floors_applied"] == {}
+    assert promoted.metrics["recovery_baseline_upper"] >= 0  # not significantly worse than the baseline
+    row = registry.audit_log(module_state, "fraud_recovery_baseline", limit=1)[0]
+    assert row["metrics"]["policy"] == "recovery" and row["reason"].startswith("recovery policy:")
+    assert "baseline trained on the same days" in row["reason"]

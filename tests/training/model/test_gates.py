@@ -422,3 +422,65 @@ def test_recovery_waives_a_slice_the_collapsed_champion_still_wins(recovery_cfg:
     # and without a collapse, a slice regression blocks as always
     healthy = evaluate_gates(recovery_cfg, world.inputs(challenger, world.model(0.6, 2)))
     assert healthy.gate("slices").verdict == "fail" and not healthy.promote
+
+
+# --- recovery relative to what is achievable: a baseline fitted on the same days -----------------
+
+
+@pytest.fixture(scope="module")
+def baseline_cfg(cfg: Config) -> Config:
+    return with_overrides(cfg, gates={**NO_ECE, "recovery": {"enabled": True, "relative_to": "baseline"}})
+
+
+def test_recovery_relative_to_baseline_replaces_floors_with_what_is_achievable(
+    baseline_cfg: Config, world: World
+) -> None:
+    # a harder world: the best anyone gets on the new days is below every absolute floor
+    champion, challenger, baseline = world.model(3.0, 2), world.model(1.5, 1), world.model(1.6, 7)
+    d = evaluate_gates(
+        baseline_cfg, world.inputs(challenger, champion, baseline_scores=baseline, baseline_name="logistic_regression")
+    )
+    assert d.metrics["challenger_pr_auc"] < 0.15, d.metrics  # under the old recovery floor too
+    assert d.promote and d.policy == "recovery", [(g.name, g.why) for g in d.failed]
+    assert d.gate("floor_pr_auc").verdict == "waived" and "recovery_baseline" in d.gate("floor_pr_auc").why
+    assert d.gate("recovery_baseline").verdict == "pass" and d.gate("non_regression").verdict == "pass"
+    assert d.recovery is not None and d.recovery["relative_to"] == "baseline"
+    assert d.recovery["baseline"] == "logistic_regression" and "floor_pr_auc" in d.recovery["waived_gates"]
+    assert "baseline_pr_auc" in d.metrics and "recovery_baseline_upper" in d.metrics
+    report = render_report(d, {})
+    assert "recovery_baseline" in report and "| recovery relative to | baseline |" in report
+    # a challenger clearly worse than the simple baseline on the same days is not what the days allow
+    strong = world.model(0.8, 7)
+    worse = evaluate_gates(baseline_cfg, world.inputs(challenger, champion, baseline_scores=strong))
+    assert not worse.promote and _failed(worse) == ["recovery_baseline"]
+    assert "does better" in worse.gate("recovery_baseline").why
+    # still needs the significant win over the champion
+    tie = evaluate_gates(baseline_cfg, world.inputs(champion, champion, baseline_scores=champion))
+    assert "non_regression" in _failed(tie)
+    # the baseline is the challenger itself (the simplest candidate won): passes trivially
+    same = evaluate_gates(baseline_cfg, world.inputs(challenger, champion, baseline_scores=challenger))
+    assert same.promote
+
+
+def test_recovery_without_baseline_scores_falls_back_to_floors(baseline_cfg: Config, world: World) -> None:
+    champion, challenger = world.model(2.0, 2), world.model(0.9, 1)
+    d = evaluate_gates(baseline_cfg, world.inputs(challenger, champion))  # an older challenger: no baseline
+    assert d.recovery is not None and d.recovery["relative_to"] == "floors" and "no baseline scores" in d.recovery["why"]
+    assert d.gate("floor_pr_auc").verdict in ("pass", "fail") and "recovery_baseline" not in [g.name for g in d.gates]
+    # a healthy champion: the baseline plays no part
+    healthy = evaluate_gates(baseline_cfg, world.inputs(challenger, world.model(0.6, 2), baseline_scores=challenger))
+    assert healthy.policy == "champion_challenger" and "recovery_baseline" not in [g.name for g in healthy.gates]
+
+
+def test_recovery_baseline_config(cfg: Config) -> None:
+    from training.config import ConfigError, parse_config
+
+    data = cfg.model_dump(mode="json")
+    data["gates"]["recovery"] = {"enabled": True, "relative_to": "baseline"}  # floors optional (a fallback)
+    ok = parse_config(data)
+    assert ok.gates.recovery.needs_baseline and ok.gates.recovery.baseline_family == "logistic_regression"
+    data["gates"]["recovery"] = {"enabled": True, "relative_to": "floors"}
+    with pytest.raises(ConfigError, match="relative_to: baseline"):
+        parse_config(data)
+    with pytest.raises(ConfigError, match="baseline_family"):
+        with_overrides(cfg, gates={"recovery": {"baseline_family": "random_forest"}})

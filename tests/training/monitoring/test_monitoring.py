@@ -828,3 +828,13 @@ def test_champion_reference_is_its_last_whole_weeks_scored_by_it(
         module_state, with_overrides(train_cfg, drift={"reference": "as_given"}), champion
     )
     assert len(set(holdout.batch_date)) == train_cfg.windows.holdout_days and "score" in holdout
+    # re-anchored after a drift-aware retrain: the champion's post-onset days only (the old world's
+    # days would report the shift it was retrained for again); an onset before the period changes nothing
+    assert champion["onset"] is None  # this one trained on the standard windows
+    onset = last - dt.timedelta(days=8)
+    anchored = drift_job.champion_reference(module_state, train_cfg, {**champion, "onset": onset.isoformat()})
+    assert sorted(set(anchored.batch_date)) == [onset + dt.timedelta(days=i) for i in range(9)]
+    old = drift_job.champion_reference(
+        module_state, train_cfg, {**champion, "onset": (last - dt.timedelta(days=40)).isoformat()}
+    )
+    assert sorted(set(old.batch_date)) == sorted(set(ref.batch_date))

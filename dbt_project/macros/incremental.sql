@@ -76,3 +76,11 @@
     {%- endif -%}
     {{ return(modules.datetime.date.fromisoformat((last | string)[:10])) }}
 {%- endmacro %}
+
+
+{#- An amount as an exact decimal: sums of it are the same whatever the order or grouping (daily
+    state + edge rows + same-day rows vs one window), so an incremental rebuild and a full build give
+    bit-identical averages and a re-run day re-publishes the same bytes. -#}
+{% macro exact_amount(column) -%}
+    cast({{ column }} as decimal(18, 6))
+{%- endmacro %}

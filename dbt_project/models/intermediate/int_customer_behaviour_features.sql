@@ -7,7 +7,8 @@
       [event_ts - 24h, event_ts], this one included; a transaction exactly 1h (24h) earlier counts.
     - amount_to_customer_avg: amount / the customer's average amount over [event_ts - N days, event_ts]
       (N = var('customer_amount_window_days'), 30)
-      excluding this transaction; 1.0 when there is no such history.
+      excluding this transaction; 1.0 when there is no such history. Amounts are summed as exact
+      decimals (macros/incremental.sql, exact_amount), so the incremental and full paths agree to the bit.
     - is_new_country / is_new_device: 1 when no earlier transaction of the customer used this
       country / device.
     Transactions of one customer with the identical timestamp are peers of each other in a RANGE
@@ -155,7 +156,7 @@ prior_window_edge as (
 
     select
         windows.transaction_id,
-        sum(window_edge_rows.amount) as amount_sum,
+        sum({{ exact_amount('window_edge_rows.amount') }}) as amount_sum,
         count(*) as transaction_count
 
     from windows
@@ -172,7 +173,7 @@ prior_same_day as (
     select
         transaction_id,
 
-        sum(amount) over (
+        sum({{ exact_amount('amount') }}) over (
             partition by customer_id, event_date
             order by event_ts
             range between unbounded preceding and current row
@@ -194,9 +195,9 @@ prior_amounts as (
 
     select
         rebuilt.transaction_id,
-        coalesce(cast(prior_full_days.amount_sum as double precision), 0)
-            + coalesce(cast(prior_window_edge.amount_sum as double precision), 0)
-            + coalesce(cast(prior_same_day.amount_sum as double precision), 0) as amount_sum,
+        coalesce(prior_full_days.amount_sum, 0)
+            + coalesce(prior_window_edge.amount_sum, 0)
+            + coalesce(prior_same_day.amount_sum, 0) as amount_sum,
         coalesce(cast(prior_full_days.transaction_count as bigint), 0)
             + coalesce(cast(prior_window_edge.transaction_count as bigint), 0)
             + coalesce(cast(prior_same_day.transaction_count as bigint), 0) as transaction_count
@@ -228,7 +229,7 @@ windowed as (
         velocity.tx_count_24h,
         case
             when prior_amounts.transaction_count > 0
-                then prior_amounts.amount_sum / prior_amounts.transaction_count
+                then cast(prior_amounts.amount_sum as double precision) / prior_amounts.transaction_count
         end as prior_avg_amount_30d,
         first_country.first_seen_ts as country_first_seen_ts,
         first_device.first_seen_ts as device_first_seen_ts
@@ -286,12 +287,19 @@ windowed as (
             range between interval '24 hours' preceding and current row
         ) as tx_count_24h,
 
-        avg(amount) over (
+        sum({{ exact_amount('amount') }}) over (
             partition by customer_id
             order by event_ts
             range between interval '{{ avg_days }} days' preceding and current row
             exclude current row
-        ) as prior_avg_amount_30d,
+        ) as prior_amount_sum,
+
+        count(*) over (
+            partition by customer_id
+            order by event_ts
+            range between interval '{{ avg_days }} days' preceding and current row
+            exclude current row
+        ) as prior_transaction_count,
 
         min(event_ts) over (
             partition by customer_id, country
@@ -306,6 +314,19 @@ windowed as (
         ) as device_first_seen_ts
 
     from transactions
+
+),
+
+averaged as (
+
+    select
+        *,
+        case
+            when prior_transaction_count > 0
+                then cast(prior_amount_sum as double precision) / prior_transaction_count
+        end as prior_avg_amount_30d
+
+    from windowed
 
 ),
 {%- endif %}
@@ -326,7 +347,11 @@ final as (
         cast(case when country_first_seen_ts = event_ts then 1 else 0 end as integer) as is_new_country,
         cast(case when device_first_seen_ts = event_ts then 1 else 0 end as integer) as is_new_device
 
+    {%- if since %}
     from windowed
+    {%- else %}
+    from averaged
+    {%- endif %}
 
 )
 

@@ -1,5 +1,5 @@
 {#-
-    Per-customer state for the running amount average: the sum and count of each customer's
+    Per-customer state for the running amount average: the (exact decimal) sum and count of each customer's
     transaction amounts per event day. A day's amount_to_customer_avg reads the 29 full days before
     it from here (one row per active customer-day) instead of every raw row of the window.
     Incremental: one partition per event_date (see macros/incremental.sql).
@@ -33,7 +33,7 @@ final as (
     select
         customer_id,
         event_date,
-        sum(amount) as amount_sum,
+        sum({{ exact_amount('amount') }}) as amount_sum,
         count(*) as transaction_count
 
     from transactions

@@ -121,7 +121,8 @@ def dbt_env(paths: StatePaths, cfg: Config | None = None) -> dict[str, str]:
 
 
 def dbt_vars(cfg: Config | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`--vars` for the project: the config's label maturity plus any explicit extras (e.g. as_of)."""
+    """`--vars` for the project: the config's label maturity plus any explicit extras (e.g. as_of, or
+    rebuild_from: the first day whose incremental partitions a run rebuilds, with every later day)."""
     out: dict[str, Any] = {}
     if cfg is not None:
         out["label_maturity_days"] = cfg.windows.label_maturity_days

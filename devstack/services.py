@@ -18,7 +18,7 @@ from training.outages import PG_START_HINT
 from training.paths import StatePaths
 from training.settings import DEFAULT_WAREHOUSE_POOL
 
-#: The checkout the stack runs from: dags/, plugins/ and dbt_project/ live beside this package.
+#: The checkout the stack runs from: dags/, plugins/, config/ and examples/ live beside this package.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -161,6 +161,7 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/dags/test_data_pipeline_run.py": (),  # dag.test() of data_pipeline: dbt, GX, DVC (16 %)
     "tests/training/test_faults.py": (),  # fault drills with real concurrent processes (12 %)
     "tests/training/data/test_pipeline_backends.py": (),  # the data side on DuckDB and PostgreSQL (6 %)
+    "tests/dbt/test_incremental.py": (),  # 8 dbt runs per warehouse: day by day, a backfill, a full refresh
 }
 
 

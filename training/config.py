@@ -544,8 +544,8 @@ class ProjectSpec(_Strict):
     as the demo does, still finds them); absolute paths are used as given.
     """
 
-    dbt_dir: Path = Path("dbt_project")
-    expectations_dir: Path = Path("include/expectations")
+    dbt_dir: Path = Path("examples/card_fraud/dbt")
+    expectations_dir: Path = Path("examples/card_fraud/expectations")
 
     @property
     def dbt_path(self) -> Path:

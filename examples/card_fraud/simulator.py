@@ -480,9 +480,10 @@ def _day_volume(spec: SimulatorSpec, day: dt.date) -> int:
             expected = spec.transactions_per_day * _WEEKDAY_VOLUME[0] * (factor if day.weekday() >= 5 else 1.0)
     expected *= _holiday_volume_factor(spec, day)
     n = int(round(expected * (1.0 + rng.normal(0.0, 0.02))))
-    if n >= 10_000_000:
+    if n >= 10**_TX_MAX_DIGITS:
         raise SimulatorError(
-            f"{n} transactions on {day} exceed the 7-digit transaction id; lower transactions_per_day"
+            f"{n} transactions on {day} exceed the {_TX_MAX_DIGITS}-digit transaction id (the contract's "
+            "regex); lower transactions_per_day"
         )
     return max(n, 0)
 
@@ -916,8 +917,15 @@ def _fraud_part(spec: SimulatorSpec, pop: _Population, day: dt.date) -> _FraudPa
     return _FraudPart(n_total=n_total, rows=fraud, id_numbers=id_numbers, delay=delay)
 
 
-def _tx_ids(day: dt.date, numbers: np.ndarray) -> np.ndarray:
-    return _format_ids(f"tx-{day:%Y%m%d}-", numbers, 7)
+#: A day's transaction ids are `tx-<date>-<n>` with n zero-padded to 7 digits, or to 8 or 9 when the
+#: day holds 10M+ rows (the contract's regex allows 7 to 9): unique within the day by n, across days
+#: by the date, and a day under 10M rows keeps the ids it always had.
+_TX_MIN_DIGITS, _TX_MAX_DIGITS = 7, 9
+
+
+def _tx_ids(day: dt.date, numbers: np.ndarray, n_total: int = 0) -> np.ndarray:
+    """`tx-<date>-<number>` ids of a day holding `n_total` rows (all its ids have one width)."""
+    return _format_ids(f"tx-{day:%Y%m%d}-", numbers, _width(n_total, _TX_MIN_DIGITS))
 
 
 def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
@@ -966,7 +974,7 @@ def _build_day(spec: SimulatorSpec, day: dt.date) -> _Day:
     cust = rows.cust[order]
     tx = pd.DataFrame(
         {
-            "transaction_id": _tx_ids(day, part.id_numbers[order]),
+            "transaction_id": _tx_ids(day, part.id_numbers[order], part.n_total),
             "event_ts": day_start + rows.ts_us[order].astype("timedelta64[us]"),
             "customer_id": pop.customer_ids[cust],
             "customer_home_country": np.asarray(_HOME_COUNTRIES, dtype=object)[pop.home_idx[cust]],
@@ -1140,7 +1148,7 @@ def _fraud_labels(key: str, day: dt.date) -> pd.DataFrame:
     n_legit = part.n_total - len(part.rows.cust)
     return pd.DataFrame(
         {
-            "transaction_id": _tx_ids(day, part.id_numbers[n_legit:]),
+            "transaction_id": _tx_ids(day, part.id_numbers[n_legit:], part.n_total),
             "event_ts": np.datetime64(day, "us") + part.rows.ts_us.astype("timedelta64[us]"),
             "delay": part.delay,
         }
@@ -1179,7 +1187,7 @@ def generate_chargebacks(spec: SimulatorSpec, day: dt.date) -> pd.DataFrame:
     order = np.lexsort((found["transaction_id"].to_numpy(dtype=str), reported))
     cb = pd.DataFrame(
         {
-            "chargeback_id": _format_ids(f"cb-{day:%Y%m%d}-", np.arange(1, n + 1), 7),
+            "chargeback_id": _format_ids(f"cb-{day:%Y%m%d}-", np.arange(1, n + 1), _width(n, 7)),
             "transaction_id": found["transaction_id"].to_numpy(dtype=object)[order],
             "reported_at": reported[order],
             "reason_code": np.full(n, "fraud", dtype=object),

@@ -71,8 +71,12 @@ def _placeholder_group(group_id: str, manifest: Path) -> TaskGroup:
 
 
 def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config | None = None,
-                   retries: int = 0, model: str | None = None) -> DbtTaskGroup | TaskGroup:
+                   retries: int = 0, model: str | None = None,
+                   extra_vars: dict[str, Any] | None = None) -> DbtTaskGroup | TaskGroup:
     """Every dbt model as a task running `dbt build` for that model (its tests run right after it).
+
+    `extra_vars` join the config's `--vars`; values may be Airflow templates (cosmos renders `vars`),
+    e.g. `rebuild_from` = the run's day, so the incremental marts rebuild that day and the later ones.
 
     `retries` defaults to 0: each task's `dbt build` runs the model's tests, and a failing test fails
     again the same way; the run stops before anything is published, so clearing the task is safe.
@@ -98,7 +102,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
     project_config = ProjectConfig(
         dbt_project_path=cfg.project.dbt_path,
         manifest_path=manifest,
-        dbt_vars=dbt_vars(cfg),
+        dbt_vars=dbt_vars(cfg, extra_vars),
         install_dbt_deps=False,
     )
     # Cosmos wraps the path in an ObjectStoragePath, whose first read loads every Airflow plugin (the

@@ -47,7 +47,7 @@ def test_build_runs_models_data_tests_and_unit_tests(built_warehouse: BuiltWareh
     result = built_warehouse.result
     assert result.success
     kinds = pd.Series([r.unique_id.split(".")[0] for r in result.results]).value_counts()
-    assert kinds.get("model", 0) == 7
+    assert kinds.get("model", 0) == 11  # 7 models + 4 incremental state models
     assert kinds.get("unit_test", 0) >= 9, "the unit tests on the feature logic must run in `dbt build`"
     assert kinds.get("test", 0) >= 40
     assert not result.failed

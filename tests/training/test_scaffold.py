@@ -16,7 +16,7 @@ import yaml
 
 from training.config import load_config
 from training.data import contract_check
-from training.data.dbt import DBT_PROJECT_DIR
+from training.data.dbt import DBT_PROJECT_DIR, PROFILES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,7 +91,7 @@ def test_the_scaffold_parses_and_marks_its_guesses(tmp_path):
 
 
 def test_check_contract_on_the_scaffold_reports_only_the_feature_todos(tmp_path):
-    """dbt parses the scaffolded models (in a throwaway project laid out like dbt_project/); the contract check
+    """dbt parses the scaffolded models (in a throwaway project laid out like examples/card_fraud/dbt/); the contract check
     then agrees with the sources and staging tests, and what it reports is the features still to write."""
     orders, _ = _sample(tmp_path)
     out = tmp_path / "m"
@@ -107,7 +107,7 @@ def test_check_contract_on_the_scaffold_reports_only_the_feature_todos(tmp_path)
     if dbt is None:
         pytest.fail("dbt is not installed in this environment")
     parsed = subprocess.run(
-        [dbt, "parse", "--project-dir", str(project), "--profiles-dir", str(DBT_PROJECT_DIR),
+        [dbt, "parse", "--project-dir", str(project), "--profiles-dir", str(PROFILES_DIR),
          "--target-path", str(tmp_path / "target")],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "CLOSEDLOOP_WAREHOUSE": str(tmp_path / "w.duckdb"), "DBT_LOG_PATH": str(tmp_path / "logs")},

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from training.config import Config, ModelSpec, WindowSpec
 from training.errors import ClosedloopError
@@ -74,30 +76,95 @@ def training_set_path(paths: StatePaths, data_version: str) -> Path:
     return versioning.open_version(paths, data_version)
 
 
-def load_training_set(paths: StatePaths, data_version: str, spec: ModelSpec) -> pd.DataFrame:
-    """Read the training set at `data_version` and check it has the columns training needs."""
-    df = pd.read_parquet(training_set_path(paths, data_version))
+def load_training_set(
+    paths: StatePaths, data_version: str, spec: ModelSpec, *, since: dt.date | None = None
+) -> pd.DataFrame:
+    """Read the training set at `data_version` and check it has the columns training needs.
+
+    `since` reads only the rows of batch dates from it on: the filter is pushed into the Parquet
+    scan (row groups of earlier days are skipped by their statistics, the snapshot is ordered by
+    batch date), so memory follows the window, not the history. The rows and their order are the
+    ones a full read cut at `since` gives.
+    """
+    path = training_set_path(paths, data_version)
     required = {spec.id_column, spec.target, BATCH_DATE, *spec.features, *spec.slice_columns}
-    missing = sorted(required - set(df.columns))
+    missing = sorted(required - set(pq.read_schema(path).names))
     if missing:
         raise DatasetError(
             f"data version {data_version} lacks columns {missing} required by config.model; "
             "re-publish the training set or fix config/closedloop.yaml"
         )
+    df = read_dates_from(path, since)
     df[BATCH_DATE] = pd.to_datetime(df[BATCH_DATE]).dt.date
     return df
 
 
-def split_windows(df: pd.DataFrame, windows: WindowSpec, end: dt.date | None = None) -> Splits:
+def read_dates_from(path: Path, since: dt.date | None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of a published Parquet snapshot with `batch_date >= since` (all rows when None)."""
+    if since is None:
+        return pd.read_parquet(path, columns=columns)
+    kind = pq.read_schema(path).field(BATCH_DATE).type
+    bound: object = since
+    if pa.types.is_timestamp(kind):  # a snapshot written by pandas from datetime64 batch dates
+        bound = pd.Timestamp(since)
+    elif not pa.types.is_date(kind):
+        raise DatasetError(f"{path}: {BATCH_DATE} is {kind}, not a date; re-publish the training set")
+    return pd.read_parquet(path, columns=columns, filters=[(BATCH_DATE, ">=", bound)])
+
+
+def batch_date_range(paths: StatePaths, data_version: str) -> tuple[dt.date, dt.date]:
+    """First and last batch date of a data version, from the Parquet footer's statistics.
+
+    Reads no rows when every row group carries statistics for `batch_date` (DuckDB and pyarrow
+    write them); otherwise falls back to reading that one column.
+    """
+    path = training_set_path(paths, data_version)
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if BATCH_DATE not in names:
+        raise DatasetError(f"data version {data_version} has no {BATCH_DATE} column; re-publish the training set")
+    col = names.index(BATCH_DATE)
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    stats = [g.column(col).statistics for g in groups if g.num_rows]
+    if all(st is not None and st.has_min_max for st in stats):
+        bounds = [(pd.Timestamp(st.min).date(), pd.Timestamp(st.max).date()) for st in stats]
+    else:
+        dates = pd.to_datetime(pd.read_parquet(path, columns=[BATCH_DATE])[BATCH_DATE]).dt.date
+        bounds = [(min(dates), max(dates))] if len(dates) else []
+    if not bounds:
+        raise DatasetError("the training set is empty: publish at least one interval with matured labels")
+    return min(lo for lo, _ in bounds), max(hi for _, hi in bounds)
+
+
+def window_start(cfg: Config, last: dt.date, evidence: dict | None = None) -> dt.date:
+    """The first batch date any split of `training_frames` can use when the data ends at `last`.
+
+    The standard windows reach back train + validation + holdout days; windows anchored at an
+    onset in the trigger evidence reach back `training_days` before the onset.
+    """
+    w = cfg.windows
+    start = last - dt.timedelta(days=w.training_days + w.validation_days + w.holdout_days - 1)
+    if cfg.training.drift_aware.enabled and evidence:
+        onset, _ = onset_from_evidence(evidence, w.label_maturity_days)
+        if onset is not None:
+            start = min(start, onset - dt.timedelta(days=w.training_days), onset)
+    return start
+
+
+def split_windows(
+    df: pd.DataFrame, windows: WindowSpec, end: dt.date | None = None, *, first: dt.date | None = None
+) -> Splits:
     """Cut by `batch_date` (calendar days, inclusive): ... train | validation | holdout ] end.
 
     `end` defaults to the newest batch date present; the published set holds matured labels only,
-    so the holdout is the most recent window whose labels are final.
+    so the holdout is the most recent window whose labels are final. `first` is the data version's
+    first batch date when `df` was read from a later day on (default: the first in `df`).
     """
     if df.empty:
         raise DatasetError("the training set is empty: publish at least one interval with matured labels")
     dates = pd.to_datetime(df[BATCH_DATE]).dt.date
     end = end or max(dates)
+    first = min(first, min(dates)) if first is not None else min(dates)
     day = dt.timedelta(days=1)
     h_start = end - (windows.holdout_days - 1) * day
     v_end = h_start - day
@@ -123,16 +190,16 @@ def split_windows(df: pd.DataFrame, windows: WindowSpec, end: dt.date | None = N
     ):
         if frame.empty:
             raise DatasetError(
-                f"{name} window {a}..{b} has no rows (data covers {min(dates)}..{max(dates)}); "
+                f"{name} window {a}..{b} has no rows (data covers {first}..{max(dates)}); "
                 "publish more intervals or shorten config.windows"
             )
-    if t_start < min(dates):
+    if t_start < first:
         # a config that does not match the published data (e.g. the project's after a demo's)
-        covered = (t_end - min(dates)).days + 1
+        covered = (t_end - first).days + 1
         log.warning(
             "the training window %s..%s starts before the first published day %s: only %d of its %d days hold data; "
             "is config.windows (training_days=%d) the config this data was published with?",
-            t_start, t_end, min(dates), covered, windows.training_days, windows.training_days,
+            t_start, t_end, first, covered, windows.training_days, windows.training_days,
         )
     return splits
 
@@ -417,13 +484,15 @@ def training_frames(
     evidence: dict | None = None,
     seed: int | None = None,
 ) -> Splits:
-    """Load a data version, split it and check for leakage.
+    """Load the windows' rows of a data version, split them and check for leakage.
 
-    With trigger `evidence` that points at a change (see `onset_from_evidence`) and
+    Only the batch dates the splits can use are read (`window_start`, `load_training_set(since=)`):
+    the same splits as cutting a full read, in memory bounded by the windows. With trigger `evidence` that points at a change (see `onset_from_evidence`) and
     `training.drift_aware.enabled`, the windows are anchored at it (`split_anchored`); otherwise, or
     when too few days follow it, the configured windows are used and `method_detail` says why.
     """
-    df = load_training_set(paths, data_version, cfg.model)
+    first, last = batch_date_range(paths, data_version)
+    df = load_training_set(paths, data_version, cfg.model, since=window_start(cfg, last, evidence))
     splits: Splits | None = None
     note = ""
     if cfg.training.drift_aware.enabled and evidence:
@@ -438,7 +507,7 @@ def training_frames(
         else:
             note = f"; no onset in the trigger evidence ({source})"
     if splits is None:
-        splits = split_windows(df, cfg.windows)
+        splits = split_windows(df, cfg.windows, first=first)
         if note:
             splits = dataclasses.replace(splits, method_detail=splits.method_detail + note)
     check_no_leakage(splits, cfg.model.id_column)

@@ -1,4 +1,4 @@
-"""Run the dbt project (`dbt_project/`) against the warehouse, always in a subprocess.
+"""Run the model's dbt project (`project.dbt_dir`, e.g. examples/card_fraud/dbt) against the warehouse, always in a subprocess.
 
 Why a subprocess: dbt's in-process runner keeps the DuckDB connection open for the life of the
 Python process, so a later read-only connection from the same process (GX gate, publish) fails
@@ -25,9 +25,9 @@ from training.paths import StatePaths
 from training.settings import TARGETS, Target, settings
 
 #: The bundled example's dbt project: the default of the config's `project.dbt_dir`.
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+DBT_PROJECT_DIR = PROJECT_ROOT / "examples" / "card_fraud" / "dbt"
 #: The deployment's dbt profile (`closedloop`: duckdb and postgres targets), shared by every model's project.
-PROFILES_DIR = DBT_PROJECT_DIR
+PROFILES_DIR = PROJECT_ROOT / "config" / "dbt"
 
 
 def project_dir(cfg: Config | None = None) -> Path:
@@ -121,7 +121,8 @@ def dbt_env(paths: StatePaths, cfg: Config | None = None) -> dict[str, str]:
 
 
 def dbt_vars(cfg: Config | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`--vars` for the project: the config's label maturity plus any explicit extras (e.g. as_of)."""
+    """`--vars` for the project: the config's label maturity plus any explicit extras (e.g. as_of, or
+    rebuild_from: the first day whose incremental partitions a run rebuilds, with every later day)."""
     out: dict[str, Any] = {}
     if cfg is not None:
         out["label_maturity_days"] = cfg.windows.label_maturity_days

@@ -3,9 +3,9 @@
 - The raw suites (`raw_<feed>`, one per feed of the data contract) are generated from the contract's
   column rules (`contract_expectations`): the front door checks exactly what the contract declares,
   and the dbt staging tests are checked against the same rules (`training.data.contract_check`), so
-  a row dbt would refuse is quarantined at the door. A file `include/expectations/raw_<feed>.json`
+  a row dbt would refuse is quarantined at the door. A file `<project.expectations_dir>/raw_<feed>.json`
   may add extra expectations (e.g. a median check) and override the suite's `meta`.
-- Other suites live as JSON in `include/expectations/` (one per published table).
+- Other suites live as JSON in the model's `project.expectations_dir` (one per published table).
 - Every suite is re-synced into a file context under `StatePaths.gx` on every run, so Data Docs
   persist between runs and an edited suite or contract takes effect without a migration step.
 - GX over DuckDB through SQL fails (duckdb 2 + SQLAlchemy 2.1), so every batch is validated as a
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from training.contract import _Feed
 
 #: The bundled example's suites: the default of `project.expectations_dir`.
-EXPECTATIONS_DIR = PROJECT_ROOT / "include" / "expectations"
+EXPECTATIONS_DIR = PROJECT_ROOT / "examples" / "card_fraud" / "expectations"
 
 
 def active_expectations_dir() -> Path:
@@ -179,7 +179,7 @@ def contract_suite(contract: DataContract, role: str) -> dict[str, Any]:
 
 
 def suite_names(expectations_dir: Path | None = None, contract: DataContract | None = None) -> list[str]:
-    """The suites shipped in `include/expectations/` (file stem = suite name = GX asset name), plus
+    """The suites in the model's `project.expectations_dir` (file stem = suite name = GX asset name), plus
     the contract's raw suites when `contract` is given."""
     expectations_dir = expectations_dir or active_expectations_dir()
     names = {p.stem for p in expectations_dir.glob("*.json")}

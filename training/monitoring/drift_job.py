@@ -50,11 +50,18 @@ DAY = dt.timedelta(days=1)
 
 
 def _labels_for(paths: StatePaths, cfg: Config, ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
-    """Matured labels of `ids` from the newest data version on or before `as_of`."""
+    """Matured labels of `ids` from the newest data version on or before `as_of`.
+
+    The id filter runs inside the Parquet scan, so only the window's rows are ever held in memory.
+    """
     record = versioning.latest_data_version(paths, as_of)
     target, id_col = cfg.model.target, cfg.model.id_column
-    frame = pd.read_parquet(versioning.open_version(paths, record.data_version), columns=[id_col, target])
-    frame = frame[frame[id_col].isin(set(ids))]
+    wanted = sorted(set(ids.dropna()))
+    frame = pd.read_parquet(
+        versioning.open_version(paths, record.data_version), columns=[id_col, target],
+        filters=[(id_col, "in", wanted)] if wanted else None,
+    )
+    frame = frame[frame[id_col].isin(set(wanted))]  # also when `ids` is empty (no filter above)
     frame["matured"] = True  # the published training set holds matured labels only
     return frame
 
@@ -314,8 +321,10 @@ def champion_reference(paths: StatePaths, cfg: Config, champion: dict[str, Any])
     data_version = champion["lineage"].get("data_version")
     frame: pd.DataFrame | None = None
     if data_version and cfg.drift.reference != "as_given":
-        try:
-            frame = datasets.load_training_set(paths, data_version, cfg.model)
+        try:  # only the reference days are read (filter pushed into the Parquet scan)
+            _, last = datasets.batch_date_range(paths, data_version)
+            since = last - (cfg.drift.reference_days - 1) * DAY
+            frame = datasets.load_training_set(paths, data_version, cfg.model, since=since)
         except (FileNotFoundError, versioning.DataVersionNotFound, datasets.DatasetError):
             frame = None
     if frame is None or frame.empty or datasets.BATCH_DATE not in frame.columns:

@@ -35,7 +35,7 @@ DataFrameLoader = Callable[..., "pd.DataFrame"]
 
 
 class GXValidateCheckpointOperator(BaseOperator):
-    """Validate one batch against a GX suite from `include/expectations/`; fail the run if it does not pass.
+    """Validate one batch against a GX suite from the model's `project.expectations_dir`; fail the run if it does not pass.
 
     :param suite_name: suite (and checkpoint) to run, e.g. ``raw_transactions``.
     :param load_dataframe: a callable ``(batch_date, paths, **loader_kwargs) -> DataFrame`` or the name

@@ -44,7 +44,7 @@ def test_the_shipped_project_agrees_with_its_contract(base_config, manifest, dbt
 
 def test_a_missing_column_either_way_is_named(base_config, manifest):
     extra = with_overrides(base_config, contract={"events": {"columns": {"loyalty_tier": {"type": "string"}}}})
-    _one(_lines(extra, manifest), "dbt_project/models/staging/raw/_raw__sources.yml", "raw.transactions.loyalty_tier",
+    _one(_lines(extra, manifest), "examples/card_fraud/dbt/models/staging/raw/_raw__sources.yml", "raw.transactions.loyalty_tier",
          "contract.events.columns declares")
 
     data = base_config.model_dump(mode="json")
@@ -61,7 +61,7 @@ def test_a_wrong_type_is_named(base_config, manifest):
 
     as_text = with_overrides(base_config, contract={"events": {"columns": {
         "amount": {"type": "string", "min": None, "max": None}}}})
-    _one(_lines(as_text, manifest), "include/expectations/raw_transactions.json", "amount",
+    _one(_lines(as_text, manifest), "examples/card_fraud/expectations/raw_transactions.json", "amount",
          "expect_column_median_to_be_between is a numeric check")
 
 

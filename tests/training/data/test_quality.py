@@ -1,4 +1,4 @@
-"""The GX gate for real: suites from include/expectations, a file context, Data Docs, DuckDB quarantine.
+"""The GX gate for real: suites from examples/card_fraud/expectations, a file context, Data Docs, DuckDB quarantine.
 
 Batches come from the project's simulator, bad ones through its scenario knobs (the same knobs the
 demo uses), so the suites are checked against exactly what the pipeline will see.

@@ -13,7 +13,20 @@
       k = var('category_fraud_rate_smoothing'); the global rate over the same population is itself
       smoothed toward var('category_fraud_rate_prior'), so a category (or a day) without history
       gets the prior instead of 0 or a division by zero.
+
+    Incremental (one partition per feature_date, see macros/incremental.sql): a rebuild from day D
+    computes the feature days from D on, reading the window's per-day category counts from
+    int_category_daily_volume and only the window's transactions to place the labels.
 -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='feature_date',
+    on_schema_change='fail',
+    pre_hook="{{ delete_rebuilt_partitions('feature_date') }}",
+) }}
+-- depends_on: {{ ref('int_category_daily_volume') }}
+-- depends_on: {{ ref('int_transaction_index') }}
 {%- set lag_days = var('label_maturity_days') | int -%}
 {%- set window_days = var('category_fraud_rate_window_days') | int -%}
 {%- set k = var('category_fraud_rate_smoothing') | float -%}
@@ -26,16 +39,31 @@
         ~ ") and label_maturity_days >= 0 (got " ~ lag_days ~ "); fix them in --vars or dbt_project.yml"
     ) }}
 {%- endif %}
+{%- set since = incremental_since() %}
+{%- if since %}
+{%- set last = last_event_day(ref('stg_raw__transactions'), 'event_ts', since) %}
+{%- endif %}
 with
 
 transactions as (
 
+    {%- if since %}
+    {#- the feature days rebuilt and the windows they read: [D - L - W, last day] #}
+    select
+        transaction_id,
+        merchant_category,
+        event_date
+
+    from {{ ref('int_transaction_index') }}
+    where event_date >= {{ day_literal(since, -(lag_days + window_days)) }}
+    {%- else %}
     select
         transaction_id,
         merchant_category,
         cast(event_ts as date) as event_date
 
     from {{ ref('stg_raw__transactions') }}
+    {%- endif %}
 
 ),
 
@@ -52,6 +80,9 @@ feature_days as (
         merchant_category
 
     from transactions
+    {%- if since %}
+    where event_date >= {{ day_literal(since) }}
+    {%- endif %}
 
 ),
 
@@ -68,6 +99,16 @@ as_of_days as (
 
 daily_volume as (
 
+    {%- if since %}
+    select
+        merchant_category,
+        event_date,
+        transaction_count
+
+    from {{ ref('int_category_daily_volume') }}
+    where event_date >= {{ day_literal(since, -(lag_days + window_days)) }}
+        and event_date < {{ day_literal(last, -lag_days) }}
+    {%- else %}
     select
         merchant_category,
         event_date,
@@ -75,6 +116,7 @@ daily_volume as (
 
     from transactions
     group by merchant_category, event_date
+    {%- endif %}
 
 ),
 

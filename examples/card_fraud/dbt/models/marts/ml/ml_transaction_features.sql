@@ -6,24 +6,44 @@
     feature is DOUBLE and every categorical VARCHAR, the types of the model's logged input
     signature, so `mlflow.pyfunc` scores published rows as they are (an int64 count would be
     refused: MLflow will not "safely" convert int64 to float64).
+
+    Incremental: one partition per batch_date; a rebuild from day D (var rebuild_from) replaces the
+    partitions of D and every later day (macros/incremental.sql).
 -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='batch_date',
+    on_schema_change='fail',
+    pre_hook="{{ delete_rebuilt_partitions('batch_date') }}",
+) }}
+{%- set since = incremental_since() %}
 with
 
 transactions as (
 
     select * from {{ ref('stg_raw__transactions') }}
+    {%- if since %}
+    where event_ts >= {{ day_start_literal(since) }}
+    {%- endif %}
 
 ),
 
 customer_behaviour as (
 
     select * from {{ ref('int_customer_behaviour_features') }}
+    {%- if since %}
+    where batch_date >= {{ day_literal(since) }}
+    {%- endif %}
 
 ),
 
 category_fraud_rates as (
 
     select * from {{ ref('int_category_fraud_rates_daily') }}
+    {%- if since %}
+    where feature_date >= {{ day_literal(since) }}
+    {%- endif %}
 
 ),
 

@@ -544,8 +544,8 @@ class ProjectSpec(_Strict):
     as the demo does, still finds them); absolute paths are used as given.
     """
 
-    dbt_dir: Path = Path("examples/card_fraud/dbt")
-    expectations_dir: Path = Path("examples/card_fraud/expectations")
+    dbt_dir: Path
+    expectations_dir: Path
 
     @property
     def dbt_path(self) -> Path:
@@ -601,7 +601,7 @@ class NotificationsSpec(_Strict):
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
-    project: ProjectSpec = ProjectSpec()
+    project: ProjectSpec
     simulator: SimulatorSpec | None = None  # only for `contract.source.kind: simulator`
     windows: WindowSpec
     training: TrainingSpec

@@ -160,7 +160,8 @@ def contract_yaml(name: str, events: Feed, labels: Feed, source_url: str, start:
     return "\n".join(lines) + "\n"
 
 
-def config_text(name: str, events: Feed, labels: Feed, source_url: str, start: dt.date, stub_labels: bool) -> str:
+def config_text(name: str, events: Feed, labels: Feed, source_url: str, start: dt.date, stub_labels: bool,
+                out: Path | None = None) -> str:
     base = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     model = dict(base["model"])
     skip = {events.id, events.time} | {c for c in events.types if c.endswith("_id")}  # keys are no features
@@ -183,8 +184,10 @@ def config_text(name: str, events: Feed, labels: Feed, source_url: str, start: d
     model_yaml = yaml.safe_dump({"model": model}, sort_keys=False)
     model_yaml = model_yaml.replace("  target: label\n", f"  target: label   {TODO}: the training set's label column\n")
     model_yaml = model_yaml.replace("  numeric_features:\n", f"  numeric_features:   {TODO}: the features mart's columns\n", 1)
+    folder = out or Path("models") / name  # relative: from the repository root, as `project:` reads it
+    project = {"project": {"dbt_dir": str(folder / "dbt"), "expectations_dir": str(folder / "expectations")}}
     return (header + model_yaml + "\n" + contract_yaml(name, events, labels, source_url, start, stub_labels) + "\n"
-            + yaml.safe_dump(generic, sort_keys=False))
+            + yaml.safe_dump(project, sort_keys=False) + yaml.safe_dump(generic, sort_keys=False))
 
 
 _SQL = {"string": "{{ dbt.type_string() }}", "integer": "{{ dbt.type_bigint() }}", "double": "double precision",
@@ -288,7 +291,7 @@ def scaffold(name: str, sample: Path, labels_sample: Path | None = None, out: Pa
     source_url = sample.resolve().parent.as_uri()
     feeds = [events, labels]
     files = {
-        "closedloop.yaml": config_text(name, events, labels, source_url, start, stub_labels),
+        "closedloop.yaml": config_text(name, events, labels, source_url, start, stub_labels, out),
         "dbt/staging/_raw__sources.yml": sources_yml(feeds),
         "dbt/staging/_raw__models.yml": models_yml(feeds),
         f"dbt/marts/ml_{name}_features.sql": mart_sql(name, events),

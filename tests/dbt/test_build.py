@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from tests.dbt.conftest import BuiltWarehouse, load_raw_batch, read_table, utc_now
-from training.config import PROJECT_ROOT
-from training.data.dbt import DBT_PROJECT_DIR, DbtError, dbt_env, run_dbt
+from training.config import PROJECT_ROOT, load_config
+from training.data.dbt import DbtError, dbt_env, run_dbt
 from training.paths import StatePaths
 
 # docs/contracts.md, "Warehouse": the mart columns, in order.
@@ -151,7 +151,7 @@ def test_features_match_a_naive_point_in_time_recomputation(built_warehouse: Bui
 
 def test_nothing_is_written_into_the_source_tree(built_warehouse: BuiltWarehouse) -> None:
     for leftover in ("target", "logs", "dbt_packages", ".user.yml"):
-        assert not (DBT_PROJECT_DIR / leftover).exists(), f"dbt wrote {leftover} into the source tree"
+        assert not (load_config().project.dbt_path / leftover).exists(), f"dbt wrote {leftover} into the source tree"
     assert not (PROJECT_ROOT / "logs").exists()
     assert (built_warehouse.paths.dbt_target / "manifest.json").is_file()
     assert (built_warehouse.paths.dbt_target.parent / "logs" / "dbt.log").is_file()

@@ -16,7 +16,7 @@ import yaml
 
 from training.config import load_config
 from training.data import contract_check
-from training.data.dbt import DBT_PROJECT_DIR, PROFILES_DIR
+from training.data.dbt import PROFILES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ def test_check_contract_on_the_scaffold_reports_only_the_feature_todos(tmp_path)
     assert _new_model("shop", "--sample", str(orders), "--out", str(out)).returncode == 0
     project = tmp_path / "dbt"
     shutil.copytree(out / "dbt", project / "models")
-    shutil.copytree(DBT_PROJECT_DIR / "macros", project / "macros")
+    shutil.copytree(load_config().project.dbt_path / "macros", project / "macros")
     (project / "dbt_project.yml").write_text(yaml.safe_dump({
         "name": "closedloop", "version": "1.0.0", "config-version": 2, "profile": "closedloop",
         "models": {"closedloop": {"staging": {"+schema": "staging"}, "marts": {"+schema": "ml"}}},

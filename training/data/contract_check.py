@@ -29,7 +29,6 @@ from typing import Any
 from training.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Config
 from training.contract import ColumnRule, DataContract, _Feed
 from training.data import suites
-from training.data.dbt import DBT_PROJECT_DIR
 from training.data.ingest import SQL_TYPES
 from training.errors import ClosedloopError
 from training.paths import StatePaths
@@ -96,7 +95,7 @@ def _dbt_file(node: dict[str, Any], dbt_dir: Path) -> str:
     return _rel(dbt_dir / str(node.get("original_file_path") or node.get("path") or "?"))
 
 
-def check_sources(contract: DataContract, manifest: dict[str, Any], dbt_dir: Path = DBT_PROJECT_DIR) -> list[Mismatch]:
+def check_sources(contract: DataContract, manifest: dict[str, Any], dbt_dir: Path) -> list[Mismatch]:
     out = []
     sources = {(s["schema"], s["name"]): s for s in manifest.get("sources", {}).values()}
     for feed in contract.feeds.values():
@@ -152,7 +151,7 @@ def _staging_models(contract: DataContract, manifest: dict[str, Any]) -> dict[st
 
 
 def check_staging_tests(
-    contract: DataContract, manifest: dict[str, Any], dbt_dir: Path = DBT_PROJECT_DIR
+    contract: DataContract, manifest: dict[str, Any], dbt_dir: Path
 ) -> list[Mismatch]:
     """A blocking dbt test on a staging column must be implied by the contract's rule for it."""
     staging = _staging_models(contract, manifest)

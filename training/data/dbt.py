@@ -1,4 +1,4 @@
-"""Run the model's dbt project (`project.dbt_dir`, e.g. examples/card_fraud/dbt) against the warehouse, always in a subprocess.
+"""Run the model's dbt project (the config's `project.dbt_dir`) against the warehouse, always in a subprocess.
 
 Why a subprocess: dbt's in-process runner keeps the DuckDB connection open for the life of the
 Python process, so a later read-only connection from the same process (GX gate, publish) fails
@@ -24,8 +24,6 @@ from training.errors import ClosedloopError
 from training.paths import StatePaths
 from training.settings import TARGETS, Target, settings
 
-#: The bundled example's dbt project: the default of the config's `project.dbt_dir`.
-DBT_PROJECT_DIR = PROJECT_ROOT / "examples" / "card_fraud" / "dbt"
 #: The deployment's dbt profile (`closedloop`: duckdb and postgres targets), shared by every model's project.
 PROFILES_DIR = PROJECT_ROOT / "config" / "dbt"
 

@@ -3,7 +3,7 @@
 Why: a drift-aware retrain learns from after the onset; rows from before it were kept at one
 constant weight (`training.drift_aware.pre_onset_weight`, default 0: left out, because on the
 card example's near-total mechanism shift any constant >= 0.05 hurt). A *partial* shift (a
-quarter of fraud changes mechanism, the legit traffic not at all) then throws away weeks of
+quarter of the positives change mechanism, the legit traffic not at all) then throws away weeks of
 still-valid rows and trains on a handful of post-onset days. Weighting each pre-onset row by the
 density ratio p_post(x, y) / p_pre(x, y) keeps what still happens and drops what stopped:
 a classifier tells pre- from post-onset rows on the model features *and the label* (a concept

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from training.config import PROJECT_ROOT, load_config
+from training.config import load_config
 from training.contract import ColumnRule, DataContract
 from training.errors import ClosedloopError
 from training.paths import StatePaths
@@ -35,10 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from great_expectations.data_context import AbstractDataContext
 
     from training.contract import _Feed
-
-#: The bundled example's suites: the default of `project.expectations_dir`.
-EXPECTATIONS_DIR = PROJECT_ROOT / "examples" / "card_fraud" / "expectations"
-
 
 def active_expectations_dir() -> Path:
     """The suites folder of the model this process acts for (its config's `project.expectations_dir`)."""

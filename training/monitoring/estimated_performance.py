@@ -8,7 +8,7 @@ idea is short) draws the unknown labels from those probabilities: the expected p
 the decision threshold is the mean score there, the expected recall the share of the score mass
 above it, and the expected PR-AUC the mean average precision over label draws
 `y ~ Bernoulli(score)`. It reacts the day the score distribution moves (a mechanism shift that
-removes the high-score frauds lowers it at once); it cannot see a change in P(y | x) that leaves
+removes the high-score positives lowers it at once); it cannot see a change in P(y | x) that leaves
 the scores alone - that one only the matured labels show. So it is recorded as an early signal
 (`estimated_performance` in a window's signals, never counted by the trigger) and compared with
 the same floor as the matured metric; benchmarks/healing_matrix.py measures how much earlier it

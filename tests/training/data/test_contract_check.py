@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from training.cli import main
-from training.config import Config, parse_config, with_overrides
-from training.data import contract_check, suites
+from training.config import Config, load_config, parse_config, with_overrides
+from training.data import contract_check
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_an_unknown_feature_or_slice_column_is_named(base_config, manifest):
 
 
 def test_a_suite_for_a_column_that_does_not_exist_is_named(base_config, manifest, tmp_path):
-    shutil.copytree(suites.EXPECTATIONS_DIR, tmp_path, dirs_exist_ok=True)
+    shutil.copytree(load_config().project.expectations_path, tmp_path, dirs_exist_ok=True)
     raw = json.loads((tmp_path / "raw_transactions.json").read_text())
     raw["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "merchant_name"},
                                 "meta": {"guards": "a column the feed does not have"}})

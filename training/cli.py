@@ -504,6 +504,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one stage; `--home` / `--config` set their variables for the call only (an in-process caller keeps its own)."""
+    saved = {name: os.environ.get(name) for name in (HOME_ENV_VAR, CONFIG_ENV_VAR)}
+    try:
+        return _main(argv)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, stream=sys.stderr)

@@ -39,7 +39,7 @@ from training.config import Config, ConfigError, load_config
 from training.deployment import use_model
 from training.errors import ClosedloopError
 from training.paths import StatePaths
-from training.settings import SettingsError, settings
+from training.settings import CONFIG_ENV_VAR, HOME_ENV_VAR, MODEL_ENV_VAR, SettingsError, settings
 
 
 @dataclass(frozen=True)
@@ -469,8 +469,10 @@ def _status(ctx: Context, ns: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description="closedloop ML stages")
-    parser.add_argument("--config", type=Path, default=None, help="config YAML (default: $CLOSEDLOOP_CONFIG)")
-    parser.add_argument("--home", type=Path, default=None, help="state directory (default: $CLOSEDLOOP_HOME)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="config YAML (default: $CLOSEDLOOP_CONFIG; given, it sets $CLOSEDLOOP_CONFIG)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="state directory (default: $CLOSEDLOOP_HOME; given, it sets $CLOSEDLOOP_HOME)")
     parser.add_argument("--model", default=None,
                         help="in a several-model deployment ($CLOSEDLOOP_MODELS_DIR), the model to act for: "
                              "its config <models dir>/<model>.yaml and state <home>/models/<model>/ "
@@ -515,6 +517,19 @@ def _require_model_of_several(ns: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one stage; `--home` / `--config` / `--model` set their variables for the call only (an in-process caller keeps its own)."""
+    saved = {name: os.environ.get(name) for name in (HOME_ENV_VAR, CONFIG_ENV_VAR, MODEL_ENV_VAR)}
+    try:
+        return _main(argv)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, stream=sys.stderr)
@@ -524,16 +539,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.model:
             use_model(ns.model)
-        model = settings().model
-        if ns.home:
-            paths = StatePaths(ns.home.resolve() / "models" / model, ns.home.resolve()) if model else StatePaths(ns.home.resolve())
-        else:
-            paths = StatePaths.from_env()
+        if ns.home:  # the one home: `${CLOSEDLOOP_HOME}` in the config (a drop URL) and child processes follow it
+            os.environ[HOME_ENV_VAR] = str(ns.home.resolve())
+        paths = StatePaths.from_env()  # the model's own state in a several-model deployment
         applied = stack_env.apply(paths, os.environ, config_given=ns.config is not None)
         if applied:
             print(f"note: using what the dev stack of {paths.root} recorded ({', '.join(applied)}; "
                   f"{stack_env.record_file(paths)}); set them to choose otherwise", file=sys.stderr)
         _require_model_of_several(ns)
+        if ns.config:  # every default load_config() in this process (suites, load_raw, dbt) reads the same file
+            os.environ[CONFIG_ENV_VAR] = str(ns.config.resolve())
         cfg = load_config(ns.config)
         wait_s = outages.wait_budget_s()
     except (ConfigError, SettingsError) as exc:  # the deployment, not the stage, is misconfigured

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -38,6 +39,23 @@ def test_drift_decides_each_given_window_and_prints_the_last_decision(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "2026-01-05: no_champion" in out.stderr and "2026-01-06: no_champion" in out.stderr
     assert '"window_end": "2026-01-06"' in out.stdout and '"trigger": false' in out.stdout
+
+
+def test_home_and_config_are_what_every_stage_reads_a_drop_url_included(tmp_path):
+    from examples.loans import generate
+
+    home = tmp_path / "state"
+    generate.generate(home / "drops" / "loans", dt.date(2026, 1, 1), 1, rows_per_day=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("CLOSEDLOOP_HOME", "CLOSEDLOOP_CONFIG", "CLOSEDLOOP_DBT_TARGET",
+                                                               "CLOSEDLOOP_MODELS_DIR", "CLOSEDLOOP_MODEL")}
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "--home", str(home), "--config", str(ROOT / "config/models/loans.yaml"),
+         "ingest", "--date", "2026-01-01"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    # ${CLOSEDLOOP_HOME}/drops/loans is read from --home, and the front door and load_raw use --config's contract
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert '"applications": 6' in out.stdout, out.stdout
 
 
 def test_drift_needs_exactly_one_of_date_and_dates(tmp_path):

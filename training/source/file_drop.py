@@ -2,7 +2,9 @@
 
 This is how real teams hand data over: an export job drops `transactions/batch_date=2026-01-05.parquet`
 (or a CSV) into a bucket, and the loop picks the interval up. `contract.source` says where:
-`url` (a local folder, `file://`, `memory://`, or any fsspec URL), `pattern` (formatted with `feed`,
+`url` (a local folder, `file://`, `memory://`, or any fsspec URL; `$VAR` / `${VAR}` in it are
+environment variables, e.g. `${CLOSEDLOOP_HOME}/drops/loans`, so one config serves every state
+directory and bucket), `pattern` (formatted with `feed`,
 the feed name, and `date`, the interval's `datetime.date`: `{date}` is the ISO day, `{date:%Y/%m/%d}`
 works too), `format` (parquet | csv; `.gz`/`.bz2`/... CSVs are decompressed by extension), and
 `options` (fsspec storage options, e.g. `{anon: true}` or `{client_kwargs: {endpoint_url: ...}}`).
@@ -20,6 +22,8 @@ are the front door's, which quarantines the rows that break them.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 
 import fsspec
 import pandas as pd
@@ -30,6 +34,9 @@ from training.source import PartitionMissingError, SourceError
 
 Feed = EventFeed | LabelFeed
 
+#: `$NAME` or `${NAME}` left in a URL after expansion: a variable that is not set
+_UNSET_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
 _BOOLEANS = {"true": True, "false": False, "t": True, "f": False, "1": True, "0": False, "yes": True, "no": False}
 
 
@@ -38,8 +45,20 @@ def read_interval(contract: DataContract, batch_date: dt.date) -> dict[str, pd.D
     return {feed.feed: read_partition(contract.source, feed, batch_date) for feed in (contract.events, contract.labels)}
 
 
+def base_url(spec: SourceSpec) -> str:
+    """`contract.source.url` with its environment variables expanded; an unset one is a SourceError naming it."""
+    url = os.path.expandvars(str(spec.url))
+    unset = sorted(set(_UNSET_VARIABLE.findall(url)))
+    if unset:
+        raise SourceError(
+            f"contract.source.url {spec.url!r} uses environment variable(s) {unset} that are not set: export "
+            "them in the environment of the workers and the CLI, or write the URL out in the config"
+        )
+    return url
+
+
 def partition_url(spec: SourceSpec, feed: str, batch_date: dt.date) -> str:
-    """`url` + `pattern` formatted with the feed name and the interval's date."""
+    """`url` (environment variables expanded) + `pattern` formatted with the feed name and the interval's date."""
     try:
         relative = spec.pattern.format(feed=feed, date=batch_date)
     except (KeyError, IndexError, ValueError) as exc:
@@ -47,7 +66,7 @@ def partition_url(spec: SourceSpec, feed: str, batch_date: dt.date) -> str:
             f"contract.source.pattern {spec.pattern!r} cannot be formatted ({exc!r}): it may use only "
             "{feed} and {date} (e.g. '{feed}/batch_date={date}.parquet' or '{feed}/{date:%Y/%m/%d}.csv')"
         ) from exc
-    return f"{str(spec.url).rstrip('/')}/{relative.lstrip('/')}"
+    return f"{base_url(spec).rstrip('/')}/{relative.lstrip('/')}"
 
 
 def read_partition(spec: SourceSpec, feed: Feed, batch_date: dt.date) -> pd.DataFrame:

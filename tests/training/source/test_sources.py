@@ -149,6 +149,25 @@ def test_csv_timestamps_with_a_zone_are_stored_in_utc_and_strings_stay_verbatim(
     assert row["channel"] == "web"  # undeclared columns are kept (ingest loads the declared ones)
 
 
+def test_environment_variables_in_the_url_are_expanded_and_an_unset_one_is_named(
+    base_config, tmp_path, monkeypatch
+):
+    cfg = _config(base_config, {"kind": "file_drop", "url": "${LOANS_DROP_ROOT}/drops/$LOANS_DROP_NAME"})
+    monkeypatch.setenv("LOANS_DROP_ROOT", str(tmp_path))
+    monkeypatch.setenv("LOANS_DROP_NAME", "loans")
+    _write(f"{tmp_path}/drops/loans/applications/batch_date={DAY}.parquet", APPLICATIONS, "parquet")
+    _write(f"{tmp_path}/drops/loans/outcomes/batch_date={DAY}.parquet", OUTCOMES, "parquet")
+    feeds = source.extract(cfg, DAY)
+    pd.testing.assert_frame_equal(feeds["applications"], APPLICATIONS)
+
+    monkeypatch.delenv("LOANS_DROP_NAME")
+    with pytest.raises(SourceError) as info:
+        source.extract(cfg, DAY)
+    message = str(info.value)
+    assert "['LOANS_DROP_NAME']" in message and "not set" in message and "export" in message
+    assert "LOANS_DROP_ROOT" not in message.split("variable(s)")[1]  # only the unset one is named
+
+
 def test_a_missing_partition_names_the_url_and_what_to_do(base_config, tmp_path):
     cfg = _config(base_config, {"kind": "file_drop", "url": f"file://{tmp_path}/drop"})
     _write(f"{tmp_path}/drop/applications/batch_date={DAY}.parquet", APPLICATIONS, "parquet")

@@ -1,0 +1,1 @@
+"""The loans example: loan applications and their repaid/defaulted outcomes, delivered as daily file drops."""

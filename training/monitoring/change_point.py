@@ -137,7 +137,7 @@ def detect(
         taus[b] = _best(fitted + boot, min_segment)[0]
     alpha = (1 - INTERVAL_LEVEL) / 2
     lo, hi = np.quantile(taus, [alpha, 1 - alpha], method="nearest")
-    days = [d if isinstance(d, dt.date) else pd.Timestamp(d).date() for d in frame.index]
+    days = [pd.Timestamp(d).date() for d in frame.index]  # a Timestamp is a date too: normalise every kind
     shift = float(np.mean(np.abs(z[t:].mean(axis=0) - z[:t].mean(axis=0))))
     return ChangePoint(days[t], days[min(int(lo), t)], days[max(int(hi), t)], p_value, shift, name, n)
 

@@ -265,6 +265,8 @@ def locate_onset(
         frame = frame[frame["model_version"].astype(str) == window.champion_version]
     if frame.empty:
         return decision
+    # the warehouse returns batch_date as datetime64: the daily series are keyed by calendar days
+    frame = frame.assign(batch_date=pd.to_datetime(frame["batch_date"]).dt.date)
     id_col, target = cfg.model.id_column, cfg.model.target
     found: dict[str, change_point.ChangePoint] = {}
     for name in ev.get("breaching_signals") or []:

@@ -82,3 +82,30 @@ def test_no_change_in_the_series_keeps_the_window_onset(base_config: Config) -> 
     )
     assert out.evidence["onset_window_start"] == window_onset.isoformat()
     assert out.evidence["onset_source"].startswith("first breaching window")
+
+
+def test_warehouse_typed_batch_dates_are_located_too(base_config: Config) -> None:
+    """The warehouse returns `batch_date` as datetime64 (the DAG's drift monitor): the performance
+    series' maturity cut and the named onset work on it as on calendar days."""
+    data = _frame(base_config, 0, 21, seed=2)
+    stored = data.assign(batch_date=pd.to_datetime(data["batch_date"]))  # what windows.load_current_window gives
+    reference = _frame(base_config, -14, 14, seed=1)
+    reference = reference.assign(batch_date=pd.to_datetime(reference["batch_date"]))
+    now = D0 + dt.timedelta(days=20)
+
+    def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
+        days = stored["batch_date"].dt.date
+        return stored[(days >= start) & (days <= end)]
+
+    def load_labels(ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
+        return data.loc[data[base_config.model.id_column].isin(set(ids)),
+                        [base_config.model.id_column, base_config.model.target]].assign(matured=True)
+
+    decision = Decision(True, "performance+prediction_drift",
+                        {"window_end": now.isoformat(), "onset_window_start": (now - dt.timedelta(days=2)).isoformat(),
+                         "breaching_signals": ["performance", "prediction_drift"]}, "breached.")
+    out = drift_job.locate_onset(base_config, decision, _window(now), reference=reference, serving_since=D0,
+                                 load_window=load_window, load_labels=load_labels)
+    onset = dt.date.fromisoformat(out.evidence["onset_window_start"])  # an ISO day, not a timestamp
+    assert abs((onset - (D0 + dt.timedelta(days=SHIFT_DAY))).days) <= 1
+    assert set(out.evidence["onset_change_point"]) <= {"performance", "prediction_drift"}

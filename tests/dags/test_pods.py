@@ -126,7 +126,8 @@ def test_kubernetes_mode_turns_the_heavy_stages_into_pods(kubernetes_mode):
     assert not isinstance(train.get_task("decide"), KubernetesPodOperator)  # light, needs Airflow's context
     assert train.get_task("train").upstream_task_ids == {"decide"}
     assert train.get_task("evaluate").upstream_task_ids == {"train"}
-    assert train.get_task("promoted").upstream_task_ids == {"evaluate"}
+    assert train.get_task("outcome").upstream_task_ids == {"evaluate"}
+    assert train.get_task("challenger_rejected").upstream_task_ids == {"evaluate", "outcome"}
     res = train.get_task("train").build_pod_request_obj(dry_run=True).spec.containers[0].resources
     assert res.requests == {"cpu": "3", "memory": "6Gi"} and res.limits == {"memory": "7Gi"}
 
@@ -156,8 +157,8 @@ def test_local_mode_keeps_the_in_process_tasks(tmp_path, monkeypatch, airflow_db
     _use_config(tmp_path, monkeypatch)  # default execution: local
     assert _types(_dag("train_model")) == {
         "decide": "_ShortCircuitDecoratedOperator", "train": "_PythonDecoratedOperator",
-        "evaluate": "_PythonDecoratedOperator", "promoted": "_ShortCircuitDecoratedOperator",
-        "announce_champion": "_PythonDecoratedOperator",
+        "evaluate": "_PythonDecoratedOperator", "outcome": "_BranchPythonDecoratedOperator",
+        "announce_champion": "_PythonDecoratedOperator", "challenger_rejected": "_PythonDecoratedOperator",
     }
     assert _types(_dag("batch_inference")) == {"score": "_PythonDecoratedOperator"}
     drift = _types(_dag("drift_monitor"))

@@ -10,7 +10,7 @@ STATE ?= $(or $(CLOSEDLOOP_HOME),$(CURDIR)/.closedloop)
 # (PostgreSQL, Redis + Celery workers, MLflow server; the servers must run: README "Services profile").
 PROFILE ?= embedded
 
-.PHONY: env demo test lint typecheck clean-state up down bench browser-deps compose-deps test-services-e2e
+.PHONY: loans-drops env demo test lint typecheck clean-state up down bench browser-deps compose-deps test-services-e2e
 
 # The environment comes only from pyproject.toml + uv.lock (nothing installed by hand).
 $(VENV)/.synced: pyproject.toml uv.lock
@@ -25,8 +25,19 @@ demo: env
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE) $(DEMO_ARGS)
 
 # Every test (measured times: README "Tests"); prints the 20 slowest, so a test that grows shows up.
+# The loops under the real scheduler (each its own state dir, ports, Airflow home and PostgreSQL
+# databases) run in a second pytest beside the rest: a stack waits on its scheduler much of the
+# time, so the two share 2 cores well. Their output follows the rest's; either failing fails `test`.
+LOOP_TESTS := tests/e2e/test_loop_under_scheduler.py tests/e2e/test_two_models_under_scheduler.py
+LOOP_LOG := $(or $(TMPDIR),/tmp)/closedloop-loop-tests.$(shell echo $$PPID).log
 test: env browser-deps compose-deps
-	$(PY) -m pytest tests --durations=20
+	@$(PY) -m pytest $(LOOP_TESTS) --durations=5 -p no:cacheprovider > $(LOOP_LOG) 2>&1 & loops=$$!; \
+	trap "kill $$loops 2>/dev/null" INT TERM; \
+	echo "loop tests under the scheduler run beside these (pid $$loops, log $(LOOP_LOG))"; \
+	$(PY) -m pytest tests $(addprefix --ignore=,$(LOOP_TESTS)) --durations=20; rest=$$?; \
+	wait $$loops; loops_rc=$$?; \
+	echo "===== loop tests under the scheduler (exit $$loops_rc) ====="; cat $(LOOP_LOG); \
+	test $$rest -eq 0 -a $$loops_rc -eq 0
 
 # Day-to-day tier: unit and component tests only - no end-to-end loop, browser or whole-stack test
 # (markers e2e and slow, set by path in tests/conftest.py; README "Tests").
@@ -80,6 +91,12 @@ compose-deps:
 MODELS ?=
 up: env
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py up --profile $(PROFILE) $(if $(MODELS),--models $(MODELS))
+
+# The loans example's daily drops (its contract.source.url, ${CLOSEDLOOP_HOME}/drops/loans), so both
+# examples run side by side: make loans-drops && make up MODELS=config/models (README "A second example").
+LOANS_DAYS ?= 21
+loans-drops: env
+	$(PY) -m examples.loans.generate --out $(STATE)/drops/loans --start 2026-01-01 --days $(LOANS_DAYS) $(LOANS_ARGS)
 
 down:
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/dev_stack.py down

@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({args.days} days, drift scenarios: {[s.kind + '@day' + str(s.from_day) for s in cfg.require_simulator().scenarios]})")
 
     ports = dataclasses.replace(Ports.from_env(), airflow=args.port)
+    # a SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the `finally` below stops the stack
+    # instead of leaving its scheduler and workers running
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     stack = start_stack(paths, ports, services=RUNTIME_SERVICES[profile], profile=profile, extra_env={
         "CLOSEDLOOP_CONFIG": str(cfg_file),
         # the demo is a burst of short runs: more task slots, a quicker scheduler loop

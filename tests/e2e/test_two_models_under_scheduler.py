@@ -1,14 +1,16 @@
-"""Two models in one deployment under the real Airflow scheduler (`make up MODELS=...`, shortened).
+"""Both examples in one deployment under the real Airflow scheduler (`make up MODELS=config/models`, shortened).
 
 One embedded stack (api-server, scheduler, dag-processor, triggerer) runs a folder of two model
-configs: every DAG file builds its DAG once per model (`<model>__data_pipeline`, ...). The test is
-only the source systems' clock: it delivers a few days to each model's `<model>__data_pipeline`
-through the REST API; Assets do the rest. For each model it asserts: its days published, its own
-`<model>__train_model` promoted a first champion (audit log + registry alias), its own
-`<model>__batch_inference` scored with that champion, its warehouse holds only its own tables, and
-the model-health API of the real api-server reports that champion.
+configs, card fraud (the simulator source) and loans (the file-drop source, other ids, both-class
+outcomes, decline / approve): every DAG file builds its DAG once per model (`<model>__data_pipeline`,
+...). The test is only the source systems' clock: it delivers days to each model's
+`<model>__data_pipeline` through the REST API; Assets do the rest. For each model it asserts: its days
+published, its own `<model>__train_model` promoted a first champion (audit log + registry alias), its
+own `<model>__batch_inference` scored with that champion, its warehouse holds only its own tables,
+and the model-health API of the real api-server reports that champion.
 
-Measured: 28.8 min (setup 4 min, 8 days x 2 models 24 min) on 2 cores shared with other jobs (load ~14).
+Both models use short windows (2 training days, 1 validation, 1 holdout), so a first champion comes
+after a few days: card fraud's labels mature after 2 days, loans' outcomes after 4.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ from devstack.supervisor import Stack, start_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
-#: Days delivered to each model: enough for a first champion (the demo's windows: 2 training days,
-#: 1 validation, 1 holdout, labels mature after 2) and a few days scored by it.
-DAYS = 8
+#: Days delivered to each model: enough for a first champion and a day or more scored by it (card
+#: fraud: 2 + 1 + 1 matured days after 2 maturity days; loans: 4 maturity days).
+DAYS = {"card_fraud": 8, "loans": 9}
+#: The loans example's windows, shortened like the demo's (config/models/loans.yaml keeps the real ones).
+LOANS_OVERRIDES = {
+    "windows": {"training_days": 3, "validation_days": 1, "holdout_days": 1},
+    "training": {"min_training_days": 2, "search_budget": 1},
+    "gates": {"non_regression": {"n_bootstrap": 100}},
+}
 DAG_NAMES = ("data_pipeline", "train_model", "batch_inference", "drift_monitor", "rollback_champion")
 #: No Airflow task finished for this long: the loop is stuck, not slow (the test says what it waits for).
 STALL_S = 15 * 60
@@ -41,33 +49,40 @@ STALL_S = 15 * 60
 QUIET_S = 20
 
 
-def _card_fraud_configs(tmp_path: Path, models: Path) -> dict[str, dict[str, Any]]:
-    """The card-fraud example, small (the demo's windows), and a renamed copy with its own published table."""
+def _example_configs(tmp_path: Path, models: Path, state: Path) -> dict[str, dict[str, Any]]:
+    """Card fraud small (the demo's windows) and loans with short windows, each schedule ending at its last day."""
+    from examples.loans import generate
+    from training.config import DEFAULT_CONFIG_PATH, _deep_merge, parse_config
+    from training.paths import StatePaths
+
     scratch = tmp_path / "configs"
     scratch.mkdir()
     overrides = scratch / "small.yaml"
     overrides.write_text("simulator:\n  transactions_per_day: 3000\n  n_customers: 1000\n  n_merchants: 200\n")
-    from training.paths import StatePaths
+    merged, _ = demo_config_file(StatePaths(scratch), DAYS["card_fraud"], overrides)
+    fraud = yaml.safe_load(merged.read_text())
 
-    merged, _ = demo_config_file(StatePaths(scratch), DAYS, overrides)
-    data = yaml.safe_load(merged.read_text())
-    (models / "card_fraud.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    copy = yaml.safe_load(merged.read_text())
-    copy["model"]["name"] = "card_fraud_eu"
-    copy["contract"]["marts"]["published"] = "published.eu_features"
-    copy["simulator"]["seed"] = 4242
-    (models / "card_fraud_eu.yaml").write_text(yaml.safe_dump(copy, sort_keys=False))
-    return {"card_fraud": data, "card_fraud_eu": copy}
+    loans_file = DEFAULT_CONFIG_PATH.parent / "models" / "loans.yaml"
+    loans = _deep_merge(yaml.safe_load(loans_file.read_text()), LOANS_OVERRIDES)
+    start = dt.date.fromisoformat(str(loans["contract"]["start_date"]))
+    # the schedule stops at the last delivered day: unpausing never creates a run for "today"
+    loans["schedules"]["data_pipeline_end_date"] = (start + dt.timedelta(days=DAYS["loans"])).isoformat()
+    parse_config(loans, str(loans_file))
+    # the source system's side: the drops the loans config's contract.source.url points at
+    generate.generate(state / "drops" / "loans", start, DAYS["loans"], rows_per_day=3000, seed=1)
+    for name, data in (("card_fraud", fraud), ("loans", loans)):
+        (models / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return {"card_fraud": fraud, "loans": loans}
 
 
-def test_two_models_each_close_their_first_loop_in_one_deployment(tmp_path, monkeypatch):
+def test_both_examples_close_their_first_loop_in_one_deployment(tmp_path, monkeypatch):
     t0 = time.monotonic()
     for key in list(os.environ):
         if key.startswith(("CLOSEDLOOP_", "AIRFLOW", "MLFLOW_")):
             monkeypatch.delenv(key)
     state, models = tmp_path / "state", tmp_path / "models"
     models.mkdir()
-    configs = _card_fraud_configs(tmp_path, models)
+    configs = _example_configs(tmp_path, models, state)
     monkeypatch.setenv("CLOSEDLOOP_HOME", str(state))
     monkeypatch.setenv("CLOSEDLOOP_MODELS_DIR", str(models))
     from training.config import load_config, model_config_path
@@ -98,14 +113,14 @@ def test_two_models_each_close_their_first_loop_in_one_deployment(tmp_path, monk
         counts = run_counts(stack)
     finally:
         stack.stop()
-    print(f"two models x {DAYS} days: setup {setup_s:.0f}s, loop {loop_s:.0f}s, total {time.monotonic() - t0:.0f}s")
+    print(f"two models, {DAYS} days: setup {setup_s:.0f}s, loop {loop_s:.0f}s, total {time.monotonic() - t0:.0f}s")
     print({d: c for d, c in sorted(counts.items())})
 
     for m in names:
         for name in ("data_pipeline", "train_model", "batch_inference", "drift_monitor"):
             runs = counts.get(dag_id(m, name), {})
             assert runs.get("success", 0) >= 1 and not runs.get("failed"), (dag_id(m, name), runs)
-        assert counts[dag_id(m, "data_pipeline")]["success"] == DAYS
+        assert counts[dag_id(m, "data_pipeline")]["success"] == DAYS[m]
         _check_model(stack, m, cfgs[m], StatePaths.for_model(m), health[m], others=[cfgs[o] for o in names if o != m])
     assert len({StatePaths.for_model(m).warehouse for m in names}) == len(names)
 
@@ -123,7 +138,7 @@ def _deliver_days(stack: Stack, first_days: dict[str, dt.date]) -> None:
         now = time.monotonic()
         for m, first in first_days.items():
             pipeline = dag_id(m, "data_pipeline")
-            if delivered[m] < DAYS and pipeline_idle(stack, pipeline):
+            if delivered[m] < DAYS[m] and pipeline_idle(stack, pipeline):
                 day = first + dt.timedelta(days=delivered[m])
                 trigger_via_rest(stack.url, stack.user, stack.password, pipeline, {"batch_date": day.isoformat()},
                                  run_id=f"day__{day.isoformat()}", logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
@@ -135,7 +150,7 @@ def _deliver_days(stack: Stack, first_days: dict[str, dt.date]) -> None:
             last_line = line
         progress.update(finished_tasks(stack), now)
         active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
-        if all(n == DAYS for n in delivered.values()) and active == 0:
+        if all(n == DAYS[m] for m, n in delivered.items()) and active == 0:
             quiet_since = quiet_since or now
             if now - quiet_since >= QUIET_S:
                 return
@@ -179,7 +194,7 @@ def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[st
         scored = con.execute(
             "select model_name, model_version, count(distinct batch_date) from published.predictions "
             "where alias = 'champion' group by 1, 2").fetchall()
-    assert days == DAYS, (model, days)
+    assert days == DAYS[model], (model, days)
     # batch_inference scored the days after the promotion with this champion, under this model's name
     assert (name, champion["version"]) in {(n, v) for n, v, _ in scored}, scored
     assert {n for n, _, _ in scored} == {name}, scored

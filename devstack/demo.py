@@ -184,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     paths.ensure()
     cfg_file, cfg = demo_config_file(paths, args.days, args.overrides)
     os.environ["CLOSEDLOOP_CONFIG"] = str(cfg_file)
-    first_day = cfg.require_simulator().start_date
+    first_day = cfg.start_date
     last_day = first_day + dt.timedelta(days=args.days - 1)
+    events = cfg.simulator.known_events() if cfg.simulator is not None else []
     print(f"closedloop demo ({profile} profile): state in {paths.root}; simulating {first_day} .. {last_day} "
-          f"({args.days} days, drift scenarios: {[s.kind + '@day' + str(s.from_day) for s in cfg.require_simulator().scenarios]})")
+          f"({args.days} days, drift scenarios: {[f'{name}@{day}' for day, name in events]})")
 
     ports = dataclasses.replace(Ports.from_env(), airflow=args.port)
     # a SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the `finally` below stops the stack

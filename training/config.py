@@ -7,12 +7,22 @@ typo in a threshold never silently falls back to a default.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from training.contract import DataContract
 from training.errors import ClosedloopError
@@ -66,66 +76,52 @@ class ModelSpec(_Strict):
         return self
 
 
-class LabelDelay(_Strict):
-    min: int = Field(ge=0)
-    max: int = Field(ge=0)
+class SimulatorSection(_Strict):
+    """The base of a simulated source's `simulator:` section; its schema is the source's, not the loop's.
 
-    @model_validator(mode="after")
-    def _ordered(self) -> LabelDelay:
-        if self.max < self.min:
-            raise ValueError(f"label_delay_days.max ({self.max}) < min ({self.min})")
-        return self
+    The loop knows no simulator's knobs: the module named by `contract.source.entry_point` exposes
+    `SIMULATOR_SPEC`, a subclass of this class, and `Config` validates the `simulator:` section with it
+    (see the card example's `spec.py` under examples/). The two hooks are all that
+    generic code asks of a simulator.
+    """
 
+    def check_config(self, cfg: Config) -> None:
+        """Raise ValueError when the rest of the config contradicts this section (default: nothing to check)."""
 
-ScenarioKind = Literal[
-    # covariate shift
-    "amount_inflation",
-    "new_merchant_category",
-    "channel_mix",
-    "weekly_seasonality",
-    "gradual_amount_drift",
-    "holiday",
-    # label feed / prior (issue 19's benchmark worlds)
-    "label_delay_change",
-    "fraud_rate_change",
-    # concept drift
-    "fraud_mechanism_shift",
-    # bad batches
-    "missing_column",
-    "renamed_column",
-    "type_change",
-    "null_burst",
-    "duplicate_delivery",
-    "amounts_in_cents",
-    "future_timestamps",
-    "empty_batch",
-]
+    def known_events(self) -> list[tuple[dt.date, str]]:
+        """(first day, name) of each change the simulated world was told to make, for charts (default: none)."""
+        return []
 
 
-class Scenario(_Strict):
-    """A knob switched on from `from_day` (0-based day index) until `until_day` (exclusive)."""
-
-    kind: ScenarioKind
-    from_day: int = Field(ge=0)
-    until_day: int | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    def active(self, day_index: int) -> bool:
-        return self.from_day <= day_index and (self.until_day is None or day_index < self.until_day)
+#: The module attribute of a source entry point that names its `simulator:` section's schema.
+SIMULATOR_SPEC_ATTR = "SIMULATOR_SPEC"
 
 
-class SimulatorSpec(_Strict):
-    seed: int = 42
-    start_date: dt.date
-    transactions_per_day: int = Field(ge=0)
-    n_customers: int = Field(gt=0)
-    n_merchants: int = Field(gt=0)
-    fraud_rate: float = Field(gt=0, lt=0.2)
-    label_delay_days: LabelDelay
-    scenarios: list[Scenario] = Field(default_factory=list)
-
-    def day_index(self, day: dt.date) -> int:
-        return (day - self.start_date).days
+def simulator_spec_class(contract: DataContract) -> type[SimulatorSection]:
+    """The class that validates the `simulator:` section: `SIMULATOR_SPEC` of the source's entry point module."""
+    source = contract.source
+    if not source.entry_point:
+        raise ValueError(
+            f"a `simulator:` section needs a source entry point whose module declares {SIMULATOR_SPEC_ATTR}, "
+            f"but contract.source.kind {source.kind} names no `entry_point`: remove the `simulator:` section, "
+            "or set contract.source.entry_point to the simulator's source function (package.module:function)"
+        )
+    module_name = source.entry_point.partition(":")[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"contract.source.entry_point {source.entry_point!r}: cannot import {module_name!r} ({exc}), "
+            "so the `simulator:` section cannot be checked; install the package or put it on the PYTHONPATH"
+        ) from exc
+    spec = getattr(module, SIMULATOR_SPEC_ATTR, None)
+    if not (isinstance(spec, type) and issubclass(spec, SimulatorSection)):
+        raise ValueError(
+            f"the `simulator:` section has no schema: module {module_name!r} (contract.source.entry_point) "
+            f"declares no {SIMULATOR_SPEC_ATTR} = <a subclass of training.config.SimulatorSection>; add one to "
+            "that module, or remove the `simulator:` section if this source is not simulated"
+        )
+    return spec
 
 
 class LabelMaturitySpec(_Strict):
@@ -602,7 +598,8 @@ class Config(_Strict):
     model: ModelSpec
     contract: DataContract
     project: ProjectSpec
-    simulator: SimulatorSpec | None = None  # only for `contract.source.kind: simulator`
+    # Validated by the source entry point module's SIMULATOR_SPEC (`simulator_spec_class`); None without one.
+    simulator: SerializeAsAny[SimulatorSection] | None = None
     windows: WindowSpec
     training: TrainingSpec
     gates: GateSpec
@@ -622,27 +619,27 @@ class Config(_Strict):
             raise ValueError(f"drift.exclude_features names unknown features: {sorted(unknown)}")
         if self.contract.source.kind == "simulator" and self.simulator is None:
             raise ValueError("contract.source.kind is simulator but there is no `simulator:` section")
-        if self.simulator and self.simulator.start_date != self.contract.start_date:
-            raise ValueError(
-                f"simulator.start_date ({self.simulator.start_date}) differs from contract.start_date "
-                f"({self.contract.start_date}): the simulated world starts on the first data interval"
-            )
-        if self.simulator and self.windows.label_maturity_days < self.simulator.label_delay_days.max:
-            raise ValueError(
-                f"windows.label_maturity_days ({self.windows.label_maturity_days}) is shorter than "
-                f"simulator.label_delay_days.max ({self.simulator.label_delay_days.max}): "
-                "immature labels would be treated as negatives"
-            )
+        if self.simulator is not None:
+            self.simulator.check_config(self)
         return self
 
-    def require_simulator(self) -> SimulatorSpec:
-        """The `simulator:` section, for the code paths that only make sense with the simulated source."""
-        if self.simulator is None:
-            raise ConfigError(
-                f"this needs the simulator source, but contract.source.kind is {self.contract.source.kind!r} "
-                "and the config has no `simulator:` section"
+    @field_validator("simulator", mode="plain")
+    @classmethod
+    def _simulator_schema(cls, value: Any, info: ValidationInfo) -> SimulatorSection | None:
+        """Validate the section with the schema its source declares (generic code knows no simulator's knobs)."""
+        contract = info.data.get("contract")
+        if value is None or contract is None:  # no section, or the contract's own error is reported
+            return None
+        spec = simulator_spec_class(contract)
+        if isinstance(value, spec):
+            return value
+        try:
+            return spec.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"simulator.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
-        return self.simulator
+            raise ValueError(f"{problems} (schema {spec.__module__}.{spec.__qualname__})") from None
 
     @property
     def start_date(self) -> dt.date:

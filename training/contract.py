@@ -149,7 +149,8 @@ class Decisions(_Strict):
 class SourceSpec(_Strict):
     """Where each interval's feeds come from.
 
-    - `simulator`: the card example's simulated payment processor (needs the `simulator:` section);
+    - `simulator`: a simulated source system called through `entry_point` (needs the `simulator:` section,
+      validated by the `SIMULATOR_SPEC` of the entry point's module);
     - `file_drop`: Parquet or CSV partitions per interval under `url` (a folder or any fsspec URL),
       `pattern` formatted with `feed` and `date` (ISO day);
     - `python`: `entry_point` = `package.module:function`, called as `function(cfg, batch_date)` and

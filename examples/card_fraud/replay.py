@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from examples.card_fraud import simulator
-from training.config import Config, SimulatorSpec, parse_config
+from examples.card_fraud.spec import SimulatorSpec
+from training.config import Config, parse_config
 from training.monitoring import retrain_trigger
 from training.monitoring.retrain_trigger import Decision, PastTrigger, WindowEvidence
 from training.paths import StatePaths

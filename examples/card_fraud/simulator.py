@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.config import SimulatorSpec
+from examples.card_fraud.spec import SimulatorSpec
 from training.errors import ClosedloopError
 
 __all__ = [

@@ -22,11 +22,6 @@ def test_unknown_key_is_an_error(tmp_path: Path):
         load_config(bad)
 
 
-def test_immature_labels_rejected(base_config):
-    with pytest.raises(ConfigError, match="label_maturity_days"):
-        with_overrides(base_config, windows={"label_maturity_days": 1})
-
-
 def test_missing_file_names_the_env_var(tmp_path: Path):
     with pytest.raises(ConfigError, match="CLOSEDLOOP_CONFIG"):
         load_config(tmp_path / "nope.yaml")

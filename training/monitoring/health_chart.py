@@ -41,12 +41,9 @@ def _num(x: Any) -> float | None:
 
 
 def scenario_onsets(cfg: Config) -> list[tuple[dt.date, str]]:
-    """The simulator's scenarios as (first day, kind): where the world was made to change (none for
-    a source that is not simulated)."""
-    if cfg.simulator is None:
-        return []
-    start = cfg.simulator.start_date
-    return [(start + dt.timedelta(days=s.from_day), s.kind) for s in cfg.simulator.scenarios]
+    """(first day, name) of each change a simulated source was told to make, from its section's
+    `known_events()` hook (none for a source that is not simulated)."""
+    return cfg.simulator.known_events() if cfg.simulator is not None else []
 
 
 def served_from(table: pd.DataFrame) -> list[tuple[dt.date, str]]:

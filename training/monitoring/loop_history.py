@@ -55,7 +55,7 @@ def _warehouse_frame(paths: StatePaths, sql: str, table: tuple[str, str]) -> pd.
 
 
 def day_table(paths: StatePaths, cfg: Config, through: dt.date | None = None) -> pd.DataFrame:
-    """One row per simulated day, `cfg.simulator.start_date` (or the first recorded day) to `through` (or the
+    """One row per day, `cfg.start_date` (or the first recorded day) to `through` (or the
     last recorded day): data version, rows, GX verdict, champion, drift, matured performance, decision.
 
     Days with nothing recorded yet (before the first champion scores, say) are rows with empty cells,

@@ -5,7 +5,8 @@ Every source hands over the same thing: one DataFrame per contract feed (`contra
 and the front door judges it, so nothing after this seam knows or cares which kind delivered it.
 
 - `simulator`: a simulated source system shipped with an example model, called through its
-  `entry_point` (the example's config names it), with the config's `simulator:` section;
+  `entry_point` (the example's config names it), with the config's `simulator:` section (validated
+  by the `SIMULATOR_SPEC` schema of the entry point's module, see `training.config.SimulatorSection`);
 - `file_drop`: Parquet or CSV partitions per interval under a folder or fsspec URL
   (`training.source.file_drop`), which is how real teams hand over exports;
 - `python`: any function `package.module:function(cfg, batch_date) -> {feed: DataFrame}`.
@@ -46,7 +47,6 @@ def extract(cfg: Config, batch_date: dt.date) -> dict[str, pd.DataFrame]:
 
         return file_drop.read_interval(cfg.contract, batch_date)
     if spec.kind == "simulator":
-        cfg.require_simulator()
         if not spec.entry_point:
             raise SourceError(
                 "contract.source.kind simulator needs `entry_point: package.module:function`, the simulator's "

@@ -22,7 +22,8 @@ from examples.card_fraud.simulator import (
     generate_transactions,
     ground_truth,
 )
-from training.config import Config, ScenarioKind, SimulatorSpec, with_overrides
+from examples.card_fraud.spec import ScenarioKind, SimulatorSpec
+from training.config import Config, with_overrides
 
 N_DAYS = 8
 
@@ -70,7 +71,7 @@ def test_deterministic_across_cache(spec):
 _DIGEST_SNIPPET = """
 import datetime as dt, sys
 import pandas as pd
-from training.config import SimulatorSpec
+from examples.card_fraud.spec import SimulatorSpec
 from examples.card_fraud.simulator import generate_chargebacks, generate_transactions
 spec = SimulatorSpec.model_validate_json(sys.argv[1])
 day = dt.date.fromisoformat(sys.argv[2])

@@ -298,8 +298,8 @@ def test_the_simulator_source_is_the_examples_entry_point(small_config):
     pd.testing.assert_frame_equal(feeds["chargebacks"], simulator.generate_chargebacks(small_config.simulator, day))
     data = small_config.model_dump(mode="json")
     del data["contract"]["source"]["entry_point"]
-    with pytest.raises(SourceError, match="simulator needs `entry_point"):
-        source.extract(parse_config(data), day)
+    with pytest.raises(ConfigError, match="kind simulator names no `entry_point`"):
+        parse_config(data)
 
 
 def test_simulate_needs_the_simulator_source(base_config, tmp_path, capsys):

@@ -21,7 +21,7 @@ from training.data.dbt import default_target, run_dbt
 from training.monitoring import windows
 from training.paths import StatePaths
 from training.serving import inference
-from training.storage import warehouse
+from training.storage import versioning, warehouse
 
 N_DAYS = 4
 
@@ -94,7 +94,12 @@ def _run_backend(env: dict[str, str | None], cfg: Config, tmp_path_factory: pyte
 
 
 def _training_set(run: BackendRun) -> pd.DataFrame:
-    return pd.read_parquet(run.state.published / "training_set.parquet")
+    """The training set the last publish versioned, restored from its data version (manifest + partitions)."""
+    return pd.read_parquet(versioning.open_version(run.state, run.extras[_days_of(run)[-1]]["data_version"]))
+
+
+def _days_of(run: BackendRun) -> list[dt.date]:
+    return sorted(d for d in run.extras if isinstance(d, dt.date))
 
 
 @pytest.fixture(scope="module")

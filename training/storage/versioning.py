@@ -360,6 +360,18 @@ def load_manifest(paths: StatePaths, md5: str) -> Manifest | None:
     return Manifest.from_bytes(data)
 
 
+def version_days(paths: StatePaths, md5: str) -> list[dt.date]:
+    """The batch dates data version `md5` holds rows of, in order: from its manifest (no data read),
+    or from the `batch_date` column of a full-copy version."""
+    manifest = load_manifest(paths, md5)
+    if manifest is not None:
+        return [dt.date.fromisoformat(p.batch_date) for p in manifest.partitions if p.rows]
+    import pandas as pd
+
+    dates = pd.read_parquet(open_version(paths, md5), columns=[BATCH_DATE])[BATCH_DATE]
+    return sorted({pd.Timestamp(d).date() for d in dates.dropna().unique()})
+
+
 def _partition_file(paths: StatePaths, version: str, part: Partition) -> Path:
     """The cached bytes of one partition of `version`, fetched back from the remote if the cache lost them."""
     cached = _cache_path(_cache(paths), part.md5)

@@ -198,3 +198,20 @@ def test_a_full_copy_version_from_before_the_manifests_still_opens(state, base_c
                                   datasets.load_training_set(state, new, spec, since=since))
     assert datasets.batch_date_range(state, old) == datasets.batch_date_range(state, new) == (
         dt.date(2026, 1, 1), dt.date(2026, 1, 12))
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(12)]
+    assert versioning.version_days(state, old) == versioning.version_days(state, new) == days
+
+
+def test_the_retrain_rules_count_days_from_the_manifest(state, base_config):
+    """The day counts of the retrain policy and the deferral rule come from the manifest, no rows read."""
+    from training.monitoring import retrain_deferral, retrain_policy
+
+    version = versioning.publish_frame(state, make_training_set(n_days=9, rows_per_day=100), "training_set",
+                                       dbt_invocation_id="t", gx_run_id="t")
+    ok, why = retrain_policy.enough_history(state, base_config, version)
+    w = base_config.windows
+    need = w.validation_days + w.holdout_days + base_config.training.min_training_days
+    assert ok is (9 >= need) and (str(9) in why)
+    evidence = {"onset_window_start": "2026-01-06"}
+    found = retrain_deferral.sufficiency(state, base_config, evidence, version)
+    assert found is not None and found.post_onset_days == 4  # 01-06 .. 01-09

@@ -516,15 +516,48 @@ def version_table(paths: StatePaths, con: Session, table: str, order_by: str) ->
     key = f"{con.backend}:{table}:{_schema_key(list(zip(types['column_name'], types['data_type'], strict=True)))}"
     prints = {day: (rows, f"{key}:{rows}:{digest}") for day, (rows, digest) in con.day_fingerprints(table).items()}
 
+    declared = dict(zip(types["column_name"], types["data_type"], strict=True))
+
     def export_day(day: dt.date, file: Path) -> None:
         con.export_parquet(
             f"select * from {table} where {BATCH_DATE} = date '{day.isoformat()}' order by {order_by}", file
         )
+        _type_null_columns(file, declared)
 
     def export_empty(file: Path) -> None:
         con.export_parquet(f"select * from {table} where 1 = 0", file)
+        _type_null_columns(file, declared)
 
     return version_partitions(paths, prints, export_day, export_empty)
+
+
+#: Arrow types of the warehouse column types a day's export can leave untyped (all NULL on PostgreSQL).
+_ARROW_TYPES = {
+    "character varying": "string", "varchar": "string", "text": "string", "double precision": "float64",
+    "double": "float64", "real": "float32", "integer": "int32", "bigint": "int64", "smallint": "int16",
+    "boolean": "bool", "date": "date32", "timestamp without time zone": "timestamp[us]",
+    "timestamp": "timestamp[us]",
+}
+
+
+def _type_null_columns(file: Path, declared: Mapping[str, str]) -> None:
+    """Give a partition's all-NULL columns their declared type (PostgreSQL rows reach Parquet through
+    pandas, which types an all-None column as null), so every partition of a version shares one schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(file)
+    untyped = [f.name for f in schema if pa.types.is_null(f.type)]
+    if not untyped:
+        return
+    table = pq.read_table(file)
+    for name in untyped:
+        arrow = _ARROW_TYPES.get(str(declared.get(name, "")).lower())
+        if arrow is None:
+            raise ValueError(f"column {name} of type {declared.get(name)!r} exported untyped; add it to _ARROW_TYPES")
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pa.nulls(len(table), type=pa.type_for_alias(arrow)))
+    pq.write_table(table, file)
 
 
 def version_frame(paths: StatePaths, frame: pd.DataFrame) -> Manifest:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -215,3 +216,19 @@ def test_the_retrain_rules_count_days_from_the_manifest(state, base_config):
     evidence = {"onset_window_start": "2026-01-06"}
     found = retrain_deferral.sufficiency(state, base_config, evidence, version)
     assert found is not None and found.post_onset_days == 4  # 01-06 .. 01-09
+
+
+def test_partitions_share_one_schema_when_a_day_has_an_all_null_column(backend, state):
+    """PostgreSQL rows reach Parquet through pandas, which would type an all-NULL column as null:
+    the first day's file would then set a schema the later days cannot be read into."""
+    first = START
+    _load_day(state, first)
+    with warehouse.transaction(state) as con:
+        con.execute(f"update {TABLE} set channel = null, event_ts = null where batch_date = ?", [first])
+    _load_day(state, first + dt.timedelta(days=1))
+    version = _publish(state)
+    view = versioning.open_version(state, version)
+    schemas = {tuple((c.name, str(c.type)) for c in pq.read_schema(f)) for f in view.glob("*.parquet")}
+    assert len(schemas) == 1
+    rows = pd.read_parquet(view)
+    assert rows["channel"].iloc[:PER_DAY].isna().all() and rows["channel"].iloc[PER_DAY:].notna().all()

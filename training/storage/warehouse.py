@@ -364,8 +364,9 @@ class PostgresSession(Session):
         self.frame(sql, keep_dates=True).to_parquet(path, index=False)
 
     def _row_hash(self, alias: str) -> str:
-        # the first 64 bits of the md5 of the row's text form (every column, in order)
-        return f"cast(('x' || left(md5(cast({alias} as text)), 16))::bit(64)::bigint as numeric)"
+        # PostgreSQL's own 64-bit hash of the row's text form (every column, in order); the text
+        # cast is most of the cost (about 1.3 s per 300k rows of the training set here)
+        return f"cast(hashtextextended(cast({alias} as text), 0) as numeric)"
 
     @contextmanager
     def values_relation(self, values: Sequence[str]) -> Iterator[str]:

@@ -167,7 +167,8 @@ def publish_frame(
 
     The pipeline's publish step versions the warehouse's training set (`version_table`); replays,
     benchmarks and tests that already hold the frame use this, so their versions look exactly like
-    the pipeline's. Rows keep their order within a batch date.
+    the pipeline's. Rows keep their order within a batch date. `name` is only the callers' label: a
+    version is named by its manifest's md5.
     """
     manifest = version_frame(paths, frame)
     md5 = store_manifest(paths, manifest)
@@ -454,12 +455,15 @@ def _known_partitions(paths: StatePaths, fingerprints: list[str]) -> dict[str, P
 def _remember(paths: StatePaths, fingerprint: str, part: Partition) -> None:
     eng = ledger.engine(paths)
     t = data_partitions
-    with eng.begin() as conn:
-        conn.execute(sa.delete(t).where(t.c.fingerprint == fingerprint))
-        conn.execute(sa.insert(t).values(
-            fingerprint=fingerprint, md5=part.md5, batch_date=dt.date.fromisoformat(part.batch_date),
-            rows=part.rows, bytes=part.bytes, created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        ))
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.fingerprint == fingerprint))
+            conn.execute(sa.insert(t).values(
+                fingerprint=fingerprint, md5=part.md5, batch_date=dt.date.fromisoformat(part.batch_date),
+                rows=part.rows, bytes=part.bytes, created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            ))
+    except sa.exc.IntegrityError:  # a concurrent publish recorded the same rows first: either entry serves
+        pass
 
 
 def version_partitions(

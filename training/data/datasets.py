@@ -70,10 +70,27 @@ class Splits:
 
 
 def training_set_path(paths: StatePaths, data_version: str) -> Path:
-    """The local Parquet file of a published data version (DVC md5), via `training.storage.versioning`."""
+    """The local Parquet file or partition folder of a published data version, via
+    `training.storage.versioning.open_version` (pandas and pyarrow read either as one table)."""
     from training.storage import versioning
 
     return versioning.open_version(paths, data_version)
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet file, or of the first file of a partition folder (they share it)."""
+    if path.is_dir():
+        files = sorted(f for f in path.glob("*.parquet") if not f.name.startswith((".", "_")))
+        if not files:
+            raise DatasetError(f"{path} holds no Parquet file: re-open the data version")
+        path = files[0]
+    return pq.read_schema(path)
+
+
+def _row_group_metadata(path: Path) -> list[pq.FileMetaData]:
+    """The Parquet footers of a file or of every file of a partition folder."""
+    files = sorted(f for f in path.glob("*.parquet") if not f.name.startswith((".", "_"))) if path.is_dir() else [path]
+    return [pq.ParquetFile(f).metadata for f in files]
 
 
 def load_training_set(
@@ -88,7 +105,7 @@ def load_training_set(
     """
     path = training_set_path(paths, data_version)
     required = {spec.id_column, spec.target, BATCH_DATE, *spec.features, *spec.slice_columns}
-    missing = sorted(required - set(pq.read_schema(path).names))
+    missing = sorted(required - set(_parquet_schema(path).names))
     if missing:
         raise DatasetError(
             f"data version {data_version} lacks columns {missing} required by config.model; "
@@ -100,10 +117,11 @@ def load_training_set(
 
 
 def read_dates_from(path: Path, since: dt.date | None, columns: list[str] | None = None) -> pd.DataFrame:
-    """The rows of a published Parquet snapshot with `batch_date >= since` (all rows when None)."""
+    """The rows of a published Parquet snapshot (file or partition folder) with `batch_date >= since`
+    (all rows when None)."""
     if since is None:
         return pd.read_parquet(path, columns=columns)
-    kind = pq.read_schema(path).field(BATCH_DATE).type
+    kind = _parquet_schema(path).field(BATCH_DATE).type
     bound: object = since
     if pa.types.is_timestamp(kind):  # a snapshot written by pandas from datetime64 batch dates
         bound = pd.Timestamp(since)
@@ -119,12 +137,12 @@ def batch_date_range(paths: StatePaths, data_version: str) -> tuple[dt.date, dt.
     write them); otherwise falls back to reading that one column.
     """
     path = training_set_path(paths, data_version)
-    meta = pq.ParquetFile(path).metadata
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    metas = _row_group_metadata(path)
+    names = [metas[0].schema.column(i).name for i in range(metas[0].num_columns)]
     if BATCH_DATE not in names:
         raise DatasetError(f"data version {data_version} has no {BATCH_DATE} column; re-publish the training set")
     col = names.index(BATCH_DATE)
-    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    groups = [meta.row_group(i) for meta in metas for i in range(meta.num_row_groups)]
     stats = [g.column(col).statistics for g in groups if g.num_rows]
     if all(st is not None and st.has_min_max for st in stats):
         bounds = [(pd.Timestamp(st.min).date(), pd.Timestamp(st.max).date()) for st in stats]

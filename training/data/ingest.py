@@ -4,7 +4,9 @@
 (the same interval always lands at the same path, so a re-run replaces it). `load_raw` replaces that
 interval's partition of the warehouse's `raw` tables. `publish` runs only after the feature gate
 passed: it replaces the interval's partition of the contract's published features table
-(`contract.marts.published`) and snapshots the training set as a new data version. Nothing downstream reads anything but `published.*` and data
+(`contract.marts.published`) and versions the training set: the days whose rows are new or changed
+get a partition each, and a manifest naming every day's partition is the new data version
+(`training.storage.versioning`). Nothing downstream reads anything but `published.*` and data
 versions, so a batch stopped by a gate never reaches a model.
 """
 
@@ -228,8 +230,6 @@ def publish(
     """
     lineage = lineage or {}
     features, training_set, published = candidate_features(cfg), candidate_training_set(cfg), published_features(cfg)
-    snapshot_file = paths.published / "training_set.parquet"
-    snapshot_file.parent.mkdir(parents=True, exist_ok=True)
     ddl = (
         f"create schema if not exists {Marts.split(published)[0]}",
         f"create table if not exists {published} as select * from {features} limit 0",
@@ -244,13 +244,11 @@ def publish(
             raise PublishError(
                 f"no feature rows for batch_date {batch_date}: nothing to publish (was the raw batch loaded?)"
             )
-        con.export_parquet(
-            f"select * from {training_set} order by batch_date, {cfg.model.id_column}", snapshot_file
-        )
-        training_rows = con.scalar(f"select count(*) from {training_set}")
+        manifest = versioning.version_table(paths, con, training_set, cfg.model.id_column)
+        training_rows = manifest.rows
         con.execute(f"delete from {published} where batch_date = ?", [batch_date])
         con.copy_rows(published, features, {"batch_date": batch_date})
-    data_version = versioning.snapshot(paths, snapshot_file)
+    data_version = versioning.store_manifest(paths, manifest)
     record = versioning.DataVersionRecord(
         data_version=data_version,
         batch_date=batch_date,
@@ -258,7 +256,7 @@ def publish(
         interval_end=interval_end.replace(tzinfo=None),
         feature_rows=int(feature_rows),
         training_rows=int(training_rows),
-        snapshot_path=str(snapshot_file),
+        snapshot_path=str(versioning.manifest_path(paths, data_version)),
         raw_events_md5=lineage.get("raw_events_md5"),
         raw_labels_md5=lineage.get("raw_labels_md5"),
         dbt_invocation_id=lineage.get("dbt_invocation_id"),
@@ -501,7 +499,8 @@ def republish_later_days(paths: StatePaths, cfg: Config, day: dt.date, *, gate: 
     Filling a missing day (or correcting an old one) changes the point-in-time features of the days
     after it (velocity windows, first-seen flags, category rates): the rebuilt mart then disagrees
     with what serving reads. Each later published day whose rows differ is gated with the feature
-    suite (`gate`) and re-copied from the mart, and the training set is snapshotted again and recorded
+    suite (`gate`) and re-copied from the mart, and the training set is versioned again (new partitions
+    for the changed days only, a new manifest) and recorded
     as the data version of the newest published day, so `latest_data_version` is the rebuilt one.
     Returns what changed (empty `republished` when nothing did).
     """
@@ -522,20 +521,15 @@ def republish_later_days(paths: StatePaths, cfg: Config, day: dt.date, *, gate: 
             con.execute(f"delete from {pub} where batch_date = ?", [d])
             con.copy_rows(pub, feats, {"batch_date": d})
         counts = {d: int(con.scalar(f"select count(*) from {pub} where batch_date = ?", [d])) for d in later}
-        snapshot_file = paths.published / "training_set.parquet"
-        snapshot_file.parent.mkdir(parents=True, exist_ok=True)
-        con.export_parquet(
-            f"select * from {cfg.contract.marts.training_set} order by batch_date, {cfg.model.id_column}",
-            snapshot_file,
-        )
-        training_rows = int(con.scalar(f"select count(*) from {cfg.contract.marts.training_set}"))
+        manifest = versioning.version_table(paths, con, cfg.contract.marts.training_set, cfg.model.id_column)
+        training_rows = manifest.rows
     newest = later[-1]
-    data_version = versioning.snapshot(paths, snapshot_file)
+    data_version = versioning.store_manifest(paths, manifest)
     start = dt.datetime.combine(newest, dt.time())
     versioning.record_version(paths, versioning.DataVersionRecord(
         data_version=data_version, batch_date=newest, interval_start=start,
         interval_end=start + dt.timedelta(days=1), feature_rows=counts[newest], training_rows=training_rows,
-        snapshot_path=str(snapshot_file), raw_events_md5=None, raw_labels_md5=None,
+        snapshot_path=str(versioning.manifest_path(paths, data_version)), raw_events_md5=None, raw_labels_md5=None,
         dbt_invocation_id=latest_dbt_invocation(paths, cfg), gx_run_id=";".join(gx_runs) or None,
         gx_success=True if gate else None, created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
     ))

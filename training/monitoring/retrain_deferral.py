@@ -114,14 +114,7 @@ def sufficiency(paths: StatePaths, cfg: Config, evidence: dict | None, data_vers
     onset, source = datasets.onset_from_evidence(evidence, cfg.windows.label_maturity_days)
     if onset is None:
         return None
-    import pandas as pd
-
-    dates = pd.to_datetime(
-        pd.read_parquet(versioning.open_version(paths, data_version), columns=[datasets.BATCH_DATE])[
-            datasets.BATCH_DATE
-        ]
-    ).dt.date
-    days = int(dates[dates >= onset].nunique())
+    days = sum(1 for d in versioning.version_days(paths, data_version) if d >= onset)
     return Sufficiency(onset, source, days, needed_days(cfg))
 
 

@@ -67,10 +67,7 @@ def decide_training(
 
 def enough_history(paths: StatePaths, cfg: Config, data_version: str) -> tuple[bool, str]:
     """Does the data version hold enough matured days for train + validation + holdout?"""
-    import pandas as pd
-
-    path = versioning.open_version(paths, data_version)
-    days = pd.read_parquet(path, columns=["batch_date"])["batch_date"].nunique()
+    days = len(versioning.version_days(paths, data_version))
     w = cfg.windows
     need = w.validation_days + w.holdout_days + cfg.training.min_training_days
     if days < need:

@@ -21,7 +21,7 @@ from training.data.dbt import default_target, run_dbt
 from training.monitoring import windows
 from training.paths import StatePaths
 from training.serving import inference
-from training.storage import warehouse
+from training.storage import versioning, warehouse
 
 N_DAYS = 4
 
@@ -48,6 +48,7 @@ def _run_days(paths: StatePaths, cfg: Config, days: list[dt.date]) -> dict:
         # lineage as the DAG passes it: one GX run id per gated feed, joined (long on purpose)
         lineage = {"gx_run_id": ";".join(f"run__{day}__{suite}@20260101T000000.000000Z" for suite in "abcde")}
         extras[day] = ingest.publish(paths, cfg, day, *_bounds(day), lineage=lineage)
+    extras["first_version_of_last_day"] = extras[days[-1]]["data_version"]
     # a re-run of the last day replaces its partitions
     relanded = ingest.land(paths, cfg, days[-1])
     ingest.load_raw(paths, relanded)
@@ -94,7 +95,12 @@ def _run_backend(env: dict[str, str | None], cfg: Config, tmp_path_factory: pyte
 
 
 def _training_set(run: BackendRun) -> pd.DataFrame:
-    return pd.read_parquet(run.state.published / "training_set.parquet")
+    """The training set the last publish versioned, restored from its data version (manifest + partitions)."""
+    return pd.read_parquet(versioning.open_version(run.state, run.extras[_days_of(run)[-1]]["data_version"]))
+
+
+def _days_of(run: BackendRun) -> list[dt.date]:
+    return sorted(d for d in run.extras if isinstance(d, dt.date))
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +144,8 @@ def test_data_side_runs_on_each_backend(backend, request, pipe_config, monkeypat
 
     snapshot = _training_set(run)
     assert len(snapshot) == extras[days[-1]]["training_rows"]
+    # the same training set re-published is the same data version (a manifest of the same partitions)
+    assert extras[days[-1]]["data_version"] == extras["first_version_of_last_day"]
 
 
 def test_both_backends_publish_the_same_training_set(duckdb_run, postgres_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -66,7 +67,8 @@ def test_every_registered_version_carries_lineage_tags(two_champions, module_sta
     for mv in versions:
         missing = [t for t in tracking.LINEAGE_TAGS if not mv.tags.get(t)]
         assert not missing, f"version {mv.version} lacks {missing}"
-        assert versioning.open_version(module_state, mv.tags["data_version"]).is_file()
+        restored = pq.read_table(versioning.open_version(module_state, mv.tags["data_version"]))
+        assert restored.num_rows == versioning.load_manifest(module_state, mv.tags["data_version"]).rows > 0
         assert (module_state.holdouts / f"{mv.tags['holdout_hash']}.parquet").is_file()
         assert mv.tags["dbt_invocation_id"].startswith("dbt-")
     v2 = mc.get_model_version(train_cfg.model.name, two_champions[1])

@@ -598,6 +598,23 @@ class NotificationsSpec(_Strict):
         return [r for r in self.routes if severity in r.severity and (r.kinds is None or kind in r.kinds)]
 
 
+class ApprovalSpec(_Strict):
+    """When a gate-approved promotion waits for a person (training/model/approval.py).
+
+    `risky` asks only for a risky promotion: the first champion, the recovery policy, a changed
+    input signature, or a challenger whose holdout scores moved away from the champion's by more
+    than `score_shift_threshold` (the Kolmogorov-Smirnov statistic of the two score distributions,
+    0..1); `always` asks for every promotion of this model; `never` asks for none. Every other
+    promotion stays automatic. With no answer within `timeout_hours`, `on_timeout` is applied and
+    the audit log says the default was taken.
+    """
+
+    mode: Literal["risky", "always", "never"] = "risky"
+    score_shift_threshold: float = Field(default=0.25, gt=0, le=1)
+    timeout_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    on_timeout: Literal["approve", "reject"] = "reject"
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
@@ -611,6 +628,7 @@ class Config(_Strict):
     admission: AdmissionSpec = AdmissionSpec()
     execution: ExecutionSpec = ExecutionSpec()
     notifications: NotificationsSpec = NotificationsSpec()
+    approval: ApprovalSpec = ApprovalSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

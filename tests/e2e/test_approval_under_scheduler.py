@@ -17,6 +17,7 @@ import dataclasses
 import os
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,6 +29,7 @@ from devstack.supervisor import start_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
+ROOT = Path(__file__).resolve().parents[2]
 COMMENT = "first champion checked against the report: ship it"
 
 
@@ -60,6 +62,8 @@ def test_a_risky_promotion_waits_for_a_person_who_answers_through_the_rest_api(t
     ports = dataclasses.replace(Ports.free(), airflow=free_port())
     stack = start_stack(paths, ports, services=RUNTIME_SERVICES["embedded"], extra_env={
         "CLOSEDLOOP_CONFIG": str(cfg_file),
+        # this checkout's code in every service (a git worktree beside the venv's editable install)
+        "PYTHONPATH": str(ROOT),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
     })

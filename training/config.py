@@ -561,7 +561,8 @@ Severity = Literal["info", "warning", "critical"]
 ALL_SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 #: The decisions and events the loop tells people about (`training.notify` builds their messages).
 MessageKind = Literal[
-    "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure"
+    "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure",
+    "deadline_missed",
 ]
 
 
@@ -598,6 +599,20 @@ class NotificationsSpec(_Strict):
         return [r for r in self.routes if severity in r.severity and (r.kinds is None or kind in r.kinds)]
 
 
+class DeadlinesSpec(_Strict):
+    """Airflow Deadline Alerts on a day's data (None: no alert), told through `notifications:`.
+
+    `published_within_hours`: a `data_pipeline` run must have published its day within this many hours
+    of the day's start (its logical date): 30 = by 06:00 UTC the next day. `scored_within_hours`: a
+    `batch_inference` run must have scored the day within this many hours of being queued (when the
+    day's features arrived). A run still unfinished then is a missed deadline: one `deadline_missed`
+    message per run. Airflow's scheduler checks the deadlines, so they fire even when no task runs.
+    """
+
+    published_within_hours: float | None = Field(default=None, gt=0, le=24 * 14)
+    scored_within_hours: float | None = Field(default=None, gt=0, le=24 * 14)
+
+
 class ApprovalSpec(_Strict):
     """When a gate-approved promotion waits for a person (training/model/approval.py).
 
@@ -629,6 +644,7 @@ class Config(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     notifications: NotificationsSpec = NotificationsSpec()
     approval: ApprovalSpec = ApprovalSpec()
+    deadlines: DeadlinesSpec = DeadlinesSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

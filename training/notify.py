@@ -189,6 +189,29 @@ def rollback(cfg: Config, record: dict[str, Any], *, run_url: str | None = None)
     )
 
 
+def deadline_missed(
+    cfg: Config, *, what: str, dag_id: str, run_id: str, day: dt.date | None, deadline: str,
+    state: str | None = None, run_url: str | None = None,
+) -> Message:
+    """A day's data not published (`what` published) or not scored (`what` scored) by its deadline
+    (an Airflow Deadline Alert on data_pipeline / batch_inference). One message per run."""
+    doing = "published" if what == "published" else "scored"
+    return Message(
+        kind="deadline_missed", model=cfg.model.name, severity="critical",
+        subject=f"{_prefix(cfg)} day {day or '?'} not {doing} by {deadline[:16]} UTC ({dag_id})",
+        decision=f"{dag_id} run {run_id} had not finished by its deadline {deadline}: the day is not {doing} yet",
+        evidence={"day": str(day) if day else None, "dag": dag_id, "run": run_id, "run state": state,
+                  "deadline": deadline},
+        links=_links(airflow_run=run_url), dedupe_key=f"deadline:{dag_id}:{run_id}:{what}",
+        next_action=(
+            "Open the run: still waiting for the source (nothing landed yet), stuck in a queue or pool, or "
+            "failed? Deliver or fix the day's data and re-run it; until then "
+            + ("downstream days wait (strict day order) and nothing new is scored." if doing == "published"
+               else "the day has no predictions from the champion.")
+        ),
+    )
+
+
 #: The data_pipeline tasks whose failure means the day was refused or quarantined (not a fault).
 DAY_GATES = ("land", "raw_gate", "feature_gate", "verify_published")
 

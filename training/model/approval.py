@@ -136,7 +136,8 @@ def report_section(spec: ApprovalSpec, risks: Sequence[Risk], asked: bool, shift
         default = f"{spec.on_timeout} after {spec.timeout_hours:g} h without an answer"
         lines.append(f"**A person must approve this promotion** (approval.mode `{spec.mode}`; default: {default}).")
     elif risks:
-        lines.append(f"Risky, but approval.mode is `{spec.mode}`: promoted without asking.")
+        lines.append(f"Risky, but nobody is asked: approval.mode is `{spec.mode}`, or `evaluate` was run by hand "
+                     "(outside train_model).")
     else:
         lines.append("No promotion risk: promoted automatically.")
     lines.append("")

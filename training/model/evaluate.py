@@ -225,7 +225,8 @@ def evaluate_challenger(
             champion_signature=None if champion is None else champion.signature,
             shift=shift,
         )
-    needs = decision.promote and approval.needs_approval(cfg.approval, risks)
+    # only train_model (hold=True) asks: a person running `evaluate` by hand has decided already
+    needs = hold and decision.promote and approval.needs_approval(cfg.approval, risks)
     context = {
         "model_name": name,
         "challenger_version": ch_version,

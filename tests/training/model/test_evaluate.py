@@ -323,3 +323,15 @@ def test_a_persons_rejection_then_approval_are_audited_with_approver_comment_and
     assert "approved by user:alice" in row["reason"] and row["metrics"]["approval"]["risks"][0]["kind"] == "first_champion"
     mv = tracking.alias_version(tracking.client(module_state), risky.model.name, "champion")
     assert str(mv.version) == trained.version and mv.tags["approval"].startswith("approved by user:alice")
+
+
+def test_evaluate_run_by_hand_promotes_a_risky_challenger_without_asking(module_state, cfg, versions, train_eval):
+    """`python -m training evaluate` is a person deciding: under `approval.mode: risky` it still promotes,
+    and the report and audit row say which risks it carried and that nobody was asked."""
+    risky = with_overrides(cfg, model={"name": "fraud_by_hand"}, approval={"mode": "risky"})
+    trained, e = train_eval(module_state, risky, versions["full"], "by hand", actor="cli:ops")
+    assert e.action == "first_promote" and not e.needs_approval
+    (row,) = registry.audit_log(module_state, risky.model.name)
+    assert row["actor"] == "cli:ops" and row["metrics"]["approval"]["asked"] is False
+    assert [r["kind"] for r in row["metrics"]["approval"]["risks"]] == ["first_champion"]
+    assert "nobody is asked" in _artifact_text(module_state, e.report_uri)

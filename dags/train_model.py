@@ -192,6 +192,7 @@ def build(model: str | None) -> None:
             defaults=[ApprovalOperator.APPROVE if config.approval.on_timeout == "approve" else ApprovalOperator.REJECT],
             params={"comment": Param("", type="string", description="why (goes into the audit log and the report)")},
             response_timeout=dt.timedelta(hours=config.approval.timeout_hours),
+            notifiers=[ClosedloopNotifier(model, "approval")],  # tells the routes a question waits
             retries=0,  # asking twice would ask the person twice
         )
 

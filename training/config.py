@@ -562,7 +562,7 @@ ALL_SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 #: The decisions and events the loop tells people about (`training.notify` builds their messages).
 MessageKind = Literal[
     "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure",
-    "deadline_missed",
+    "deadline_missed", "approval_requested",
 ]
 
 
@@ -605,8 +605,9 @@ class DeadlinesSpec(_Strict):
     `published_within_hours`: a `data_pipeline` run must have published its day within this many hours
     of the day's start (its logical date): 30 = by 06:00 UTC the next day. `scored_within_hours`: a
     `batch_inference` run must have scored the day within this many hours of being queued (when the
-    day's features arrived). A run still unfinished then is a missed deadline: one `deadline_missed`
-    message per run. Airflow's scheduler checks the deadlines, so they fire even when no task runs.
+    day's features arrived). A run that has not succeeded by then (still waiting or running, or failed:
+    its deadline is only cleared by success) is a missed deadline: one `deadline_missed` message per
+    run. Airflow's scheduler checks the deadlines, so they fire even when no task runs.
     """
 
     published_within_hours: float | None = Field(default=None, gt=0, le=24 * 14)

@@ -165,7 +165,7 @@ def deadline_missed(context: dict[str, Any], model: str | None = None, what: str
         log.exception("closedloop deadline alert (%s) not sent", what)
 
 
-What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "failure"]
+What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "failure", "approval"]
 
 
 class ClosedloopNotifier(BaseNotifier):
@@ -173,7 +173,8 @@ class ClosedloopNotifier(BaseNotifier):
 
     `what` says which decision the task makes: `gate_decision` (train_model's evaluate),
     `deferral` (train_model's decide), `drift_trigger` (drift_monitor's record_trigger), `rollback`,
-    `failure` (any task's `on_failure_callback`; one message per failed run).
+    `failure` (any task's `on_failure_callback`; one message per failed run), `approval` (train_model's
+    `approve_promotion` has asked a person: a notifier of the Human-in-the-loop operator).
     """
 
     def __init__(self, model: str | None, what: What, **kwargs: Any) -> None:
@@ -209,6 +210,10 @@ class ClosedloopNotifier(BaseNotifier):
                 cfg, ti.xcom_pull(task_ids="evaluate") or {}, run_url=url,
                 triggered_run_id=ti.xcom_pull(task_ids="trigger_retrain", key="trigger_run_id"),
             )
+        if self.what == "approval":  # train_model's approve_promotion has just asked
+            held = ti.xcom_pull(task_ids="evaluate") or {}
+            return notify.approval_requested(cfg, held, run_url=url,
+                                             answer_url=f"{url}/tasks/{ti.task_id}/required_actions")
         if self.what == "rollback":
             return notify.rollback(cfg, ti.xcom_pull(task_ids=ti.task_id) or {}, run_url=url)
         if self.what == "deferral":

@@ -97,3 +97,19 @@ def test_a_persons_answer_and_the_timeout_default():
     assert "by default" in timeout.summary
     with pytest.raises(ValueError, match="exactly one"):
         approval.answer_from_response({"chosen_options": ["Approve", "Reject"]}, ApprovalSpec())
+
+
+def test_the_question_is_told_with_the_risks_the_default_and_where_to_answer(base_config):
+    from training import notify
+
+    cfg = with_overrides(base_config, approval={"timeout_hours": 6, "on_timeout": "reject"})
+    held = {"model_name": "card_fraud", "challenger_version": "4", "champion_version": "3", "policy": "recovery",
+            "trigger_reason": "drift_monitor:performance", "idempotency_key": "k#decision",
+            "report_uri": "runs:/abc/decision/decision_report.md",
+            "risks": [{"kind": "recovery", "why": "recovery policy: the champion collapsed"}]}
+    msg = notify.approval_requested(cfg, held, answer_url="http://airflow.test/dags/train_model/runs/r/tasks/"
+                                    "approve_promotion/required_actions", run_url="http://airflow.test/dags/train_model/runs/r")
+    assert msg.kind == "approval_requested" and msg.dedupe_key == "approval:k#decision"
+    assert msg.subject == "[closedloop card_fraud] approve v4 as champion? (recovery)"
+    assert "reject after 6 h without an answer" in msg.body and "recovery policy" in msg.body
+    assert msg.links["answer here"].endswith("/required_actions") and "hitlDetails" in msg.next_action

@@ -9,6 +9,8 @@ model-health page lists it as pending, and answers `Approve` with a comment thro
 `PATCH /api/v2/dags/train_model/dagRuns/<run>/taskInstances/approve_promotion/-1/hitlDetails`.
 It asserts the run ends in `announce_champion`, the alias moved, and the audit row names the
 approver, the comment and the time; the decision report carries the answer.
+
+Measured: 3.6 min (stack setup included) on 2 cores shared with other test runs.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from closedloop.runtime import (
     WAREHOUSE_POOL,
     batch_dates,
     dag_id,
+    deadline_alerts,
     default_args,
     deployment_models,
     load_runtime,
@@ -48,6 +49,8 @@ def build(model: str | None) -> None:
         params={"batch_date": Param(None, type=["null", "string"], description="day to score (default: the Asset event's)")},
         # scoring replaces the interval's partition per alias: a retry after a service fault is safe
         default_args=default_args(model),
+        # the day not scored within deadlines.scored_within_hours of its features: told (none configured: none)
+        deadline=deadline_alerts(model, config, "batch_inference"),
     )
     def batch_inference():
         if execution.in_pod("infer"):

@@ -42,6 +42,7 @@ from closedloop.runtime import (
     batch_date_of,
     dag_id,
     day_bounds,
+    deadline_alerts,
     default_args,
     deployment_models,
     load_runtime,
@@ -84,6 +85,8 @@ def build(model: str | None) -> None:
         },
         # land/load_raw/publish replace the day's partition and DVC version: retry service faults
         default_args=default_args(model),
+        # the day not published by its start + deadlines.published_within_hours: told (none configured: none)
+        deadline=deadline_alerts(model, config, "data_pipeline"),
     )
     def data_pipeline():
         @task(pool=warehouse_pool)

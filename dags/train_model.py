@@ -12,14 +12,24 @@ Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
 2. `train` — LR + XGBoost search on the pinned data version (from the Asset event, else the newest),
    logged to MLflow with lineage tags; the best is registered as `@challenger`.
 3. `evaluate` — gates against `@champion` on the frozen holdout (floors, paired-bootstrap
-   non-regression, slices, signature, latency/size); promotes or rejects, audited, with a report.
-4. `outcome` — a branch: `announce_champion` emits the `closedloop_champion` Asset when the alias
-   moved; `challenger_rejected` is the run's last task when the gates rejected the challenger. A
-   rejected run is therefore visibly different in the grid (its final green task is
-   `challenger_rejected`, `announce_champion` skipped), and the rejection is in the audit log.
+   non-regression, slices, signature, latency/size), with a report; a rejection is audited here, a
+   passing challenger's promotion risks are classified (`training.model.approval`).
+4. `route` — a branch: a rejected challenger goes to `challenger_rejected`; an ordinary promotion
+   straight to `promote`; a risky one (first champion, recovery policy, signature change, a large
+   score-distribution shift, or `approval.mode: always`) first to `approve_promotion`, an Airflow
+   Human-in-the-loop task showing the decision report, answered in the UI's Required Actions or
+   through the REST API (`PATCH .../taskInstances/approve_promotion/-1/hitlDetails`), with a comment.
+   With no answer within `approval.timeout_hours` Airflow applies `approval.on_timeout`.
+5. `promote` — moves `@champion` (audited as before), or records the person's rejection; the
+   approver (or `timeout:<default>`), comment and time go into the audit row and the report.
+6. `outcome` — a branch: `announce_champion` emits the `closedloop_champion` Asset when the alias
+   moved; `challenger_rejected` is the run's last task when the challenger was rejected (by the gates
+   or by a person). A rejected run is therefore visibly different in the grid (its final green task
+   is `challenger_rejected`, `announce_champion` skipped), and the rejection is in the audit log.
 
 Notifications (`notifications:` in the config; none configured, none sent): `decide` tells of a
-retrain deferred for labels, `evaluate` of the promotion or rejection (with the decision report),
+retrain deferred for labels, `evaluate` of a gate rejection and `promote` of the promotion or the
+person's rejection (with the decision report),
 any failed task of the failed run. The audit rows carry the trigger reason and the actor
 (`conf.actor`, else the triggering user, else `scheduler`).
 
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param, dag, task
 from closedloop.assets import assets_for
 from closedloop.notifiers import ClosedloopNotifier
@@ -45,6 +56,37 @@ from closedloop.runtime import (
     load_runtime,
     parse_config,
 )
+
+
+class PromotionApproval(HITLOperator):
+    """Asks a person whether to promote a risky, gate-approved challenger; the form shows its report.
+
+    The subject and body are built when the task runs, from `evaluate`'s result and the decision
+    report in MLflow, so the person reads exactly what the gates decided and why it is risky.
+    """
+
+    def __init__(self, *, model: str | None, **kwargs) -> None:
+        super().__init__(subject="Promote the challenger?", **kwargs)
+        self.model = model
+
+    def execute(self, context):
+        import mlflow.artifacts
+
+        from training.model import tracking
+
+        held = context["ti"].xcom_pull(task_ids="evaluate")
+        cfg, paths = load_runtime(self.model)
+        tracking.client(paths)
+        report = mlflow.artifacts.load_text(held["report_uri"]) if held.get("report_uri") else "(no report)"
+        kinds = ", ".join(r["kind"] for r in held["risks"]) or "always ask"
+        was = f"replacing v{held['champion_version']}" if held["champion_version"] else "first champion"
+        self.subject = f"Promote {held['model_name']} v{held['challenger_version']} to champion ({was})? Risk: {kinds}"
+        self.body = (
+            f"**Risks:** {kinds}. The gates passed; a person decides. Without an answer within "
+            f"{cfg.approval.timeout_hours:g} h the default is **{cfg.approval.on_timeout}**.\n\n"
+            f"Decision report: `{held['report_uri']}`\n\n---\n\n{report}"
+        )
+        return super().execute(context)
 
 
 def build(model: str | None) -> None:
@@ -115,6 +157,7 @@ def build(model: str | None) -> None:
 
         @task(on_success_callback=ClosedloopNotifier(model, "gate_decision"))
         def evaluate(trained: dict, **context) -> dict:
+            """Gates decide; a rejection is audited here, a passing challenger is held for `promote`."""
             from training.model.evaluate import evaluate_challenger
 
             cfg, paths = load_runtime(model)
@@ -125,18 +168,61 @@ def build(model: str | None) -> None:
                 signature_override_reason=context["params"].get("signature_override_reason"),
                 airflow_run_id=context["run_id"],
                 actor=actor_of(context),
+                hold=True,
             )
-            print(f"decision: {result.action} (failed gates: {result.failed_gates}); report {result.report_uri}")
+            print(f"decision: {result.action} (failed gates: {result.failed_gates}; risks: "
+                  f"{[r['kind'] for r in result.risks]}); report {result.report_uri}")
+            return result.to_dict()
+
+        @task.branch
+        def route(result: dict) -> str:
+            """Rejected: end in `challenger_rejected`. Passed: `promote`, asking a person first if risky."""
+            if not result["promote"]:
+                return "challenger_rejected"
+            if result["action"] == "held" and result["needs_approval"]:
+                return "approve_promotion"
+            return "promote"
+
+        approve_promotion = PromotionApproval(
+            task_id="approve_promotion",
+            model=model,
+            # the options of Airflow's ApprovalOperator (training.model.approval reads them back); a plain
+            # HITLOperator because a "Reject" must reach `promote` to be audited, not skip it
+            options=[ApprovalOperator.APPROVE, ApprovalOperator.REJECT],
+            defaults=[ApprovalOperator.APPROVE if config.approval.on_timeout == "approve" else ApprovalOperator.REJECT],
+            params={"comment": Param("", type="string", description="why (goes into the audit log and the report)")},
+            response_timeout=dt.timedelta(hours=config.approval.timeout_hours),
+            notifiers=[ClosedloopNotifier(model, "approval")],  # tells the routes a question waits
+            retries=0,  # asking twice would ask the person twice
+        )
+
+        @task(trigger_rule="none_failed_min_one_success",
+              on_success_callback=ClosedloopNotifier(model, "gate_decision"))
+        def promote(**context) -> dict:
+            """Move `@champion`, or record a person's rejection; the answer goes into the audit row."""
+            from training.model import approval
+            from training.model.evaluate import EvaluationResult, settle
+
+            cfg, paths = load_runtime(model)
+            ti = context["ti"]
+            held = EvaluationResult(**ti.xcom_pull(task_ids="evaluate"))
+            response = ti.xcom_pull(task_ids="approve_promotion") if held.needs_approval else None
+            answer = None if response is None else approval.answer_from_response(response, cfg.approval)
+            result = settle(paths, cfg, held, answer, airflow_run_id=context["run_id"], actor=actor_of(context))
+            print(f"{result.action}: {result.model_name} v{result.challenger_version}"
+                  + (f" ({answer.summary})" if answer else " (no approval needed)"))
             return result.to_dict()
 
         @task.branch
         def outcome(result: dict) -> str:
-            """Promoted: announce the new champion. Rejected: end in `challenger_rejected`."""
+            """Promoted: announce the new champion. Rejected by a person: end in `challenger_rejected`."""
             return "announce_champion" if result["action"] in ("promote", "first_promote") else "challenger_rejected"
 
-        @task
-        def challenger_rejected(result: dict) -> dict:
-            """The run's final task when the gates rejected the challenger: says so in the grid and the log."""
+        @task(trigger_rule="none_failed_min_one_success")
+        def challenger_rejected(**context) -> dict:
+            """The run's final task when the challenger was rejected (gates or person): says so in the grid."""
+            ti = context["ti"]
+            result = ti.xcom_pull(task_ids="promote") or ti.xcom_pull(task_ids="evaluate")
             print(f"REJECTED: {result['model_name']} v{result['challenger_version']} failed "
                   f"{', '.join(result['failed_gates'])}; v{result['champion_version']} stays champion. "
                   f"Report: {result['report_uri']}")
@@ -172,12 +258,18 @@ def build(model: str | None) -> None:
                 "--version={{ ti.xcom_pull(task_ids='train')['version'] }}",
                 "--signature-override-reason={{ params.signature_override_reason or '' }}",
                 "--airflow-run-id={{ run_id }}",
+                "--hold",
             ], model=model, on_success_callback=ClosedloopNotifier(model, "gate_decision"))
             trained >> evaluated
             result = evaluated.output
         else:
             result = evaluate(trained)
-        outcome(result) >> [announce_champion(result), challenger_rejected(result)]
+        routed = route(result)
+        promoted = promote()
+        rejected = challenger_rejected()
+        routed >> [approve_promotion, promoted, rejected]
+        approve_promotion >> promoted
+        outcome(promoted) >> [announce_champion(promoted), rejected]
 
     train_model()
 

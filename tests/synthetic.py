@@ -42,6 +42,8 @@ TEST_OVERRIDES = {
         "non_regression": {"n_bootstrap": 200},
         "slices": {"min_rows": 300, "min_positives": 10},
     },
+    # nobody answers in these tests: the approval path has its own (tests/dags/test_approval_dag.py, e2e)
+    "approval": {"mode": "never"},
 }
 
 

@@ -169,6 +169,8 @@ def _train(ctx: Context, ns: argparse.Namespace) -> Any:
     arg("--dry-run", action="store_true", help="write the report but do not touch the registry"),
     arg("--idempotency-key", default=None),
     arg("--airflow-run-id", default=None),
+    arg("--hold", action="store_true",
+        help="record a rejection but leave a passing challenger for train_model's promote task (its approval)"),
 )
 def _evaluate(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.model.evaluate import evaluate_challenger
@@ -181,6 +183,7 @@ def _evaluate(ctx: Context, ns: argparse.Namespace) -> Any:
         airflow_run_id=ns.airflow_run_id,
         idempotency_key=ns.idempotency_key,
         act=not ns.dry_run,
+        hold=ns.hold,
     )
 
 

@@ -557,7 +557,8 @@ Severity = Literal["info", "warning", "critical"]
 ALL_SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 #: The decisions and events the loop tells people about (`training.notify` builds their messages).
 MessageKind = Literal[
-    "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure"
+    "drift_trigger", "deferral_waiting", "promotion", "rejection", "rollback", "day_refused", "dag_failure",
+    "deadline_missed", "approval_requested",
 ]
 
 
@@ -594,6 +595,38 @@ class NotificationsSpec(_Strict):
         return [r for r in self.routes if severity in r.severity and (r.kinds is None or kind in r.kinds)]
 
 
+class DeadlinesSpec(_Strict):
+    """Airflow Deadline Alerts on a day's data (None: no alert), told through `notifications:`.
+
+    `published_within_hours`: a `data_pipeline` run must have published its day within this many hours
+    of the day's start (its logical date): 30 = by 06:00 UTC the next day. `scored_within_hours`: a
+    `batch_inference` run must have scored the day within this many hours of being queued (when the
+    day's features arrived). A run that has not succeeded by then (still waiting or running, or failed:
+    its deadline is only cleared by success) is a missed deadline: one `deadline_missed` message per
+    run. Airflow's scheduler checks the deadlines, so they fire even when no task runs.
+    """
+
+    published_within_hours: float | None = Field(default=None, gt=0, le=24 * 14)
+    scored_within_hours: float | None = Field(default=None, gt=0, le=24 * 14)
+
+
+class ApprovalSpec(_Strict):
+    """When a gate-approved promotion waits for a person (training/model/approval.py).
+
+    `risky` asks only for a risky promotion: the first champion, the recovery policy, a changed
+    input signature, or a challenger whose holdout scores moved away from the champion's by more
+    than `score_shift_threshold` (the Kolmogorov-Smirnov statistic of the two score distributions,
+    0..1); `always` asks for every promotion of this model; `never` asks for none. Every other
+    promotion stays automatic. With no answer within `timeout_hours`, `on_timeout` is applied and
+    the audit log says the default was taken.
+    """
+
+    mode: Literal["risky", "always", "never"] = "risky"
+    score_shift_threshold: float = Field(default=0.25, gt=0, le=1)
+    timeout_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    on_timeout: Literal["approve", "reject"] = "reject"
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
@@ -608,6 +641,8 @@ class Config(_Strict):
     admission: AdmissionSpec = AdmissionSpec()
     execution: ExecutionSpec = ExecutionSpec()
     notifications: NotificationsSpec = NotificationsSpec()
+    approval: ApprovalSpec = ApprovalSpec()
+    deadlines: DeadlinesSpec = DeadlinesSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -125,6 +125,30 @@ def gate_decision(cfg: Config, result: dict[str, Any], *, run_url: str | None = 
     )
 
 
+def approval_requested(
+    cfg: Config, held: dict[str, Any], *, answer_url: str | None = None, run_url: str | None = None
+) -> Message:
+    """A risky, gate-approved promotion waits for a person (`EvaluationResult.to_dict()`, action held)."""
+    name, ch, champ = held["model_name"], held["challenger_version"], held.get("champion_version")
+    kinds = ", ".join(r["kind"] for r in held.get("risks") or []) or "always ask"
+    spec = cfg.approval
+    return Message(
+        kind="approval_requested", model=name, severity="warning",
+        subject=f"{_prefix(cfg)} approve v{ch} as champion? ({kinds})",
+        decision=f"the gates passed {name} v{ch}" + (f" against v{champ}" if champ else " (no champion yet)")
+        + f"; the promotion is risky ({kinds}) and waits for a person",
+        evidence={"risks": [r["why"] for r in held.get("risks") or []], "policy": held.get("policy"),
+                  "trigger reason": held.get("trigger_reason"),
+                  "default": f"{spec.on_timeout} after {spec.timeout_hours:g} h without an answer"},
+        links=_links(answer_here=answer_url, decision_report=held.get("report_uri"), airflow_run=run_url),
+        dedupe_key=f"approval:{held['idempotency_key']}",
+        next_action=(
+            "Read the decision report, then answer Approve or Reject with a comment in Airflow's Required Actions "
+            "(link) or through the REST API (PATCH .../taskInstances/approve_promotion/-1/hitlDetails)."
+        ),
+    )
+
+
 def drift_trigger(
     cfg: Config, result: dict[str, Any], *, triggered_run_id: str | None = None, run_url: str | None = None
 ) -> Message | None:
@@ -185,6 +209,29 @@ def rollback(cfg: Config, record: dict[str, Any], *, run_url: str | None = None)
         next_action=(
             f"v{record.get('to_version')} serves from the next scored day. Find out why v{record.get('from_version')} "
             "misbehaved before promoting it again (force-promote, audited)."
+        ),
+    )
+
+
+def deadline_missed(
+    cfg: Config, *, what: str, dag_id: str, run_id: str, day: dt.date | None, deadline: str,
+    state: str | None = None, run_url: str | None = None,
+) -> Message:
+    """A day's data not published (`what` published) or not scored (`what` scored) by its deadline
+    (an Airflow Deadline Alert on data_pipeline / batch_inference). One message per run."""
+    doing = "published" if what == "published" else "scored"
+    return Message(
+        kind="deadline_missed", model=cfg.model.name, severity="critical",
+        subject=f"{_prefix(cfg)} day {day or '?'} not {doing} by {deadline[:16]} UTC ({dag_id})",
+        decision=f"{dag_id} run {run_id} had not succeeded by its deadline {deadline}: the day is not {doing}",
+        evidence={"day": str(day) if day else None, "dag": dag_id, "run": run_id, "run state": state,
+                  "deadline": deadline},
+        links=_links(airflow_run=run_url), dedupe_key=f"deadline:{dag_id}:{run_id}:{what}",
+        next_action=(
+            "Open the run: still waiting for the source (nothing landed yet), stuck in a queue or pool, or "
+            "failed? Deliver or fix the day's data and re-run it; until then "
+            + ("downstream days wait (strict day order) and nothing new is scored." if doing == "published"
+               else "the day has no predictions from the champion.")
         ),
     )
 

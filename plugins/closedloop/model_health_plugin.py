@@ -8,6 +8,9 @@ It shows, for the configured model:
 * the promotion / rejection / rollback history with reasons (`training.model.registry.audit_log`);
 * the latest drift-monitor decisions, each linked to its Evidently report
   (`training.monitoring.decision_log.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
+* the promotions waiting for a person: train_model's `approve_promotion` tasks parked in Airflow's
+  `awaiting_input` state (Airflow's `hitl_detail` table, read with its ORM), each linked to its
+  Required Actions page and showing its deadline (`pending_approvals`);
 * the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
   an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server);
 * the loop day by day as one picture (`/model-health/chart.png`): the same chart `make demo` writes to
@@ -125,8 +128,37 @@ def render_markdown(text: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 
 
-def collect(paths: Any, cfg: Any) -> dict[str, Any]:
+def pending_approvals(dag_id: str) -> list[dict[str, Any]]:
+    """The unanswered Human-in-the-loop questions of one DAG (train_model's `approve_promotion`),
+    oldest first: what is asked, since when, until when, and the Required Actions page to answer it."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(HITLDetail.subject, HITLDetail.created_at, HITLDetail.defaults, TaskInstance.dag_id,
+                   TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index, TaskInstance.trigger_timeout)
+            .join(TaskInstance, HITLDetail.ti_id == TaskInstance.id)
+            .where(TaskInstance.dag_id == dag_id, HITLDetail.responded_at.is_(None),
+                   TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+            .order_by(HITLDetail.created_at)
+        ).all()
+    return [{
+        "subject": r.subject, "dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id,
+        "asked_at": r.created_at.isoformat() if r.created_at else None,
+        "deadline": r.trigger_timeout.isoformat() if r.trigger_timeout else None,
+        "default": ", ".join(r.defaults or []) or None,
+        # relative to the UI's base URL, like the page's own link in the navigation
+        "href": f"../dags/{r.dag_id}/runs/{r.run_id}/tasks/{r.task_id}/required_actions?map_index={r.map_index}",
+    } for r in rows]
+
+
+def collect(paths: Any, cfg: Any, model: str | None = None) -> dict[str, Any]:
     """What the page shows, as plain data (also served as JSON at `/model-health/api/status`)."""
+    from training.deployment import dag_id
     from training.model import registry
     from training.monitoring import decision_log
 
@@ -134,6 +166,7 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
     status = _section(lambda: registry.model_status(paths, cfg))
     audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
     drift = _section(lambda: decision_log.latest_decisions(paths, DRIFT_LIMIT))
+    approvals = _section(lambda: pending_approvals(dag_id(model, "train_model")))
     report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None, "href": None}
     uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
     if uri:
@@ -157,6 +190,7 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
         "status": status,
         "audit": audit,
         "drift": drift,
+        "approvals": approvals,
         "report": report,
     }
 
@@ -315,12 +349,12 @@ def create_app(runtime: Callable[..., tuple[Any, Any]] = _runtime,
     @app.get("/", response_class=HTMLResponse)
     def page(model: str | None = None) -> HTMLResponse:
         cfg, paths, known, model = chosen(model)
-        return HTMLResponse(render_page(with_models(collect(paths, cfg), known, model)))
+        return HTMLResponse(render_page(with_models(collect(paths, cfg, model), known, model)))
 
     @app.get("/api/status")
     def status(model: str | None = None) -> dict[str, Any]:
         cfg, paths, known, model = chosen(model)
-        return with_models(collect(paths, cfg), known, model)
+        return with_models(collect(paths, cfg, model), known, model)
 
     @app.get("/chart.png")
     def chart(model: str | None = None) -> Response:

@@ -28,6 +28,31 @@ def default_args(model: str | None = None, **overrides: Any) -> dict[str, Any]:
             "on_failure_callback": failure_notifier(model), **overrides}
 
 
+def deadline_alerts(model: str | None, config: Config, dag: str) -> list[Any] | None:
+    """The Deadline Alerts of `data_pipeline` (day published by its start + `published_within_hours`)
+    or `batch_inference` (scored within `scored_within_hours` of being queued); None when not configured.
+
+    The callback (`closedloop.notifiers.deadline_missed`) runs in the executor when Airflow's scheduler
+    finds the run unfinished at its deadline, and tells the model's notification routes.
+    """
+    from airflow.sdk.definitions.callback import SyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    spec = config.deadlines
+    if dag == "data_pipeline":
+        hours, reference, what = spec.published_within_hours, DeadlineReference.DAGRUN_LOGICAL_DATE, "published"
+    elif dag == "batch_inference":
+        hours, reference, what = spec.scored_within_hours, DeadlineReference.DAGRUN_QUEUED_AT, "scored"
+    else:
+        raise ValueError(f"no deadline alert is defined for {dag!r} (data_pipeline, batch_inference)")
+    if hours is None:
+        return None
+    return [DeadlineAlert(
+        reference=reference, interval=dt.timedelta(hours=hours), name=f"day_{what}",
+        callback=SyncCallback("closedloop.notifiers.deadline_missed", kwargs={"model": model, "what": what}),
+    )]
+
+
 def parse_config(model: str | None = None) -> Config:
     """The validated config for a DAG file's *structure* (schedules, `execution` mode), read at parse time.
 

@@ -19,6 +19,7 @@ NO_RETRY = {
     ("data_pipeline", "verify_published"),  # reports this run's states: a retry reads the same
     ("drift_monitor", "trigger_retrain"),   # a retry after a trigger that landed starts a 2nd retrain
     ("rollback_champion", "rollback"),      # manual and watched: fails the same way again
+    ("train_model", "approve_promotion"),   # a retry would ask the person a second time
 }
 
 

@@ -126,8 +126,12 @@ def test_kubernetes_mode_turns_the_heavy_stages_into_pods(kubernetes_mode):
     assert not isinstance(train.get_task("decide"), KubernetesPodOperator)  # light, needs Airflow's context
     assert train.get_task("train").upstream_task_ids == {"decide"}
     assert train.get_task("evaluate").upstream_task_ids == {"train"}
-    assert train.get_task("outcome").upstream_task_ids == {"evaluate"}
-    assert train.get_task("challenger_rejected").upstream_task_ids == {"evaluate", "outcome"}
+    assert train.get_task("route").upstream_task_ids == {"evaluate"}
+    assert "--hold" in train.get_task("evaluate").arguments  # a passing challenger waits for `promote`
+    assert train.get_task("approve_promotion").upstream_task_ids == {"route"}
+    assert train.get_task("promote").upstream_task_ids == {"route", "approve_promotion"}
+    assert train.get_task("outcome").upstream_task_ids == {"promote"}
+    assert train.get_task("challenger_rejected").upstream_task_ids == {"route", "outcome"}
     res = train.get_task("train").build_pod_request_obj(dry_run=True).spec.containers[0].resources
     assert res.requests == {"cpu": "3", "memory": "6Gi"} and res.limits == {"memory": "7Gi"}
 
@@ -157,7 +161,9 @@ def test_local_mode_keeps_the_in_process_tasks(tmp_path, monkeypatch, airflow_db
     _use_config(tmp_path, monkeypatch)  # default execution: local
     assert _types(_dag("train_model")) == {
         "decide": "_ShortCircuitDecoratedOperator", "train": "_PythonDecoratedOperator",
-        "evaluate": "_PythonDecoratedOperator", "outcome": "_BranchPythonDecoratedOperator",
+        "evaluate": "_PythonDecoratedOperator", "route": "_BranchPythonDecoratedOperator",
+        "approve_promotion": "PromotionApproval", "promote": "_PythonDecoratedOperator",
+        "outcome": "_BranchPythonDecoratedOperator",
         "announce_champion": "_PythonDecoratedOperator", "challenger_rejected": "_PythonDecoratedOperator",
     }
     assert _types(_dag("batch_inference")) == {"score": "_PythonDecoratedOperator"}

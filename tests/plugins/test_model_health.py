@@ -227,7 +227,9 @@ def test_drift_report_stored_relative_to_the_state_dir_is_linked(tmp_path: Path)
     assert mh._drift_report_href(paths, "/elsewhere/w.html") is None
 
 
-def test_fresh_install_renders_no_champion_yet(tmp_path: Path, base_config: Config, monkeypatch) -> None:
+def test_fresh_install_renders_no_champion_yet(tmp_path: Path, base_config: Config, monkeypatch, airflow_db) -> None:
+    """(`airflow_db`: the api-server this page runs in always has its metadata DB, where the
+    pending approvals are read.)"""
     monkeypatch.delenv("CLOSEDLOOP_OPS_DB_URL", raising=False)
     paths = StatePaths(tmp_path / "fresh")  # not even created: nothing has run yet
     resp = _client(paths, base_config).get("/")
@@ -237,6 +239,7 @@ def test_fresh_install_renders_no_champion_yet(tmp_path: Path, base_config: Conf
     assert "No registry actions recorded yet" in text
     assert "No monitoring windows evaluated yet" in text
     assert "No gate decision yet" in text
+    assert "No promotion is waiting for a person" in text
     assert "Could not read" not in text
     chart = _client(paths, base_config).get("/chart.png")  # an empty chart, not an error
     assert chart.status_code == 200 and _png_size(chart.content) == (1400, 900)

@@ -8,6 +8,12 @@ a UI-relative link in the description - never by a path on one machine, so the l
 moved state directory or server; then the registry promotes or records the rejection. The
 decision is keyed like the training it judges, so re-running evaluate for the same challenger
 changes nothing.
+
+A passing challenger's promotion risks are classified (`training.model.approval`). `hold=True`
+(train_model's `evaluate` task) records a rejection as always but leaves a passing challenger
+`held`: the DAG's `promote` task moves the alias, after a person answered when the promotion is
+risky, through `settle`, which audits the answer (approver, comment, time) with the promotion or
+rejection and appends it to the decision report.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pandas as pd
 from training.config import Config
 from training.data import datasets
 from training.errors import ClosedloopError
-from training.model import gates, registry, reports, tracking
+from training.model import approval, gates, registry, reports, tracking
 from training.paths import StatePaths
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,7 @@ class EvaluationResult:
     challenger_version: str
     champion_version: str | None
     promote: bool
-    action: str  # promote | first_promote | reject | dry_run
+    action: str  # promote | first_promote | reject | dry_run | held (passed, promotion left to `settle`)
     policy: str
     failed_gates: list[str]
     report_uri: str | None
@@ -54,6 +60,10 @@ class EvaluationResult:
     idempotency_key: str
     reused: bool = False
     trigger_reason: str | None = None  # why the challenger was trained (its version's `trigger_reason` tag)
+    risks: list[dict[str, str]] = dataclasses.field(default_factory=list)  # `approval.Risk`s of the promotion
+    needs_approval: bool = False  # a person must answer before the promotion (`approval:` config)
+    promote_reason: str | None = None  # the audit reason of the promotion, when the gates passed
+    approval: dict[str, Any] | None = None  # the `approval.Answer` that settled a held promotion
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,6 +142,8 @@ def _from_audit(rec: registry.AuditRecord, key: str) -> EvaluationResult:
         metrics=m,
         idempotency_key=key,
         reused=True,
+        risks=list(m.get("approval", {}).get("risks", [])),
+        approval=m.get("approval", {}).get("answer"),
     )
 
 
@@ -145,10 +157,12 @@ def evaluate_challenger(
     idempotency_key: str | None = None,
     act: bool = True,
     actor: str | None = None,
+    hold: bool = False,
 ) -> EvaluationResult:
     """Gate the challenger (default: `@challenger`) against `@champion` and act on the decision.
 
     `act=False` is a dry run: the report and tags are written, the registry is not touched.
+    `hold=True`: a rejection is recorded, a passing challenger is returned `held` for `settle`.
     """
     name = cfg.model.name
     mc = tracking.client(paths)
@@ -199,6 +213,20 @@ def evaluate_challenger(
         ),
     )
     failed = [g.name for g in decision.failed]
+    risks: list[approval.Risk] = []
+    shift = None
+    if decision.promote:
+        shift = None if champion is None else approval.score_shift(champion.scores, challenger.scores)
+        risks = approval.classify(
+            cfg.approval,
+            first_champion=champion is None,
+            recovery=decision.policy == gates.POLICY_RECOVERY,
+            challenger_signature=challenger.signature,
+            champion_signature=None if champion is None else champion.signature,
+            shift=shift,
+        )
+    # only train_model (hold=True) asks: a person running `evaluate` by hand has decided already
+    needs = hold and decision.promote and approval.needs_approval(cfg.approval, risks)
     context = {
         "model_name": name,
         "challenger_version": ch_version,
@@ -225,7 +253,10 @@ def evaluate_challenger(
     }
 
     run = mc.get_run(ch_mv.run_id)
-    mc.log_text(ch_mv.run_id, reports.render_report(decision, context), REPORT_ARTIFACT)
+    report_text = reports.render_report(decision, context)
+    if decision.promote:
+        report_text += approval.report_section(cfg.approval, risks, needs, shift)
+    mc.log_text(ch_mv.run_id, report_text, REPORT_ARTIFACT)
     mc.log_dict(ch_mv.run_id, {"context": context, "decision": decision.to_dict()}, DECISION_ARTIFACT)
     report_uri = tracking.run_artifact_uri(ch_mv.run_id, REPORT_ARTIFACT)
     report_link = tracking.ui_artifact_route(run.info.experiment_id, ch_mv.run_id, REPORT_ARTIFACT)
@@ -250,6 +281,9 @@ def evaluate_challenger(
         "failed_gates": failed,
         "training_method": ch_mv.tags.get("training_method"),
     }
+    if decision.promote:
+        audit_metrics["approval"] = {"risks": [r.to_dict() for r in risks], "asked": needs,
+                                     "score_shift": shift, "mode": cfg.approval.mode}
     if decision.recovery is not None and decision.recovery["champion_collapsed"]:
         # audited: the champion had collapsed, and whether the recovery floors were applied
         audit_metrics["recovery"] = gates.json_safe(decision.recovery)
@@ -265,6 +299,15 @@ def evaluate_challenger(
         report_uri=report_uri,
         metrics=audit_metrics,
         idempotency_key=key,
+        trigger_reason=ch_mv.tags.get("trigger_reason"),
+        risks=[r.to_dict() for r in risks],
+        needs_approval=needs,
+        promote_reason=(
+            None if not decision.promote
+            else f"recovery policy: {decision.recovery['why']}; all evaluated gates passed"
+            if decision.policy == gates.POLICY_RECOVERY and decision.recovery
+            else f"all evaluated gates passed ({decision.policy})"
+        ),
     )
     if not act:
         return result
@@ -275,22 +318,10 @@ def evaluate_challenger(
         mc.set_model_version_tag(
             name, ch_version, "model_card", tracking.run_artifact_uri(ch_mv.run_id, MODEL_CARD_ARTIFACT)
         )
-        rec = registry.promote(
-            paths,
-            cfg,
-            ch_version,
-            reason=(
-                f"recovery policy: {decision.recovery['why']}; all evaluated gates passed"
-                if decision.policy == gates.POLICY_RECOVERY and decision.recovery
-                else f"all evaluated gates passed ({decision.policy})"
-            ),
-            idempotency_key=key,
-            metrics=audit_metrics,
-            report_uri=report_uri,
-            airflow_run_id=airflow_run_id,
-            gated_against=None if champion is None else champion.version,
-            actor=actor,
-        )
+        mc.set_model_version_tag(name, ch_version, "approval", "pending" if needs else "not_needed")
+        if hold:
+            return dataclasses.replace(result, action="held")
+        return settle(paths, cfg, result, None, airflow_run_id=airflow_run_id, actor=actor)
     else:
         why = "; ".join(f"{g.name}: {g.why}" for g in decision.failed)
         rec = registry.reject(
@@ -305,3 +336,71 @@ def evaluate_challenger(
             actor=actor,
         )
     return dataclasses.replace(result, action=rec.action, trigger_reason=rec.trigger_reason)
+
+
+def settle(
+    paths: StatePaths,
+    cfg: Config,
+    held: EvaluationResult,
+    answer: approval.Answer | None,
+    *,
+    airflow_run_id: str | None = None,
+    actor: str | None = None,
+) -> EvaluationResult:
+    """Promote a gate-approved challenger, or record a person's (or the timeout's) rejection of it.
+
+    `answer` None: the promotion needs no approval (or a person ran the CLI). Otherwise the answer's
+    actor (`user:<name>`, or `timeout:<default>`) is the audit row's actor, and the answer, comment
+    and time go into the audit metrics, the reason, the version's `approval` tag and the report.
+    """
+    if not held.promote:
+        raise EvaluationError(
+            f"{held.model_name} v{held.challenger_version} did not pass the gates ({held.action}); nothing to settle"
+        )
+    done = registry.find_audit(paths, held.idempotency_key)
+    if done is not None:
+        return _from_audit(done, held.idempotency_key)
+    if held.needs_approval and answer is None:
+        raise EvaluationError(
+            f"{held.model_name} v{held.challenger_version} is a risky promotion "
+            f"({', '.join(r['kind'] for r in held.risks)}): it needs an approval answer (approve_promotion)"
+        )
+    metrics = dict(held.metrics)
+    if answer is not None:
+        metrics["approval"] = {**metrics.get("approval", {}), "answer": answer.to_dict()}
+        _record_answer(paths, cfg, held, answer)
+    who = actor if answer is None else answer.actor
+    if answer is None or answer.approved:
+        rec = registry.promote(
+            paths, cfg, held.challenger_version,
+            reason=(held.promote_reason or "all evaluated gates passed")
+            + ("" if answer is None else f"; {answer.summary}"),
+            idempotency_key=held.idempotency_key, metrics=metrics, report_uri=held.report_uri,
+            airflow_run_id=airflow_run_id, gated_against=held.champion_version, actor=who,
+        )
+    else:
+        rec = registry.reject(
+            paths, cfg, held.challenger_version,
+            reason=f"gates passed, promotion not approved - {answer.summary}",
+            idempotency_key=held.idempotency_key, metrics=metrics, report_uri=held.report_uri,
+            airflow_run_id=airflow_run_id, actor=who,
+        )
+    return dataclasses.replace(
+        held, action=rec.action, promote=rec.action in registry.PROMOTING, trigger_reason=rec.trigger_reason,
+        metrics=metrics, approval=None if answer is None else answer.to_dict(),
+        failed_gates=held.failed_gates if rec.action != "reject" else [*held.failed_gates, "approval"],
+    )
+
+
+def _record_answer(paths: StatePaths, cfg: Config, held: EvaluationResult, answer: approval.Answer) -> None:
+    """The answer on the version (tag `approval`) and at the end of its decision report."""
+    import mlflow.artifacts
+
+    mc = tracking.client(paths)
+    name, version = held.model_name, held.challenger_version
+    mc.set_model_version_tag(name, version, "approval", answer.summary[:500])
+    if held.report_uri:
+        run_id = tracking.get_version(mc, name, version).run_id
+        text = mlflow.artifacts.load_text(held.report_uri)
+        if "\n## Approval answer\n" not in text:
+            mc.log_text(run_id, text + approval.answer_section(answer), REPORT_ARTIFACT)

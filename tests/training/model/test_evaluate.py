@@ -174,6 +174,8 @@ def test_schema_changed_challenger_rejected_without_override(
         act=False,
     )
     assert dry.action == "dry_run" and dry.failed_gates == [] and dry.promote
+    # a passing signature change is a promotion risk (approval.mode never here: reported, not asked)
+    assert [r["kind"] for r in dry.risks] == ["signature_change"] and not dry.needs_approval
     _assert_champion_kept(module_state, cfg, strong_t.version, strong_t.holdout_hash)
 
 
@@ -266,3 +268,70 @@ def test_recovery_relative_to_a_baseline_trained_on_the_same_days(module_state, 
     row = registry.audit_log(module_state, "fraud_recovery_baseline", limit=1)[0]
     assert row["metrics"]["policy"] == "recovery" and row["reason"].startswith("recovery policy:")
     assert "baseline trained on the same days" in row["reason"]
+
+
+@pytest.fixture(scope="module")
+def held_first(module_state, cfg, versions, train_eval):
+    """A first champion under `approval.mode: risky`, evaluated as train_model does (`hold=True`)."""
+    risky = with_overrides(cfg, model={"name": "fraud_hold"}, approval={"mode": "risky", "on_timeout": "reject"})
+    trained, held = train_eval(module_state, risky, versions["full"], "held", hold=True, actor="scheduler")
+    return risky, trained, held
+
+
+def test_a_risky_promotion_is_held_unaudited_until_answered(held_first, module_state):
+    risky, trained, held = held_first
+    assert held.action == "held" and held.promote and held.needs_approval
+    assert [r["kind"] for r in held.risks] == ["first_champion"]
+    assert registry.audit_log(module_state, risky.model.name) == []  # nothing decided yet
+    assert tracking.alias_version(tracking.client(module_state), risky.model.name, "champion") is None
+    assert "A person must approve this promotion" in _artifact_text(module_state, held.report_uri)
+    from training.model.evaluate import EvaluationError, settle
+
+    with pytest.raises(EvaluationError, match="needs an approval answer"):
+        settle(module_state, risky, held, None)
+
+
+def test_a_persons_rejection_then_approval_are_audited_with_approver_comment_and_time(held_first, module_state):
+    from training.model import approval
+    from training.model.evaluate import evaluate_challenger, settle
+
+    risky, trained, held = held_first
+    no = approval.Answer(approved=False, actor="user:bob", at="2026-12-07T09:00:00+00:00",
+                         comment="wait for the audit", timed_out=False)
+    rejected = settle(module_state, risky, held, no, airflow_run_id="run-1", actor="scheduler")
+    assert rejected.action == "reject" and not rejected.promote and "approval" in rejected.failed_gates
+    (row,) = registry.audit_log(module_state, risky.model.name)
+    assert (row["action"], row["actor"], row["trigger_reason"]) == ("reject", "user:bob", "held")
+    assert "rejected by user:bob at 2026-12-07T09:00:00+00:00: wait for the audit" in row["reason"]
+    assert row["metrics"]["approval"]["answer"]["comment"] == "wait for the audit"
+    report = _artifact_text(module_state, held.report_uri)
+    assert "## Approval answer" in report and "user:bob" in report and "wait for the audit" in report
+    # the same decision settled again (a retried task) changes nothing
+    assert settle(module_state, risky, held, no).reused
+    assert len(registry.audit_log(module_state, risky.model.name)) == 1
+
+    # a new training of the same data is a new decision; this time the person approves
+    again = evaluate_challenger(module_state, risky, version=trained.version, hold=True,
+                                idempotency_key="fraud_hold#second")
+    assert again.action == "held" and again.needs_approval
+    yes = approval.Answer(approved=True, actor="user:alice", at="2026-12-07T09:05:00+00:00", comment="ok",
+                          timed_out=False)
+    promoted = settle(module_state, risky, again, yes, airflow_run_id="run-2")
+    assert promoted.action == "first_promote" and promoted.approval["actor"] == "user:alice"
+    row = registry.audit_log(module_state, risky.model.name, limit=1)[0]
+    assert (row["action"], row["actor"]) == ("first_promote", "user:alice")
+    assert "approved by user:alice" in row["reason"] and row["metrics"]["approval"]["risks"][0]["kind"] == "first_champion"
+    mv = tracking.alias_version(tracking.client(module_state), risky.model.name, "champion")
+    assert str(mv.version) == trained.version and mv.tags["approval"].startswith("approved by user:alice")
+
+
+def test_evaluate_run_by_hand_promotes_a_risky_challenger_without_asking(module_state, cfg, versions, train_eval):
+    """`python -m training evaluate` is a person deciding: under `approval.mode: risky` it still promotes,
+    and the report and audit row say which risks it carried and that nobody was asked."""
+    risky = with_overrides(cfg, model={"name": "fraud_by_hand"}, approval={"mode": "risky"})
+    trained, e = train_eval(module_state, risky, versions["full"], "by hand", actor="cli:ops")
+    assert e.action == "first_promote" and not e.needs_approval
+    (row,) = registry.audit_log(module_state, risky.model.name)
+    assert row["actor"] == "cli:ops" and row["metrics"]["approval"]["asked"] is False
+    assert [r["kind"] for r in row["metrics"]["approval"]["risks"]] == ["first_champion"]
+    assert "nobody is asked" in _artifact_text(module_state, e.report_uri)

@@ -8,6 +8,8 @@ It shows, for the configured model:
 * the promotion / rejection / rollback history with reasons (`training.model.registry.audit_log`);
 * the latest drift-monitor decisions, each linked to its Evidently report
   (`training.monitoring.decision_log.latest_decisions`; the HTML files under `StatePaths.reports` are served here);
+* the shadow evaluations: @challenger vs @champion and a new champion vs the previous one on the same
+  matured live rows, with the CI, flip rate, verdict and what the loop did (`training.monitoring.shadow.history`);
 * the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
   an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server);
 * the loop day by day as one picture (`/model-health/chart.png`): the same chart `make demo` writes to
@@ -128,12 +130,13 @@ def render_markdown(text: str) -> str:
 def collect(paths: Any, cfg: Any) -> dict[str, Any]:
     """What the page shows, as plain data (also served as JSON at `/model-health/api/status`)."""
     from training.model import registry
-    from training.monitoring import decision_log
+    from training.monitoring import decision_log, shadow
 
     name = cfg.model.name
     status = _section(lambda: registry.model_status(paths, cfg))
     audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
     drift = _section(lambda: decision_log.latest_decisions(paths, DRIFT_LIMIT))
+    shadow_rows = _section(lambda: shadow.history(paths, name, DRIFT_LIMIT))
     report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None, "href": None}
     uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
     if uri:
@@ -157,6 +160,7 @@ def collect(paths: Any, cfg: Any) -> dict[str, Any]:
         "status": status,
         "audit": audit,
         "drift": drift,
+        "shadow": shadow_rows,
         "report": report,
     }
 

@@ -131,7 +131,7 @@ def run_url(cfg: Config, dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
 
 
-What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "failure"]
+What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "shadow", "failure"]
 
 
 class ClosedloopNotifier(BaseNotifier):
@@ -139,6 +139,7 @@ class ClosedloopNotifier(BaseNotifier):
 
     `what` says which decision the task makes: `gate_decision` (train_model's evaluate),
     `deferral` (train_model's decide), `drift_trigger` (drift_monitor's record_trigger), `rollback`,
+    `shadow` (drift_monitor's shadow: an automatic rollback or a promotion on shadow evidence),
     `failure` (any task's `on_failure_callback`; one message per failed run).
     """
 
@@ -177,6 +178,8 @@ class ClosedloopNotifier(BaseNotifier):
             )
         if self.what == "rollback":
             return notify.rollback(cfg, ti.xcom_pull(task_ids=ti.task_id) or {}, run_url=url)
+        if self.what == "shadow":  # drift_monitor's shadow task: an automatic rollback or promotion, if any
+            return notify.shadow_decision(cfg, ti.xcom_pull(task_ids=ti.task_id) or {}, run_url=url)
         if self.what == "deferral":
             from training.monitoring import retrain_deferral
 

@@ -155,11 +155,13 @@ def test_worse_new_champion_is_rolled_back_notified_and_not_repromoted(module_st
     assert row["metrics"]["shadow_upper"] < 0 and row["airflow_run_id"] == "scheduled__shadow1"
     assert shadow.history(module_state, cfg.model.name)[0]["action"] == "rollback"
     # notified through the loop's notification path, once per decision
-    message = notify.rollback(cfg, result["rollback"], run_url="http://airflow.test/run")
+    assert notify.shadow_decision(cfg, {**result, "rollback": None}) is None  # nothing moved: nothing told
+    message = notify.shadow_decision(cfg, result, run_url="http://airflow.test/run")  # drift_monitor's callback
     assert [o["status"] for o in deliver(module_state, cfg, message)] == ["sent"]
     assert [o["status"] for o in deliver(module_state, cfg, message)] == ["already_sent"]
     (hook,) = [h for h in webhook.received if h["closedloop"]["kind"] == "rollback"]
     assert hook["closedloop"]["severity"] == "critical" and "significantly worse" in hook["closedloop"]["body"]
+    assert hook["closedloop"]["evidence"]["upper"] < 0 and hook["closedloop"]["evidence"]["actor"] == "scheduler:shadow_monitor"
     print("rollback webhook as received:", json.dumps(hook["closedloop"], indent=1))
     # not re-promoted without new evidence: the gate-based promotion refuses it, saying why
     with pytest.raises(registry.RollbackBlocked, match="rolled back automatically.*new evidence"):

@@ -423,6 +423,18 @@ def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
 
 
 @command(
+    "shadow",
+    "judge the versions scored in shadow on the labels matured by a day (challenger vs champion, new vs "
+    "previous champion); roll back / promote on significant evidence, as drift_monitor's shadow task does",
+    arg("--date", type=_date, required=True, help="the monitored day (YYYY-MM-DD): labels matured by it are used"),
+)
+def _shadow(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.monitoring.shadow import judge
+
+    return judge(ctx.paths, ctx.cfg, ns.date)
+
+
+@command(
     "replay",
     "run days through the whole loop in-process (land ... publish, train when due, infer, drift), "
     "deciding as the DAGs do; one line per day",

@@ -691,10 +691,18 @@ def model_status(paths: StatePaths, cfg: Config) -> dict[str, Any]:
 
 
 def previous_champion(paths: StatePaths, cfg: Config) -> str | None:
-    """The champion the current one replaced (audit log's stack), scored in shadow after a promotion."""
+    """The champion the current one replaced (audit log's stack), scored in shadow after a promotion.
+
+    None when there is none, or when the current champion came back by a rollback: the rollback
+    watch follows promotions only (a restored champion is not judged against its own predecessor).
+    """
     current = current_champion(paths, cfg)
-    stack = champion_stack(paths, cfg.model.name)
-    if current is None or len(stack) < 2 or stack[-1] != current:
+    if current is None:
+        return None
+    with _engine(paths).connect() as conn:
+        stack = _stack(conn, cfg.model.name)
+        latest = _latest_promotion(conn, cfg.model.name, current)
+    if len(stack) < 2 or stack[-1] != current or latest is None or latest.action == "rollback":
         return None
     return stack[-2]
 

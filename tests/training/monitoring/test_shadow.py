@@ -18,6 +18,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from training.config import with_overrides
 from training.model import registry, tracking
@@ -167,17 +168,28 @@ def test_worse_new_champion_is_rolled_back_notified_and_not_repromoted(module_st
     with pytest.raises(registry.RollbackBlocked, match="rolled back automatically.*new evidence"):
         registry.promote(module_state, cfg, versions["weak"], reason="gates passed", idempotency_key="again")
     assert "force-promote" in (registry.rollback_block(module_state, cfg, versions["weak"]) or "")
+    # a champion restored by a rollback is not watched against its own predecessor
+    assert registry.previous_champion(module_state, cfg) is None
     # the same run retried: no second rollback
     again = shadow.judge(module_state, cfg, world["as_of"], airflow_run_id="scheduled__shadow1")
     assert again["rollback"] is None and registry.current_champion(module_state, cfg) == versions["full"]
 
 
-def test_champion_within_noise_of_the_previous_is_kept(module_state, cfg, world, versions):
+def test_champion_within_noise_of_the_previous_is_kept(module_state, cfg, world, versions, tmp_path, capsys):
     twin = train_model(module_state, with_overrides(cfg, training={"seed": 8}),
                        TrainRequest(reason="twin", data_version=world["full"]))
     registry.force_promote(module_state, cfg, twin.version, "test: a retrain on the same data")
     assert registry.previous_champion(module_state, cfg) == versions["full"]
     _score(module_state, cfg, world["days"])
+    from training import cli
+
+    cfg_file = tmp_path / "closedloop.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    capsys.readouterr()
+    # the CLI runs the same judgement and prints it as JSON
+    assert cli.main(["--config", str(cfg_file), "shadow", "--date", world["as_of"].isoformat()]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [c["kind"] for c in printed["comparisons"]] == ["rollback_watch"] and printed["rollback"] is None
     result = shadow.judge(module_state, cfg, world["as_of"])
     watch = next(c for c in result["comparisons"] if c["kind"] == "rollback_watch")
     print("\nwithin noise:", watch["why"])

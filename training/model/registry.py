@@ -353,6 +353,9 @@ def promote(
         done = _find(conn, idempotency_key)  # a concurrent run of the same action got here first
         if done is not None:
             return done
+        blocked = _rollback_block(conn, name, str(version))  # first: the rollback is the reason that matters
+        if blocked is not None:
+            raise RollbackBlocked(blocked)
         mv = tracking.get_version(mc, name, version)
         if mv.tags.get(GATE_DECISION_TAG) != "promote":
             raise RegistryError(
@@ -360,9 +363,6 @@ def promote(
                 f"(tag {GATE_DECISION_TAG}={mv.tags.get(GATE_DECISION_TAG)!r}); run `python -m training evaluate` "
                 "or use force-promote with a reason"
             )
-        blocked = _rollback_block(conn, name, str(version))
-        if blocked is not None:
-            raise RollbackBlocked(blocked)
         champion = tracking.alias_version(mc, name, tracking.CHAMPION)
         current = None if champion is None else str(champion.version)
         if gated_against != ANY_CHAMPION and current not in (gated_against, str(version)):

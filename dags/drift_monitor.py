@@ -22,7 +22,8 @@ Scheduled on the `closedloop_predictions` Asset (one run per scored interval).
    blocked from re-promotion until new evidence); with `shadow.promote_challenger` a challenger
    significantly better is promoted. Here, not in batch_inference: this DAG runs once the day's labels
    are published, the moment the matured windows can be judged. `announce_champion` emits the
-   champion Asset only when the alias moved.
+   champion Asset only when the alias moved. It runs in the worker in either execution mode (a join
+   of two prediction partitions, a label lookup and a bootstrap: light).
 5. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`;
    `record_trigger` links the decision to that run and tells the model's notification routes
    (the window's evidence, the Evidently report, the triggered run), once per window.

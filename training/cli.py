@@ -253,7 +253,8 @@ def _force_promote(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command(
     "infer",
-    "score one day (or several, --dates) with @champion (+ @challenger in shadow) into published.predictions",
+    "score one day (or several, --dates) with @champion (+ @challenger and the previous champion in shadow) "
+    "into published.predictions",
     arg("--date", type=_date, default=None, help="batch date (YYYY-MM-DD)"),
     arg("--dates", type=_dates, default=None,
         help="several batch dates, comma-separated: prints {batch_date, batch_dates, results} "

@@ -4,7 +4,9 @@
 Scheduled on the `closedloop_features` Asset (one run per published interval) and triggerable with
 `conf={"batch_date": "YYYY-MM-DD"}`. Writes `published.predictions`, replacing the interval's
 partition per alias (re-running a day never duplicates), and emits the `closedloop_predictions`
-Asset for the drift monitor. Champion rows are what production acts on; challenger rows are shadow.
+Asset for the drift monitor. Champion rows are what production acts on; challenger rows are shadow,
+and so, after a promotion, are the previous champion's (alias `previous_champion`), which the drift
+monitor's `shadow` task compares with the new champion to roll it back if it does significantly worse.
 
 With `execution.mode: kubernetes` and `infer` in `execution.stages`, the scoring runs as a pod
 (`python -m training infer --dates ...`): `days` resolves the intervals, `score` is the pod, and

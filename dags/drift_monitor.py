@@ -15,7 +15,16 @@ Scheduled on the `closedloop_predictions` Asset (one run per scored interval).
    cap of retrains per period (outcomes from the registry audit log); windows scored by an older
    champion ignored. Every decision — trigger or not, and why — is a row in `monitoring_decisions`;
    a trigger's evidence carries the onset window for the drift-aware retrain.
-4. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`;
+4. `shadow` — shadow evaluation on the same matured labels (training/monitoring/shadow.py): @challenger
+   against @champion and, after a promotion, the new champion against the previous one (both scored
+   in shadow by batch_inference), paired bootstrap CI + flip rate, one `shadow_evaluations` row per
+   pair and window. A new champion significantly worse is rolled back (audited `rollback`, notified,
+   blocked from re-promotion until new evidence); with `shadow.promote_challenger` a challenger
+   significantly better is promoted. Here, not in batch_inference: this DAG runs once the day's labels
+   are published, the moment the matured windows can be judged. `announce_champion` emits the
+   champion Asset only when the alias moved. It runs in the worker in either execution mode (a join
+   of two prediction partitions, a label lookup and a bootstrap: light).
+5. On a breach, `TriggerDagRunOperator` starts `train_model` with the reason and the evidence in `conf`;
    `record_trigger` links the decision to that run and tells the model's notification routes
    (the window's evidence, the Evidently report, the triggered run), once per window.
 
@@ -112,6 +121,28 @@ def build(model: str | None) -> None:
             run_id = context["ti"].xcom_pull(task_ids="trigger_retrain", key="trigger_run_id")
             attach_triggered_run(paths, dt.date.fromisoformat(result["window_end"]), result["champion_version"], run_id)
 
+        @task(on_success_callback=ClosedloopNotifier(model, "shadow"))
+        def shadow(days: list[str], monitored: dict, **context) -> dict:
+            """Judge the version pairs scored in shadow; roll back / promote on significant evidence."""
+            from training.monitoring.shadow import judge_days
+
+            cfg, paths = load_runtime(model)
+            return judge_days(paths, cfg, [dt.date.fromisoformat(d) for d in days], airflow_run_id=context["run_id"])
+
+        @task.short_circuit
+        def champion_moved(judged: dict) -> bool:
+            return bool(judged.get("rollback") or judged.get("promotion"))
+
+        @task(outlets=[assets.champion])
+        def announce_champion(judged: dict, **context) -> None:
+            moved = judged.get("rollback") or judged.get("promotion") or {}
+            context["outlet_events"][assets.champion].extra = {
+                "model_name": moved.get("model_name"),
+                "champion_version": moved.get("to_version"),
+                "previous_champion": moved.get("from_version"),
+                "action": moved.get("action"),
+            }
+
         windows = wait_for_window()
         if execution.in_pod("drift"):
             from closedloop.pods import stage_pod
@@ -125,6 +156,8 @@ def build(model: str | None) -> None:
         else:
             result = evaluate(windows)
         breached(result) >> trigger_retrain >> record_trigger(result)
+        judged = shadow(windows, result)
+        champion_moved(judged) >> announce_champion(judged)
 
     drift_monitor()
 

@@ -256,7 +256,8 @@ def _force_promote(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command(
     "infer",
-    "score one day (or several, --dates) with @champion (+ @challenger in shadow) into published.predictions",
+    "score one day (or several, --dates) with @champion (+ @challenger and the previous champion in shadow) "
+    "into published.predictions",
     arg("--date", type=_date, default=None, help="batch date (YYYY-MM-DD)"),
     arg("--dates", type=_dates, default=None,
         help="several batch dates, comma-separated: prints {batch_date, batch_dates, results} "
@@ -423,6 +424,18 @@ def _drift(ctx: Context, ns: argparse.Namespace) -> Any:
         ctx.paths, ctx.cfg, [ns.date] if ns.date is not None else ns.dates,
         retrain_in_flight=lambda: bool(ns.retrain_in_flight), log=lambda line: print(line, file=sys.stderr),
     )
+
+
+@command(
+    "shadow",
+    "judge the versions scored in shadow on the labels matured by a day (challenger vs champion, new vs "
+    "previous champion); roll back / promote on significant evidence, as drift_monitor's shadow task does",
+    arg("--date", type=_date, required=True, help="the monitored day (YYYY-MM-DD): labels matured by it are used"),
+)
+def _shadow(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.monitoring.shadow import judge
+
+    return judge(ctx.paths, ctx.cfg, ns.date)
 
 
 @command(

@@ -627,6 +627,34 @@ class ApprovalSpec(_Strict):
     on_timeout: Literal["approve", "reject"] = "reject"
 
 
+class ShadowRollback(_Strict):
+    """Automatic rollback: a new champion significantly worse than the one it replaced, on the same
+    matured live rows (the previous champion keeps scoring in shadow), is rolled back by the monitor."""
+
+    enabled: bool = True
+    #: who the audit log names as the actor of an automatic rollback
+    actor: str = Field(default="scheduler:shadow_monitor", min_length=1)
+
+
+class ShadowSpec(_Strict):
+    """Shadow evaluation (training/monitoring/shadow.py): the same live rows scored by two versions,
+    compared once their labels have matured (paired bootstrap CI on `model.primary_metric`, flip rate)."""
+
+    enabled: bool = True
+    #: the matured days compared: those of the last `max_window_days` that both versions scored
+    max_window_days: int = Field(default=14, ge=1)
+    #: fewer paired labelled rows / positives: the comparison is `insufficient` (recorded, never acted on)
+    min_rows: int = Field(default=1000, ge=10)
+    min_positives: int = Field(default=30, ge=2)
+    n_bootstrap: int = Field(default=500, ge=100)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    #: a challenger whose CI lies entirely above 0 in shadow, and whose gates failed only the holdout
+    #: comparison with the champion (`non_regression`), is promoted by the monitor (audited as
+    #: `promote`, trigger `shadow_evaluation`); False: the win is recorded and shown only
+    promote_challenger: bool = False
+    rollback: ShadowRollback = ShadowRollback()
+
+
 class Config(_Strict):
     model: ModelSpec
     contract: DataContract
@@ -643,6 +671,7 @@ class Config(_Strict):
     notifications: NotificationsSpec = NotificationsSpec()
     approval: ApprovalSpec = ApprovalSpec()
     deadlines: DeadlinesSpec = DeadlinesSpec()
+    shadow: ShadowSpec = ShadowSpec()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

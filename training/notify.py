@@ -198,12 +198,16 @@ def deferral_waiting(cfg: Config, deferral: dict[str, Any], *, run_url: str | No
 
 
 def rollback(cfg: Config, record: dict[str, Any], *, run_url: str | None = None) -> Message:
-    """`@champion` moved back (an `AuditRecord.to_dict()` of action rollback)."""
+    """`@champion` moved back (an `AuditRecord.to_dict()` of action rollback); an automatic rollback's
+    shadow evidence (its `metrics`) is part of the message."""
+    shadow = {k[len("shadow_"):].replace("_", " "): v for k, v in (record.get("metrics") or {}).items()
+              if k.startswith("shadow_")}
     return Message(
         kind="rollback", model=cfg.model.name, severity="critical",
         subject=f"{_prefix(cfg)} rolled back: v{record.get('from_version')} -> v{record.get('to_version')}",
         decision=f"rolled {cfg.model.name}@champion back from v{record.get('from_version')} to v{record.get('to_version')}",
-        evidence={"reason": record.get("reason"), "actor": record.get("actor"), "at": record.get("at")},
+        evidence={"reason": record.get("reason"), "trigger reason": record.get("trigger_reason"),
+                  "actor": record.get("actor"), "at": record.get("at"), **shadow},
         links=_links(airflow_run=run_url),
         dedupe_key=f"audit:{record.get('idempotency_key')}",
         next_action=(
@@ -232,6 +236,29 @@ def deadline_missed(
             "failed? Deliver or fix the day's data and re-run it; until then "
             + ("downstream days wait (strict day order) and nothing new is scored." if doing == "published"
                else "the day has no predictions from the champion.")
+        ),
+    )
+
+
+def shadow_decision(cfg: Config, result: dict[str, Any], *, run_url: str | None = None) -> Message | None:
+    """What drift_monitor's shadow task moved (`shadow.judge_days`'s result); None when nothing moved."""
+    if result.get("rollback"):
+        return rollback(cfg, result["rollback"], run_url=run_url)
+    record = result.get("promotion")
+    if not record:
+        return None
+    evidence = {"reason": record.get("reason"), "trigger reason": record.get("trigger_reason"),
+                "actor": record.get("actor"),
+                **{k[len("shadow_"):].replace("_", " "): v for k, v in (record.get("metrics") or {}).items()
+                   if k.startswith("shadow_")}}
+    return Message(
+        kind="promotion", model=cfg.model.name, severity="info",
+        subject=f"{_prefix(cfg)} v{record.get('to_version')} promoted on shadow evidence (was v{record.get('from_version')})",
+        decision=f"promoted {cfg.model.name} v{record.get('to_version')} to @champion: significantly better on matured live rows",
+        evidence=evidence, links=_links(airflow_run=run_url), dedupe_key=f"audit:{record.get('idempotency_key')}",
+        next_action=(
+            f"batch_inference scores with v{record.get('to_version')} from the next day; v{record.get('from_version')} "
+            "keeps scoring in shadow and is restored automatically if the new champion does significantly worse."
         ),
     )
 

@@ -5,7 +5,8 @@ must not decide differently from it. Each day runs what the DAG tasks call, in t
 `data_pipeline` (day order → land → front door → load raw → dbt build → feature gate → publish),
 `train_model` on the features event (`retrain_policy.decide_run`, the deferral it plans, train,
 evaluate), `batch_inference` (score the day) and `drift_monitor` (`drift_job.windows_ready` and
-`monitor_days`); a drift trigger starts the retrain right away, as `TriggerDagRunOperator` would.
+`monitor_days`, then the shadow judgement, `shadow.judge`, which may roll the champion back); a drift
+trigger starts the retrain right away, as `TriggerDagRunOperator` would.
 A refused day (day order or a gate) stops the replay: later days depend on it.
 """
 
@@ -37,6 +38,7 @@ class DayReport:
     training: list[dict[str, Any]] = field(default_factory=list)
     scored: dict[str, Any] = field(default_factory=dict)
     drift: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = [f"{self.day}: admitted, published {self.published.get('feature_rows', 0)} feature rows"]
@@ -44,11 +46,13 @@ class DayReport:
             parts.append(f"{t['step']}: {t['outcome']} ({t['why']})")
         parts.append(f"infer: {self.scored.get('status')} {self.scored.get('rows', 0)} rows")
         parts.append(f"drift: {self.drift.get('decision')} ({self.drift.get('why')})")
+        for c in self.shadow.get("comparisons") or []:
+            parts.append(f"shadow {c['kind']}: {c['verdict']}" + (f" -> {c['action']}" if c.get("action") else ""))
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"day": self.day.isoformat(), "admitted": self.admitted, "published": self.published,
-                "training": self.training, "scored": self.scored, "drift": self.drift}
+                "training": self.training, "scored": self.scored, "drift": self.drift, "shadow": self.shadow}
 
 
 def run_id(day: dt.date, step: str) -> str:
@@ -134,6 +138,9 @@ def replay_day(paths: StatePaths, cfg: Config, day: dt.date) -> DayReport:
         report.drift = {"decision": "not_ready", "why": why}
         return report
     report.drift = monitor_days(paths, cfg, [day], retrain_in_flight=lambda: False, log=lambda _: None)
+    from training.monitoring.shadow import judge
+
+    report.shadow = judge(paths, cfg, day, airflow_run_id=run_id(day, "shadow"))
     if report.drift.get("trigger"):
         conf, run = report.drift["conf"], run_id(day, "drift")
         attach_triggered_run(paths, day, report.drift["champion_version"], run)

@@ -11,6 +11,8 @@ It shows, for the configured model:
 * the promotions waiting for a person: train_model's `approve_promotion` tasks parked in Airflow's
   `awaiting_input` state (Airflow's `hitl_detail` table, read with its ORM), each linked to its
   Required Actions page and showing its deadline (`pending_approvals`);
+* the shadow evaluations: @challenger vs @champion and a new champion vs the previous one on the same
+  matured live rows, with the CI, flip rate, verdict and what the loop did (`training.monitoring.shadow.history`);
 * the latest gate decision report (Markdown artifact `decision/decision_report.md`), rendered, with
   an "open in MLflow" link built from its portable `runs:/` URI (so it follows the MLflow server);
 * the loop day by day as one picture (`/model-health/chart.png`): the same chart `make demo` writes to
@@ -160,13 +162,14 @@ def collect(paths: Any, cfg: Any, model: str | None = None) -> dict[str, Any]:
     """What the page shows, as plain data (also served as JSON at `/model-health/api/status`)."""
     from training.deployment import dag_id
     from training.model import registry
-    from training.monitoring import decision_log
+    from training.monitoring import decision_log, shadow
 
     name = cfg.model.name
     status = _section(lambda: registry.model_status(paths, cfg))
     audit = _section(lambda: registry.audit_log(paths, name, AUDIT_LIMIT))
     drift = _section(lambda: decision_log.latest_decisions(paths, DRIFT_LIMIT))
     approvals = _section(lambda: pending_approvals(dag_id(model, "train_model")))
+    shadow_rows = _section(lambda: shadow.history(paths, name, DRIFT_LIMIT))
     report: dict[str, Any] = {"uri": None, "source": "", "markdown": None, "error": None, "href": None}
     uri, source = _report_uri(status.get("data") or {}, audit.get("data") or [])
     if uri:
@@ -191,6 +194,7 @@ def collect(paths: Any, cfg: Any, model: str | None = None) -> dict[str, Any]:
         "audit": audit,
         "drift": drift,
         "approvals": approvals,
+        "shadow": shadow_rows,
         "report": report,
     }
 

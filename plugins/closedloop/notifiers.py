@@ -131,41 +131,7 @@ def run_url(cfg: Config, dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
 
 
-def deadline_missed(context: dict[str, Any], model: str | None = None, what: str = "published") -> None:
-    """The Deadline Alert callback of data_pipeline / batch_inference (`runtime.deadline_alerts`).
-
-    Airflow calls it with `context` = {"dag_run": the run as the REST API shows it, "deadline":
-    {"id", "deadline_time"}}; it tells the model's routes once per run (ledger dedupe) and never raises.
-    """
-    try:
-        import datetime as dt
-
-        from training import notify
-        from training.config import load_config
-        from training.deployment import use_model
-        from training.paths import StatePaths
-
-        use_model(model)
-        cfg = load_config()
-        if not cfg.notifications.routes:
-            log.warning("deadline missed (%s) but no notification routes are configured", what)
-            return
-        run = context.get("dag_run") or {}
-        deadline = context.get("deadline") or {}
-        dag_id, run_id = str(run.get("dag_id")), str(run.get("dag_run_id") or run.get("run_id"))
-        given = (run.get("conf") or {}).get("batch_date") or run.get("data_interval_start") or run.get("logical_date")
-        day = dt.date.fromisoformat(str(given)[:10]) if given else None
-        at = deadline.get("deadline_time")
-        message = notify.deadline_missed(
-            cfg, what=what, dag_id=dag_id, run_id=run_id, day=day, state=run.get("state"),
-            deadline=at.isoformat() if hasattr(at, "isoformat") else str(at), run_url=run_url(cfg, dag_id, run_id),
-        )
-        deliver(StatePaths.from_env(), cfg, message)
-    except Exception:  # a deadline alert must never fail anything
-        log.exception("closedloop deadline alert (%s) not sent", what)
-
-
-What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "failure", "approval"]
+What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "shadow", "failure", "approval"]
 
 
 class ClosedloopNotifier(BaseNotifier):
@@ -173,6 +139,7 @@ class ClosedloopNotifier(BaseNotifier):
 
     `what` says which decision the task makes: `gate_decision` (train_model's evaluate),
     `deferral` (train_model's decide), `drift_trigger` (drift_monitor's record_trigger), `rollback`,
+    `shadow` (drift_monitor's shadow: an automatic rollback or a promotion on shadow evidence),
     `failure` (any task's `on_failure_callback`; one message per failed run), `approval` (train_model's
     `approve_promotion` has asked a person: a notifier of the Human-in-the-loop operator).
     """
@@ -216,6 +183,8 @@ class ClosedloopNotifier(BaseNotifier):
                                              answer_url=f"{url}/tasks/{ti.task_id}/required_actions")
         if self.what == "rollback":
             return notify.rollback(cfg, ti.xcom_pull(task_ids=ti.task_id) or {}, run_url=url)
+        if self.what == "shadow":  # drift_monitor's shadow task: an automatic rollback or promotion, if any
+            return notify.shadow_decision(cfg, ti.xcom_pull(task_ids=ti.task_id) or {}, run_url=url)
         if self.what == "deferral":
             from training.monitoring import retrain_deferral
 

@@ -61,6 +61,9 @@ def test_drift_monitor_records_a_hold_for_a_window_that_cannot_trigger(scored_wi
     assert run.state == "success", states
     assert states["wait_for_window"] == states["evaluate"] == states["breached"] == "success", states
     assert states["trigger_retrain"] == states["record_trigger"] == "skipped", states
+    # one champion, no challenger in shadow: the shadow task judges nothing and the champion stays
+    assert states["shadow"] == states["champion_moved"] == "success", states
+    assert states["announce_champion"] == "skipped", states
 
     from training.storage import ledger
 

@@ -41,6 +41,7 @@ LOANS_OVERRIDES = {
     "windows": {"training_days": 3, "validation_days": 1, "holdout_days": 1},
     "training": {"min_training_days": 2, "search_budget": 1},
     "gates": {"non_regression": {"n_bootstrap": 100}},
+    "approval": {"mode": "never"},  # nobody answers here (the demo's choice too); approvals: test_approval_under_scheduler
 }
 DAG_NAMES = ("data_pipeline", "train_model", "batch_inference", "drift_monitor", "rollback_champion")
 #: No Airflow task finished for this long: the loop is stuck, not slow (the test says what it waits for).

@@ -94,6 +94,25 @@ def populated(tmp_path_factory: pytest.TempPathFactory, base_config: Config):
         current_champion_version=champion.version,
     )
     decision_log.record_decision(paths, window, decision)
+
+    # the rejected challenger scored in shadow beside the champion on the holdout days, then judged
+    # on their matured labels (the full data version holds them)
+    import datetime as dt
+
+    from training.monitoring import shadow
+    from training.serving.inference import score_interval
+    from training.storage import warehouse
+
+    with warehouse.connect(paths) as con:
+        con.execute("create schema if not exists published")
+        con.con.register("f", frame[frame.batch_date >= cut].drop(columns=["is_fraud", "label_reported_at"]))
+        con.execute("create or replace table published.transaction_features as select * from f")
+    for day in sorted(set(frame.batch_date[frame.batch_date >= cut])):
+        score_interval(paths, cfg, day)
+    judge_cfg = with_overrides(cfg, windows={"label_maturity": {"learn": False}},
+                               shadow={"min_rows": 500, "min_positives": 20, "n_bootstrap": 200})
+    as_of = max(frame.batch_date) + dt.timedelta(days=cfg.windows.label_maturity_days)
+    assert shadow.judge(paths, judge_cfg, as_of)["comparisons"][0]["verdict"] == "worse"
     yield paths, cfg, champion, challenger, window, decision
     mp.undo()
 
@@ -120,6 +139,10 @@ def test_page_shows_champion_challenger_history_drift_and_gate_report(populated)
     # the latest gate decision is v2's rejection, rendered from its Markdown artifact
     assert 'id="gate-report"' in html and f"Promotion decision — {cfg.model.name} v{challenger.version}" in text
     assert "KEEP CHAMPION" in text and "<table>" in html.split('id="gate-report"')[1]
+    # the shadow evaluation: the challenger significantly worse than the champion on the same live rows
+    table = _text(html.split('<table id="shadow">')[1].split("</table>")[0])
+    assert f"v{challenger.version} (challenger) vs v{champion.version} (champion)" in table
+    assert "worse" in table and "4000 (" in table and "significantly worse than" in table
 
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -181,6 +204,10 @@ def test_status_json_matches_the_training_library(populated) -> None:
         r["id"] for r in registry.audit_log(paths, cfg.model.name, 25)
     ]
     assert [r["id"] for r in data["drift"]["data"]] == [r["id"] for r in decision_log.latest_decisions(paths, 15)]
+    from training.monitoring import shadow
+
+    assert [r["id"] for r in data["shadow"]["data"]] == [r["id"] for r in shadow.history(paths, cfg.model.name, 15)]
+    assert data["shadow"]["data"][0]["verdict"] == "worse" and data["shadow"]["data"][0]["upper"] < 0
     assert data["report"]["uri"].endswith("decision/decision_report.md")
 
 

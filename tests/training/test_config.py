@@ -37,3 +37,12 @@ def test_not_yaml_mapping(tmp_path: Path):
 def test_k_greater_than_n_rejected(base_config):
     with pytest.raises(ConfigError, match="k_of_n"):
         with_overrides(base_config, drift={"k_of_n": {"k": 4, "n": 3}})
+
+
+def test_shadow_section_is_typed_with_defaults(base_config):
+    assert base_config.shadow.rollback.enabled and not base_config.shadow.promote_challenger
+    assert load_config(Path(__file__).parents[2] / "config" / "models" / "loans.yaml").shadow.min_positives == 30
+    with pytest.raises(ConfigError, match=r"shadow\.confidence"):
+        with_overrides(base_config, shadow={"confidence": 1.5})
+    with pytest.raises(ConfigError, match=r"shadow\.rollback\.enabeld"):
+        with_overrides(base_config, shadow={"rollback": {"enabeld": False}})

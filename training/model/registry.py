@@ -41,6 +41,11 @@ from training.storage import ledger
 log = logging.getLogger(__name__)
 
 Action = Literal["promote", "reject", "rollback", "force_promote", "first_promote"]
+#: `trigger_reason` prefix of the automatic rollback (training/monitoring/shadow.py): such a rollback
+#: blocks its `from_version` from gate-based promotion until new evidence (see `rollback_block`).
+AUTO_ROLLBACK = "shadow_rollback"
+#: `trigger_reason` of a promotion on shadow evidence; it clears a block (it is the new evidence).
+SHADOW_PROMOTION = "shadow_evaluation"
 #: Actions that make `to_version` the champion (they push onto the champion stack).
 PROMOTING = ("promote", "first_promote", "force_promote")
 GATE_DECISION_TAG = "gate_decision"
@@ -99,6 +104,10 @@ ANY_CHAMPION = "*"
 
 class NothingToRollBack(RegistryError):
     """The audit log holds no earlier champion to restore."""
+
+
+class RollbackBlocked(RegistryError):
+    """The version was rolled back automatically and no new evidence has cleared it since."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +353,9 @@ def promote(
         done = _find(conn, idempotency_key)  # a concurrent run of the same action got here first
         if done is not None:
             return done
+        blocked = _rollback_block(conn, name, str(version))  # first: the rollback is the reason that matters
+        if blocked is not None:
+            raise RollbackBlocked(blocked)
         mv = tracking.get_version(mc, name, version)
         if mv.tags.get(GATE_DECISION_TAG) != "promote":
             raise RegistryError(
@@ -489,9 +501,12 @@ def rollback(
     idempotency_key: str | None = None,
     airflow_run_id: str | None = None,
     actor: str | None = None,
+    trigger_reason: str | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> AuditRecord:
     """Restore the champion that preceded the current one, as the audit log records it.
 
+    `trigger_reason` (default `rollback: <reason>`) and `metrics` (the evidence) go on the audit row.
     Two rollbacks with the same key move the alias once; two with different keys are two
     requests and roll back two steps, one after the other (never twice from the same champion).
     """
@@ -538,12 +553,12 @@ def rollback(
             to_version=target,
             run_id=target_mv.run_id,
             reason=text,
-            metrics=None,
+            metrics=metrics,
             report_uri=None,
             airflow_run_id=airflow_run_id,
             idempotency_key=key,
             actor=actor,
-            trigger_reason=f"rollback: {text}",
+            trigger_reason=trigger_reason or f"rollback: {text}",
         )
         if move:
             mc.set_registered_model_alias(name, tracking.CHAMPION, target)
@@ -670,3 +685,109 @@ def model_status(paths: StatePaths, cfg: Config) -> dict[str, Any]:
         mv = tracking.alias_version(mc, cfg.model.name, alias)
         out[alias] = None if mv is None else _version_summary(mc, mv)
     return out
+
+
+# -- shadow evaluation: the previous champion, automatic rollback and its block ---------------------
+
+
+def previous_champion(paths: StatePaths, cfg: Config) -> str | None:
+    """The champion the current one replaced (audit log's stack), scored in shadow after a promotion.
+
+    None when there is none, or when the current champion came back by a rollback: the rollback
+    watch follows promotions only (a restored champion is not judged against its own predecessor).
+    """
+    current = current_champion(paths, cfg)
+    if current is None:
+        return None
+    with _engine(paths).connect() as conn:
+        stack = _stack(conn, cfg.model.name)
+        latest = _latest_promotion(conn, cfg.model.name, current)
+    if len(stack) < 2 or stack[-1] != current or latest is None or latest.action == "rollback":
+        return None
+    return stack[-2]
+
+
+def _rollback_block(conn: sa.Connection, model_name: str, version: str) -> str | None:
+    """Why `version` may not be promoted by the gates again, or None.
+
+    An automatic rollback away from a version blocks it; a later promotion of it on shadow evidence
+    (trigger `shadow_evaluation`) or a person's force-promote is the new evidence that clears it.
+    """
+    t = registry_audit
+    rows = conn.execute(
+        sa.select(t).where(t.c.model_name == model_name).order_by(t.c.id)
+    ).all()
+    block: AuditRecord | None = None
+    for row in rows:
+        rec = _record(row)
+        if rec.action == "rollback" and rec.from_version == version and (rec.trigger_reason or "").startswith(AUTO_ROLLBACK):
+            block = rec
+        elif block is not None and rec.to_version == version and (
+            rec.action == "force_promote" or (rec.trigger_reason or "") == SHADOW_PROMOTION
+        ):
+            block = None
+    if block is None:
+        return None
+    return (
+        f"{model_name} version {version} was rolled back automatically on {block.at:%Y-%m-%d %H:%M} "
+        f"({block.reason}); it is not promoted again without new evidence: a shadow evaluation showing it "
+        "significantly better, or `python -m training force-promote --version "
+        f"{version} --reason '...'` by a person (audited)"
+    )
+
+
+def rollback_block(paths: StatePaths, cfg: Config, version: str | int) -> str | None:
+    """Why `version` may not be promoted again after an automatic rollback, or None (see `_rollback_block`)."""
+    with _engine(paths).connect() as conn:
+        return _rollback_block(conn, cfg.model.name, str(version))
+
+
+def auto_rollback(
+    paths: StatePaths,
+    cfg: Config,
+    *,
+    reason: str,
+    evidence: dict[str, Any],
+    idempotency_key: str,
+    airflow_run_id: str | None = None,
+    actor: str | None = None,
+) -> AuditRecord:
+    """`rollback` by the monitor on shadow evidence: audited with trigger `shadow_rollback: ...`, the
+    evidence in `metrics`; the version left behind is blocked (`rollback_block`)."""
+    record = rollback(paths, cfg, reason, idempotency_key=idempotency_key, airflow_run_id=airflow_run_id,
+                      actor=actor or cfg.shadow.rollback.actor, trigger_reason=f"{AUTO_ROLLBACK}: {reason}",
+                      metrics=evidence)
+    tracking.client(paths).set_model_version_tag(cfg.model.name, str(record.from_version), "rollback_blocked", reason[:500])
+    return record
+
+
+def promote_on_shadow(
+    paths: StatePaths,
+    cfg: Config,
+    version: str | int,
+    *,
+    reason: str,
+    evidence: dict[str, Any],
+    idempotency_key: str,
+    airflow_run_id: str | None = None,
+    actor: str | None = None,
+) -> AuditRecord:
+    """Make a challenger champion on shadow evidence (the caller checked the rule; see shadow.py).
+
+    Audited as `promote` with trigger `shadow_evaluation` and the evidence in `metrics`; a version
+    blocked by an automatic rollback is cleared by it (the shadow win is the new evidence).
+    """
+    done = find_audit(paths, idempotency_key)
+    if done is not None:
+        return done
+    with _locked(paths, cfg.model.name) as conn:
+        done = _find(conn, idempotency_key)
+        if done is not None:
+            return done
+        if current_champion(paths, cfg) == str(version):
+            raise RegistryError(f"{cfg.model.name} version {version} is already the champion")
+        return _move_champion(
+            conn, paths, cfg, str(version), "promote", reason=reason, idempotency_key=idempotency_key,
+            metrics=evidence, report_uri=None, airflow_run_id=airflow_run_id, actor=actor,
+            trigger_reason=SHADOW_PROMOTION,
+        )

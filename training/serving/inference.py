@@ -3,7 +3,10 @@
 Reads the interval's rows of the contract's published features table (`contract.marts.published`),
 scores them, and replaces the (`batch_date`, `alias`) partitions of `published.predictions` in one
 transaction, so re-running a day replaces its predictions and never duplicates them. Champion rows
-are what production acts on; challenger rows are shadow scores for comparison only.
+are what production acts on; challenger rows are shadow scores for comparison only. After a
+promotion the champion it replaced (the audit log's previous champion) is scored in shadow too,
+under alias `previous_champion`, so the monitor can roll back a new champion that does worse on the
+same live rows (training/monitoring/shadow.py).
 
 A prediction row carries the scored event's id (`cfg.model.id_column`, the feature mart's key) in
 the generic column `entity_id`, so the table's shape is the same for every model, and its decision
@@ -29,6 +32,9 @@ from training.storage import warehouse
 log = logging.getLogger(__name__)
 
 PREDICTIONS_TABLE = "published.predictions"
+#: The alias column's value for the previous champion's shadow rows (not an MLflow alias: the
+#: registry audit log's champion stack names it, so a rollback or the next promotion updates it).
+PREVIOUS_CHAMPION = "previous_champion"
 PREDICTION_COLUMNS = [
     "model_name",
     "model_version",
@@ -136,6 +142,22 @@ def write_predictions(paths: StatePaths, batch_date: dt.date, frames: dict[str, 
             )
 
 
+def _previous_champion(paths: StatePaths, cfg: Config, mc: Any, champion: str) -> Any | None:
+    """The previous champion's version to score in shadow (None: no rollback watch, or none to watch)."""
+    from training.model import registry
+
+    if not (cfg.shadow.enabled and cfg.shadow.rollback.enabled):
+        return None
+    version = registry.previous_champion(paths, cfg)
+    if version is None or version == champion:
+        return None
+    try:
+        return tracking.get_version(mc, cfg.model.name, version)
+    except tracking.ModelNotFound:
+        log.warning("previous champion v%s of %s is no longer registered: not scored in shadow", version, cfg.model.name)
+        return None
+
+
 def score_interval(
     paths: StatePaths,
     cfg: Config,
@@ -143,7 +165,7 @@ def score_interval(
     interval_start: dt.datetime | None = None,
     interval_end: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Score one day with the champion (and the challenger in shadow); small dict for XCom."""
+    """Score one day with the champion (the challenger and the previous champion in shadow); small dict for XCom."""
     name = cfg.model.name
     start = interval_start or dt.datetime.combine(batch_date, dt.time())
     end = interval_end or start + dt.timedelta(days=1)
@@ -163,10 +185,14 @@ def score_interval(
     if challenger is not None and str(challenger.version) != str(champion.version):
         models[tracking.CHALLENGER] = str(challenger.version)
         thresholds[tracking.CHALLENGER] = version_threshold(challenger, cfg)
+    previous = _previous_champion(paths, cfg, mc, str(champion.version))
+    if previous is not None:
+        models[PREVIOUS_CHAMPION] = str(previous.version)
+        thresholds[PREVIOUS_CHAMPION] = version_threshold(previous, cfg)
 
     features = read_interval(paths, cfg, batch_date)
     scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    frames: dict[str, pd.DataFrame | None] = {tracking.CHALLENGER: None}
+    frames: dict[str, pd.DataFrame | None] = {tracking.CHALLENGER: None, PREVIOUS_CHAMPION: None}
     for alias, version in models.items():
         uri = tracking.model_uri(name, version=version)
         frames[alias] = predictions_frame(

@@ -122,16 +122,22 @@ def test_rerunning_a_day_replaces_never_duplicates(models, features, days, modul
     assert min(again.loc[again["batch_date"] == d1, "scored_at"]) >= max(first["scored_at"])
 
 
-def test_no_shadow_once_challenger_is_champion(models, features, days, module_state, train_cfg):
+def test_previous_champion_in_shadow_once_challenger_is_champion(models, features, days, module_state, train_cfg):
+    """After a promotion the challenger is no longer shadowed; the champion it replaced is (rollback watch)."""
     champ_v, chall_v = models
     d1, d2 = days
     registry.force_promote(module_state, train_cfg, chall_v, "test: challenger takes over")
     try:
         out = score_interval(module_state, train_cfg, d1)
-        assert out["versions"] == {"champion": chall_v}
+        assert out["versions"] == {"champion": chall_v, "previous_champion": champ_v}
         preds = _predictions(module_state, f"batch_date = DATE '{d1}'")
-        assert set(preds["alias"]) == {"champion"} and set(preds["model_version"]) == {chall_v}
-        assert len(preds) == int((features["batch_date"] == d1).sum())
+        assert preds.groupby("alias")["model_version"].unique().map(list).to_dict() == {
+            "champion": [chall_v], "previous_champion": [champ_v]}
+        assert len(preds) == 2 * int((features["batch_date"] == d1).sum())
+        # without the rollback watch only the champion scores (and the day's shadow partition is emptied)
+        no_watch = with_overrides(train_cfg, shadow={"rollback": {"enabled": False}})
+        assert score_interval(module_state, no_watch, d1)["versions"] == {"champion": chall_v}
+        assert set(_predictions(module_state, f"batch_date = DATE '{d1}'")["alias"]) == {"champion"}
         # the other day keeps what was scored then
         assert set(_predictions(module_state, f"batch_date = DATE '{d2}'")["alias"]) == {
             "champion",

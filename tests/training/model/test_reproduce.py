@@ -3,6 +3,7 @@ its holdout metrics come back; nothing in the registry moves; an incomplete line
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 
@@ -104,3 +105,25 @@ def test_a_version_whose_run_recorded_no_params_is_refused(module_state, train_c
     code, out, errors = _cli(module_state, capsys, str(mv.version))
     assert (code, out) == (2, "")
     assert len(errors) == 1 and "lacks family, seed" in errors[0], errors
+
+
+def test_a_drift_anchored_weighted_version_reproduces_from_its_recorded_config(
+    module_state, train_cfg, trained, training_frame
+):
+    """The evidence's onset re-cuts the same windows, and the run's config (pre-onset weight 0.2, not the
+    current config's 0.0) refits the same model."""
+    from training.config import with_overrides
+    from training.model.reproduce import reproduce_version
+
+    onset = max(training_frame["batch_date"]) - dt.timedelta(days=11)
+    weighted = with_overrides(train_cfg, training={"drift_aware": {"pre_onset_weight": 0.2}})
+    anchored = train_model(module_state, weighted, TrainRequest(
+        reason="drift_monitor:performance", evidence={"onset_window_start": onset.isoformat()},
+        data_version=trained.data_version, idempotency_key="reproduce-anchored",
+    ))
+    assert anchored.training_method == "onset_anchored"
+    result = reproduce_version(module_state, train_cfg, anchored.version)  # the current config differs
+    assert result.reproduced, result.verdict
+    assert result.holdout_hash_now == anchored.holdout_hash  # the newest days, as for `trained`
+    assert anchored.holdout_metrics["pr_auc"] != trained.holdout_metrics["pr_auc"]  # other rows and weights
+    assert result.reproduced_metrics["pr_auc"] == pytest.approx(anchored.holdout_metrics["pr_auc"], abs=1e-6)

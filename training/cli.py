@@ -59,6 +59,8 @@ class Command:
     handler: Handler
     #: the servers it needs to answer before it runs (`training.outages.Endpoint.role`); None: all configured
     needs: frozenset[str] | None = None
+    #: the exit code of a result (printed either way); None: 0
+    exit_code: Callable[[Any], int] | None = None
 
 
 COMMANDS: dict[str, Command] = {}
@@ -70,14 +72,18 @@ def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def command(
-    name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]], needs: frozenset[str] | None = None
+    name: str,
+    help: str,
+    *args: tuple[tuple[str, ...], dict[str, Any]],
+    needs: frozenset[str] | None = None,
+    exit_code: Callable[[Any], int] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a subcommand; the decorated function gets the context and the parsed arguments."""
 
     def register(fn: Handler) -> Handler:
         if name in COMMANDS:
             raise ValueError(f"subcommand {name!r} registered twice")
-        COMMANDS[name] = Command(name, help, tuple(args), fn, needs)
+        COMMANDS[name] = Command(name, help, tuple(args), fn, needs, exit_code)
         return fn
 
     return register
@@ -467,6 +473,22 @@ def _new_model(ctx: Context, ns: argparse.Namespace) -> Any:
     return scaffold(ns.name, ns.sample, ns.labels_sample, ns.out)
 
 
+@command(
+    "reproduce",
+    "retrain a registered version from its lineage (data version, config, seed, chosen candidate) and "
+    "compare its holdout metrics; exit 0 reproduced, 1 not, 2 lineage incomplete. Registers nothing.",
+    arg("version", help="the registered model version to reproduce"),
+    arg("--tolerance", type=float, default=None,
+        help="absolute tolerance on the primary metric and ROC-AUC (default 1e-6)"),
+    exit_code=lambda result: 0 if result.reproduced else 1,
+)
+def _reproduce(ctx: Context, ns: argparse.Namespace) -> Any:
+    from training.model.reproduce import DEFAULT_TOLERANCE, reproduce_version
+
+    tolerance = DEFAULT_TOLERANCE if ns.tolerance is None else ns.tolerance
+    return reproduce_version(ctx.paths, ctx.cfg, ns.version, tolerance)
+
+
 @command("status", "show @champion and @challenger with lineage and holdout metrics")
 def _status(ctx: Context, ns: argparse.Namespace) -> Any:
     from training.model import registry, tracking
@@ -581,7 +603,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return 3
         if isinstance(exc, ClosedloopError | LookupError | ValueError | RuntimeError):  # third-party errors too
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
+            return int(getattr(exc, "exit_code", 1))  # e.g. 2: a reproduction's lineage is incomplete
         raise
     if result is not None:
         print(json.dumps(_jsonable(result), indent=2, default=str))
@@ -589,4 +611,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
         # the sidecar hands this file to XCom: the same dict the in-process task returns
         ns.xcom_json.parent.mkdir(parents=True, exist_ok=True)
         ns.xcom_json.write_text(json.dumps(_jsonable(result), default=str))
-    return 0
+    return 0 if cmd.exit_code is None else cmd.exit_code(result)

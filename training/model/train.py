@@ -59,6 +59,8 @@ THRESHOLD_TAG = "decision_threshold"
 BASELINE_ARTIFACT = "recovery/baseline_holdout_scores.parquet"
 BASELINE_TAG = "recovery_baseline"
 METHOD_TAG = "training_method"
+#: what `reproduce` retrains from: data version, seed, chosen candidate, git commit, evidence, resolved config
+LINEAGE_ARTIFACT = "lineage/training.json"
 
 #: Hyperparameter grids; `cfg.training.search_budget` points are sampled from each with the seed.
 SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
@@ -276,6 +278,14 @@ class FinalModel:
     oof_scores: np.ndarray
     oof_labels: np.ndarray
     operating_point: metrics.OperatingPoint
+
+
+def fit_rows(splits: datasets.Splits) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The rows (train + validation) the final model is fitted on, and their weights."""
+    frame = pd.concat([splits.train, splits.validation], ignore_index=True)
+    if splits.train_weight is None:
+        return frame, None
+    return frame, np.concatenate([splits.train_weight, np.ones(len(splits.validation))])
 
 
 def fit_final(
@@ -550,12 +560,7 @@ def _train_in_run(
     trials = search(cfg, splits.train, splits.validation, seed, splits.train_weight)
     best = best_trial(trials, spec.primary_metric)
 
-    fit_frame = pd.concat([splits.train, splits.validation], ignore_index=True)
-    fit_weight = (
-        None
-        if splits.train_weight is None
-        else np.concatenate([splits.train_weight, np.ones(len(splits.validation))])
-    )
+    fit_frame, fit_weight = fit_rows(splits)
     final = fit_final(cfg, best.family, best.params, fit_frame, seed, fit_weight)
     model, point = final.model, final.operating_point
     X_fit = datasets.prepare_features(fit_frame, spec)
@@ -618,6 +623,18 @@ def _train_in_run(
     mlflow.log_dict(
         {"primary_metric": spec.primary_metric, "trials": [dataclasses.asdict(t) for t in trials]},
         "search/trials.json",
+    )
+    mlflow.log_dict(
+        {
+            "data_version": data_version,
+            "seed": seed,
+            "family": best.family,
+            "params": best.params,
+            "git_commit": lineage["git_commit"],
+            "trigger_evidence": tracking.portable(request.evidence or {}, paths),
+            "config": tracking.portable(cfg.model_dump(mode="json"), paths),
+        },
+        LINEAGE_ARTIFACT,
     )
     mlflow.log_input(_dataset(fit_frame, "training", data_version, spec.target), context="training")
     mlflow.log_input(_dataset(holdout, "holdout", digest, spec.target), context="holdout")

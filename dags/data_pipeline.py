@@ -93,6 +93,7 @@ def build(model: str | None) -> None:
         def land(**context) -> dict:
             """Land the interval's event and label feeds (the contract's) as DVC-versioned Parquet, after the day-order check."""
             from airflow.sdk.exceptions import AirflowFailException
+            from closedloop import lineage
 
             from training.data.ingest import DayOrderError, check_day_order
             from training.data.ingest import land as land_batch
@@ -102,32 +103,44 @@ def build(model: str | None) -> None:
                 check_day_order(paths, cfg, batch_date_of(context))
             except DayOrderError as exc:
                 raise AirflowFailException(str(exc)) from exc
-            return land_batch(paths, cfg, batch_date_of(context)).to_xcom()
+            batch = land_batch(paths, cfg, batch_date_of(context))
+            lineage.record(context, inputs=[], outputs=[lineage.landed_file(f.path) for f in batch.feeds.values()])
+            return batch.to_xcom()
 
         @task(task_id="raw_gate", pool=warehouse_pool, retries=NO_RETRY_GATE)
         def raw_gate(landed: dict, **context) -> dict:
             """The front door: both feeds through their GX suites and the checks against loaded history."""
             from airflow.sdk.exceptions import AirflowFailException
+            from closedloop.lineage import landed_file, record
 
             from training.data.admission import admit
             from training.data.ingest import LandedBatch
             from training.data.quality import DataQualityGateFailed
 
             cfg, paths = load_runtime(model)
+            batch = LandedBatch.from_xcom(landed)
             try:
-                return admit(paths, cfg, LandedBatch.from_xcom(landed), run_name=context["run_id"]).to_xcom()
+                admitted = admit(paths, cfg, batch, run_name=context["run_id"]).to_xcom()
             except DataQualityGateFailed as exc:  # bad data is not transient: no retry
                 raise AirflowFailException(str(exc)) from exc
+            record(context, inputs=[landed_file(f.path) for f in batch.feeds.values()],
+                   outputs=[landed_file(f.path) for f in LandedBatch.from_xcom(admitted["admitted"]).feeds.values()])
+            return admitted
 
         @task(pool=warehouse_pool)
-        def load_raw(admission: dict) -> dict:
+        def load_raw(admission: dict, **context) -> dict:
             """Replace the interval's partition of both feeds' raw tables with what was admitted, then load
             the labels held for events that have now arrived (a backfilled day)."""
+            from closedloop import lineage
+
             from training.data.ingest import LandedBatch, readmit_held_labels
             from training.data.ingest import load_raw as load
 
             cfg, paths = load_runtime(model)
             batch = LandedBatch.from_xcom(admission["admitted"])
+            feeds = batch.feeds.values()
+            lineage.record(context, inputs=[lineage.landed_file(f.path) for f in feeds],
+                           outputs=[lineage.warehouse_table(paths, cfg.contract.feeds[f.table].raw_table) for f in feeds])
             return load(paths, batch) | readmit_held_labels(paths, cfg, batch.batch_date)
 
         # the incremental marts rebuild the run's day and every later one (a backfill rebuilds downstream)
@@ -151,6 +164,8 @@ def build(model: str | None) -> None:
         def publish(landed: dict, **context) -> dict:
             """Publish the gated interval (and re-publish the later days a backfill changed) and emit the
             features Asset with its data version."""
+            from closedloop.lineage import data_version, record, warehouse_table
+
             from training.data.ingest import LandedBatch, publish_lineage, republish_later_days
             from training.data.ingest import publish as publish_interval
 
@@ -161,6 +176,9 @@ def build(model: str | None) -> None:
             extra = publish_interval(paths, cfg, day, *day_bounds(day), lineage=lineage)
             extra |= republish_later_days(paths, cfg, day)
             context["outlet_events"][features_asset].extra = extra
+            marts = cfg.contract.marts  # the features partition is copied, the training set versioned
+            record(context, inputs=[warehouse_table(paths, marts.features), warehouse_table(paths, marts.training_set)],
+                   outputs=[warehouse_table(paths, marts.published), data_version(cfg, extra["data_version"])])
             return extra
 
         @task(trigger_rule="all_done", retries=0)  # reports the states of this run: a retry reads the same

@@ -90,13 +90,20 @@ def build(model: str | None) -> None:
         @task
         def evaluate(days: list[str], **context) -> dict:
             """Decide window by window, oldest first; the last decision is the run's."""
+            from closedloop import lineage
+
             from training.monitoring.drift_job import monitor_days
+            from training.serving.inference import PREDICTIONS_TABLE
 
             cfg, paths = load_runtime(model)
-            return monitor_days(
+            result = monitor_days(
                 paths, cfg, [dt.date.fromisoformat(d) for d in days],
                 retrain_in_flight=lambda: context["ti"].get_dr_count(dag_id=retrain_dag_id, states=["queued", "running"]) > 0,
             )
+            champion = [lineage.model_version(cfg.model.name, result["champion_version"])] if result.get("champion_version") else []
+            lineage.record(context, inputs=[lineage.warehouse_table(paths, PREDICTIONS_TABLE), *champion],
+                           outputs=[lineage.monitoring_decision(cfg, result["window_end"])])
+            return result
 
         @task.short_circuit
         def breached(result: dict) -> bool:

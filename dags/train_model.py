@@ -151,6 +151,10 @@ def build(model: str | None) -> None:
                 airflow_run_id=context["run_id"],
             )
             result = train_model(paths, cfg, request)
+            from closedloop import lineage
+
+            lineage.record(context, inputs=[lineage.data_version(cfg, result.data_version)],
+                           outputs=[lineage.model_version(result.model_name, result.version)])
             if decision.get("deferral_id") is not None:
                 retrain_deferral.resolve(paths, decision["deferral_id"], result.version, result.data_version)
             return result.to_dict()

@@ -146,6 +146,7 @@ def airflow_env(
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         MLFLOW_UI_ENV_VAR: f"http://{ports.host}:{ports.mlflow}",
         **{k: env_in.get(k) or v for k, v in MLFLOW_RETRY_DEFAULTS.items()},
+        **lineage_env(paths, env_in),
     }
     if profile == "services":
         b = ServicesBackends.for_state(paths, env_in)
@@ -160,6 +161,30 @@ def airflow_env(
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + b.url("airflow"),
             **b.library_env(f"http://{ports.host}:{ports.mlflow}"),
         })
+    return env
+
+
+#: `CLOSEDLOOP_LINEAGE=file`: OpenLineage events as JSON lines into the state dir (README "OpenLineage").
+LINEAGE_ENV_VAR = "CLOSEDLOOP_LINEAGE"
+
+
+def lineage_env(paths: StatePaths, environ: Mapping[str, str]) -> dict[str, str]:
+    """OpenLineage for the stack: the namespace always (`$OPENLINEAGE_NAMESPACE`, default `closedloop`);
+    a file transport into the state dir with `CLOSEDLOOP_LINEAGE=file`. Off otherwise, unless
+    `$OPENLINEAGE_URL` (inherited; the provider reads it) names an HTTP receiver such as Marquez.
+
+    Off by default: the provider forks a process per task event, which a 2-core dev box feels, and
+    nothing reads the events unless someone asked for them.
+    """
+    env = {"AIRFLOW__OPENLINEAGE__NAMESPACE": environ.get("OPENLINEAGE_NAMESPACE") or "closedloop"}
+    mode = environ.get(LINEAGE_ENV_VAR, "")
+    if mode == "file":
+        events = paths.root / "openlineage" / "events.jsonl"
+        events.parent.mkdir(parents=True, exist_ok=True)
+        env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "file", "log_file_path": str(events), "append": True})
+    elif mode:
+        raise ValueError(f"{LINEAGE_ENV_VAR}={mode!r}: use 'file' (events into the state dir), or unset it and "
+                         "set OPENLINEAGE_URL for an HTTP receiver")
     return env
 
 

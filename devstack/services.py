@@ -103,6 +103,8 @@ AIRFLOW_SETTINGS: dict[str, str] = {
     "CLOSEDLOOP_DBT_EXECUTION_MODE": "watcher",
     # production-style runs: dbt unit tests belong to development/CI (tests/dbt)
     "CLOSEDLOOP_DBT_UNIT_TESTS": "false",
+    # OpenLineage (off until a transport is set: README "OpenLineage"): our tasks' datasets reach the listener
+    "AIRFLOW__OPENLINEAGE__EXTRACTORS": "closedloop.lineage.ClosedloopTaskExtractor",
 }
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV_VAR = "CLOSEDLOOP_AIRFLOW_ADMIN_PASSWORD"

@@ -82,6 +82,8 @@ def build(model: str | None) -> None:
             re-score the later days a backfill re-published: their predictions were made from features
             the rebuilt mart no longer has. The monitor is told only of the triggering days; its past
             decisions on the re-scored days stand."""
+            from closedloop import lineage
+
             from training.serving.inference import PREDICTIONS_TABLE, score_interval
 
             cfg, paths = load_runtime(model)
@@ -89,8 +91,6 @@ def build(model: str | None) -> None:
             for day in sorted(set(rescore_dates(context)) - set(days)):
                 print("re-scored after a backfill:", score_interval(paths, cfg, day))
             results = [score_interval(paths, cfg, day) for day in days]
-            from closedloop import lineage
-
             used = {v for r in results for v in r["versions"].values()}
             lineage.record(context, inputs=[lineage.warehouse_table(paths, cfg.contract.marts.published),
                                             *(lineage.model_version(cfg.model.name, v) for v in sorted(used))],

@@ -139,6 +139,8 @@ def build(model: str | None) -> None:
 
         @task
         def train(decision: dict, **context) -> dict:
+            from closedloop import lineage
+
             from training.model.train import TrainRequest, train_model
             from training.monitoring import retrain_deferral
 
@@ -151,8 +153,6 @@ def build(model: str | None) -> None:
                 airflow_run_id=context["run_id"],
             )
             result = train_model(paths, cfg, request)
-            from closedloop import lineage
-
             lineage.record(context, inputs=[lineage.data_version(cfg, result.data_version)],
                            outputs=[lineage.model_version(result.model_name, result.version)])
             if decision.get("deferral_id") is not None:

@@ -25,19 +25,21 @@ demo: env
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE) $(DEMO_ARGS)
 
 # Every test (measured times: README "Tests"); prints the 20 slowest, so a test that grows shows up.
-# The loops under the real scheduler (each its own state dir, ports, Airflow home and PostgreSQL
-# databases) run in a second pytest beside the rest: a stack waits on its scheduler much of the
-# time, so the two share 2 cores well. Their output follows the rest's; either failing fails `test`.
-LOOP_TESTS := tests/e2e/test_loop_under_scheduler.py tests/e2e/test_two_models_under_scheduler.py
-LOOP_LOG := $(or $(TMPDIR),/tmp)/closedloop-loop-tests.$(shell echo $$PPID).log
+# The longest runs (the loops under the real scheduler and the OpenLineage day, each with its own
+# state dir, ports, Airflow home and PostgreSQL databases) go to a second pytest beside the rest: a
+# stack waits on its scheduler much of the time, so the two share 2 cores well. Their output
+# follows the rest's; either failing fails `test`.
+BESIDE_TESTS := tests/e2e/test_loop_under_scheduler.py tests/e2e/test_two_models_under_scheduler.py \
+	tests/dags/test_openlineage_graph.py
+BESIDE_LOG := $(or $(TMPDIR),/tmp)/closedloop-beside-tests.$(shell echo $$PPID).log
 test: env browser-deps compose-deps
-	@$(PY) -m pytest $(LOOP_TESTS) --durations=5 -p no:cacheprovider > $(LOOP_LOG) 2>&1 & loops=$$!; \
-	trap "kill $$loops 2>/dev/null" INT TERM; \
-	echo "loop tests under the scheduler run beside these (pid $$loops, log $(LOOP_LOG))"; \
-	$(PY) -m pytest tests $(addprefix --ignore=,$(LOOP_TESTS)) --durations=20; rest=$$?; \
-	wait $$loops; loops_rc=$$?; \
-	echo "===== loop tests under the scheduler (exit $$loops_rc) ====="; cat $(LOOP_LOG); \
-	test $$rest -eq 0 -a $$loops_rc -eq 0
+	@$(PY) -m pytest $(BESIDE_TESTS) --durations=5 -p no:cacheprovider > $(BESIDE_LOG) 2>&1 & beside=$$!; \
+	trap "kill $$beside 2>/dev/null" INT TERM; \
+	echo "the longest runs go beside these (pid $$beside, log $(BESIDE_LOG))"; \
+	$(PY) -m pytest tests $(addprefix --ignore=,$(BESIDE_TESTS)) --durations=20; rest=$$?; \
+	wait $$beside; beside_rc=$$?; \
+	echo "===== the longest runs, beside the rest (exit $$beside_rc) ====="; cat $(BESIDE_LOG); \
+	test $$rest -eq 0 -a $$beside_rc -eq 0
 
 # Day-to-day tier: unit and component tests only - no end-to-end loop, browser or whole-stack test
 # (markers e2e and slow, set by path in tests/conftest.py; README "Tests").

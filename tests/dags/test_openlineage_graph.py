@@ -24,7 +24,7 @@ from tests.synthetic import TEST_OVERRIDES
 from training.config import load_config, with_overrides
 from training.paths import StatePaths
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1800)  # ~10 min under load, history setup included
 DAGS = Path(__file__).parents[2] / "dags"
 DAY = dt.date(2026, 2, 2)
 #: raw days loaded before DAY, so DAY's training-set version has enough matured days to train on

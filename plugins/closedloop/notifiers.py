@@ -131,6 +131,40 @@ def run_url(cfg: Config, dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
 
 
+def deadline_missed(context: dict[str, Any], model: str | None = None, what: str = "published") -> None:
+    """The Deadline Alert callback of data_pipeline / batch_inference (`runtime.deadline_alerts`).
+
+    Airflow calls it with `context` = {"dag_run": the run as the REST API shows it, "deadline":
+    {"id", "deadline_time"}}; it tells the model's routes once per run (ledger dedupe) and never raises.
+    """
+    try:
+        import datetime as dt
+
+        from training import notify
+        from training.config import load_config
+        from training.deployment import use_model
+        from training.paths import StatePaths
+
+        use_model(model)
+        cfg = load_config()
+        if not cfg.notifications.routes:
+            log.warning("deadline missed (%s) but no notification routes are configured", what)
+            return
+        run = context.get("dag_run") or {}
+        deadline = context.get("deadline") or {}
+        dag_id, run_id = str(run.get("dag_id")), str(run.get("dag_run_id") or run.get("run_id"))
+        given = (run.get("conf") or {}).get("batch_date") or run.get("data_interval_start") or run.get("logical_date")
+        day = dt.date.fromisoformat(str(given)[:10]) if given else None
+        at = deadline.get("deadline_time")
+        message = notify.deadline_missed(
+            cfg, what=what, dag_id=dag_id, run_id=run_id, day=day, state=run.get("state"),
+            deadline=at.isoformat() if hasattr(at, "isoformat") else str(at), run_url=run_url(cfg, dag_id, run_id),
+        )
+        deliver(StatePaths.from_env(), cfg, message)
+    except Exception:  # a deadline alert must never fail anything
+        log.exception("closedloop deadline alert (%s) not sent", what)
+
+
 What = Literal["gate_decision", "drift_trigger", "deferral", "rollback", "shadow", "failure", "approval"]
 
 

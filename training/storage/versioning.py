@@ -330,6 +330,7 @@ def _store_blob(paths: StatePaths, file: Path, suffix: str = "") -> str:
 
 def _incoming(paths: StatePaths) -> Path:
     """A fresh temporary file name next to the cache (same file system: the move is a rename)."""
+    _ensure_repo(paths)  # before anything creates .dvc/: an existing .dvc/ is taken for an initialised repo
     folder = paths.data / ".dvc" / "tmp" / "closedloop-incoming"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{os.getpid()}-{uuid.uuid4().hex}.parquet"

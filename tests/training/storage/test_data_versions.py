@@ -232,3 +232,17 @@ def test_partitions_share_one_schema_when_a_day_has_an_all_null_column(backend, 
     assert len(schemas) == 1
     rows = pd.read_parquet(view)
     assert rows["channel"].iloc[:PER_DAY].isna().all() and rows["channel"].iloc[PER_DAY:].notna().all()
+
+
+
+def test_a_frame_versioned_before_any_snapshot_leaves_a_repo_that_snapshots(state):
+    """The first thing a fresh state versions may be a training set (tests, benchmarks): the DVC repo is
+    initialised before the partition writer creates .dvc/, so a later `dvc add` of a landed file works."""
+    from tests.synthetic import publish
+
+    frame = make_training_set(n_days=3, rows_per_day=50)
+    version = publish(state, frame, "first")
+    landed = state.data / "landed.parquet"
+    frame.head(10).to_parquet(landed)
+    assert versioning.snapshot(state, landed)
+    assert len(pd.read_parquet(versioning.open_version(state, version))) == len(frame)

@@ -4,27 +4,35 @@ Why: at a fixed volume, day 30 must cost what day 5 costs (goal: at most 1.2x, w
 stage). Each stage runs as its own process through the CLI seam (`python -m training <stage>`,
 what a KubernetesPodOperator runs), so the figures are one stage's, in a cold process:
 
-    ingest (land + front door + load raw) -> dbt build -> publish (feature gate + data version)
-    -> train + evaluate (on the measured days) -> infer -> drift
+    ingest (land + raw gate + load raw) -> dbt build -> publish (feature gate + data version)
+    -> train + evaluate (first champion, then on the measured days) -> infer -> drift
 
-Days run one after the other from the simulator's start date on a fresh state dir (the embedded
-profile: DuckDB, SQLite MLflow; `--postgres` points the warehouse at the local PostgreSQL). The
-first champion is trained on the first day with enough matured history (`--first-train-day`) and
+Days are numbered from 1 (day 1 is the simulator's start date) on a fresh state dir (the embedded
+profile: DuckDB, SQLite MLflow; `--warehouse postgres` puts the warehouse on the local PostgreSQL,
+in a fresh database unless `--postgres DBNAME` names one). The first champion is trained on the
+first day with enough matured history (`--first-train-day`, default the sum of the windows) and
 promoted (force-promoted if its gates refuse it: the benchmark measures cost, not quality); from
-then on every day is scored and monitored. On the measured days (`--measure`, default 5 and the
-last day) train and evaluate run again, so they are measured too. Windows are shortened
-(`--windows`) so a model can train on day 5; a day's windows are full on both measured days, which
-is what flat cost is about.
+then on every day is scored and monitored. Train and evaluate are forced on every measured day
+(`--measure`, default 5, 10, 20 and the last day) with the same window lengths, so the measured
+days compare like with like; windows are shortened (`--windows`) so a model can train on day 5.
+
+`--fill replay` runs the days between measured days in one `python -m training replay` process
+(the whole loop in-process, training when the retrain policy would), which saves a cold start per
+stage per day; their cost is recorded per span, not per stage. The default (`--fill stages`) runs
+every day stage by stage and records every stage of every day.
 
 Per stage: wall seconds, CPU seconds (user + system, the stage and the processes it waited for),
 peak RSS in MiB - from `os.wait4` on the stage's process, i.e. `getrusage(RUSAGE_CHILDREN)` for
-that one child (the process-wide RUSAGE_CHILDREN maximum would mix stages).
+that one child (the process-wide RUSAGE_CHILDREN maximum would mix stages). A stage passes when
+day last / day first is at most `--limit` (1.2) in wall, CPU and RSS; on a loaded machine wall time
+measures the other jobs, CPU seconds are the figure to read.
 
-    .venv/bin/python benchmarks/scale.py --rows 20000 --days 6 --measure 2,5   # quick: a few minutes
-    .venv/bin/python benchmarks/scale.py --rows 100000,1000000 --days 30       # the issue's table (hours)
-    .venv/bin/python benchmarks/scale.py --rows 10000000 --days 30 --allow-10m # 10M rows/day: opt in
+    .venv/bin/python benchmarks/scale.py --rows 5000 --days 30 --fill replay       # ~20 min under load
+    .venv/bin/python benchmarks/scale.py --rows 100000,1000000 --days 30 --json out.json  # the issue's table
+    .venv/bin/python benchmarks/scale.py --rows 1000000 --days 30 --warehouse postgres
+    .venv/bin/python benchmarks/scale.py --rows 10000000 --days 30 --allow-10m    # 10M rows/day: opt in
 
-Figures measured are in the README's "Scale" section (the run, its size and the machine).
+Figures measured are in the README's "Scale benchmarks" section (the run, its size and the machine).
 """
 
 from __future__ import annotations
@@ -37,20 +45,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TEN_MILLION = 10_000_000
+DEFAULT_MEASURE = (5, 10, 20, 30)
+STAGES = ("ingest", "dbt build", "publish", "train", "evaluate", "infer", "drift")
 
 
 @dataclass(frozen=True)
 class StageCost:
     rows: int
-    day_index: int
+    day: int  # 1 = the first day run
     stage: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class FillCost:
+    """One `replay` process over days `first`..`last` (every stage in-process)."""
+
+    rows: int
+    first: int
+    last: int
     wall_s: float
     cpu_s: float
     peak_rss_mb: float
@@ -103,10 +128,36 @@ def _json(stdout: str) -> dict:
         return {}
 
 
+@contextmanager
+def pg_database(dbname: str | None) -> Iterator[str]:
+    """`dbname`, or a fresh database on the local PostgreSQL server, dropped afterwards."""
+    if dbname:
+        yield dbname
+        return
+    import psycopg2
+
+    server = {"host": os.environ.get("CLOSEDLOOP_PG_HOST", "127.0.0.1"),
+              "port": os.environ.get("CLOSEDLOOP_PG_PORT", "5432"),
+              "user": os.environ.get("CLOSEDLOOP_PG_USER", "postgres"),
+              "password": os.environ.get("CLOSEDLOOP_PG_PASSWORD", "")}
+    name = f"closedloop_scale_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **server)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
 def run_size(rows: int, days: int, measure: list[int], first_train: int, windows: tuple[int, int, int, int],
-             postgres: str | None, log) -> list[StageCost]:
-    """A fresh state dir, `days` days at `rows` a day; the costs of every stage of the measured days."""
+             postgres: str | None, fill: str, log: Callable[[str], None]) -> tuple[list[StageCost], list[FillCost]]:
+    """A fresh state dir, `days` days at `rows` a day: every stage's cost on every day run stage by stage."""
     costs: list[StageCost] = []
+    fills: list[FillCost] = []
     with tempfile.TemporaryDirectory(prefix=f"scale-{rows}-") as tmp:
         home = Path(tmp) / "state"
         config = bench_config(ROOT / "config" / "closedloop.yaml", Path(tmp) / "bench.yaml", rows, windows)
@@ -118,19 +169,31 @@ def run_size(rows: int, days: int, measure: list[int], first_train: int, windows
             env.update(CLOSEDLOOP_DBT_TARGET="postgres", CLOSEDLOOP_PG_DBNAME=postgres)
         start = yaml.safe_load(config.read_text())["simulator"]["start_date"]
         start = start if isinstance(start, dt.date) else dt.date.fromisoformat(str(start))
+
+        def date(n: int) -> str:
+            return (start + dt.timedelta(days=n - 1)).isoformat()
+
         champion = False
-        for i in range(days):
-            day = (start + dt.timedelta(days=i)).isoformat()
+        version = ""
+        n = 1
+        while n <= days:
+            if fill == "replay" and champion and n not in measure:
+                last = min([m - 1 for m in measure if m > n] or [days])
+                wall, cpu, rss, _ = run_stage(env, config, home, "replay", "--from", date(n), "--to", date(last))
+                fills.append(FillCost(rows, n, last, wall, cpu, rss))
+                log(f"  rows/day {rows:,} days {n}-{last} (replay): {wall:.1f}s wall, {cpu:.1f} CPU s")
+                n = last + 1
+                continue
             stages: list[tuple[str, tuple[str, ...]]] = [
-                ("ingest", ("ingest", "--date", day)),
+                ("ingest", ("ingest", "--date", date(n))),
                 ("dbt build", ("dbt", "--", "build")),
-                ("publish", ("publish", "--date", day)),
+                ("publish", ("publish", "--date", date(n))),
             ]
-            if i == first_train or (champion and i in measure):
-                stages += [("train", ("train", "--as-of", day, "--reason", "benchmark")), ("evaluate", ("evaluate",))]
+            if n == first_train or (champion and n in measure):
+                stages += [("train", ("train", "--as-of", date(n), "--reason", "benchmark")), ("evaluate", ("evaluate",))]
             for name, args in stages:
                 wall, cpu, rss, stdout = run_stage(env, config, home, *args)
-                costs.append(StageCost(rows, i, name, wall, cpu, rss))
+                costs.append(StageCost(rows, n, name, wall, cpu, rss))
                 if name == "train" and not champion:
                     version = str(_json(stdout).get("version", ""))
                 elif name == "evaluate" and not champion:
@@ -139,50 +202,79 @@ def run_size(rows: int, days: int, measure: list[int], first_train: int, windows
                                   "--reason", "scale benchmark: a champion to score with, whatever its gates")
                     champion = True
             if champion:
-                for name, args in (("infer", ("infer", "--date", day)), ("drift", ("drift", "--date", day))):
+                for name, args in (("infer", ("infer", "--date", date(n))), ("drift", ("drift", "--date", date(n)))):
                     wall, cpu, rss, _ = run_stage(env, config, home, *args)
-                    costs.append(StageCost(rows, i, name, wall, cpu, rss))
-            done = [c for c in costs if c.day_index == i]
-            log(f"  rows/day {rows:,} day {i}: " + ", ".join(f"{c.stage} {c.wall_s:.1f}s" for c in done))
-    return [c for c in costs if c.day_index in measure]
+                    costs.append(StageCost(rows, n, name, wall, cpu, rss))
+            done = [c for c in costs if c.day == n]
+            log(f"  rows/day {rows:,} day {n}: " + ", ".join(f"{c.stage} {c.wall_s:.1f}s" for c in done))
+            n += 1
+    return costs, fills
 
 
-def table(costs: list[StageCost], measure: list[int]) -> str:
-    """One line per (rows, stage): each measured day's wall / CPU / RSS and the last/first ratios."""
+def ratios(costs: list[StageCost], measure: list[int], limit: float) -> list[dict]:
+    """Per (rows, stage): day last / day first in wall, CPU and RSS, and whether each is within `limit`."""
+    first, last = measure[0], measure[-1]
+    by_key: dict[tuple[int, str], dict[int, StageCost]] = {}
+    for c in costs:
+        by_key.setdefault((c.rows, c.stage), {})[c.day] = c
+    out = []
+    for (rows, stage), per_day in by_key.items():
+        a, b = per_day.get(first), per_day.get(last)
+        if not (a and b):
+            continue
+        r = {"wall": b.wall_s / a.wall_s, "cpu": b.cpu_s / a.cpu_s, "rss": b.peak_rss_mb / a.peak_rss_mb}
+        out.append({"rows": rows, "stage": stage, "first": first, "last": last, **r,
+                    "pass": {k: v <= limit for k, v in r.items()}})
+    return out
+
+
+def table(costs: list[StageCost], measure: list[int], limit: float) -> str:
+    """One line per (rows, stage): each measured day's wall / CPU / RSS, the last/first ratios and the verdict."""
     first, last = measure[0], measure[-1]
     lines = [
         f"{'rows/day':>10} {'stage':<10} "
-        + " ".join(f"{'day ' + str(d) + ' wall/cpu s, RSS MiB':>30}" for d in measure)
-        + f"  {'ratio day ' + str(last) + '/' + str(first) + ' wall cpu rss':>28}"
+        + " ".join(f"{'day ' + str(d) + ' wall/cpu s, MiB':>26}" for d in measure)
+        + f"  {'day ' + str(last) + '/' + str(first) + ' wall   cpu   rss':>22}  verdict (<= {limit}x)"
     ]
-    by_key: dict[tuple[int, str], dict[int, StageCost]] = {}
-    for c in costs:
-        by_key.setdefault((c.rows, c.stage), {})[c.day_index] = c
-    for (rows, stage), per_day in by_key.items():
+    verdicts = {(r["rows"], r["stage"]): r for r in ratios(costs, measure, limit)}
+    keys = sorted({(c.rows, c.stage) for c in costs}, key=lambda k: (k[0], STAGES.index(k[1])))
+    for rows, stage in keys:
+        per_day = {c.day: c for c in costs if (c.rows, c.stage) == (rows, stage)}
         cells = []
         for d in measure:
             c = per_day.get(d)
-            cells.append(f"{c.wall_s:>9.1f} {c.cpu_s:>9.1f} {c.peak_rss_mb:>9.0f}" if c else f"{'-':>29}")
-        a, b = per_day.get(first), per_day.get(last)
-        ratio = (f"{b.wall_s / a.wall_s:>8.2f} {b.cpu_s / a.cpu_s:>8.2f} {b.peak_rss_mb / a.peak_rss_mb:>8.2f}"
-                 if a and b else f"{'-':>26}")
-        lines.append(f"{rows:>10,} {stage:<10} " + " ".join(f"{cell:>30}" for cell in cells) + f"  {ratio:>28}")
+            cells.append(f"{c.wall_s:>8.1f} {c.cpu_s:>7.1f} {c.peak_rss_mb:>7.0f}" if c else f"{'-':>24}")
+        r = verdicts.get((rows, stage))
+        if r:
+            ratio = f"{r['wall']:>6.2f} {r['cpu']:>5.2f} {r['rss']:>5.2f}"
+            failed = [k for k, ok in r["pass"].items() if not ok]
+            verdict = "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
+        else:
+            ratio, verdict = f"{'-':>18}", "-"
+        lines.append(f"{rows:>10,} {stage:<10} " + " ".join(f"{cell:>26}" for cell in cells)
+                     + f"  {ratio:>22}  {verdict}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000", help="rows a day, comma-separated (default 100k,1M)")
-    parser.add_argument("--days", type=int, default=30, help="days to run (the last is measured)")
-    parser.add_argument("--measure", default=None, help="day indexes to measure, comma-separated (default 5,<last>)")
+    parser.add_argument("--days", type=int, default=30, help="days to run, from day 1 (the last is measured)")
+    parser.add_argument("--measure", default=None,
+                        help="days to measure, comma-separated (default 5,10,20,30 up to --days, and the last)")
     parser.add_argument("--first-train-day", type=int, default=None,
-                        help="day index of the first training (default: first with full windows)")
+                        help="day of the first training (default: the sum of the windows, the first it can)")
     parser.add_argument("--windows", default="2,1,1,1",
                         help="training,validation,holdout,label-maturity days (short, so day 5 can train)")
+    parser.add_argument("--warehouse", choices=("duckdb", "postgres"), default="duckdb",
+                        help="duckdb (embedded profile) or postgres (the local server, a fresh database)")
     parser.add_argument("--postgres", default=None, metavar="DBNAME",
-                        help="warehouse on the local PostgreSQL database DBNAME (created beforehand, empty)")
+                        help="put the warehouse on this existing, empty PostgreSQL database (implies postgres)")
+    parser.add_argument("--fill", choices=("stages", "replay"), default="stages",
+                        help="days between measured days: stage by stage (default) or one replay process")
+    parser.add_argument("--limit", type=float, default=1.2, help="pass when day last / day first <= this")
     parser.add_argument("--allow-10m", action="store_true", help="allow 10M+ rows a day (hours, tens of GB)")
-    parser.add_argument("--json", default=None, help="also write the measured figures to this JSON file")
+    parser.add_argument("--json", default=None, help="also write every day's figures to this JSON file")
     args = parser.parse_args(argv)
 
     sizes = [int(float(r)) for r in args.rows.split(",")]
@@ -191,24 +283,40 @@ def main(argv: list[str] | None = None) -> int:
     windows = tuple(int(x) for x in args.windows.split(","))
     if len(windows) != 4:
         parser.error("--windows takes four numbers: training,validation,holdout,label-maturity days")
-    train_days, val_days, hold_days, maturity = windows
-    first_train = args.first_train_day
-    if first_train is None:
-        first_train = train_days + val_days + hold_days + maturity
-    measure = sorted({int(x) for x in args.measure.split(",")}) if args.measure else sorted({5, args.days - 1})
-    if measure[-1] >= args.days or measure[0] < first_train:
-        parser.error(f"--measure days must lie in {first_train}..{args.days - 1} (after the first training)")
+    first_train = args.first_train_day if args.first_train_day is not None else sum(windows)
+    if args.measure:
+        measure = sorted({int(x) for x in args.measure.split(",")})
+    else:
+        measure = sorted({d for d in DEFAULT_MEASURE if first_train <= d <= args.days} | {args.days})
+    if measure[-1] > args.days or measure[0] < first_train:
+        parser.error(f"--measure days must lie in {first_train}..{args.days} (from the first training on)")
 
     costs: list[StageCost] = []
-    for rows in sizes:
-        print(f"rows/day {rows:,}: {args.days} days, measuring days {measure}", flush=True)
-        costs += run_size(rows, args.days, measure, first_train, windows, args.postgres,  # type: ignore[arg-type]
-                          lambda line: print(line, flush=True))
+    fills: list[FillCost] = []
+    with pg_database(args.postgres) if (args.postgres or args.warehouse == "postgres") else _no_database() as db:
+        for rows in sizes:
+            print(f"rows/day {rows:,}: {args.days} days on {'postgres' if db else 'duckdb'}, "
+                  f"measuring days {measure}", flush=True)
+            size_costs, size_fills = run_size(rows, args.days, measure, first_train, windows,  # type: ignore[arg-type]
+                                              db, args.fill, lambda line: print(line, flush=True))
+            costs += size_costs
+            fills += size_fills
     print()
-    print(table(costs, measure))
+    print(table(costs, measure, args.limit))
     if args.json:
-        Path(args.json).write_text(json.dumps([c.__dict__ for c in costs], indent=1))
+        Path(args.json).write_text(json.dumps({
+            "rows": sizes, "days": args.days, "measure": measure, "windows": list(windows),
+            "first_train_day": first_train, "warehouse": "postgres" if args.postgres or args.warehouse == "postgres"
+            else "duckdb", "fill": args.fill, "limit": args.limit,
+            "costs": [asdict(c) for c in costs], "fills": [asdict(f) for f in fills],
+            "ratios": ratios(costs, measure, args.limit),
+        }, indent=1))
     return 0
+
+
+@contextmanager
+def _no_database() -> Iterator[None]:
+    yield None
 
 
 if __name__ == "__main__":

@@ -70,9 +70,9 @@ def test_an_unknown_version_is_one_error_line_with_exit_2(module_state, trained,
 
 
 def test_a_data_version_that_cannot_be_restored_names_it_and_the_fix(module_state, trained, capsys, tmp_path):
-    cache = versioning._cache_path(module_state.data / ".dvc" / "cache", trained.data_version)
-    remote = versioning._cache_path(module_state.dvc_remote, trained.data_version)
-    kept = {p: tmp_path / f"kept-{i}" for i, p in enumerate((cache, remote))}
+    # the version's manifest and partitions gone from the cache, the remote and the opened views
+    gone = (module_state.data / ".dvc" / "cache", module_state.dvc_remote, versioning._versions_dir(module_state))
+    kept = {p: tmp_path / f"kept-{i}" for i, p in enumerate(gone) if p.exists()}
     for src, dst in kept.items():
         shutil.move(src, dst)
     try:

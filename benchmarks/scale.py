@@ -186,7 +186,7 @@ def run_size(rows: int, days: int, measure: list[int], first_train: int, windows
                 continue
             stages: list[tuple[str, tuple[str, ...]]] = [
                 ("ingest", ("ingest", "--date", date(n))),
-                ("dbt build", ("dbt", "--", "build")),
+                ("dbt build", ("dbt", "--rebuild-from", date(n), "--", "build")),
                 ("publish", ("publish", "--date", date(n))),
             ]
             if n == first_train or (champion and n in measure):

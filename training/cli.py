@@ -361,7 +361,10 @@ def _ingest(ctx: Context, ns: argparse.Namespace) -> Any:
 
 @command(
     "dbt",
-    "run dbt with the project's profile, vars and state-dir paths, e.g. `dbt -- build`",
+    "run dbt with the project's profile, vars and state-dir paths, e.g. `dbt --rebuild-from 2026-01-05 -- build`",
+    arg("--rebuild-from", type=_date, default=None,
+        help="the first day whose incremental partitions to rebuild, as the data pipeline passes its day "
+             "(default: rebuild every partition, as --full-refresh)"),
     arg("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt (after --)"),
 )
 def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
@@ -369,7 +372,8 @@ def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
 
     args = [a for a in ns.dbt_args if a != "--"] or ["build"]
     # on the settings' target (CLOSEDLOOP_DBT_TARGET); a failed build raises DbtError naming the failed nodes: exit code 1
-    result = run_dbt(args, ctx.paths, ctx.cfg)
+    day = ns.rebuild_from
+    result = run_dbt(args, ctx.paths, ctx.cfg, extra_vars={"rebuild_from": day.isoformat()} if day else None)
     return {"success": result.success, "nodes": len(result.results)}
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+import yaml
 
 from training.errors import ClosedloopError
 from training.paths import StatePaths
@@ -98,20 +99,32 @@ def _repo(paths: StatePaths):  # -> dvc.repo.Repo (imported lazily: dvc is slow 
 
 
 def snapshot(paths: StatePaths, file: Path) -> str:
-    """`dvc add` a file under the data repo, push it to the remote, and return its md5."""
+    """Version a file under the data repo as `dvc add` + `dvc push` would, and return its md5.
+
+    The file's content goes into the DVC cache and the remote under its md5 and a `<file>.dvc`
+    pointer is written next to it (DVC 3's single-output format, so `dvc status` / `dvc pull` /
+    `dvc checkout` treat it as their own). Not through `Repo.add` / `Repo.push`: both load every
+    `.dvc` file of the repo first, so a day's landing cost grew with the days already landed.
+    """
     file = Path(file).resolve()
     if paths.data.resolve() not in file.parents:
         raise ValueError(f"{file} is outside the DVC data repo {paths.data}; write it under StatePaths.data")
     if not file.is_file():
         raise FileNotFoundError(f"cannot version {file}: no such file")
-    repo = _repo(paths)
+    _ensure_repo(paths)
+    md5 = _file_md5(file)
+    cached = _cache_path(_cache(paths), md5)
+    _put(file, cached, move=False)
+    _put(cached, _cache_path(paths.dvc_remote, md5), move=False)
+    pointer = {"outs": [{"md5": md5, "size": file.stat().st_size, "hash": "md5", "path": file.name}]}
+    dvcfile = file.with_name(file.name + ".dvc")
+    tmp = dvcfile.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}")
     try:
-        stages = repo.add(str(file))
-        md5 = stages[0].outs[0].hash_info.value
-        repo.push()
+        tmp.write_text(yaml.safe_dump(pointer, sort_keys=False))
+        os.replace(tmp, dvcfile)
     finally:
-        repo.close()
-    return str(md5)
+        tmp.unlink(missing_ok=True)
+    return md5
 
 
 def _cache_path(root: Path, md5: str) -> Path:

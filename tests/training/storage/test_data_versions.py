@@ -246,3 +246,26 @@ def test_a_frame_versioned_before_any_snapshot_leaves_a_repo_that_snapshots(stat
     frame.head(10).to_parquet(landed)
     assert versioning.snapshot(state, landed)
     assert len(pd.read_parquet(versioning.open_version(state, version))) == len(frame)
+
+
+def test_a_snapshot_is_a_dvc_output_dvc_itself_reads(state):
+    """snapshot writes the cache, the remote and the `.dvc` pointer without DVC's repo index (which
+    loads every pointer of the repo, so landing a day cost more each day): DVC must still see the
+    file as tracked and in sync, push nothing, and restore it with `dvc checkout`."""
+    from dvc.repo import Repo
+
+    landed = state.raw / "transactions" / "batch_date=2026-01-01.parquet"
+    landed.parent.mkdir(parents=True)
+    make_training_set(n_days=1, rows_per_day=50).to_parquet(landed)
+    content = landed.read_bytes()
+    md5 = versioning.snapshot(state, landed)
+    assert md5 == hashlib.md5(content).hexdigest()
+    repo = Repo(str(state.data))
+    try:
+        assert repo.status() == {} and repo.status(cloud=True) == {}
+        landed.unlink()
+        assert repo.status() != {}
+        repo.checkout()
+        assert landed.read_bytes() == content
+    finally:
+        repo.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import sys
 import time
@@ -52,7 +53,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=20_000, help="transactions per simulated day")
     ap.add_argument("--state", type=Path, default=Path("/tmp/closedloop-dbt-incremental"))
+    ap.add_argument("--build", action="store_true",
+                    help="time `dbt build` of the whole project (every model and data test, unit tests off as in "
+                         "production) instead of `dbt run` of the feature marts")
     ns = ap.parse_args()
+    command, select = (["build"], []) if ns.build else (["run"], SELECT)
+    if ns.build:
+        os.environ["CLOSEDLOOP_DBT_UNIT_TESTS"] = "false"
     cfg = with_overrides(load_config(), simulator={"transactions_per_day": ns.rows})
     paths = StatePaths(ns.state).ensure()
     paths.warehouse.unlink(missing_ok=True)
@@ -64,10 +71,11 @@ def main() -> None:
                 load_raw_batch(con, "transactions", simulator.generate_transactions(cfg.simulator, day), day)
                 load_raw_batch(con, "chargebacks", simulator.generate_chargebacks(cfg.simulator, day), day)
 
-    def dbt(*args: str, day: dt.date | None = None) -> tuple[float, float, dict[str, float]]:
-        """Wall seconds, CPU seconds of the dbt child, and each model's execution seconds."""
+    def dbt(*args: str, day: dt.date | None = None, timed: bool = True) -> tuple[float, float, dict[str, float]]:
+        """Wall seconds, CPU seconds of the dbt child, and each node's execution seconds."""
         cpu0, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        run_dbt(["run", *SELECT, *args], paths, cfg, extra_vars={"rebuild_from": day.isoformat()} if day else None)
+        run_dbt([*(command if timed else ["run"]), *select, *args], paths, cfg,
+                extra_vars={"rebuild_from": day.isoformat()} if day else None)
         wall, cpu1 = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
         results = json.loads((paths.dbt_target / "run_results.json").read_text())["results"]
         models = {r["unique_id"].split(".")[-1]: float(r["execution_time"]) for r in results}
@@ -75,21 +83,21 @@ def main() -> None:
 
     figures: dict[tuple[int, str], tuple[float, float, dict[str, float]]] = {}
     load(days[:4])
-    dbt()
+    dbt(timed=False)
     for n, history in ((5, days[4:5]), (30, days[5:30])):
         load(history[:-1])
         if history[:-1]:
-            dbt(day=history[0])  # the days between, untimed
+            dbt(day=history[0], timed=False)  # the days between, untimed
         load(history[-1:])
         figures[(n, "incremental")] = dbt(day=history[-1])
         figures[(n, "full")] = dbt("--full-refresh")
 
-    print(f"dbt run {' '.join(SELECT)}, {ns.rows:,} transactions/day, DuckDB (wall and CPU seconds of the dbt process)")
+    print(f"dbt {' '.join(command + select)}, {ns.rows:,} transactions/day, DuckDB (wall and CPU seconds of the dbt process)")
     print(f"{'':13}{'wall d5':>8}{'wall d30':>9}{'30/5':>6}{'CPU d5':>8}{'CPU d30':>8}{'30/5':>6}")
     for mode in ("incremental", "full"):
         (w5, c5, _), (w30, c30, _) = figures[(5, mode)], figures[(30, mode)]
         print(f"{mode:13}{w5:8.1f}{w30:9.1f}{w30 / w5:6.2f}{c5:8.1f}{c30:8.1f}{c30 / c5:6.2f}")
-    print("\nper model, execution seconds (incremental d5 / d30, full d5 / d30):")
+    print("\nper node, execution seconds (incremental d5 / d30, full d5 / d30):")
     for model in figures[(30, "full")][2]:
         cells = [figures[(n, m)][2].get(model, 0.0) for m in ("incremental", "full") for n in (5, 30)]
         print(f"  {model:34}" + "".join(f"{c:7.2f}" for c in cells))

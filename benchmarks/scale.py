@@ -67,6 +67,9 @@ class StageCost:
     wall_s: float
     cpu_s: float
     peak_rss_mb: float
+    # infer: the model versions it scored by alias (champion, and challenger / previous champion in
+    # shadow): a day scoring three models does three models' work whatever the history behind it
+    scored: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,10 +206,13 @@ def run_size(rows: int, days: int, measure: list[int], first_train: int, windows
                     champion = True
             if champion:
                 for name, args in (("infer", ("infer", "--date", date(n))), ("drift", ("drift", "--date", date(n)))):
-                    wall, cpu, rss, _ = run_stage(env, config, home, *args)
-                    costs.append(StageCost(rows, n, name, wall, cpu, rss))
+                    wall, cpu, rss, stdout = run_stage(env, config, home, *args)
+                    scored = _json(stdout).get("versions") if name == "infer" else None
+                    costs.append(StageCost(rows, n, name, wall, cpu, rss, scored))
             done = [c for c in costs if c.day == n]
-            log(f"  rows/day {rows:,} day {n}: " + ", ".join(f"{c.stage} {c.wall_s:.1f}s" for c in done))
+            log(f"  rows/day {rows:,} day {n}: " + ", ".join(
+                f"{c.stage} {c.wall_s:.1f}s/{c.cpu_s:.1f} CPU s/{c.peak_rss_mb:.0f} MiB"
+                + (f" ({len(c.scored)} models)" if c.scored else "") for c in done))
             n += 1
     return costs, fills
 

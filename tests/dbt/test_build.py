@@ -219,6 +219,22 @@ def test_conflicting_duplicates_fail_unique_and_name_the_test(tiny_state: StateP
     assert failed.failures == 1
 
 
+def test_data_tests_of_a_day_read_only_the_partitions_it_rebuilt(tiny_state: StatePaths) -> None:
+    """With rebuild_from (the pipeline's day) a model's data tests read the rebuilt partitions only
+    (macros/incremental.sql, get_where_subquery): the conflicting rows of 2026-01-01 fail a run from
+    that day and are not re-read by a run from the next day (they were tested when they were built)."""
+    select = ["build", "--select", "staging", "--indirect-selection", "cautious"]
+    unique_test = "unique_stg_raw__transactions_transaction_id"
+    with pytest.raises(DbtError) as err:
+        run_dbt(select, tiny_state, None, extra_vars={"rebuild_from": "2026-01-01"})
+    assert [n.split(".")[2] for n in err.value.failed_nodes] == [unique_test]
+
+    later = run_dbt(select, tiny_state, None, extra_vars={"rebuild_from": "2026-01-02"})
+    assert later.status_of(unique_test) == "pass"
+    compiled = next(tiny_state.dbt_target.glob(f"compiled/**/{unique_test}.sql")).read_text()
+    assert "event_ts >= cast('2026-01-02' as date)" in compiled
+
+
 def test_source_freshness_uses_load_time(tiny_state: StatePaths, built_warehouse: BuiltWarehouse) -> None:
     """Data from January, loaded just now: fresh. Loaded three days ago (tiny_state): an error.
 

@@ -4,7 +4,8 @@ Days are built one dbt run each (`rebuild_from` = the day, as the pipeline passe
 earlier day is re-delivered with other rows (a backfill/correction) and rebuilt from that day on;
 the result must equal `--full-refresh` over the same raw rows, to the bit. Short windows (3-day amount average,
 2-day label maturity, 3-day category window) make six days exercise every state path: the window
-edge day, the full-day sums, first-seen pairs and the category rate's label placement.
+edge day, the full-day sums, first-seen pairs, the category rate's label placement, the labels and
+the training set's matured partitions (and the labels the re-delivery withdraws).
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from training.data.dbt import run_dbt
 from training.paths import StatePaths
 
 N_DAYS = 6
-BACKFILLED = 2  # index of the day re-delivered after all days were built
+# index of the day re-delivered after all days were built: late enough that the training set (2-day
+# maturity) keeps its first partition from the daily runs, so those are compared too
+BACKFILLED = 3
 SHORT_WINDOWS = {"customer_amount_window_days": 3, "category_fraud_rate_window_days": 3}
-MODELS = ["--select", "+ml_transaction_features"]
-MARTS = ["ml.ml_transaction_features", "intermediate.int_category_fraud_rates_daily"]
+MODELS = ["--select", "+ml_training_set"]
+MARTS = ["ml.ml_transaction_features", "intermediate.int_category_fraud_rates_daily", "ml.ml_training_set",
+         "intermediate.int_transaction_labels"]
 FLOATS = {"amount", "log_amount", "amount_to_customer_avg", "category_fraud_rate", "global_fraud_rate"}
 
 

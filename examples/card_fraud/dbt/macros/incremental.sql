@@ -84,3 +84,45 @@
 {% macro exact_amount(column) -%}
     cast({{ column }} as decimal(18, 6))
 {%- endmacro %}
+
+
+{#- Data tests of a day-partitioned model read only the partitions this run rebuilt (dbt's `where`
+    test config, applied here for every generic test of a model whose meta names its
+    `partition_column`): the older partitions were tested when they were built and no run changes
+    them, so a day's tests cost the day, not the history. Without rebuild_from (a full build) every
+    partition is tested. Checks across partitions live where they stay bounded: reused ids at the
+    front door (an anti-join against the id index), per-entity state (first-seen pairs) unscoped. -#}
+{% macro get_where_subquery(relation) -%}
+    {%- set filters = [] -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where -%}
+        {%- do filters.append('(' ~ where ~ ')') -%}
+    {%- endif -%}
+    {%- set partition = tested_partition() -%}
+    {%- set since = rebuild_from() -%}
+    {%- if partition.column and since -%}
+        {%- set lag = (var(partition.lag_var) | int) if partition.lag_var else 0 -%}
+        {%- do filters.append(partition.column ~ ' >= ' ~ day_literal(since, -lag)) -%}
+    {%- endif -%}
+    {%- if filters -%}
+        {{ return('(select * from ' ~ relation ~ ' where ' ~ (filters | join(' and ')) ~ ') dbt_subquery') }}
+    {%- endif -%}
+    {{ return(relation) }}
+{%- endmacro %}
+
+
+{#- The partition of the model the running test is attached to, from its meta: `partition_column`
+    and `partition_lag_var` (a var naming how many days before rebuild_from its rebuilt partitions
+    start, e.g. the training set's label maturity); column none when it has none. -#}
+{% macro tested_partition() -%}
+    {%- set none_ = {'column': none, 'lag_var': none} -%}
+    {%- if not execute or model is not mapping -%}
+        {{ return(none_) }}
+    {%- endif -%}
+    {%- set node = graph.nodes.get(model.get('attached_node') or '') -%}
+    {%- if not node -%}
+        {{ return(none_) }}
+    {%- endif -%}
+    {%- set meta = node.get('config', {}).get('meta') or {} -%}
+    {{ return({'column': meta.get('partition_column'), 'lag_var': meta.get('partition_lag_var')}) }}
+{%- endmacro %}

@@ -100,7 +100,7 @@ from training.config import Config, load_config, with_overrides
 from training.data import datasets
 from training.model import gates, tracking, train
 from training.model.metrics import compute_metrics
-from training.monitoring import drift_job, retrain_deferral, retrain_trigger
+from training.monitoring import drift_job, label_delay, retrain_deferral, retrain_trigger
 from training.monitoring.retrain_trigger import PastTrigger, WindowEvidence
 from training.paths import StatePaths
 
@@ -280,6 +280,20 @@ def run_policy(
         frame = known(data.loc[data[id_col].isin(set(ids)), [id_col, target]], as_of)
         return frame.assign(matured=True)
 
+    load_label_delays = None
+    if label_known_on is not None:
+        # the label feed as the warehouse holds it: each delivered positive's report day and event day,
+        # so the monitor learns the maturity (label_delay.learn) as the DAG does from raw chargebacks
+        positive = (feats[target].astype(int) == 1).to_numpy()
+        reports = pd.DataFrame({"reported_day": label_known_on[positive].to_numpy(),
+                                "batch_date": feats.loc[positive, "batch_date"].to_numpy()})
+
+        def load_label_delays(first: dt.date, last: dt.date) -> pd.DataFrame:
+            got = reports[(reports.reported_day >= first) & (reports.reported_day <= last)]
+            return pd.DataFrame({label_delay.REPORTED_DAY: got.reported_day.to_numpy(),
+                                 label_delay.DELAY_DAYS: [float((r - b).days) for r, b in
+                                                          zip(got.reported_day, got.batch_date, strict=True)]})
+
     def retrain(day: dt.date, anchor: dt.date | None) -> bool:
         nonlocal champ, data, by_day, serving_since
         matured = known(feats[feats.batch_date <= day - lag * DAY], day).reset_index(drop=True)
@@ -338,6 +352,7 @@ def run_policy(
             load_window=load_window,
             load_labels=load_labels,
             save_html=False,
+            load_label_delays=load_label_delays,
         )
         history = retrain_trigger.assemble_history(history, window)
         decision = retrain_trigger.decide(

@@ -6,7 +6,7 @@ only moves the scores, a second shift after the first was healed. This drives th
 (`healing_loop.run_policy`: the project's `drift_job.measure_interval`, `retrain_trigger.decide`,
 `drift_job.locate_onset`, the deferral and `gates.evaluate_gates`, day by day) over each world,
 with labels *as they would be known on each day* (a fraud whose chargeback has not arrived reads
-as a negative, also in the retrains' training data), and the latency gate timed best-of-5.
+as a negative, also in the retrains' training data), and the latency gate timed best-of-5 in process CPU time.
 
 Worlds (all with the simulator's own weekday rhythm; onset = day 42 unless said):
 

@@ -251,7 +251,7 @@ def locate_onset(
     as `onset_from_windows`; each fired signal's change point (day, bootstrap interval, p-value) goes
     to `onset_change_point`. The earliest *significant* change point becomes `onset_window_start`
     (what the drift-aware retrain anchors at) with `onset_interval`; without one the start of the
-    unbroken run of breaching windows ending with the latest is named (an earlier one-off dropped). Only
+    latest breaching window is named (the least the evidence claims) and the evidence says so. Only
     days served by the current champion are searched.
     """
     if not decision.trigger or not decision.evidence.get("onset_window_start"):
@@ -286,16 +286,16 @@ def locate_onset(
     ev["onset_change_point"] = {k: v.to_dict() for k, v in found.items()}
     significant = [cp for cp in found.values() if cp.significant]
     if not significant:
-        # Not located: drop breaches the episode's windows show as one-offs. k-of-n pairs an earlier
-        # one-off (breach, then ok) with the real breach, and a retrain anchored at the one-off learnt
-        # the old regime, was rejected and started the backoff (healing_matrix two_shifts seed 1); so the
-        # onset is the start of the unbroken run of breaching windows that ends with the latest one.
+        # Not located: name the latest breaching window's start, the least the evidence claims. The
+        # episode's first breaching window may be an earlier one-off (k-of-n pairs it with the real
+        # breach): anchoring there trained on the old regime, was rejected and started the backoff
+        # (healing_matrix two_shifts / abrupt_concept); a late anchor only waits a few days longer.
         first = dt.date.fromisoformat(str(ev["onset_window_start"])[:10])
-        onset = max(first, min((_unbroken_run_start(ev, name) or first
-                                for name in ev.get("breaching_signals") or []), default=first))
+        latest = min((window.period(name)[0] for name in ev.get("breaching_signals") or []), default=first)
+        onset = max(latest, first)
         ev["onset_window_start"] = onset.isoformat()
-        ev["onset_source"] = ("first breaching window of the latest unbroken run (no significant change point in "
-                              f"the daily series; the episode's first breaching window started {ev['onset_from_windows']})")
+        ev["onset_source"] = ("latest breaching window (no significant change point in the daily series; the "
+                              f"episode's first breaching window started {ev['onset_from_windows']})")
         return dataclasses.replace(decision, evidence=ev)
     best = min(significant, key=lambda cp: cp.onset)
     ev["onset_window_start"] = best.onset.isoformat()
@@ -305,21 +305,6 @@ def locate_onset(
            f"({change_point.INTERVAL_LEVEL:.0%} interval {best.low}..{best.high}, p={best.p_value:.3f}; "
            f"first breaching window started {ev['onset_from_windows']}).")
     return dataclasses.replace(decision, evidence=ev, why=why)
-
-
-def _unbroken_run_start(evidence: dict[str, Any], name: str) -> dt.date | None:
-    """Start of the run of breaching k-of-n windows of `name` that ends with the latest; None when every
-    window considered breaches (the run may reach further back: the episode's onset stands)."""
-    windows = ((evidence.get("signals") or {}).get(name) or {}).get("windows") or []
-    run: list[dict[str, Any]] = []
-    for w in reversed(windows):  # oldest first in the evidence
-        if w.get("status") != "breach":
-            break
-        run.append(w)
-    start = run[-1].get("start") or run[-1].get("window_start") if run else None
-    if not run or len(run) == len(windows) or not start:
-        return None
-    return dt.date.fromisoformat(str(start)[:10])
 
 
 def champion_serving_since(paths: StatePaths, champion: dict[str, Any]) -> dt.date | None:

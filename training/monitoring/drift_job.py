@@ -250,9 +250,8 @@ def locate_onset(
     The window-based onset (start of the episode's first breaching window) is kept in the evidence
     as `onset_from_windows`; each fired signal's change point (day, bootstrap interval, p-value) goes
     to `onset_change_point`. The earliest *significant* change point becomes `onset_window_start`
-    (what the drift-aware retrain anchors at) with `onset_interval`; without one the start of the
-    latest breaching window is named (the least the evidence claims) and the evidence says so. Only
-    days served by the current champion are searched.
+    (what the drift-aware retrain anchors at) with `onset_interval`; without one the window-based
+    onset stands and the evidence says so. Only days served by the current champion are searched.
     """
     if not decision.trigger or not decision.evidence.get("onset_window_start"):
         return decision
@@ -286,16 +285,7 @@ def locate_onset(
     ev["onset_change_point"] = {k: v.to_dict() for k, v in found.items()}
     significant = [cp for cp in found.values() if cp.significant]
     if not significant:
-        # Not located: name the latest breaching window's start, the least the evidence claims. The
-        # episode's first breaching window may be an earlier one-off (k-of-n pairs it with the real
-        # breach): anchoring there trained on the old regime, was rejected and started the backoff
-        # (healing_matrix two_shifts / abrupt_concept); a late anchor only waits a few days longer.
-        first = dt.date.fromisoformat(str(ev["onset_window_start"])[:10])
-        latest = min((window.period(name)[0] for name in ev.get("breaching_signals") or []), default=first)
-        onset = max(latest, first)
-        ev["onset_window_start"] = onset.isoformat()
-        ev["onset_source"] = ("latest breaching window (no significant change point in the daily series; the "
-                              f"episode's first breaching window started {ev['onset_from_windows']})")
+        ev["onset_source"] = "first breaching window (no significant change point in the daily series)"
         return dataclasses.replace(decision, evidence=ev)
     best = min(significant, key=lambda cp: cp.onset)
     ev["onset_window_start"] = best.onset.isoformat()

@@ -9,7 +9,7 @@ import pandas as pd
 
 from training.config import Config
 from training.monitoring import drift_job
-from training.monitoring.retrain_trigger import Decision, Signal, WindowEvidence
+from training.monitoring.retrain_trigger import Decision, WindowEvidence
 
 D0 = dt.date(2026, 3, 2)  # a Monday
 SHIFT_DAY = 15
@@ -70,35 +70,18 @@ def test_prediction_shift_onset_is_named_within_a_day_with_an_interval(base_conf
                                   load_window=load_window, load_labels=load_labels) is quiet
 
 
-def test_no_change_in_the_series_names_the_latest_breaching_window(base_config: Config) -> None:
-    """Unlocated, the onset errs late: the episode's first breaching window may be an earlier one-off
-    that k-of-n paired with the real breach, and a retrain anchored there learns the old regime."""
+def test_no_change_in_the_series_keeps_the_window_onset(base_config: Config) -> None:
     reference = _frame(base_config, -14, 14, seed=1)
     data = _frame(base_config, 0, 14, seed=3)  # every day before SHIFT_DAY: nothing changes
     now = D0 + dt.timedelta(days=13)
-    window_onset = D0 + dt.timedelta(days=5)  # the episode's first breaching window
-    latest = D0 + dt.timedelta(days=11)  # the breaching performance period of the window just measured
-    window = WindowEvidence(now, now, "4", ("4",), 400, 0, 0, {
-        "performance": Signal("performance", "breach", start=latest, end=latest + dt.timedelta(days=2)),
-    })
-
-    def locate(decision: Decision) -> Decision:
-        return drift_job.locate_onset(
-            base_config, decision, window, reference=reference, serving_since=D0,
-            load_window=lambda s, e: data[(data.batch_date >= s) & (data.batch_date <= e)],
-            load_labels=lambda ids, as_of: data.loc[data[base_config.model.id_column].isin(set(ids)),
-                                                    [base_config.model.id_column, base_config.model.target]
-                                                    ].assign(matured=True),
-        )
-
-    out = locate(_decision(now, window_onset, "performance"))
-    assert out.evidence["onset_window_start"] == latest.isoformat()
-    assert out.evidence["onset_from_windows"] == window_onset.isoformat()
-    assert out.evidence["onset_source"].startswith("latest breaching window")
-    assert "onset_interval" not in out.evidence
-    # never later than the windows said... and never earlier either: a window onset after it stands
-    later = now - dt.timedelta(days=1)
-    assert locate(_decision(now, later, "performance")).evidence["onset_window_start"] == later.isoformat()
+    window_onset = D0 + dt.timedelta(days=11)
+    out = drift_job.locate_onset(
+        base_config, _decision(now, window_onset, "prediction_drift"), _window(now), reference=reference,
+        serving_since=D0, load_window=lambda s, e: data[(data.batch_date >= s) & (data.batch_date <= e)],
+        load_labels=lambda ids, as_of: pd.DataFrame(),
+    )
+    assert out.evidence["onset_window_start"] == window_onset.isoformat()
+    assert out.evidence["onset_source"].startswith("first breaching window")
 
 
 def test_warehouse_typed_batch_dates_are_located_too(base_config: Config) -> None:

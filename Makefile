@@ -24,19 +24,19 @@ env: $(VENV)/.synced
 demo: env
 	CLOSEDLOOP_HOME=$(STATE) $(PY) scripts/demo.py --profile $(PROFILE) $(DEMO_ARGS)
 
-# Every test (measured times: README "Tests"); prints the 20 slowest, so a test that grows shows up.
-# The longest runs (the loops under the real scheduler and the OpenLineage day, each with its own
-# state dir, ports, Airflow home and PostgreSQL databases) go to a second pytest beside the rest: a
-# stack waits on its scheduler much of the time, so the two share 2 cores well. Their output
+# Every test (measured times: README "Tests"); prints the 30 slowest, so a test that grows shows up.
+# The longest runs (the loops under the real scheduler, each with its own state dir, ports, Airflow
+# home and PostgreSQL databases), then the two longest DAG-run / fault-drill files, go to a second
+# pytest beside the rest, so the two processes end at about the same time on 2 cores. Their output
 # follows the rest's; either failing fails `test`.
 BESIDE_TESTS := tests/e2e/test_loop_under_scheduler.py tests/e2e/test_two_models_under_scheduler.py \
-	tests/dags/test_openlineage_graph.py
+	tests/dags/test_data_pipeline_run.py tests/training/test_faults.py
 BESIDE_LOG := $(or $(TMPDIR),/tmp)/closedloop-beside-tests.$(shell echo $$PPID).log
 test: env browser-deps compose-deps
-	@$(PY) -m pytest $(BESIDE_TESTS) --durations=5 -p no:cacheprovider > $(BESIDE_LOG) 2>&1 & beside=$$!; \
+	@$(PY) -m pytest $(BESIDE_TESTS) --durations=10 -p no:cacheprovider > $(BESIDE_LOG) 2>&1 & beside=$$!; \
 	trap "kill $$beside 2>/dev/null" INT TERM; \
 	echo "the longest runs go beside these (pid $$beside, log $(BESIDE_LOG))"; \
-	$(PY) -m pytest tests $(addprefix --ignore=,$(BESIDE_TESTS)) --durations=20; rest=$$?; \
+	$(PY) -m pytest tests $(addprefix --ignore=,$(BESIDE_TESTS)) --durations=30; rest=$$?; \
 	wait $$beside; beside_rc=$$?; \
 	echo "===== the longest runs, beside the rest (exit $$beside_rc) ====="; cat $(BESIDE_LOG); \
 	test $$rest -eq 0 -a $$beside_rc -eq 0

@@ -6,7 +6,7 @@ only moves the scores, a second shift after the first was healed. This drives th
 (`healing_loop.run_policy`: the project's `drift_job.measure_interval`, `retrain_trigger.decide`,
 `drift_job.locate_onset`, the deferral and `gates.evaluate_gates`, day by day) over each world,
 with labels *as they would be known on each day* (a fraud whose chargeback has not arrived reads
-as a negative, also in the retrains' training data), and the latency gate timed best-of-5.
+as a negative, also in the retrains' training data), and the latency gate timed best-of-5 in process CPU time.
 
 Worlds (all with the simulator's own weekday rhythm; onset = day 42 unless said):
 
@@ -37,77 +37,103 @@ early estimated-performance signal (CBPE-like; recorded, not acted on); false = 
 the first onset or in a benign world; retrains / promoted = attempted / promoted; PR-AUC last7 =
 the serving scores over the last 7 days, with a 90 % stratified bootstrap interval.
 
-    nice -n 10 .venv/bin/python benchmarks/healing_matrix.py --rows-per-day 1000 --weeks 6 --seeds 0 1 2
+    PYTHONPATH=. nice -n 19 .venv/bin/python benchmarks/healing_matrix.py --rows-per-day 1000 --weeks 6 \
+        --seeds 0 1 2 --per-seed --csv rows.csv [--worlds ...] [--policies ...]
 
-Measured (partial: the 2-core dev machine shared with other jobs, load ~12) at 1000 weekday rows/day,
-6 weeks replayed, seed 0 for every world, seeds 0-2 for `stable`, seeds 0-1 for holiday /
-abrupt_concept / subtle_concept / two_shifts; `seeds` says how many each row averages; the change-point
-onset in, the policy helper's label-maturity / per-signal budgets / relative recovery / calendar not
-yet merged:
+(PYTHONPATH=. from a git worktree: the venv's editable install otherwise imports the main checkout.)
 
-                             seeds  detect  onset_err  cov   est  false  retrains  promoted  pr_auc_last7  ci_low  ci_high
-    stable           project      3     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.675   0.606    0.756
-                     weekly       3     NaN        NaN  NaN   NaN    NaN       5.0     0.333         0.680   0.607    0.759
-                     none         3     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.675   0.606    0.756
-                     ceiling      3     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.644   0.561    0.728
-    seasonality      project      1     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.697   0.620    0.770
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.705   0.628    0.781
-                     none         1     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.697   0.620    0.770
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.747   0.675    0.815
-    holiday          project      2     NaN        NaN  NaN   3.0    2.0       1.0     0.000         0.724   0.658    0.787
-                     weekly       2     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.755   0.695    0.819
-                     none         2     NaN        NaN  NaN   3.0    2.0       0.0     0.000         0.724   0.658    0.787
-                     ceiling      2     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.765   0.699    0.819
-    label_delay      project      1     NaN        NaN  NaN   NaN    2.0       2.0     0.000         0.706   0.621    0.777
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.705   0.628    0.781
-                     none         1     NaN        NaN  NaN   NaN    2.0       0.0     0.000         0.706   0.621    0.777
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.747   0.675    0.815
-    benign_covariate project      1     4.0        0.0  1.0   NaN    0.0       2.0     0.000         0.704   0.629    0.779
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.705   0.630    0.779
-                     none         1     4.0        0.0  1.0   NaN    0.0       0.0     0.000         0.704   0.629    0.779
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.749   0.668    0.818
-    abrupt_concept   project      2     8.0       -4.0  1.0  17.0    0.0       1.5     1.000         0.317   0.248    0.408
-                     weekly       2     NaN        NaN  NaN   NaN    NaN       5.0     2.500         0.318   0.251    0.413
-                     none         2     8.0       -4.0  1.0   NaN    0.0       0.0     0.000         0.054   0.027    0.091
-                     ceiling      2     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.354   0.282    0.446
-    subtle_concept   project      2    27.0       13.0  NaN   NaN    0.0       0.5     0.000         0.528   0.448    0.616
-                     weekly       2     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.523   0.445    0.607
-                     none         2    27.0       13.0  NaN   NaN    0.0       0.0     0.000         0.528   0.448    0.616
-                     ceiling      2     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.560   0.490    0.648
-    gradual_concept  project      1    12.0        2.0  1.0  24.0    0.0       2.0     1.000         0.293   0.231    0.373
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     3.000         0.248   0.201    0.325
-                     none         1    12.0        2.0  1.0   NaN    0.0       0.0     0.000         0.065   0.030    0.107
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.363   0.294    0.463
-    two_shifts       project      2     8.0       -4.0  1.0  17.0    0.0       2.0     1.500         0.013   0.012    0.016
-                     weekly       2     NaN        NaN  NaN   NaN    NaN       5.0     2.500         0.050   0.033    0.090
-                     none         2     8.0       -4.0  1.0   NaN    0.0       0.0     0.000         0.063   0.035    0.104
-                     ceiling      2     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.365   0.308    0.449
-    persistent_drift project      1    11.0        3.0  0.0   NaN    0.0       2.0     0.000         0.687   0.610    0.759
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.715   0.641    0.791
-                     none         1    11.0        3.0  0.0   NaN    0.0       0.0     0.000         0.687   0.610    0.759
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.746   0.664    0.814
-    blip             project      1     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.699   0.624    0.771
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.704   0.627    0.779
-                     none         1     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.699   0.624    0.771
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.754   0.673    0.829
-    prediction_only  project      1     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.818   0.786    0.849
-                     weekly       1     NaN        NaN  NaN   NaN    NaN       5.0     1.000         0.827   0.798    0.859
-                     none         1     NaN        NaN  NaN   NaN    0.0       0.0     0.000         0.818   0.786    0.849
-                     ceiling      1     NaN        NaN  NaN   NaN    NaN       0.0     0.000         0.856   0.830    0.884
+Measured whole on 2026-12-07, 1000 weekday rows/day, 6 weeks replayed (days 28..69), seeds 0 1 2 for
+all 12 worlds, the 2-core dev machine at load 10-15 (other jobs; up to 7 benchmark processes at nice
+19). Rows: the landed code (main cf696ed) for every world and policy, except `project`/`none` of
+label_delay, re-measured with the monitor fed the label feed's delays (this commit), and holiday,
+measured with this benchmark and the reverted onset rule below (its one trigger per seed comes
+before any onset is named). Latency was timed in wall clock then: the gate failed 5 retrains, each
+also failing non_regression, so no outcome changed; it now times CPU. `seeds` = seeds averaged:
 
-What it shows: the benign worlds stable (3 seeds), seasonality and blip raise no trigger; holiday
-(data drift on its 2nd day, 1 per seed) and label_delay (matured PR-AUC read on immature labels, 2)
-do - the calendar and learned label maturity of issue 19 are for those. The change point names the
-onset to the day once the daily series holds >= 2 post-shift days (abrupt seed 0 and abrupt seed 1's
-2nd trigger: 02-12 exactly, interval 02-11..02-12 / 02-12..02-12, where the windows said 02-11 / 02-10;
-benign_covariate 02-12 vs 02-14); at the first performance trigger of abrupt seed 1 the matured series
-held one post-shift day, no split was significant and the windows' onset (8 days early) stood.
-Hardest world: two_shifts (project 0.013 vs weekly 0.050, ceiling 0.365): the first shift is healed
-(promoted 02-23, trained on 02-12..02-18), the second (02-22) began before that champion served, so
-neither the windows nor the change point (searching only days it scored) can name it: the onset reads
-02-28, the deferral waits 7 matured days after it, and the retrain is promoted on the last day. The
-estimated-performance signal brought no early warning here: it breached 17-24 days after the concept
-shifts (the scores barely move) and on a holiday day.
+                              seeds  detect  onset_err    cov   est  false  retrains  promoted  pr_auc_last7  ci_low  ci_high
+    world            policy
+    stable           project      3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.675   0.606    0.756
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     0.333         0.680   0.607    0.759
+                     none         3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.675   0.606    0.756
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.644   0.561    0.728
+    seasonality      project      3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.751   0.690    0.816
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.757   0.698    0.821
+                     none         3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.751   0.690    0.816
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.718   0.650    0.788
+    holiday          project      3     NaN        NaN    NaN   3.0    3.0     1.000     0.000         0.739   0.672    0.802
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     1.000         0.758   0.698    0.820
+                     none         3     NaN        NaN    NaN   3.0    3.0     0.000     0.000         0.739   0.672    0.802
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.757   0.691    0.820
+    label_delay      project      3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.751   0.690    0.816
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.757   0.698    0.821
+                     none         3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.751   0.690    0.816
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.718   0.650    0.788
+    benign_covariate project      3     4.0     -0.333  0.667   NaN    0.0     2.000     0.000         0.736   0.670    0.801
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     1.333         0.745   0.682    0.812
+                     none         3     4.0     -0.333  0.667   NaN    0.0     0.000     0.000         0.736   0.670    0.801
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.719   0.648    0.789
+    abrupt_concept   project      3    10.0     -2.667  1.000  17.0    0.0     1.333     1.000         0.309   0.243    0.402
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     2.000         0.317   0.251    0.415
+                     none         3    10.0     -2.667  1.000   4.0    0.0     0.000     0.000         0.057   0.029    0.094
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.360   0.290    0.454
+    subtle_concept   project      3    27.5     17.000  0.000   NaN    0.0     0.333     0.000         0.518   0.435    0.608
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.515   0.433    0.602
+                     none         3    27.5     17.000  0.000   NaN    0.0     0.000     0.000         0.518   0.435    0.608
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.532   0.457    0.621
+    gradual_concept  project      3    12.0     -1.000  0.333  20.5    0.0     2.000     1.000         0.317   0.252    0.399
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     3.000         0.255   0.203    0.333
+                     none         3    12.0     -1.000  0.333  17.0    0.0     0.000     0.000         0.057   0.028    0.093
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.366   0.297    0.467
+    two_shifts       project      3    10.0     -2.667  1.000  17.0    0.0     2.000     1.667         0.066   0.052    0.089
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     2.000         0.053   0.035    0.092
+                     none         3    10.0     -2.667  1.000   4.0    0.0     0.000     0.000         0.060   0.032    0.101
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.385   0.326    0.473
+    persistent_drift project      3    11.0      2.333  0.333   NaN    0.0     2.000     0.000         0.698   0.628    0.771
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.725   0.657    0.796
+                     none         3    11.0      2.333  0.333   NaN    0.0     0.000     0.000         0.698   0.628    0.771
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.706   0.635    0.776
+    blip             project      3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.753   0.688    0.816
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     1.000         0.756   0.697    0.819
+                     none         3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.753   0.688    0.816
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.726   0.658    0.797
+    prediction_only  project      3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.851   0.818    0.880
+                     weekly       3     NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.860   0.831    0.889
+                     none         3     NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.851   0.818    0.880
+                     ceiling      3     NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.860   0.832    0.888
+
+Goals (issue 19) on this table:
+* serving PR-AUC >= the weekly retrain's within its interval: met in all 12 worlds (project mean >=
+  weekly's ci_low everywhere; closest: persistent_drift 0.698 vs 0.725 [0.657, 0.796]).
+* >= 90 % of the ceiling after every shift: subtle 97 %; abrupt 86 %, gradual 87 %, two_shifts 17 %
+  missed. Abrupt: detected on day 6-10 (labels mature 5 days, then 2 breaching 3-day windows), the
+  retrain waits for 7 matured post-onset days and trains on those 7 days (~70 frauds at this size);
+  the ceiling fits 21 days of true labels - at 1000 rows/day the gap is the data, not the timing.
+* at most half the weekly retrains: met (at most 2.0 attempted per run vs 5).
+* 0 false triggers in the benign worlds: stable, seasonality, blip 0; label_delay 0 once the monitor
+  is fed the label feed's delays (5 over 3 seeds with the fixed 5-day maturity, the benchmark before
+  this commit); holiday 3 (one per seed: data drift on the holiday's 2nd day, 02-13) with no calendar
+  declared, 0 with the holiday declared in `drift.calendar` (`--calendar --worlds holiday --policies
+  project`, seeds 0-2: no trigger, no retrain, PR-AUC last7 0.739 [0.673, 0.803]).
+* abrupt shift detected within 2 windows: 2 breaching matured windows after the 5-day maturity (days
+  6-10). Subtle within 10 days: missed (days 27-28 in 2 seeds, never in 1): it costs 3 % of PR-AUC
+  (none 0.518 vs ceiling 0.532), far below the 15 % tolerance of a 3-day window of ~30 frauds.
+
+Hardest world: two_shifts (project 0.066, weekly 0.053, none 0.060, ceiling 0.385). The second shift
+(day 52, 02-22; it also ends the first) lands two days before the first shift's recovery champion
+serves (02-24), so that champion never scored the world it was trained for and collapses at once
+(PR-AUC ~0.01). Its drift signals exist mostly on weekends at 1000 rows/day (weekdays fall below
+drift.min_rows 1000: `insufficient`), its performance windows only from 5 days after it began serving;
+the change point searches only days it served, so no significant split exists and the onset falls
+back to the first breaching window (seed 0: the prediction-drift weekend 02-28, seed 2: 02-24); the
+deferral then waits 7 matured days after it, and the second retrain serves 4 of the last 7 days
+(seed 2: 0.171) or none (seed 0: 0.011, promoted on the last day; seed 1: 0.015 - its first retrain,
+anchored at a one-off breach 8 days before the first shift, was rejected, the backoff cost a week, and
+the storm cap (2 performance triggers in 28 days) then blocked the second champion's collapse). Tried and reverted (measured here):
+naming an unlocated onset at the latest (unbroken run of) breaching window(s) fixed seed 1's first
+retrain but made abrupt seed 1 worse (0.142 vs 0.329: an earlier, weaker champion, its next retrain
+deferred past the run). The estimated-performance signal (est) first breached 17-20 days after the
+concept shifts under `project` but 4 days under `none` (abrupt, two_shifts), though both serve the
+same champion until day 12 - not explained here; it is recorded, never acted on.
 """
 
 from __future__ import annotations
@@ -170,8 +196,17 @@ POLICIES = ("project", "weekly", "none", "ceiling")
 LAST_DAYS = 7
 
 
-def world_config(name: str, rows_per_day: int, seed: int) -> Config:
+#: world -> the known events a team would declare in `drift.calendar` (with --calendar)
+CALENDAR: dict[str, list[tuple[str, int, int, str]]] = {
+    "holiday": [("holiday", ONSET, ONSET + 2, "three days of triple volume and larger baskets")],
+}
+
+
+def world_config(name: str, rows_per_day: int, seed: int, calendar: bool = False) -> Config:
     scenarios, _, _ = WORLDS[name]
+    start = load_config().simulator.start_date
+    events = [{"name": n, "start": (start + a * DAY).isoformat(), "end": (start + b * DAY).isoformat(), "reason": r}
+              for n, a, b, r in CALENDAR.get(name, [])] if calendar else []
     return with_overrides(
         load_config(),
         simulator={
@@ -182,7 +217,7 @@ def world_config(name: str, rows_per_day: int, seed: int) -> Config:
             "scenarios": scenarios,
         },
         training={"seed": seed},
-        drift={"performance_bootstrap": 100},
+        drift={"performance_bootstrap": 100, "calendar": events},
     )
 
 
@@ -211,8 +246,9 @@ def pr_auc_ci(y: np.ndarray, s: np.ndarray, seed: int, n: int = 200) -> tuple[fl
     return float(average_precision(y, s)), float(lo), float(hi)
 
 
-def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: list[str]) -> list[dict[str, Any]]:
-    cfg = world_config(name, rows_per_day, seed)
+def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: list[str],
+              calendar: bool = False) -> list[dict[str, Any]]:
+    cfg = world_config(name, rows_per_day, seed, calendar)
     _, onset_days, benign = WORLDS[name]
     target = cfg.model.target
     total = hl.TRAIN_DAYS + 7 * weeks
@@ -302,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     parser.add_argument("--per-seed", action="store_true", help="print every seed's row too")
     parser.add_argument("--csv", help="also write the per-seed rows here")
+    parser.add_argument("--calendar", action="store_true",
+                        help="declare the worlds' known events (the holiday) in drift.calendar, as a team would")
     args = parser.parse_args(argv)
     if hl.TRAIN_DAYS + 7 * args.weeks < SECOND_ONSET + 2 * LAST_DAYS:
         parser.error(f"--weeks must leave {2 * LAST_DAYS} days after the second onset (day {SECOND_ONSET}): use >= 6")
@@ -315,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     with threadpool_limits(1):
         for name in args.worlds:
             for seed in args.seeds:
-                rows.extend(run_world(name, args.rows_per_day, args.weeks, seed, args.policies))
+                rows.extend(run_world(name, args.rows_per_day, args.weeks, seed, args.policies, args.calendar))
                 if args.csv:
                     pd.DataFrame(rows).to_csv(args.csv, index=False)
     frame = pd.DataFrame(rows)

@@ -167,7 +167,6 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_generated_days_train_and_promote_a_loans_champion_that_declines_and_approves",
     ),
     "tests/dbt/test_incremental.py": (),  # 8 dbt runs per warehouse: day by day, a backfill, a full refresh
-    "tests/dags/test_openlineage_graph.py": (),  # 22 days of history, then a day through all four DAGs (~10 min)
     # three days, every stage a cold `python -m training` process (~10 CPU s of imports each)
     "tests/benchmarks/test_scale_benchmark.py": ("test_three_small_days_give_every_stage_in_the_table_and_the_json",),
 }

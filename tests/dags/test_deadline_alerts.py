@@ -7,41 +7,23 @@ routes once per run (a real local webhook receiver) and never raises, even when 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.webhook_receiver import running_webhook
 from training.config import load_config, with_overrides
 
 pytestmark = pytest.mark.timeout(600)
 DAGS = Path(__file__).parents[2] / "dags"
 
 
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_webhook() as server:
+        yield server
 
 
 def _use_config(tmp_path: Path, monkeypatch, **sections) -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.synthetic import TEST_OVERRIDES, holdout_start, make_training_set, permute_features, publish
+from tests.webhook_receiver import running_webhook
 from training.config import load_config, with_overrides
 from training.paths import StatePaths
 
@@ -27,25 +26,10 @@ pytestmark = pytest.mark.timeout(600)
 DAGS = Path(__file__).parents[2] / "dags"
 
 
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_webhook() as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ Real api-server, scheduler, dag-processor and triggerer in a temporary state dir
 delivers simulated days (as the demo does). It asserts that the drift monitor - not the test -
 triggered a retrain and that the retrained challenger was promoted to champion.
 
-On both runtime profiles: embedded (SQLite, DuckDB, LocalExecutor) and services (PostgreSQL
-warehouse / metadata / ledger, Redis + two Celery workers, MLflow server; its databases and broker
-keys are dropped afterwards). Both run in every `make test`: 9.1 min on services and 6.4 min
-embedded, measured in one run on 2 cores. Without PostgreSQL or Redis the services case
-skips and names the command that starts the missing server (`.ci/run` starts them before CI).
+On the services profile (PostgreSQL warehouse / metadata / ledger, Redis + two Celery workers,
+MLflow server; its databases and broker keys are dropped afterwards), through `scripts/demo.py` as
+`make demo PROFILE=services` runs it. The same loop on the embedded profile closes in
+`tests/e2e/test_two_models_under_scheduler.py`, beside a second model, so `make test` starts one
+stack for it, not two. Without PostgreSQL or Redis this test skips and names the command that
+starts the missing server (`.ci/run` starts them before CI).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 
-@pytest.mark.parametrize("profile", ["embedded", "services"])
+@pytest.mark.parametrize("profile", ["services"])  # embedded: test_two_models_under_scheduler
 def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path, profile):
     state = tmp_path / "state"
     if profile == "services":

@@ -1,16 +1,24 @@
-"""Both examples in one deployment under the real Airflow scheduler (`make up MODELS=config/models`, shortened).
+"""Both examples in one deployment under the real Airflow scheduler (`make up MODELS=config/models`,
+shortened), card fraud's whole loop closing beside loans' first one, with OpenLineage on.
 
 One embedded stack (api-server, scheduler, dag-processor, triggerer) runs a folder of two model
-configs, card fraud (the simulator source) and loans (the file-drop source, other ids, both-class
-outcomes, decline / approve): every DAG file builds its DAG once per model (`<model>__data_pipeline`,
-...). The test is only the source systems' clock: it delivers days to each model's
-`<model>__data_pipeline` through the REST API; Assets do the rest. For each model it asserts: its days
-published, its own `<model>__train_model` promoted a first champion (audit log + registry alias), its
-own `<model>__batch_inference` scored with that champion, its warehouse holds only its own tables,
-and the model-health API of the real api-server reports that champion.
+configs, card fraud (the simulator source, the demo's story: fraud moves to a new mechanism on day 8)
+and loans (the file-drop source, other ids, both-class outcomes, decline / approve): every DAG file
+builds its DAG once per model (`<model>__data_pipeline`, ...). The test is only the source systems'
+clock: it delivers days to each model's `<model>__data_pipeline` through the REST API; Assets and the
+drift monitor do the rest. Card fraud gets days until its loop closes (the drift monitor - not the
+test - triggered a retrain whose challenger was promoted, `make demo --until closed`), loans a fixed
+number. For each model it asserts: its days published, its own `<model>__train_model` promoted a
+first champion (audit log + registry alias), its own `<model>__batch_inference` scored with it, its
+warehouse holds only its own tables, and the model-health API of the real api-server reports it.
 
-Both models use short windows (2 training days, 1 validation, 1 holdout), so a first champion comes
-after a few days: card fraud's labels mature after 2 days, loans' outcomes after 4.
+OpenLineage runs as `CLOSEDLOOP_LINEAGE=file` sets it up (the real provider under the real
+scheduler, dbt in the stack's watcher mode): the events read back as one graph must connect card
+fraud's raw batch through its warehouse, the dbt marts, a DVC data version, an MLflow model version
+and the predictions to that day's monitoring decision, and never reach a loans node.
+
+Card fraud runs the demo's windows (5 training days, labels mature after 2); loans short windows
+(3 training days, outcomes mature after 4), so its first champion comes after 9 days.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import dataclasses
 import datetime as dt
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +42,11 @@ from devstack.supervisor import Stack, start_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
-#: Days delivered to each model: enough for a first champion and a day or more scored by it (card
-#: fraud: 2 + 1 + 1 matured days after 2 maturity days; loans: 4 maturity days).
-DAYS = {"card_fraud": 8, "loans": 9}
+#: At most this many days per model: card fraud until its loop closes (it closes around day 15), loans
+#: enough for a first champion and a day scored by it (3 + 1 + 1 matured days after 4 maturity days).
+DAYS = {"card_fraud": 20, "loans": 9}
+#: Card fraud at the single-model loop's size: enough rows that the day-8 shift shows in matured labels.
+FRAUD_SOURCE = "simulator:\n  transactions_per_day: 6000\n  n_customers: 2000\n"
 #: The loans example's windows, shortened like the demo's (config/models/loans.yaml keeps the real ones).
 LOANS_OVERRIDES = {
     "windows": {"training_days": 3, "validation_days": 1, "holdout_days": 1},
@@ -51,7 +62,7 @@ QUIET_S = 20
 
 
 def _example_configs(tmp_path: Path, models: Path, state: Path) -> dict[str, dict[str, Any]]:
-    """Card fraud small (the demo's windows) and loans with short windows, each schedule ending at its last day."""
+    """Card fraud as the demo runs it and loans with short windows, each schedule ending at its last day."""
     from examples.loans import generate
     from training.config import DEFAULT_CONFIG_PATH, _deep_merge, parse_config
     from training.paths import StatePaths
@@ -59,7 +70,7 @@ def _example_configs(tmp_path: Path, models: Path, state: Path) -> dict[str, dic
     scratch = tmp_path / "configs"
     scratch.mkdir()
     overrides = scratch / "small.yaml"
-    overrides.write_text("simulator:\n  transactions_per_day: 3000\n  n_customers: 1000\n  n_merchants: 200\n")
+    overrides.write_text(FRAUD_SOURCE)
     merged, _ = demo_config_file(StatePaths(scratch), DAYS["card_fraud"], overrides)
     fraud = yaml.safe_load(merged.read_text())
 
@@ -86,8 +97,10 @@ def test_both_examples_close_their_first_loop_in_one_deployment(tmp_path, monkey
     configs = _example_configs(tmp_path, models, state)
     monkeypatch.setenv("CLOSEDLOOP_HOME", str(state))
     monkeypatch.setenv("CLOSEDLOOP_MODELS_DIR", str(models))
+    monkeypatch.setenv("CLOSEDLOOP_LINEAGE", "file")  # README "OpenLineage": <state>/openlineage/events.jsonl
     from training.config import load_config, model_config_path
     from training.deployment import dag_id
+    from training.monitoring.loop_history import loop_verdict
     from training.paths import StatePaths
 
     names = sorted(configs)
@@ -108,30 +121,39 @@ def test_both_examples_close_their_first_loop_in_one_deployment(tmp_path, monkey
         stack.wait_healthy(timeout_s=300)
         stack.wait_for_dags([dag_id(m, d) for m in names for d in DAG_NAMES], timeout_s=300)
         setup_s = time.monotonic() - t0
-        _deliver_days(stack, {m: cfgs[m].start_date for m in names})
+        closed = {"card_fraud": lambda: loop_verdict(StatePaths.for_model("card_fraud"), cfgs["card_fraud"]).closed}
+        delivered = _deliver_days(stack, {m: cfgs[m].start_date for m in names}, closed)
         loop_s = time.monotonic() - t0 - setup_s
         health = _model_health(stack, names)
         counts = run_counts(stack)
     finally:
         stack.stop()
-    print(f"two models, {DAYS} days: setup {setup_s:.0f}s, loop {loop_s:.0f}s, total {time.monotonic() - t0:.0f}s")
+    print(f"two models, {delivered} days: setup {setup_s:.0f}s, loop {loop_s:.0f}s, total {time.monotonic() - t0:.0f}s")
     print({d: c for d, c in sorted(counts.items())})
 
     for m in names:
         for name in ("data_pipeline", "train_model", "batch_inference", "drift_monitor"):
             runs = counts.get(dag_id(m, name), {})
             assert runs.get("success", 0) >= 1 and not runs.get("failed"), (dag_id(m, name), runs)
-        assert counts[dag_id(m, "data_pipeline")]["success"] == DAYS[m]
-        _check_model(stack, m, cfgs[m], StatePaths.for_model(m), health[m], others=[cfgs[o] for o in names if o != m])
+        assert counts[dag_id(m, "data_pipeline")]["success"] == delivered[m]
+        _check_model(stack, m, cfgs[m], StatePaths.for_model(m), health[m], delivered[m],
+                     others=[cfgs[o] for o in names if o != m])
     assert len({StatePaths.for_model(m).warehouse for m in names}) == len(names)
+    fraud = StatePaths.for_model("card_fraud")
+    verdict = loop_verdict(fraud, cfgs["card_fraud"])
+    assert verdict.closed, f"card fraud's loop did not close in {delivered['card_fraud']} days: {verdict.why}"
+    _check_lineage_graph(paths, "card_fraud", fraud, cfgs["card_fraud"], others=[StatePaths.for_model("loans")])
 
 
-def _deliver_days(stack: Stack, first_days: dict[str, dt.date]) -> None:
-    """Each model's next day as soon as its previous day's pipeline run is over, until every day ran and
-    the Assets have nothing left to trigger; fails naming what it waits for if the loop stops moving."""
+def _deliver_days(stack: Stack, first_days: dict[str, dt.date],
+                  done: dict[str, Callable[[], bool]]) -> dict[str, int]:
+    """Each model's next day as soon as its previous day's pipeline run is over, until every day ran (or
+    the model's `done()` says so before its next day) and the Assets have nothing left to trigger; fails
+    naming what it waits for if the loop stops moving. Returns the days delivered per model."""
     from training.deployment import dag_id
 
     delivered = dict.fromkeys(first_days, 0)
+    budget = dict(DAYS)
     progress = Progress(STALL_S)
     quiet_since: float | None = None
     last_line, t0 = "", time.monotonic()
@@ -139,7 +161,11 @@ def _deliver_days(stack: Stack, first_days: dict[str, dt.date]) -> None:
         now = time.monotonic()
         for m, first in first_days.items():
             pipeline = dag_id(m, "data_pipeline")
-            if delivered[m] < DAYS[m] and pipeline_idle(stack, pipeline):
+            if delivered[m] < budget[m] and pipeline_idle(stack, pipeline):
+                if m in done and delivered[m] > 0 and done[m]():
+                    budget[m] = delivered[m]
+                    print(f"[{now - t0:5.0f}s] {m}: done after {delivered[m]} days", flush=True)
+                    continue
                 day = first + dt.timedelta(days=delivered[m])
                 trigger_via_rest(stack.url, stack.user, stack.password, pipeline, {"batch_date": day.isoformat()},
                                  run_id=f"day__{day.isoformat()}", logical_date=f"{day + dt.timedelta(days=1)}T00:00:00Z")
@@ -151,10 +177,10 @@ def _deliver_days(stack: Stack, first_days: dict[str, dt.date]) -> None:
             last_line = line
         progress.update(finished_tasks(stack), now)
         active = sum(c.get("running", 0) + c.get("queued", 0) for c in counts.values())
-        if all(n == DAYS[m] for m, n in delivered.items()) and active == 0:
+        if all(n == budget[m] for m, n in delivered.items()) and active == 0:
             quiet_since = quiet_since or now
             if now - quiet_since >= QUIET_S:
-                return
+                return delivered
         else:
             quiet_since = None
         if progress.stalled(now):
@@ -169,7 +195,8 @@ def _model_health(stack: Stack, names: list[str]) -> dict[str, dict[str, Any]]:
     return {m: get_json(f"{stack.url}/model-health/api/status?model={m}", token) for m in names}
 
 
-def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[str, Any], others: list[Any]) -> None:
+def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[str, Any], days_delivered: int,
+                 others: list[Any]) -> None:
     import duckdb
 
     from training.deployment import dag_id
@@ -181,7 +208,8 @@ def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[st
     first = [a for a in audit if a["action"] == "first_promote"]
     assert len(first) == 1, audit
     champion = registry.model_status(paths, cfg)["champion"]
-    assert champion is not None and champion["version"] == first[0]["to_version"], (champion, first)
+    moved = [a for a in audit if a["action"] in ("first_promote", "promote", "rollback")]  # newest first
+    assert champion is not None and champion["version"] == moved[0]["to_version"], (champion, audit)
     train_runs = stack_runs(stack, dag_id(model, "train_model"))
     assert train_runs.get(first[0]["airflow_run_id"]) == "success", (first[0], train_runs)
     # the model-health API of the running api-server reports it, for this model
@@ -195,9 +223,9 @@ def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[st
         scored = con.execute(
             "select model_name, model_version, count(distinct batch_date) from published.predictions "
             "where alias = 'champion' group by 1, 2").fetchall()
-    assert days == DAYS[model], (model, days)
-    # batch_inference scored the days after the promotion with this champion, under this model's name
-    assert (name, champion["version"]) in {(n, v) for n, v, _ in scored}, scored
+    assert days == days_delivered, (model, days)
+    # batch_inference scored days with the first champion, under this model's name only
+    assert (name, first[0]["to_version"]) in {(n, v) for n, v, _ in scored}, scored
     assert {n for n, _, _ in scored} == {name}, scored
     # each model's warehouse holds only its own tables
     assert published in tables and cfg.contract.events.raw_table in tables, tables
@@ -215,3 +243,62 @@ def stack_runs(stack: Stack, dag: str) -> dict[str, str]:
     finally:
         con.close()
     return dict(rows)
+
+
+def _check_lineage_graph(deployment: Any, model: str, paths: Any, cfg: Any, others: list[Any]) -> None:
+    """The provider's events, read back as jobs and datasets, connect one of `model`'s raw batches to that
+    day's monitoring decision through every hop of the loop, and never reach another model's nodes."""
+    import json
+
+    events_file = deployment.root / "openlineage" / "events.jsonl"
+    assert events_file.is_file(), f"no OpenLineage events were written to {events_file}"
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    nodes: set[str] = set()
+    edges: set[tuple[str, str]] = set()
+    for event in events:  # dataset -> job -> dataset, from COMPLETE events
+        if event.get("eventType") != "COMPLETE":
+            continue
+        job = f"job:{event['job']['namespace']}/{event['job']['name']}"
+        nodes.add(job)
+        for ds in event.get("inputs", []):
+            nodes.add(f"ds:{ds['namespace']}/{ds['name']}")
+            edges.add((f"ds:{ds['namespace']}/{ds['name']}", job))
+        for ds in event.get("outputs", []):
+            nodes.add(f"ds:{ds['namespace']}/{ds['name']}")
+            edges.add((job, f"ds:{ds['namespace']}/{ds['name']}"))
+    print(f"OpenLineage graph: {len(events)} events, {len(nodes)} nodes "
+          f"({sum(n.startswith('job:') for n in nodes)} jobs), {len(edges)} edges")
+
+    name = cfg.model.name
+    decisions = sorted(n for n in nodes if n.startswith("ds:closedloop://") and f"/{name}/monitoring_decisions/" in n)
+    assert decisions, sorted(nodes)
+    day = decisions[-1].rsplit("/", 1)[-1]  # the last monitored window's end: that day's own raw batch
+    land_job = f"/{model}__data_pipeline.land"
+    raw_batches = [b for a, b in edges if a.endswith(land_job) and b.startswith("ds:file/") and day in b]
+    assert raw_batches, (day, sorted(b for a, b in edges if a.endswith(land_job)))
+    downstream = _reachable(raw_batches[0], edges)
+    warehouse = f"ds:duckdb://{paths.warehouse}/"
+    hops = {
+        "warehouse raw table": lambda n: n.startswith(warehouse) and ".raw." in n,
+        "dbt mart": lambda n: n.startswith(warehouse) and ".ml." in n,
+        "dbt job (cosmos)": lambda n: n.startswith("job:") and ".dbt" in n,
+        "DVC data version": lambda n: n.startswith("ds:dvc://") and f"/{name}/" in n,
+        "MLflow model version": lambda n: n.startswith("ds:mlflow://") and f"/{name}/" in n,
+        "predictions": lambda n: n.startswith(warehouse) and n.endswith(".published.predictions"),
+        f"the {day} monitoring decision": lambda n: n == decisions[-1],
+    }
+    missing = [hop for hop, is_hop in hops.items() if not any(is_hop(n) for n in downstream)]
+    assert not missing, (missing, raw_batches[0], sorted(downstream))
+    foreign = [n for n in downstream for other in others if str(other.root) in n or str(other.warehouse) in n]
+    assert not foreign, foreign  # several models never share a node
+
+
+def _reachable(start: str, edges: set[tuple[str, str]]) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        here = todo.pop()
+        for a, b in edges:
+            if a == here and b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return seen

@@ -19,7 +19,6 @@ import os
 import smtpd
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ import sqlalchemy as sa
 import yaml
 
 from tests.synthetic import TEST_OVERRIDES, make_training_set, publish, train_and_evaluate
+from tests.webhook_receiver import running_webhook
 from training.config import Config, with_overrides
 from training.paths import StatePaths
 
@@ -60,37 +60,10 @@ def smtp_sink():
     thread.join(timeout=5)
 
 
-class _Webhook(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Hook)
-        self.received: list[dict] = []
-        self.fail_next = 0
-
-
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        server: _Webhook = self.server  # type: ignore[assignment]
-        if server.fail_next > 0:
-            server.fail_next -= 1
-            self.send_response(503)
-        else:
-            server.received.append(body)
-            self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def webhook():
-    server = _Webhook()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_webhook() as server:
+        yield server
 
 
 def _closed_port() -> int:

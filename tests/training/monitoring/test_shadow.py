@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
+from tests.webhook_receiver import running_webhook
 from training.config import with_overrides
 from training.model import registry, tracking
 from training.model.evaluate import evaluate_challenger
@@ -31,25 +30,10 @@ pytestmark = pytest.mark.timeout(600)
 SHADOW = {"min_rows": 500, "min_positives": 20, "n_bootstrap": 300, "confidence": 0.95}
 
 
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def webhook():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_webhook() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

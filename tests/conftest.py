@@ -169,6 +169,19 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/dbt/test_incremental.py": (),  # 8 dbt runs per warehouse: day by day, a backfill, a full refresh
     # three days, every stage a cold `python -m training` process (~10 CPU s of imports each)
     "tests/benchmarks/test_scale_benchmark.py": ("test_three_small_days_give_every_stage_in_the_table_and_the_json",),
+    # The fast tier's slowest (make test-fast, 16.8 min with them): the other `dag.test()` runs of whole
+    # DAGs, the multi-day replays and a real MLflow server - each 20-80 s
+    "tests/dags/test_approval_dag.py": (),
+    "tests/dags/test_deadline_alerts.py": (),
+    "tests/dags/test_drift_monitor_dag.py": (),
+    "tests/dags/test_ml_dags_run.py": (),
+    "tests/dags/test_shadow_rollback_dag.py": (),
+    "tests/training/test_replay.py": (),
+    "tests/training/data/test_backfill.py": (),
+    "tests/training/model/test_mlflow_server.py": (),
+    "tests/training/data/test_front_door_contract.py": (
+        "test_one_null_merchant_category_is_quarantined_at_the_door_and_no_day_is_blocked",),
+    "tests/training/test_cli.py": ("test_train_with_the_mlflow_server_down_ends_in_one_line_within_the_default_bound",),
 }
 
 

@@ -34,6 +34,10 @@ CATEGORIES = {  # category -> fraud log-odds bump
 COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "BE"]
 
 #: Windows/gates small enough for a test to train in seconds (holdout = last 4 days).
+#: The card-fraud source of the loops under the real scheduler (config overrides, YAML): enough rows
+#: that the demo's day-8 fraud shift shows in a day's matured labels, fewer than `make demo`'s.
+LOOP_SOURCE_OVERRIDES = "simulator:\n  transactions_per_day: 6000\n  n_customers: 2000\n"
+
 TEST_OVERRIDES = {
     "windows": {"training_days": 10, "validation_days": 3, "holdout_days": 4, "label_maturity_days": 5},
     "training": {"search_budget": 2},

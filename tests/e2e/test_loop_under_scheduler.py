@@ -30,6 +30,7 @@ from devstack.services import (
     check_servers,
     drop_services_state,
 )
+from tests.synthetic import LOOP_SOURCE_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,28 +39,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 @pytest.mark.parametrize("profile", ["services"])  # embedded: test_two_models_under_scheduler
 def test_drift_triggered_retrain_promotes_a_new_champion(tmp_path, profile):
-    state = tmp_path / "state"
-    if profile == "services":
-        from training.paths import StatePaths
+    from training.paths import StatePaths
 
-        try:
-            check_servers(ServicesBackends.for_state(StatePaths(state)))
-        except DevStackError as exc:
-            pytest.skip(str(exc))
-        try:
-            _run_and_check(tmp_path, state, profile)
-        finally:
-            drop_services_state(StatePaths(state))
-    else:
+    state = tmp_path / "state"
+    try:
+        check_servers(ServicesBackends.for_state(StatePaths(state)))
+    except DevStackError as exc:
+        pytest.skip(str(exc))
+    try:
         _run_and_check(tmp_path, state, profile)
+    finally:
+        drop_services_state(StatePaths(state))
 
 
 def _run_and_check(tmp_path, state, profile):
     overrides = tmp_path / "e2e.yaml"
-    overrides.write_text("simulator:\n  transactions_per_day: 6000\n  n_customers: 2000\n")
+    overrides.write_text(LOOP_SOURCE_OVERRIDES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOSEDLOOP_"))}
     env["CLOSEDLOOP_HOME"] = str(state)
-    env["CLOSEDLOOP_MLFLOW_PORT"] = str(free_port())  # services: the MLflow server beside a developer's
+    env["CLOSEDLOOP_MLFLOW_PORT"] = str(free_port())  # the MLflow server beside a developer's
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--days", "20", "--port", str(free_port()),
          "--overrides", str(overrides), "--timeout-min", "40", "--profile", profile,
@@ -78,8 +76,7 @@ def _run_and_check(tmp_path, state, profile):
     assert (state / "reports" / "demo_loop.png").stat().st_size > 10_000
     days = summary["days"]
     assert any(str(d["decision"]).startswith("trigger") for d in days)
-    if profile == "services":
-        _check_services_did_the_work(state)
+    _check_services_did_the_work(state)
 
 
 def _check_services_did_the_work(state):

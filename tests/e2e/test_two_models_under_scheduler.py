@@ -39,14 +39,13 @@ from devstack.demo import Progress, demo_config_file, finished_tasks, pipeline_i
 from devstack.environment import Ports, free_port
 from devstack.services import RUNTIME_SERVICES
 from devstack.supervisor import Stack, start_stack
+from tests.synthetic import LOOP_SOURCE_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 #: At most this many days per model: card fraud until its loop closes (it closes around day 15), loans
 #: enough for a first champion and a day scored by it (3 + 1 + 1 matured days after 4 maturity days).
 DAYS = {"card_fraud": 20, "loans": 9}
-#: Card fraud at the single-model loop's size: enough rows that the day-8 shift shows in matured labels.
-FRAUD_SOURCE = "simulator:\n  transactions_per_day: 6000\n  n_customers: 2000\n"
 #: The loans example's windows, shortened like the demo's (config/models/loans.yaml keeps the real ones).
 LOANS_OVERRIDES = {
     "windows": {"training_days": 3, "validation_days": 1, "holdout_days": 1},
@@ -70,7 +69,7 @@ def _example_configs(tmp_path: Path, models: Path, state: Path) -> dict[str, dic
     scratch = tmp_path / "configs"
     scratch.mkdir()
     overrides = scratch / "small.yaml"
-    overrides.write_text(FRAUD_SOURCE)
+    overrides.write_text(LOOP_SOURCE_OVERRIDES)
     merged, _ = demo_config_file(StatePaths(scratch), DAYS["card_fraud"], overrides)
     fraud = yaml.safe_load(merged.read_text())
 

@@ -80,7 +80,7 @@ def main() -> None:
         """Wall seconds, CPU seconds of the dbt child, and each node's execution seconds."""
         cpu0, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         run_dbt([*(command if timed else ["run"]), *select, *args], paths, cfg,
-                extra_vars={"rebuild_from": day.isoformat()} if day else None)
+                rebuild_from=day)
         wall, cpu1 = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
         results = json.loads((paths.dbt_target / "run_results.json").read_text())["results"]
         models = {r["unique_id"].split(".")[-1]: float(r["execution_time"]) for r in results}

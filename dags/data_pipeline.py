@@ -145,7 +145,7 @@ def build(model: str | None) -> None:
 
         # the incremental marts rebuild the run's day and every later one (a backfill rebuilds downstream)
         dbt_build = dbt_task_group(group_id="dbt", pool=pool_for(model, DBT_POOL), cfg=config, model=model,
-                                   extra_vars={"rebuild_from": BATCH_DATE_TEMPLATE})
+                                   rebuild_from=BATCH_DATE_TEMPLATE)
 
         feature_gate = GXValidateCheckpointOperator(
             task_id="feature_gate",

@@ -74,7 +74,7 @@ def data_day(paths: StatePaths, cfg: Config, day: dt.date) -> dict[str, Any]:
     ingest.load_raw(paths, admitted.batch)
     ingest.readmit_held_labels(paths, cfg, day)
     # the incremental marts rebuild this day and the later ones, as the data_pipeline DAG passes them
-    run_dbt(["build"], paths, cfg, extra_vars={"rebuild_from": day.isoformat()})
+    run_dbt(["build"], paths, cfg, rebuild_from=day)
     features = cfg.contract.marts.features
     start, end = dt.datetime.combine(day, dt.time()), dt.datetime.combine(day + DAY, dt.time())
     suite = cfg.contract.marts.split(features)[1]  # the feature gate's suite, as in the data_pipeline DAG

@@ -72,11 +72,14 @@ def _placeholder_group(group_id: str, manifest: Path) -> TaskGroup:
 
 def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config | None = None,
                    retries: int = 0, model: str | None = None,
-                   extra_vars: dict[str, Any] | None = None) -> DbtTaskGroup | TaskGroup:
+                   extra_vars: dict[str, Any] | None = None,
+                   rebuild_from: str | None = None) -> DbtTaskGroup | TaskGroup:
     """Every dbt model as a task running `dbt build` for that model (its tests run right after it).
 
-    `extra_vars` join the config's `--vars`; values may be Airflow templates (cosmos renders `vars`),
-    e.g. `rebuild_from` = the run's day, so the incremental marts rebuild that day and the later ones.
+    `extra_vars` join the config's `--vars`; values may be Airflow templates (cosmos renders `vars`).
+    `rebuild_from` (a template, e.g. the run's day): the incremental marts rebuild that day and the
+    later ones. It reaches dbt through the task's environment (cosmos renders `env`), not `--vars`, so
+    the vars stay the same every day and dbt keeps its partial parse.
 
     `retries` defaults to 0: each task's `dbt build` runs the model's tests, and a failing test fails
     again the same way; the run stops before anything is published, so clearing the task is safe.
@@ -84,7 +87,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
     manifest = manifest_path(model)
     if not manifest.is_file():
         return _placeholder_group(group_id, manifest)
-    from training.data.dbt import dbt_vars
+    from training.data.dbt import dbt_vars, rebuild_from_env
 
     cfg = cfg or load_config()
     # `local` (default): one `dbt build` per model task. `watcher`: one `dbt build` in a producer task
@@ -97,6 +100,7 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
         from training.settings import MODEL_ENV_VAR
 
         operator_args["env"] = {MODEL_ENV_VAR: model, **dbt_env(StatePaths.for_model(model), cfg)}
+    operator_args["env"] = {**operator_args.get("env", {}), **rebuild_from_env(rebuild_from)}
     if pool and mode != ExecutionMode.WATCHER:
         operator_args["pool"] = pool
     project_config = ProjectConfig(

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from closedloop.runtime import BATCH_DATE_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -106,6 +107,13 @@ def test_data_pipeline_graph(dagbag, dbt_manifest):
     assert dag.get_task("verify_published").trigger_rule == "all_done"
     publish = dag.get_task("publish")
     assert [o.name for o in publish.outlets] == ["closedloop_features"]
+    # the run's day reaches dbt in the environment, not in --vars: the vars stay the same every day,
+    # so dbt keeps its partial parse (tests/dbt/test_build.py), and the marts rebuild from that day
+    for task_id in dbt_tasks:
+        task = dag.get_task(task_id)
+        if hasattr(task, "env"):
+            assert task.env["CLOSEDLOOP_DBT_REBUILD_FROM"] == BATCH_DATE_TEMPLATE, task.env
+            assert "rebuild_from" not in (task.vars or {}), task.vars
 
 
 def test_parsing_touches_no_database(dbt_manifest, tmp_path):

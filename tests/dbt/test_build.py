@@ -222,17 +222,38 @@ def test_conflicting_duplicates_fail_unique_and_name_the_test(tiny_state: StateP
 def test_data_tests_of_a_day_read_only_the_partitions_it_rebuilt(tiny_state: StatePaths) -> None:
     """With rebuild_from (the pipeline's day) a model's data tests read the rebuilt partitions only
     (macros/incremental.sql, get_where_subquery): the conflicting rows of 2026-01-01 fail a run from
-    that day and are not re-read by a run from the next day (they were tested when they were built)."""
+    that day and are not re-read by a run from the next day (they were tested when they were built).
+    The day arrives as the pipeline passes it (an environment value) or as a user's `--vars`."""
     select = ["build", "--select", "staging", "--indirect-selection", "cautious"]
     unique_test = "unique_stg_raw__transactions_transaction_id"
     with pytest.raises(DbtError) as err:
-        run_dbt(select, tiny_state, None, extra_vars={"rebuild_from": "2026-01-01"})
+        run_dbt(select, tiny_state, None, rebuild_from=dt.date(2026, 1, 1))
     assert [n.split(".")[2] for n in err.value.failed_nodes] == [unique_test]
 
     later = run_dbt(select, tiny_state, None, extra_vars={"rebuild_from": "2026-01-02"})
     assert later.status_of(unique_test) == "pass"
     compiled = next(tiny_state.dbt_target.glob(f"compiled/**/{unique_test}.sql")).read_text()
     assert "event_ts >= cast('2026-01-02' as date)" in compiled
+
+
+def test_a_new_day_keeps_dbts_partial_parse(tiny_state: StatePaths) -> None:
+    """The pipeline's day changes every run; as a --vars entry it made dbt re-parse the whole project
+    each time (about 2 CPU s of every build). As an environment value read while executing, the next
+    day's run reuses the parse - and still rebuilds from its own day."""
+    select = ["build", "--select", "stg_raw__transactions", "--exclude", "test_type:data"]
+    run_dbt(select, tiny_state, None, rebuild_from=dt.date(2026, 1, 1))
+    log = tiny_state.dbt_target.parent / "logs" / "dbt.log"
+    log.unlink()
+    run_dbt(select, tiny_state, None, rebuild_from=dt.date(2026, 1, 2))
+    text = log.read_text()
+    assert "Unable to do partial parsing" not in text
+    assert "Nothing changed, skipping partial parsing" in text or "Partial parsing enabled" in text, text[-2000:]
+
+
+def test_an_invalid_rebuild_day_names_both_ways_to_pass_it(tiny_state: StatePaths) -> None:
+    with pytest.raises(DbtError) as err:
+        run_dbt(["build", "--select", "staging"], tiny_state, None, env={"CLOSEDLOOP_DBT_REBUILD_FROM": "Jan 5"})
+    assert 'invalid rebuild_from "Jan 5" (var rebuild_from or CLOSEDLOOP_DBT_REBUILD_FROM)' in str(err.value), err.value
 
 
 def test_source_freshness_uses_load_time(tiny_state: StatePaths, built_warehouse: BuiltWarehouse) -> None:

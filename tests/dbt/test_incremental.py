@@ -56,10 +56,6 @@ def _feeds(cfg: Config, day: dt.date, corrected: bool = False) -> dict[str, pd.D
     return {"transactions": tx, "chargebacks": cb}
 
 
-def _vars(day: dt.date | None) -> dict:
-    return {**SHORT_WINDOWS, **({"rebuild_from": day.isoformat()} if day else {})}
-
-
 class DuckWarehouse:
     def __init__(self, paths: StatePaths):
         self.paths = paths
@@ -74,7 +70,7 @@ class DuckWarehouse:
             return con.execute(f"select * from {relation}").df()
 
     def dbt(self, cfg: Config, args: list[str], day: dt.date | None) -> None:
-        run_dbt(["run", *MODELS, *args], self.paths, cfg, extra_vars=_vars(day))
+        run_dbt(["run", *MODELS, *args], self.paths, cfg, extra_vars=SHORT_WINDOWS, rebuild_from=day)
 
 
 class PgWarehouse:
@@ -117,7 +113,7 @@ class PgWarehouse:
         return frame
 
     def dbt(self, cfg: Config, args: list[str], day: dt.date | None) -> None:
-        run_dbt(["run", *MODELS, *args], self.paths, cfg, target="postgres", extra_vars=_vars(day),
+        run_dbt(["run", *MODELS, *args], self.paths, cfg, target="postgres", extra_vars=SHORT_WINDOWS, rebuild_from=day,
                 env={"CLOSEDLOOP_PG_DBNAME": self.dbname})
 
 

@@ -10,6 +10,7 @@ Everything dbt writes (target/, logs/, partial-parse state) goes under the state
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -118,9 +119,20 @@ def dbt_env(paths: StatePaths, cfg: Config | None = None) -> dict[str, str]:
     }
 
 
+#: The first day an incremental run rebuilds (macros/incremental.sql reads it while executing). An
+#: environment value, not a `--vars` entry: vars that change every day make dbt re-parse the whole
+#: project on every run (about 2 CPU s of each build), a value read at run time keeps partial parsing.
+REBUILD_FROM_ENV = "CLOSEDLOOP_DBT_REBUILD_FROM"
+
+
+def rebuild_from_env(day: dt.date | str | None) -> dict[str, str]:
+    """The environment that makes a dbt run rebuild `day` and the later partitions (None or "": every
+    partition). Always set, so a value inherited from the caller's environment never narrows a rebuild."""
+    return {REBUILD_FROM_ENV: day.isoformat() if isinstance(day, dt.date) else (day or "")}
+
+
 def dbt_vars(cfg: Config | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`--vars` for the project: the config's label maturity plus any explicit extras (e.g. as_of, or
-    rebuild_from: the first day whose incremental partitions a run rebuilds, with every later day)."""
+    """`--vars` for the project: the config's label maturity plus any explicit extras (e.g. as_of)."""
     out: dict[str, Any] = {}
     if cfg is not None:
         out["label_maturity_days"] = cfg.windows.label_maturity_days
@@ -135,6 +147,7 @@ def run_dbt(
     target: Target | None = None,
     *,
     extra_vars: Mapping[str, Any] | None = None,
+    rebuild_from: dt.date | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
     timeout: float | None = 900,
@@ -142,6 +155,7 @@ def run_dbt(
     """Run `dbt <args>` in a child process against this state directory's warehouse.
 
     Raises `DbtError` naming the failing nodes when dbt exits non-zero and `check` is true.
+    `rebuild_from`: the first day whose incremental partitions the run rebuilds (None: all of them).
     `env` adds variables (e.g. CLOSEDLOOP_PG_DBNAME for the postgres target).
     """
     target = target or default_target()
@@ -172,7 +186,7 @@ def run_dbt(
     if variables and args[0] not in ("deps", "clean", "debug"):
         full_args += ["--vars", json.dumps(variables)]
 
-    child_env = {**os.environ, **dbt_env(paths, cfg), **(env or {})}
+    child_env = {**os.environ, **dbt_env(paths, cfg), **rebuild_from_env(rebuild_from), **(env or {})}
     # `source freshness` writes sources.json, every other command run_results.json; clear both so
     # a failure is never explained with a previous invocation's results.
     result_files = [paths.dbt_target / "run_results.json", paths.dbt_target / "sources.json"]

@@ -1,10 +1,13 @@
 {#-
     Day-partitioned incremental models (docs/architecture.md, "Incremental marts").
 
-    var('rebuild_from') (an ISO date, passed by the pipeline: the day it runs) names the first day an
-    incremental run rebuilds: that day's partition and every later one, so a late or backfilled day
-    also rebuilds the days downstream of it. Without it an incremental run rebuilds every partition,
-    which equals `--full-refresh` (safe whenever the raw history changed in unknown ways).
+    The first day an incremental run rebuilds (an ISO date: that day's partition and every later one,
+    so a late or backfilled day also rebuilds the days downstream of it) comes from var('rebuild_from')
+    or, as the pipeline passes its day, the environment variable CLOSEDLOOP_DBT_REBUILD_FROM. The
+    variable is read only while executing (`execute`), never while parsing: a var that changes every
+    day would make dbt re-parse the whole project on every run (about 2 CPU s), an environment value
+    read at run time keeps partial parsing. Without either an incremental run rebuilds every
+    partition, which equals `--full-refresh` (safe whenever the raw history changed in unknown ways).
     Partitions are event days: the front door admits only rows whose event (report) time falls in
     their batch's interval, so a batch_date partition and an event-day partition are the same rows.
 -#}
@@ -12,6 +15,9 @@
 {#- The first day to rebuild (a date), or none: rebuild everything. -#}
 {% macro rebuild_from() -%}
     {%- set day = var('rebuild_from', none) -%}
+    {%- if day is none and execute -%}
+        {%- set day = env_var('CLOSEDLOOP_DBT_REBUILD_FROM', '') -%}
+    {%- endif -%}
     {%- if day is none or (day | string | trim) in ('', 'None', 'null') -%}
         {{ return(none) }}
     {%- endif -%}
@@ -19,8 +25,9 @@
     {%- set parsed = modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', text) -%}
     {%- if not parsed -%}
         {{ exceptions.raise_compiler_error(
-            "invalid var rebuild_from " ~ (text | tojson) ~ ": give the first day to rebuild as YYYY-MM-DD "
-            ~ "(e.g. --vars '{rebuild_from: \"2026-01-05\"}'), or leave it unset to rebuild every partition"
+            "invalid rebuild_from " ~ (text | tojson) ~ " (var rebuild_from or CLOSEDLOOP_DBT_REBUILD_FROM): give "
+            ~ "the first day to rebuild as YYYY-MM-DD (e.g. --vars '{rebuild_from: \"2026-01-05\"}'), or leave "
+            ~ "it unset to rebuild every partition"
         ) }}
     {%- endif -%}
     {{ return(modules.datetime.date.fromisoformat(text)) }}

@@ -161,11 +161,6 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/dags/test_data_pipeline_run.py": (),  # dag.test() of data_pipeline: dbt, GX, DVC (16 %)
     "tests/training/test_faults.py": (),  # fault drills with real concurrent processes (12 %)
     "tests/training/data/test_pipeline_backends.py": (),  # the data side on DuckDB and PostgreSQL (6 %)
-    # twelve generated loans days replayed through every stage (a dbt build a day, ~3 min idle)
-    "tests/examples/loans/test_loans_loop.py": (
-        "test_the_contract_agrees_with_the_loans_dbt_project_and_suites",
-        "test_generated_days_train_and_promote_a_loans_champion_that_declines_and_approves",
-    ),
     "tests/dbt/test_incremental.py": (),  # 8 dbt runs per warehouse: day by day, a backfill, a full refresh
     # three days, every stage a cold `python -m training` process (~10 CPU s of imports each)
     "tests/benchmarks/test_scale_benchmark.py": ("test_three_small_days_give_every_stage_in_the_table_and_the_json",),

@@ -11,6 +11,8 @@ test - triggered a retrain whose challenger was promoted, `make demo --until clo
 number. For each model it asserts: its days published, its own `<model>__train_model` promoted a
 first champion (audit log + registry alias), its own `<model>__batch_inference` scored with it, its
 warehouse holds only its own tables, and the model-health API of the real api-server reports it.
+Loans in its own words: a champion above its floors that declines and approves, predictions that
+name published applications, and the delivered outcome as its target.
 
 OpenLineage runs as `CLOSEDLOOP_LINEAGE=file` sets it up (the real provider under the real
 scheduler, dbt in the stack's watcher mode): the events read back as one graph must connect card
@@ -138,6 +140,7 @@ def test_both_examples_close_their_first_loop_in_one_deployment(tmp_path, monkey
         _check_model(stack, m, cfgs[m], StatePaths.for_model(m), health[m], delivered[m],
                      others=[cfgs[o] for o in names if o != m])
     assert len({StatePaths.for_model(m).warehouse for m in names}) == len(names)
+    _check_loans_decisions(StatePaths.for_model("loans"), cfgs["loans"])
     fraud = StatePaths.for_model("card_fraud")
     verdict = loop_verdict(fraud, cfgs["card_fraud"])
     assert verdict.closed, f"card fraud's loop did not close in {delivered['card_fraud']} days: {verdict.why}"
@@ -232,6 +235,29 @@ def _check_model(stack: Stack, model: str, cfg: Any, paths: Any, health: dict[st
         mine = {published, cfg.contract.events.raw_table}
         foreign = {other.contract.marts.published, other.contract.events.raw_table} - mine
         assert not foreign & tables, (model, foreign & tables)
+
+
+def _check_loans_decisions(paths: Any, cfg: Any) -> None:
+    """Loans is not card fraud in its own words: its champion scores above its floors, declines and
+    approves, every prediction names a published application, and its target is the delivered outcome."""
+    import duckdb
+
+    from training.model import registry
+
+    champion = registry.model_status(paths, cfg)["champion"]
+    floors = cfg.gates.floors
+    assert champion["holdout_metrics"]["pr_auc"] >= floors["pr_auc"], champion  # chance: the default rate, ~0.07
+    assert champion["holdout_metrics"]["roc_auc"] >= floors["roc_auc"], champion
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        predictions = con.execute(
+            "select p.decision, p.score, p.threshold, f.application_id from published.predictions p "
+            "left join published.application_features f on f.application_id = p.entity_id "
+            "and f.batch_date = p.batch_date where p.alias = 'champion'").df()
+        pairs = set(con.execute(f"select distinct {cfg.model.target}, outcome from {cfg.contract.marts.training_set}").fetchall())
+    assert predictions["application_id"].notna().all(), "every prediction names a published application"
+    assert set(predictions["decision"]) == {"decline", "approve"}, predictions["decision"].value_counts()
+    assert ((predictions["decision"] == "decline") == (predictions["score"] >= predictions["threshold"])).all()
+    assert {(int(t), o) for t, o in pairs} == {(1, "defaulted"), (0, "repaid")}, pairs
 
 
 def stack_runs(stack: Stack, dag: str) -> dict[str, str]:

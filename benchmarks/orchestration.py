@@ -338,6 +338,7 @@ def run_scheduler(cfg_file: Path, home: Path, first: dt.date, days: int, stall_s
             if len(deliveries) == days and active == 0:
                 quiet = quiet or (time.time(), now, cpu_now)
                 if now - quiet[1] >= QUIET_S:
+                    idle_cpu_rate = (cpu_now - quiet[2]) / (now - quiet[1])
                     break
             else:
                 quiet = None
@@ -352,7 +353,7 @@ def run_scheduler(cfg_file: Path, home: Path, first: dt.date, days: int, stall_s
     finally:
         stack.stop()
     return {"cost": PathCost("scheduler", days, idle_mono - mono_start, cpu_end - cpu_start),
-            "harness_cpu_s": harness_cpu, "deliveries": deliveries, "idle_at": idle_epoch,
+            "harness_cpu_s": harness_cpu, "idle_cpu_per_s": idle_cpu_rate, "deliveries": deliveries, "idle_at": idle_epoch,
             "tasks": tasks, "pipeline_runs": pipeline_runs, "run_counts": counts,
             "execution_mode": "cosmos " + _stack_setting("CLOSEDLOOP_DBT_EXECUTION_MODE")}
 
@@ -422,7 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs); "
               f"dbt under Airflow: {sched['execution_mode']}")
         print(cost_table(cli, cost))
-        print(f"(the harness's polling and REST calls, not counted: {sched['harness_cpu_s']:.1f} CPU s)")
+        print(f"(the harness's polling and REST calls, not counted: {sched['harness_cpu_s']:.1f} CPU s; the idle "
+              f"stack afterwards: {sched['idle_cpu_per_s']:.2f} CPU s a second, x wall = "
+              f"{sched['idle_cpu_per_s'] * cost.wall_s:.0f} CPU s of the span at that rate)")
         print("\nScheduler run, per delivered day (metadata DB; span = delivery to next delivery, tasks by start):")
         print(gaps_table(gaps, sched["pipeline_runs"]))
         print("\nTop 5 tasks by total duration:")
@@ -441,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rows": rows, "load_before": load_before, "load_after": load_after, "cpus": os.cpu_count(),
                 "cli": dataclasses.asdict(cli), "scheduler": dataclasses.asdict(cost),
                 "ratios": ratios(cli, cost), "harness_cpu_s": sched["harness_cpu_s"],
+                "idle_stack_cpu_per_s": sched["idle_cpu_per_s"],
                 "execution_mode": sched["execution_mode"], "day_gaps": gaps,
                 "pipeline_runs": sched["pipeline_runs"], "top_tasks": top, "run_counts": sched["run_counts"],
                 "outcomes": outcomes, "same_work": same,

@@ -27,7 +27,7 @@ demo: env
 # Every test (measured times: README "Tests"); prints the 30 slowest, so a test that grows shows up.
 # The longest runs (the loops under the real scheduler, each with its own state dir, ports, Airflow
 # home and PostgreSQL databases) go to a second pytest beside the rest: measured from a fresh clone,
-# the two loops took 48 min there and the rest 48 min (README "Tests"). Their output follows the
+# the two loops took 33 min there and the rest 35 min (README "Tests"). Their output follows the
 # rest's; either failing fails `test`.
 BESIDE_TESTS := tests/e2e/test_loop_under_scheduler.py tests/e2e/test_two_models_under_scheduler.py
 BESIDE_LOG := $(or $(TMPDIR),/tmp)/closedloop-beside-tests.$(shell echo $$PPID).log

@@ -80,13 +80,6 @@ if str(ROOT) not in sys.path:
 #: Everything delivered and no DAG run queued or running for this long: the Assets have nothing left to trigger.
 QUIET_S = 20.0
 #: The demo's settings for a burst of short runs (devstack/demo.py), and DAGs unpaused at creation.
-AIRFLOW_TWEAKS = {
-    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-    "AIRFLOW__CORE__PARALLELISM": "8",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
-    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-}
 ENV_PREFIXES = ("CLOSEDLOOP_", "AIRFLOW", "MLFLOW_")
 
 
@@ -317,7 +310,15 @@ def read_metadata(stack: Any) -> tuple[list[TaskRun], list[dict[str, Any]]]:
 def run_scheduler(cfg_file: Path, home: Path, first: dt.date, days: int, stall_s: float) -> dict[str, Any]:
     """The real embedded stack; days delivered by REST; wall and stack CPU from first delivery to idle."""
     from devstack.airflow_api import trigger_via_rest
-    from devstack.demo import DAG_IDS, Progress, finished_tasks, pipeline_idle, run_counts, waiting_for
+    from devstack.demo import (
+        BURST_AIRFLOW_ENV,
+        DAG_IDS,
+        Progress,
+        finished_tasks,
+        pipeline_idle,
+        run_counts,
+        waiting_for,
+    )
     from devstack.environment import Ports, free_port
     from devstack.services import RUNTIME_SERVICES
     from devstack.supervisor import start_stack
@@ -329,7 +330,8 @@ def run_scheduler(cfg_file: Path, home: Path, first: dt.date, days: int, stall_s
     ports = dataclasses.replace(Ports.free(), airflow=free_port())
     t0 = time.monotonic()
     stack = start_stack(StatePaths(home), ports, services=RUNTIME_SERVICES["embedded"],
-                        extra_env={"CLOSEDLOOP_CONFIG": str(cfg_file), **AIRFLOW_TWEAKS})
+                        extra_env={"CLOSEDLOOP_CONFIG": str(cfg_file), **BURST_AIRFLOW_ENV,
+                                   "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"})
     try:
         stack.wait_healthy(timeout_s=300)
         stack.wait_for_dags(DAG_IDS, timeout_s=300)

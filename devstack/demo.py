@@ -46,6 +46,16 @@ from training.paths import StatePaths
 DAG_IDS = ("data_pipeline", "train_model", "batch_inference", "drift_monitor", "rollback_champion")
 TERMINAL = {"success", "failed"}
 
+#: Airflow settings for a burst of short runs delivered day after day (the demo, the loop tests and
+#: benchmarks/orchestration.py): more task slots, a quicker scheduler loop - a day is ~25 short tasks
+#: in a chain, so an idle scheduler loop looks again after 0.2 s, not 1 s.
+BURST_AIRFLOW_ENV = {
+    "AIRFLOW__CORE__PARALLELISM": "8",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+}
+
 
 def demo_config_file(paths: StatePaths, days: int, extra: Path | None = None) -> tuple[Path, Config]:
     """The project config with config/demo_overrides.yaml (+ `extra`) merged in, written into the state dir."""
@@ -194,15 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     # a SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the `finally` below stops the stack
     # instead of leaving its scheduler and workers running
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    stack = start_stack(paths, ports, services=RUNTIME_SERVICES[profile], profile=profile, extra_env={
-        "CLOSEDLOOP_CONFIG": str(cfg_file),
-        # the demo is a burst of short runs: more task slots, a quicker scheduler loop
-        "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        # a day is ~25 short tasks in a chain: an idle scheduler loop looks again after 0.2 s, not 1 s
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-    })
+    stack = start_stack(paths, ports, services=RUNTIME_SERVICES[profile], profile=profile,
+                        extra_env={"CLOSEDLOOP_CONFIG": str(cfg_file), **BURST_AIRFLOW_ENV})
     # this process reads the loop's evidence too: on services that lives on the servers
     os.environ.update(stack.library_env)
     from devstack import loop_report

@@ -372,8 +372,7 @@ def _dbt(ctx: Context, ns: argparse.Namespace) -> Any:
 
     args = [a for a in ns.dbt_args if a != "--"] or ["build"]
     # on the settings' target (CLOSEDLOOP_DBT_TARGET); a failed build raises DbtError naming the failed nodes: exit code 1
-    day = ns.rebuild_from
-    result = run_dbt(args, ctx.paths, ctx.cfg, rebuild_from=day)
+    result = run_dbt(args, ctx.paths, ctx.cfg, rebuild_from=ns.rebuild_from)
     return {"success": result.success, "nodes": len(result.results)}
 
 

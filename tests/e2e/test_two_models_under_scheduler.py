@@ -37,7 +37,15 @@ import pytest
 import yaml
 
 from devstack.airflow_api import get_json, get_token, trigger_via_rest
-from devstack.demo import Progress, demo_config_file, finished_tasks, pipeline_idle, run_counts, waiting_for
+from devstack.demo import (
+    BURST_AIRFLOW_ENV,
+    Progress,
+    demo_config_file,
+    finished_tasks,
+    pipeline_idle,
+    run_counts,
+    waiting_for,
+)
 from devstack.environment import Ports, free_port
 from devstack.services import RUNTIME_SERVICES
 from devstack.supervisor import Stack, start_stack
@@ -112,11 +120,7 @@ def test_both_examples_close_their_first_loop_in_one_deployment(tmp_path, monkey
         "CLOSEDLOOP_MODELS_DIR": str(models),
         # the schedules end at the last delivered day: unpaused DAGs create no run of their own
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        # a burst of short runs (as the demo): more task slots, a quicker scheduler loop
-        "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        **BURST_AIRFLOW_ENV,  # a burst of short runs, as the demo
     })
     try:
         stack.wait_healthy(timeout_s=300)

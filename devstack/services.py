@@ -99,7 +99,7 @@ AIRFLOW_SETTINGS: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GIT_PYTHON_REFRESH": "quiet",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    # one `dbt build` per day watched by every model/test task (a real scheduler + triggerer run here)
+    # the default, stated: one `dbt build` per day, then a task per model reading its result
     "CLOSEDLOOP_DBT_EXECUTION_MODE": "watcher",
     # production-style runs: dbt unit tests belong to development/CI (tests/dbt)
     "CLOSEDLOOP_DBT_UNIT_TESTS": "false",

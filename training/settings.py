@@ -102,7 +102,7 @@ class Settings:
     #: concurrent runs of a DAG that only replaces its own interval's partitions
     max_active_writer_runs: int = 1
     #: cosmos execution mode of the dbt tasks (`local`, `watcher`, ...)
-    dbt_execution_mode: str = "local"
+    dbt_execution_mode: str = "watcher"
     #: the image heavy stages run in as Kubernetes pods, when the config names none
     image: str = "closedloop:latest"
 
@@ -149,7 +149,7 @@ class Settings:
             warehouse_pool=warehouse_pool,
             dbt_pool=text("CLOSEDLOOP_DBT_POOL") or warehouse_pool,
             max_active_writer_runs=number("CLOSEDLOOP_MAX_ACTIVE_WRITER_RUNS", 1),
-            dbt_execution_mode=text("CLOSEDLOOP_DBT_EXECUTION_MODE") or "local",
+            dbt_execution_mode=text("CLOSEDLOOP_DBT_EXECUTION_MODE") or "watcher",
             image=text("CLOSEDLOOP_IMAGE") or "closedloop:latest",
         )
 

@@ -74,15 +74,16 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
                    retries: int = 0, model: str | None = None,
                    extra_vars: dict[str, Any] | None = None,
                    rebuild_from: str | None = None) -> DbtTaskGroup | TaskGroup:
-    """Every dbt model as a task running `dbt build` for that model (its tests run right after it).
+    """The dbt project as tasks: one `dbt build` (models and data tests), then a task per model
+    (watcher mode, the default); or a `dbt build` per model task (`CLOSEDLOOP_DBT_EXECUTION_MODE=local`).
 
     `extra_vars` join the config's `--vars`; values may be Airflow templates (cosmos renders `vars`).
     `rebuild_from` (a template, e.g. the run's day): the incremental marts rebuild that day and the
     later ones. It reaches dbt through the task's environment (cosmos renders `env`), not `--vars`, so
     the vars stay the same every day and dbt keeps its partial parse.
 
-    `retries` defaults to 0: each task's `dbt build` runs the model's tests, and a failing test fails
-    again the same way; the run stops before anything is published, so clearing the task is safe.
+    `retries` defaults to 0: the `dbt build` runs the data tests, and a failing test fails again the
+    same way; the run stops before anything is published, so clearing the task is safe.
     """
     manifest = manifest_path(model)
     if not manifest.is_file():
@@ -90,9 +91,8 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
     from training.data.dbt import dbt_vars, rebuild_from_env
 
     cfg = cfg or load_config()
-    # `local` (default): one `dbt build` per model task. `watcher`: one `dbt build` in a producer task
-    # while every model/test task watches its node's status (one dbt start-up per day; needs a real
-    # scheduler and triggerer, so `dag.test()` runs use `local`).
+    # `watcher` (default): one `dbt build` per day in a producer task, then a task per model reading
+    # its node's status. `local`: one `dbt build` per model task (a dbt start-up per model).
     mode = ExecutionMode(settings().dbt_execution_mode)
     operator_args: dict[str, Any] = {"install_deps": False, "append_env": True, "retries": retries}
     if model:  # a several-model deployment: dbt builds this model's project into this model's warehouse
@@ -128,7 +128,9 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.AFTER_EACH if mode == ExecutionMode.WATCHER else TestBehavior.BUILD,
+            # Watcher mode: the producer's `dbt build` runs the data tests (see _one_build_then_models),
+            # so they are not tasks of their own; local mode: each model task builds it with its tests.
+            test_behavior=TestBehavior.NONE if mode == ExecutionMode.WATCHER else TestBehavior.BUILD,
             source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
             # Local mode: tests over several models (relationships, cross-model asserts) run as their
             # own tasks once all their parents are built, not inside whichever parent builds first.
@@ -137,22 +139,44 @@ def dbt_task_group(group_id: str = "dbt", pool: str | None = None, cfg: Config |
         ),
         operator_args=operator_args,
     )
-    if pool and mode == ExecutionMode.WATCHER:
-        # Tasks that run dbt (the producer, source freshness) take the warehouse slot; the sensors
-        # that only watch the producer's node statuses must not, or they would starve it.
-        from airflow.sdk.bases.sensor import BaseSensorOperator
-
-        for task in group:
-            if not isinstance(task, BaseSensorOperator):
-                task.pool = pool
     if mode == ExecutionMode.WATCHER:
-        # Poke, don't defer: a watched node is usually done within a second of the sensor starting,
-        # and a trigger that fires before the executor has reported the deferral races the
-        # scheduler into marking the task failed (seen with Airflow 3.3 on the LocalExecutor).
-        from airflow.sdk.bases.sensor import BaseSensorOperator
-
-        for task in group:
-            if isinstance(task, BaseSensorOperator):
-                task.deferrable = False
-                task.poke_interval = 2
+        _one_build_then_models(group, pool)
     return group
+
+
+def _one_build_then_models(group: DbtTaskGroup, pool: str | None) -> None:
+    """Shape the watcher group as one `dbt build` (models and data tests) followed by a task per model.
+
+    Why: a task instance costs about as much CPU to start as a small dbt node takes to build, so a day
+    under the scheduler pays for every task. Cosmos's default watcher shape is a sensor per model and
+    per model's tests, all waiting beside the producer; here the data tests run inside the producer's
+    build (a failing test stops the models downstream of it and fails the producer, exactly as `dbt
+    build` does), and the model tasks start once the producer has finished, each reading its node's
+    status once. That also lets `dag.test()` run this mode: a sensor never waits on a producer that has
+    not started. A cleared producer skips (cosmos never runs a second build), and the model tasks then
+    fall back to `dbt build --select <model>`, the model with its tests.
+    """
+    from airflow.sdk.bases.sensor import BaseSensorOperator
+    from cosmos.operators.watcher import DbtProducerWatcherOperator, DbtRunWatcherOperator
+
+    tasks = list(group)
+    producer = next(t for t in tasks if isinstance(t, DbtProducerWatcherOperator))
+    # cosmos limits a TestBehavior.NONE producer to models/seeds/snapshots; the data tests go back in
+    producer.dbt_cmd_flags = [*producer.dbt_cmd_flags, "--resource-type", "test"]
+    in_group = {t.task_id for t in tasks}
+    for task in tasks:
+        if not isinstance(task, BaseSensorOperator):
+            task.retries = producer.retries  # also cosmos's gate after the producer, made without our args
+            if pool:  # the producer takes the warehouse slot; the model tasks only read XCom
+                task.pool = pool
+            continue
+        # Poke, don't defer: the status is in XCom when the task starts, and a trigger that fires before
+        # the executor has reported the deferral races the scheduler into failing the task (Airflow 3.3,
+        # LocalExecutor).
+        task.deferrable = False
+        task.poke_interval = 2
+        if isinstance(task, DbtRunWatcherOperator):
+            task.base_cmd = ["build"]  # the fallback after a cleared producer runs the model's tests too
+        if not task.upstream_task_ids & in_group:
+            producer >> task
+            task.trigger_rule = "none_failed"  # after a build, or after a cleared (skipped) producer

@@ -163,3 +163,44 @@ def test_bad_batch_stops_at_the_raw_gate_and_nothing_is_published(first_day, dag
     ) == published_before
     assert _query(pipeline_env, "select count(*) from raw.transactions where batch_date = ?", [DAY2])[0][0] == 0
     assert _ledger_versions(pipeline_env) == versions_before
+
+
+def test_a_failing_dbt_data_test_stops_the_day_in_the_one_build(first_day, dag, pipeline_env, caplog):
+    """Watcher mode: the data tests run inside the producer's single `dbt build`, not as tasks.
+
+    A raw row that bypassed the front door (NULL customer, a later day that re-running DAY1 rebuilds)
+    fails `not_null` in that build: the producer fails naming the test, the model tasks never run, and
+    nothing is published.
+    """
+    published_before = _query(
+        pipeline_env, "select batch_date, count(*) from published.transaction_features group by 1 order by 1"
+    )
+    versions_before = _ledger_versions(pipeline_env)
+    later = DAY1 + dt.timedelta(days=5)
+    con = duckdb.connect(str(pipeline_env / "warehouse.duckdb"))
+    try:
+        con.execute(
+            "insert into raw.transactions select * replace ('bypassed-the-gate' as transaction_id, null as customer_id, "
+            "event_ts + interval 5 day as event_ts, ?::date as batch_date) from raw.transactions "
+            "where batch_date = ? limit 1", [later, DAY1])
+    finally:
+        con.close()
+    caplog.set_level("INFO")
+    try:
+        run = _run(dag, DAY1)
+    finally:
+        con = duckdb.connect(str(pipeline_env / "warehouse.duckdb"))
+        con.execute("delete from raw.transactions where transaction_id = 'bypassed-the-gate'")
+        con.close()
+    states = _states(run)
+    assert run.state == "failed"
+    assert states["dbt.dbt_producer_watcher"] == "failed"
+    assert "Failure in test not_null_stg_raw__transactions_customer_id" in caplog.text  # the producer's log
+    model_tasks = {t: s for t, s in states.items() if t.startswith("dbt.") and t.endswith("_run")}
+    assert model_tasks and set(model_tasks.values()) == {"upstream_failed"}, model_tasks
+    assert states["feature_gate"] == states["publish"] == "upstream_failed"
+    assert states["verify_published"] == "failed"
+    assert _query(
+        pipeline_env, "select batch_date, count(*) from published.transaction_features group by 1 order by 1"
+    ) == published_before
+    assert _ledger_versions(pipeline_env) == versions_before

@@ -39,7 +39,7 @@ def _staging_parents(models: dict[str, dict], node_id: str) -> set[str]:
 
 
 def _cosmos_task_id(model: dict) -> str:
-    return f"dbt.{model['name']}_model_build"  # cosmos, TestBehavior.BUILD: one build task per model
+    return f"dbt.{model['name']}_run"  # cosmos watcher mode: a task per model reading the one build's status
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,18 @@ def test_data_pipeline_graph(dagbag, dbt_manifest):
     assert [o.name for o in publish.outlets] == ["closedloop_features"]
     # the run's day reaches dbt in the environment, not in --vars: the vars stay the same every day,
     # so dbt keeps its partial parse (tests/dbt/test_build.py), and the marts rebuild from that day
+    # one `dbt build` (models and data tests) in the producer, then the model tasks; no test tasks
+    producer = dag.get_task("dbt.dbt_producer_watcher")
+    assert producer.upstream_task_ids == {"load_raw"}
+    assert producer.dbt_cmd_flags[-2:] == ["--resource-type", "test"], producer.dbt_cmd_flags
+    assert not [t for t in dbt_tasks if "test" in t.rsplit(".", 1)[-1]], sorted(dbt_tasks)
+    model_tasks = [dag.get_task(t) for t in dbt_tasks if t.endswith("_run")]
+    assert len(model_tasks) == len(models)
+    for task in model_tasks:
+        assert task.upstream_task_ids  # after the producer or after the models it reads
+        assert task.base_cmd == ["build"]  # a cleared producer: the model is built with its tests
+        if task.upstream_task_ids == {producer.task_id}:
+            assert task.trigger_rule == "none_failed"
     runs_dbt = [dag.get_task(t) for t in dbt_tasks if hasattr(dag.get_task(t), "env")]
     assert runs_dbt, "no dbt task carries an environment"
     for task in runs_dbt:

@@ -50,6 +50,19 @@ consumer tasks wait beside the producer, so the summed task durations (1,746 s) 
 (726 s). Top tasks by total duration: dbt_producer_watcher (46 s a run), stg_raw__chargebacks.run
 (34 s), raw_transactions.source and .test (17 s each), raw_gate (10 s).
 
+After dbt became one build a day (commit "dbt as one build a day", 2026-12-07 21:00; the data
+tests run inside the producer's `dbt build`, the model tasks read their status after it: a
+data_pipeline run is 20 task instances, not 32), same command, one run at load 1.9-2.9 (a niced
+benchmark beside it):
+
+    run    CLI wall s / CPU s   scheduler wall s / CPU s   ratio wall / CPU   task instances (8 days)
+    21:00  276.9 / 189.2        465.2 / 491.3              1.68x / 2.60x      304 (was 400)
+
+The CLI's own CPU reads higher than in the two runs above (189 vs 102-111 s for the same replay, on
+another machine of the same kind), so compare the ratios. The producer's `dbt build` now takes 25.8 s
+a run (46 s when ~20 sensors polled beside it); the idle stack burns 0.19 CPU s a second. Still far
+from 1.3x: ~38 task instances a day at ~0.6 CPU s each plus the idle stack's polling.
+
 Same work? Every outcome matched (8 days, 40,197 feature rows published, one first_promote v1, no
 drift trigger) except one: under the scheduler the first champion's day (day 6) was not scored.
 `batch_inference` and `train_model` are both scheduled on the features Asset and run side by side,

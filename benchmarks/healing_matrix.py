@@ -157,7 +157,14 @@ from training.model.metrics import average_precision, compute_metrics
 
 DAY = dt.timedelta(days=1)
 ONSET = hl.ONSET  # day 42
-SECOND_ONSET = 52
+#: the second shift of `two_shifts`: after the first shift's recovery champion has served about a week
+#: (abrupt_concept under `project`, seeds 0-2: promoted on days 53-54, serving from days 54-55)
+SECOND_ONSET = 63
+#: days every run covers after a world's last onset: detection (labels mature 5 days, then 2 breaching
+#: 3-day windows: ~10 days), the deferral (7 matured post-onset days: a retrain from day 12 on), a week
+#: of serving scored, and a week of slack for one rejected retrain. 42 + 28 = 70 = the 6-week run, so
+#: only two_shifts (63 + 28 = 91 days, 9 weeks) runs longer than `--weeks 6`.
+AFTER_LAST_ONSET = 28
 SEASONAL = {"kind": "weekly_seasonality", "from_day": 0}
 SHIFT = {"kind": "fraud_mechanism_shift", "from_day": ONSET}
 
@@ -200,6 +207,12 @@ LAST_DAYS = 7
 CALENDAR: dict[str, list[tuple[str, int, int, str]]] = {
     "holiday": [("holiday", ONSET, ONSET + 2, "three days of triple volume and larger baskets")],
 }
+
+
+def run_days(name: str, weeks: int) -> int:
+    """Days simulated for world `name`: the first champion's days + `weeks`, at least `AFTER_LAST_ONSET` after its last onset."""
+    _, onsets, _ = WORLDS[name]
+    return max(hl.TRAIN_DAYS + 7 * weeks, max(onsets, default=0) + AFTER_LAST_ONSET)
 
 
 def world_config(name: str, rows_per_day: int, seed: int, calendar: bool = False) -> Config:
@@ -251,7 +264,7 @@ def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: lis
     cfg = world_config(name, rows_per_day, seed, calendar)
     _, onset_days, benign = WORLDS[name]
     target = cfg.model.target
-    total = hl.TRAIN_DAYS + 7 * weeks
+    total = run_days(name, weeks)
     day = {i: cfg.simulator.start_date + i * DAY for i in range(total)}
     t0 = time.perf_counter()
     feats = hl.with_slices(
@@ -284,6 +297,7 @@ def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: lis
         monitored = policy in ("project", "none")
         false = [d for d in out.triggers if benign or not onsets or d < onsets[0]]
         after = [d for d in out.triggers if onsets and not benign and d >= onsets[0]]
+        after_last = [d for d in after if d >= onsets[-1]]
         first_after = next((o for o in out.onsets if onsets and o["day"] >= onsets[0]), None)
         err = cov = None
         if first_after and first_after["onset"] and not benign:
@@ -296,6 +310,7 @@ def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: lis
         rows.append({
             "world": name, "policy": policy, "seed": seed,
             "detect": (after[0] - onsets[0]).days + 1 if after else None,
+            "detect_last": (after_last[0] - onsets[-1]).days + 1 if after_last and len(onsets) > 1 else None,
             "onset_err": err, "cov": cov,
             "est": (est[0] - onsets[0]).days + 1 if est and monitored else None,
             "false": len(false) if monitored else None,
@@ -304,7 +319,7 @@ def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: lis
             "s": round(time.perf_counter() - t1),
         })
         print(f"  {name}/{policy}/seed {seed}: PR-AUC last7 {value:.3f} [{lo:.3f}, {hi:.3f}]; triggers "
-              f"{[str(d) for d in out.triggers]}; onsets {out.onsets}; retrains "
+              f"{[str(d) for d in out.triggers]}; blocked {[(str(d), r) for d, r in out.blocked]}; onsets {out.onsets}; retrains "
               f"{[(str(d), w, p) for d, w, p, _ in out.retrains]} ({time.perf_counter() - t1:.0f} s)",
               file=sys.stderr, flush=True)
     return rows
@@ -316,6 +331,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "seeds": g.size(),
         "detect": g["detect"].median(),
+        "detect_last": g["detect_last"].median(),
         "onset_err": g["onset_err"].mean(),
         "cov": g["cov"].mean(),
         "est": g["est"].median(),
@@ -332,7 +348,9 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows-per-day", type=int, default=3000, help="weekday rows (weekends more)")
-    parser.add_argument("--weeks", type=int, default=6, help="weeks replayed after the first champion (>= 6)")
+    parser.add_argument("--weeks", type=int, default=6,
+                        help=f"weeks replayed after the first champion; a world's run is extended to "
+                             f"{AFTER_LAST_ONSET} days after its last onset (two_shifts: day {SECOND_ONSET})")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--worlds", nargs="+", choices=sorted(WORLDS), default=list(WORLDS))
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
@@ -341,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calendar", action="store_true",
                         help="declare the worlds' known events (the holiday) in drift.calendar, as a team would")
     args = parser.parse_args(argv)
-    if hl.TRAIN_DAYS + 7 * args.weeks < SECOND_ONSET + 2 * LAST_DAYS:
-        parser.error(f"--weeks must leave {2 * LAST_DAYS} days after the second onset (day {SECOND_ONSET}): use >= 6")
+    if args.weeks < 1:
+        parser.error("--weeks must be >= 1")
     print(f"size: {args.rows_per_day} weekday rows/day, {args.weeks} weeks replayed (days {hl.TRAIN_DAYS}.."
-          f"{hl.TRAIN_DAYS + 7 * args.weeks - 1}), seeds {args.seeds}; onset day {ONSET} (second {SECOND_ONSET})",
-          flush=True)
+          f"{hl.TRAIN_DAYS + 7 * args.weeks - 1}; up to {AFTER_LAST_ONSET} days after a world's last onset), "
+          f"seeds {args.seeds}; onset day {ONSET} (two_shifts' second: {SECOND_ONSET})", flush=True)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     # one OpenMP/BLAS thread: on a shared 2-core box xgboost's threads spin against other jobs (a fit

@@ -35,7 +35,9 @@ drift reference is the last `drift.reference_days` of its data, scored by it (as
 The project policy's trigger also re-locates its onset by change point (`drift_job.locate_onset`,
 as the DAG does); the latency gate takes the best of `LATENCY_REPEATS` CPU-time timings so machine load cannot
 reject a model; `run_policy(label_known_on=...)` (used by `healing_matrix.py`) shows labels as they
-arrive. The table below was measured before those three changes.
+arrive; past triggers carry the signals that fired them (as `drift_job.past_triggers` reads them from
+the decision log), so the storm cap and the backoff are budgets per signal as in the DAG. The table
+below was measured before those four changes.
 
 Columns: detect = days from onset to the first trigger (1 = the onset day); new champ = days from
 onset to the first day a champion promoted after the onset serves; false trig = triggers on

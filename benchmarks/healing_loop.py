@@ -35,7 +35,9 @@ drift reference is the last `drift.reference_days` of its data, scored by it (as
 The project policy's trigger also re-locates its onset by change point (`drift_job.locate_onset`,
 as the DAG does); the latency gate takes the best of `LATENCY_REPEATS` CPU-time timings so machine load cannot
 reject a model; `run_policy(label_known_on=...)` (used by `healing_matrix.py`) shows labels as they
-arrive. The table below was measured before those three changes.
+arrive; past triggers carry the signals that fired them (as `drift_job.past_triggers` reads them from
+the decision log), so the storm cap and the backoff are budgets per signal as in the DAG. The table
+below was measured before those four changes.
 
 Columns: detect = days from onset to the first trigger (1 = the onset day); new champ = days from
 onset to the first day a champion promoted after the onset serves; false trig = triggers on
@@ -139,6 +141,7 @@ class Outcome:
     deferred_days: int = 0
     onsets: list[dict[str, Any]] = field(default_factory=list)  # per trigger: the evidence's onset and interval
     estimated_breaches: list[dt.date] = field(default_factory=list)  # days the early estimated signal breached
+    blocked: list[tuple[dt.date, str]] = field(default_factory=list)  # fired signals held back: day, guard
 
 
 def world_config(name: str, rows_per_day: int) -> Config:
@@ -338,7 +341,7 @@ def run_policy(
         if pending is not None:  # the features event of the day re-checks the deferral
             if (day - lag * DAY - pending).days + 1 >= needed:
                 promoted = retrain(day, pending)
-                past[-1] = PastTrigger(past[-1].window_end, "promoted" if promoted else "rejected")
+                past[-1] = PastTrigger(past[-1].window_end, "promoted" if promoted else "rejected", past[-1].signals)
                 last_retrain, pending = day, None
             else:
                 out.deferred_days += 1
@@ -367,20 +370,24 @@ def run_policy(
         )
         if window.signal("estimated_performance").breach:
             out.estimated_breaches.append(day)
+        if decision.reason in ("storm_cap", "backoff", "cooldown"):
+            out.blocked.append((day, decision.reason))
         if not decision.trigger:
             continue
         decision = drift_job.locate_onset(cfg, decision, window, reference=champ.reference,
                                           serving_since=serving_since, load_window=load_window,
                                           load_labels=load_labels)
-        out.onsets.append({"day": day, "onset": decision.evidence.get("onset_window_start"),
+        out.onsets.append({"day": day, "signals": decision.reason, "onset": decision.evidence.get("onset_window_start"),
                            "from_windows": decision.evidence.get("onset_from_windows"),
                            "interval": decision.evidence.get("onset_interval")})
         out.triggers.append(day)
         last_retrain = day
+        # the signals that fired it, as the DAG records them (drift_job.past_triggers): budgets are per signal
+        signals = PastTrigger.signals_of(decision.reason)
         if policy == "none":
-            past.append(PastTrigger(day, "rejected"))
+            past.append(PastTrigger(day, "rejected", signals))
             continue
-        past.append(PastTrigger(day, "pending"))
+        past.append(PastTrigger(day, "pending", signals))
         anchor, _ = datasets.onset_from_evidence(decision.evidence, lag)
         if anchor is not None and (day - lag * DAY - anchor).days + 1 < needed:
             pending = anchor
@@ -389,7 +396,7 @@ def run_policy(
             )
             continue
         promoted = retrain(day, anchor)
-        past[-1] = PastTrigger(day, "promoted" if promoted else "rejected")
+        past[-1] = PastTrigger(day, "promoted" if promoted else "rejected", signals)
     tmp.cleanup()
     return out, data["score"]
 

@@ -26,6 +26,9 @@ Scheduled on the `closedloop_features` Asset and triggerable with a `conf`:
    moved; `challenger_rejected` is the run's last task when the challenger was rejected (by the gates
    or by a person). A rejected run is therefore visibly different in the grid (its final green task
    is `challenger_rejected`, `announce_champion` skipped), and the rejection is in the audit log.
+7. `score_first_champion_day` — only after the first promotion of a run started by features events:
+   triggers `batch_inference` for that day, which its own run (started by the same event, beside this
+   one) could not score without a champion.
 
 Notifications (`notifications:` in the config; none configured, none sent): `decide` tells of a
 retrain deferred for labels, `evaluate` of a gate rejection and `promote` of the promotion or the
@@ -44,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 from closedloop.assets import assets_for
 from closedloop.notifiers import ClosedloopNotifier
@@ -53,6 +57,7 @@ from closedloop.runtime import (
     default_args,
     deployment_models,
     event_extras,
+    first_champion_day,
     load_runtime,
     parse_config,
 )
@@ -240,6 +245,20 @@ def build(model: str | None) -> None:
                 "previous_champion": result["champion_version"],
             }
 
+        @task.short_circuit
+        def first_champion_scores_its_day(result: dict, **context) -> str | bool:
+            """The first champion's own day went unscored (`batch_inference` ran beside this run and
+            found no champion): score it now, as `replay` does; any other promotion stops here."""
+            day = first_champion_day(result, context)
+            return day.isoformat() if day else False
+
+        score_first_champion_day = TriggerDagRunOperator(
+            task_id="score_first_champion_day",
+            trigger_dag_id=dag_id(model, "batch_inference"),
+            conf={"batch_date": "{{ ti.xcom_pull(task_ids='first_champion_scores_its_day') }}"},
+            wait_for_completion=False,  # re-scoring a day replaces its partition: a retry is harmless
+        )
+
         decision = decide()
         if execution.in_pod("train"):
             from closedloop.pods import stage_pod
@@ -273,7 +292,9 @@ def build(model: str | None) -> None:
         rejected = challenger_rejected()
         routed >> [approve_promotion, promoted, rejected]
         approve_promotion >> promoted
-        outcome(promoted) >> [announce_champion(promoted), rejected]
+        announced = announce_champion(promoted)
+        outcome(promoted) >> [announced, rejected]
+        announced >> first_champion_scores_its_day(promoted) >> score_first_champion_day
 
     train_model()
 

@@ -158,6 +158,19 @@ def rescore_dates(context: dict[str, Any]) -> list[dt.date]:
                    for r in x.get("republished") or []})
 
 
+def first_champion_day(result: dict[str, Any], context: dict[str, Any]) -> dt.date | None:
+    """The day to score again once the first champion exists: the newest day of the features events
+    that started this training run (None for any other promotion, or a run not started by them).
+
+    `batch_inference` and `train_model` both start on the same features event; that day's inference
+    finds no champion yet and scores nothing, where the CLI's `replay` trains first, then scores.
+    """
+    if result.get("action") != "first_promote":
+        return None
+    days = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
+    return max(dt.date.fromisoformat(d) for d in days) if days else None
+
+
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)

@@ -79,3 +79,17 @@ def test_a_task_whose_mlflow_server_is_down_fails_with_the_clis_message(monkeypa
     logged = "".join(capfd.readouterr())
     assert f"http://127.0.0.1:{port} does not answer (connection refused" in logged
     assert "make up PROFILE=services" in logged
+
+
+def test_only_the_first_promotion_of_an_event_run_scores_its_day_again():
+    """The first champion's day: the newest day of the features events that started the training run."""
+    from closedloop.runtime import first_champion_day
+
+    events = TriggeringAssetEventsAccessor.build([
+        _event({"batch_date": "2026-01-06"}, minute=5),
+        _event({"batch_dates": ["2026-01-04", "2026-01-05"]}, minute=1),
+    ])
+    context = {"triggering_asset_events": events}
+    assert first_champion_day({"action": "first_promote"}, context) == dt.date(2026, 1, 6)
+    assert first_champion_day({"action": "promote"}, context) is None  # a champion scored that day
+    assert first_champion_day({"action": "first_promote"}, {}) is None  # a manual run names no day

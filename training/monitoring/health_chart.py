@@ -177,8 +177,12 @@ def draw(table: pd.DataFrame, moves: list[dict[str, Any]], cfg: Config, *,
     for (day, version), end, shade in zip(served, ends, ("#c6dbef", "#c7e9c0") * len(served), strict=False):
         start = pd.Timestamp(day) - one / 2
         loop_ax.broken_barh([(start, end - start)], (1.1, 0.8), color=shade, zorder=2)
-        loop_ax.text(start + one / 5, 1.5, _promotion_label(version, moves), va="center", fontsize=9,
-                     fontweight="bold", color="#08306b" if shade == "#c6dbef" else "#00441b", zorder=3)
+        # a short last span (a champion promoted near the end): the label ends at the right edge
+        # instead of running under the legend
+        short_tail = end == hi and (end - start) < 4 * one
+        loop_ax.text(end - one / 5 if short_tail else start + one / 5, 1.5, _promotion_label(version, moves),
+                     va="center", ha="right" if short_tail else "left", fontsize=9, fontweight="bold",
+                     color="#08306b" if shade == "#c6dbef" else "#00441b", zorder=3, clip_on=True)
     deferred_days = [d for d, v in zip(days, table.get("deferred", ["-"] * len(days)), strict=True) if v not in (None, "-")]
     for day in deferred_days:
         later = [pd.Timestamp(d) - one / 2 for d, _ in served if pd.Timestamp(d) > day]

@@ -209,13 +209,46 @@ def fit_model(
     return score
 
 
+def recovery_baseline(
+    cfg: Config, splits: datasets.Splits, challenger_scores: np.ndarray, seed: int
+) -> np.ndarray | None:
+    """The recovery baseline's holdout scores, as `train._train_in_run` computes them for `evaluate`.
+
+    Why: with `gates.recovery.relative_to: baseline` a challenger replacing a collapsed champion is
+    held to a simple model fitted on the same days, not to the absolute recovery floors; without
+    these scores the gates fall back to the floors, which production does not. As train_model:
+    the baseline family's searched points (when it is a candidate) on the split's train/validation,
+    its best refitted on train + validation by `train.baseline_holdout_scores`. The benchmark's
+    challenger is `XGB_PARAMS` without a search, so it is never the baseline's own point.
+    """
+    if not cfg.gates.recovery.needs_baseline:
+        return None
+    family = cfg.gates.recovery.baseline_family
+    trials = (
+        train.search(with_overrides(cfg, training={"candidates": [family]}), splits.train, splits.validation,
+                     seed, splits.train_weight)
+        if family in cfg.training.candidates
+        else []
+    )
+    challenger = train.Trial("xgboost", XGB_PARAMS, {}, 0.0)
+    frame, weight = train.fit_rows(splits)
+    _, scores = train.baseline_holdout_scores(
+        cfg, trials, challenger, frame, weight, splits.holdout, challenger_scores, seed
+    )
+    return scores
+
+
 def train_and_gate(
     cfg: Config, matured: pd.DataFrame, champion: Champion, splits: datasets.Splits, seed: int
 ) -> tuple[Champion | None, gates.GateDecision]:
-    """Fit on `splits.train`, judge with the project's gates on `splits.holdout` against `champion`."""
+    """Fit on `splits.train`, judge with the project's gates on `splits.holdout` against `champion`.
+
+    The recovery baseline reaches the gates as in the DAG (`recovery_baseline`, `evaluate.evaluate`).
+    """
     score = fit_model(cfg, *fit_frame(splits), seed)
     hold = splits.holdout
     ch_scores = score(hold)
+    baseline = recovery_baseline(cfg, splits, ch_scores, seed)
     # best of N timings of this process's CPU time: machine load (other jobs on the box) must not
     # reject a model on latency - wall-clock best-of-5 still did with 7 jobs on 2 cores
     timings = []
@@ -235,6 +268,8 @@ def train_and_gate(
             signature_override_reason=None,
             latency_ms_per_1k_rows=latency,
             model_size_mb=0.1,
+            baseline_scores=baseline,
+            baseline_name=cfg.gates.recovery.baseline_family,
         ),
     )
     if not decision.promote:
@@ -310,7 +345,8 @@ def run_policy(
         out.retrains.append((day, window, new is not None, decision.policy))
         print(
             f"    {policy} {day}: retrain {window} -> {'promoted' if new else 'rejected'} ({decision.policy}; "
-            f"PR-AUC {decision.challenger_metrics['pr_auc']:.3f} vs {decision.metrics.get('champion_pr_auc', float('nan')):.3f}; "
+            f"PR-AUC {decision.challenger_metrics['pr_auc']:.3f} vs {decision.metrics.get('champion_pr_auc', float('nan')):.3f}"
+            f" (baseline {decision.metrics.get('baseline_pr_auc', float('nan')):.3f}); "
             f"failed {[g.name for g in decision.failed]})",
             file=sys.stderr,
         )

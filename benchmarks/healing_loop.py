@@ -289,6 +289,7 @@ def run_policy(
     days: list[dt.date],
     *,
     label_known_on: pd.Series | None = None,
+    follow_up_days: int | None = None,
 ) -> tuple[Outcome, pd.Series]:
     """Replay `days` under `policy`; returns what happened and the serving score of every row.
 
@@ -296,6 +297,10 @@ def run_policy(
     label delay). Given, the monitor and the retrains see labels as they are known on each day - a
     positive whose label has not arrived reads as a negative, as in the warehouse; else every label
     counts once `windows.label_maturity_days` have passed.
+
+    `follow_up_days` (a what-if, not the project's policy): after a promoted onset-anchored retrain,
+    retrain once more at the same onset when this many matured days follow it (gated as usual) - the
+    first recovery fits only `needed_days`, and a gradual shift may still be moving then.
     """
     lag = cfg.windows.label_maturity_days
     id_col, target = cfg.model.id_column, cfg.model.target
@@ -333,15 +338,17 @@ def run_policy(
                                  label_delay.DELAY_DAYS: [float((r - b).days) for r, b in
                                                           zip(got.reported_day, got.batch_date, strict=True)]})
 
-    def retrain(day: dt.date, anchor: dt.date | None) -> bool:
-        nonlocal champ, data, by_day, serving_since
+    follow_up: dt.date | None = None  # what-if: the onset of the last promoted onset-anchored retrain
+
+    def retrain(day: dt.date, anchor: dt.date | None, follow: bool = False) -> bool:
+        nonlocal champ, data, by_day, serving_since, follow_up
         matured = known(feats[feats.batch_date <= day - lag * DAY], day).reset_index(drop=True)
         splits = datasets.split_anchored(matured, cfg, anchor, seed=cfg.training.seed) if anchor else None
         how = "onset-anchored" if splits is not None else "standard"
         if splits is None:
             splits = datasets.split_windows(matured, cfg.windows)
         new, decision = train_and_gate(cfg, matured, champ, splits, seed=cfg.training.seed)
-        window = f"{how} {splits.train_range[0]}..{splits.holdout_range[1]}"
+        window = f"{'follow-up ' if follow else ''}{how} {splits.train_range[0]}..{splits.holdout_range[1]}"
         out.retrains.append((day, window, new is not None, decision.policy))
         print(
             f"    {policy} {day}: retrain {window} -> {'promoted' if new else 'rejected'} ({decision.policy}; "
@@ -360,6 +367,7 @@ def run_policy(
         by_day = {d: g for d, g in data.groupby("batch_date")}
         out.promoted_serving_from.append(day + DAY)
         serving_since = day + DAY
+        follow_up = anchor if follow_up_days and how == "onset-anchored" and not follow else None
         return True
 
     history: list[WindowEvidence] = []
@@ -374,6 +382,10 @@ def run_policy(
             if i > 0 and i % WEEKLY_EVERY == 0:
                 retrain(day, None)
             continue
+        if follow_up is not None and pending is None and (day - lag * DAY - follow_up).days + 1 >= (follow_up_days or 0):
+            anchor, follow_up = follow_up, None
+            retrain(day, anchor, follow=True)
+            last_retrain = day
         if pending is not None:  # the features event of the day re-checks the deferral
             if (day - lag * DAY - pending).days + 1 >= needed:
                 promoted = retrain(day, pending)

@@ -292,7 +292,7 @@ def pr_auc_ci(y: np.ndarray, s: np.ndarray, seed: int, n: int = 200) -> tuple[fl
 
 
 def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: list[str],
-              calendar: bool = False) -> list[dict[str, Any]]:
+              calendar: bool = False, follow_up_days: int | None = None) -> list[dict[str, Any]]:
     cfg = world_config(name, rows_per_day, seed, calendar)
     _, onset_days, benign = WORLDS[name]
     target = cfg.model.target
@@ -323,7 +323,8 @@ def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: lis
             fit_rows = feats[(feats.batch_date >= fit_from) & ~last]
             scores = pd.Series(hl.fit_model(cfg, fit_rows, None, seed)(feats), index=feats.index)
         else:
-            out, scores = hl.run_policy(policy, cfg, feats, first, days, label_known_on=arrival)
+            out, scores = hl.run_policy(policy, cfg, feats, first, days, label_known_on=arrival,
+                                        follow_up_days=follow_up_days)
         y = feats.loc[last, target].astype(int).to_numpy()
         value, lo, hi = pr_auc_ci(y, scores.loc[last].to_numpy(), seed)
         monitored = policy in ("project", "none")
@@ -390,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", help="also write the per-seed rows here")
     parser.add_argument("--calendar", action="store_true",
                         help="declare the worlds' known events (the holiday) in drift.calendar, as a team would")
+    parser.add_argument("--follow-up-days", type=int, default=None,
+                        help="what-if, not the project's policy: after a promoted onset-anchored retrain, retrain "
+                             "once more at its onset when this many matured days follow it")
     args = parser.parse_args(argv)
     if args.weeks < 1:
         parser.error("--weeks must be >= 1")
@@ -403,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     with threadpool_limits(1):
         for name in args.worlds:
             for seed in args.seeds:
-                rows.extend(run_world(name, args.rows_per_day, args.weeks, seed, args.policies, args.calendar))
+                rows.extend(run_world(name, args.rows_per_day, args.weeks, seed, args.policies, args.calendar,
+                                      args.follow_up_days))
                 if args.csv:
                     pd.DataFrame(rows).to_csv(args.csv, index=False)
     frame = pd.DataFrame(rows)

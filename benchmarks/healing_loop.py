@@ -27,8 +27,9 @@ The model is train_model's final fit (`train.fit_final`: xgboost, cross-fitted s
 on the split's train + validation rows with its weights) at one fixed point of its grid
 (`XGB_PARAMS`), without the hyperparameter search (seconds instead of minutes a retrain); the first
 champion and both retraining policies use it. Promotion is the project's real
-`gates.evaluate_gates` on the split's holdout (floors, recovery floors, paired-bootstrap
-non-regression, slices, calibration; signature/latency/size trivially equal). A promoted champion's
+`gates.evaluate_gates` on the split's holdout (floors, recovery against the simple baseline fitted on
+the same days as `train` fits it - `recovery_baseline` -, paired-bootstrap non-regression, slices,
+calibration; signature/latency/size trivially equal). A promoted champion's
 drift reference is the last `drift.reference_days` of its data, scored by it (as
 `drift_job.champion_reference`), its performance baseline its holdout metrics.
 

@@ -206,7 +206,8 @@ its floor 0.30 (0.85 x 0.354), and k-of-n counts the first two, which overlap, o
 breaches of 3 never occur before the run ends on 03-11. Seeds 0 and 1 score higher because their first
 retrain was *rejected* (seed 0: non_regression, 0.191 vs 0.185; seed 1: the change point named 02-04, a
 pre-onset one-off dip the k-of-n had dismissed, 8 days before the shift, so it trained mostly on the old
-regime), the 7-day backoff passed, and the second trigger's change point, searched again on the longer
+regime - a rule against change points before the episode would also discard subtle_concept seed 2's
+correct 02-12, 3 days before its first breaching window, so none was added), the 7-day backoff passed, and the second trigger's change point, searched again on the longer
 series, named a later step (02-18, 02-19): the promoted retrain learned the last steps. So the cause is
 not a guard blocking a trigger nor the onset rule alone: a recovery retrain fitted on the first 7
 matured post-onset days is promoted while a gradual shift is still moving, and nothing revisits it

@@ -27,8 +27,9 @@ The model is train_model's final fit (`train.fit_final`: xgboost, cross-fitted s
 on the split's train + validation rows with its weights) at one fixed point of its grid
 (`XGB_PARAMS`), without the hyperparameter search (seconds instead of minutes a retrain); the first
 champion and both retraining policies use it. Promotion is the project's real
-`gates.evaluate_gates` on the split's holdout (floors, recovery floors, paired-bootstrap
-non-regression, slices, calibration; signature/latency/size trivially equal). A promoted champion's
+`gates.evaluate_gates` on the split's holdout (floors, recovery against the simple baseline fitted on
+the same days as `train` fits it - `recovery_baseline` -, paired-bootstrap non-regression, slices,
+calibration; signature/latency/size trivially equal). A promoted champion's
 drift reference is the last `drift.reference_days` of its data, scored by it (as
 `drift_job.champion_reference`), its performance baseline its holdout metrics.
 
@@ -209,13 +210,46 @@ def fit_model(
     return score
 
 
+def recovery_baseline(
+    cfg: Config, splits: datasets.Splits, challenger_scores: np.ndarray, seed: int
+) -> np.ndarray | None:
+    """The recovery baseline's holdout scores, as `train._train_in_run` computes them for `evaluate`.
+
+    Why: with `gates.recovery.relative_to: baseline` a challenger replacing a collapsed champion is
+    held to a simple model fitted on the same days, not to the absolute recovery floors; without
+    these scores the gates fall back to the floors, which production does not. As train_model:
+    the baseline family's searched points (when it is a candidate) on the split's train/validation,
+    its best refitted on train + validation by `train.baseline_holdout_scores`. The benchmark's
+    challenger is `XGB_PARAMS` without a search, so it is never the baseline's own point.
+    """
+    if not cfg.gates.recovery.needs_baseline:
+        return None
+    family = cfg.gates.recovery.baseline_family
+    trials = (
+        train.search(with_overrides(cfg, training={"candidates": [family]}), splits.train, splits.validation,
+                     seed, splits.train_weight)
+        if family in cfg.training.candidates
+        else []
+    )
+    challenger = train.Trial("xgboost", XGB_PARAMS, {}, 0.0)
+    frame, weight = train.fit_rows(splits)
+    _, scores = train.baseline_holdout_scores(
+        cfg, trials, challenger, frame, weight, splits.holdout, challenger_scores, seed
+    )
+    return scores
+
+
 def train_and_gate(
     cfg: Config, matured: pd.DataFrame, champion: Champion, splits: datasets.Splits, seed: int
 ) -> tuple[Champion | None, gates.GateDecision]:
-    """Fit on `splits.train`, judge with the project's gates on `splits.holdout` against `champion`."""
+    """Fit on `splits.train`, judge with the project's gates on `splits.holdout` against `champion`.
+
+    The recovery baseline reaches the gates as in the DAG (`recovery_baseline`, `evaluate.evaluate`).
+    """
     score = fit_model(cfg, *fit_frame(splits), seed)
     hold = splits.holdout
     ch_scores = score(hold)
+    baseline = recovery_baseline(cfg, splits, ch_scores, seed)
     # best of N timings of this process's CPU time: machine load (other jobs on the box) must not
     # reject a model on latency - wall-clock best-of-5 still did with 7 jobs on 2 cores
     timings = []
@@ -235,6 +269,8 @@ def train_and_gate(
             signature_override_reason=None,
             latency_ms_per_1k_rows=latency,
             model_size_mb=0.1,
+            baseline_scores=baseline,
+            baseline_name=cfg.gates.recovery.baseline_family,
         ),
     )
     if not decision.promote:
@@ -254,6 +290,7 @@ def run_policy(
     days: list[dt.date],
     *,
     label_known_on: pd.Series | None = None,
+    follow_up_days: int | None = None,
 ) -> tuple[Outcome, pd.Series]:
     """Replay `days` under `policy`; returns what happened and the serving score of every row.
 
@@ -261,6 +298,10 @@ def run_policy(
     label delay). Given, the monitor and the retrains see labels as they are known on each day - a
     positive whose label has not arrived reads as a negative, as in the warehouse; else every label
     counts once `windows.label_maturity_days` have passed.
+
+    `follow_up_days` (a what-if, not the project's policy): after a promoted onset-anchored retrain,
+    retrain once more at the same onset when this many matured days follow it (gated as usual) - the
+    first recovery fits only `needed_days`, and a gradual shift may still be moving then.
     """
     lag = cfg.windows.label_maturity_days
     id_col, target = cfg.model.id_column, cfg.model.target
@@ -298,19 +339,22 @@ def run_policy(
                                  label_delay.DELAY_DAYS: [float((r - b).days) for r, b in
                                                           zip(got.reported_day, got.batch_date, strict=True)]})
 
-    def retrain(day: dt.date, anchor: dt.date | None) -> bool:
-        nonlocal champ, data, by_day, serving_since
+    follow_up: dt.date | None = None  # what-if: the onset of the last promoted onset-anchored retrain
+
+    def retrain(day: dt.date, anchor: dt.date | None, follow: bool = False) -> bool:
+        nonlocal champ, data, by_day, serving_since, follow_up
         matured = known(feats[feats.batch_date <= day - lag * DAY], day).reset_index(drop=True)
         splits = datasets.split_anchored(matured, cfg, anchor, seed=cfg.training.seed) if anchor else None
         how = "onset-anchored" if splits is not None else "standard"
         if splits is None:
             splits = datasets.split_windows(matured, cfg.windows)
         new, decision = train_and_gate(cfg, matured, champ, splits, seed=cfg.training.seed)
-        window = f"{how} {splits.train_range[0]}..{splits.holdout_range[1]}"
+        window = f"{'follow-up ' if follow else ''}{how} {splits.train_range[0]}..{splits.holdout_range[1]}"
         out.retrains.append((day, window, new is not None, decision.policy))
         print(
             f"    {policy} {day}: retrain {window} -> {'promoted' if new else 'rejected'} ({decision.policy}; "
-            f"PR-AUC {decision.challenger_metrics['pr_auc']:.3f} vs {decision.metrics.get('champion_pr_auc', float('nan')):.3f}; "
+            f"PR-AUC {decision.challenger_metrics['pr_auc']:.3f} vs {decision.metrics.get('champion_pr_auc', float('nan')):.3f}"
+            f" (baseline {decision.metrics.get('baseline_pr_auc', float('nan')):.3f}); "
             f"failed {[g.name for g in decision.failed]})",
             file=sys.stderr,
         )
@@ -324,6 +368,7 @@ def run_policy(
         by_day = {d: g for d, g in data.groupby("batch_date")}
         out.promoted_serving_from.append(day + DAY)
         serving_since = day + DAY
+        follow_up = anchor if follow_up_days and how == "onset-anchored" and not follow else None
         return True
 
     history: list[WindowEvidence] = []
@@ -338,6 +383,10 @@ def run_policy(
             if i > 0 and i % WEEKLY_EVERY == 0:
                 retrain(day, None)
             continue
+        if follow_up is not None and pending is None and (day - lag * DAY - follow_up).days + 1 >= (follow_up_days or 0):
+            anchor, follow_up = follow_up, None
+            retrain(day, anchor, follow=True)
+            last_retrain = day
         if pending is not None:  # the features event of the day re-checks the deferral
             if (day - lag * DAY - pending).days + 1 >= needed:
                 promoted = retrain(day, pending)

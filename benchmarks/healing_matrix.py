@@ -56,6 +56,23 @@ is not bit-reproducible: a seed's first champion comes out as one of two fits fr
 holdout PR-AUC 0.643 or 0.665, twice with the same PYTHONHASHSEED=1; cause not found), which moves the
 benign rows by up to 0.01 and subtle seed 2's first trigger. gradual_concept (0.289, was 0.317: seed 2
 0.213, the same on main 5e0425f) changed with code landed since the previous table (cf696ed).
+
+Re-measured on 2026-12-07 on commit 1b84fb8 (the benchmark passes the recovery baseline to the gates,
+below): gradual_concept, abrupt_concept, two_shifts, subtle_concept and seasonality, all four policies,
+with `--worlds gradual_concept abrupt_concept two_shifts subtle_concept seasonality` added to the command
+above (the same machine, load ~3.5, 1142 s); their rows below are from that run, the other 7 worlds'
+from 18144b0. Until 1b84fb8 the benchmark never gave `gates.evaluate_gates` the baseline scores, so every
+recovery retrain faced the fallback floors (PR-AUC 0.15), not `gates.recovery.relative_to: baseline` as
+configured and as the DAG judges it (`train._train_in_run` fits `train.baseline_holdout_scores`,
+`evaluate` passes them); now `healing_loop.recovery_baseline` computes them with the same function on
+the retrain's own split. What that changed: only weekly. Its recovery retrains on mixed windows (holdout
+PR-AUC 0.13-0.26) beat the collapsed champion and the logistic baseline on
+the same days and are promoted now: promoted per run abrupt 2.33 -> 3.0, gradual 2.67 -> 3.0,
+two_shifts 3.67 -> 5.0; serving abrupt 0.322 -> 0.349, gradual 0.255 -> 0.255, two_shifts 0.025 ->
+0.026. The project policy's retrains, triggers and PR-AUC are the same as before in all five worlds
+(its promoted recovery retrains cleared 0.15 anyway; its rejected ones fail non_regression, which the
+baseline does not waive) except subtle_concept, which moved by the benchmark's known run-to-run
+variance (seed 2's trigger: detect 22 vs 27.5 days, retrains 1.0 vs 0.33, PR-AUC 0.519 either way).
 `seeds` = seeds averaged:
 
                               seeds  detect  detect_last  onset_err    cov   est  false  retrains  promoted  pr_auc_last7  ci_low  ci_high
@@ -81,20 +98,20 @@ benign rows by up to 0.01 and subtle seed 2's first trigger. gradual_concept (0.
                      none         3     4.0          NaN     -0.333  0.667   NaN    0.0     0.000     0.000         0.736   0.670    0.801
                      ceiling      3     NaN          NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.719   0.648    0.789
     abrupt_concept   project      3    10.0          NaN     -2.667  1.000  17.0    0.0     1.333     1.000         0.309   0.243    0.402
-                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     2.333         0.322   0.253    0.421
+                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     3.000         0.349   0.279    0.437
                      none         3    10.0          NaN     -2.667  1.000   4.0    0.0     0.000     0.000         0.055   0.028    0.092
                      ceiling      3     NaN          NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.360   0.290    0.454
-    subtle_concept   project      3    27.5          NaN     17.000  0.000   NaN    0.0     0.333     0.000         0.519   0.435    0.608
-                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.515   0.433    0.602
-                     none         3    27.5          NaN     17.000  0.000   NaN    0.0     0.000     0.000         0.519   0.435    0.608
+    subtle_concept   project      3    22.0          NaN      6.500  1.000   NaN    0.0     1.000     0.333         0.519   0.435    0.607
+                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     1.000         0.516   0.434    0.602
+                     none         3    22.0          NaN      6.500  1.000   NaN    0.0     0.000     0.000         0.519   0.435    0.607
                      ceiling      3     NaN          NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.535   0.459    0.623
     gradual_concept  project      3    12.0          NaN     -1.000  0.333  24.0    0.0     1.667     1.000         0.289   0.223    0.372
-                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     2.667         0.255   0.203    0.333
-                     none         3    12.0          NaN     -1.000  0.333  17.0    0.0     0.000     0.000         0.056   0.027    0.093
+                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     3.000         0.255   0.203    0.333
+                     none         3    12.0          NaN     -1.000  0.333  17.0    0.0     0.000     0.000         0.057   0.028    0.093
                      ceiling      3     NaN          NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.366   0.297    0.467
     two_shifts       project      3    10.0          8.0     -2.667  1.000  17.0    0.0     2.667     2.000         0.351   0.289    0.428
-                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     8.000     3.667         0.025   0.024    0.028
-                     none         3    10.0         17.0     -2.667  1.000  24.5    0.0     0.000     0.000         0.052   0.032    0.084
+                     weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     8.000     5.000         0.026   0.025    0.029
+                     none         3    10.0         17.0     -2.667  1.000  24.5    0.0     0.000     0.000         0.053   0.032    0.085
                      ceiling      3     NaN          NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.388   0.323    0.465
     persistent_drift project      3    11.0          NaN      2.333  0.333   NaN    0.0     2.000     0.000         0.701   0.631    0.776
                      weekly       3     NaN          NaN        NaN    NaN   NaN    NaN     5.000     0.667         0.725   0.657    0.796
@@ -109,16 +126,19 @@ benign rows by up to 0.01 and subtle seed 2's first trigger. gradual_concept (0.
                      none         3     NaN          NaN        NaN    NaN   NaN    0.0     0.000     0.000         0.851   0.818    0.881
                      ceiling      3     NaN          NaN        NaN    NaN   NaN    NaN     0.000     0.000         0.860   0.832    0.889
 
-two_shifts per seed (same run; PR-AUC last7 [90 % interval], the second shift's trigger and retrain):
+two_shifts per seed (18144b0; on 1b84fb8 the same but weekly seed 1 0.036; PR-AUC last7 [90 % interval], the second shift's trigger and retrain):
 
     seed  project               weekly  none   ceiling  project/ceiling  2nd trigger (signal, onset named)        2nd retrain (fitted on)
     0     0.325 [0.268, 0.401]  0.022   0.078  0.359    90.5 %           03-08 day 4 (prediction_drift, 03-07)    03-18 (03-07..03-13) promoted
-    1     0.353 [0.298, 0.433]  0.033   0.048  0.392    89.9 %           03-15 day 11 (prediction_drift, 03-05)   03-16 (03-05..03-11) promoted
+    1     0.353 [0.298, 0.433]  0.036   0.048  0.392    89.9 %           03-15 day 11 (prediction_drift, 03-05)   03-16 (03-05..03-11) promoted
     2     0.374 [0.301, 0.452]  0.021   0.031  0.411    90.9 %           03-12 day 8 (performance, 03-05)         03-16 (03-05..03-11) promoted
 
 Goals (issue 19) on this table:
 * serving PR-AUC >= the weekly retrain's within its interval: met in all 12 worlds (project mean >=
-  weekly's ci_low everywhere; closest: persistent_drift 0.701 vs 0.725 [0.657, 0.796]).
+  weekly's ci_low everywhere). Closest now abrupt_concept (1b84fb8): 0.309 vs weekly 0.349 [0.279,
+  0.437], since weekly's recovery retrains face the baseline instead of the 0.15 floor; per seed 0.305
+  vs 0.309, 0.329 vs 0.346, 0.293 vs 0.391 [0.323, 0.476] (seed 2 below weekly's interval); then
+  persistent_drift 0.701 vs 0.725 [0.657, 0.796] (18144b0).
 * >= 90 % of the ceiling after every shift: subtle 97 %, two_shifts 90.5 % (per seed 90.5, 89.9,
   90.9 %); abrupt 86 %, gradual 79 % missed. Abrupt: detected on day 6-10 (labels mature 5 days, then
   2 breaching 3-day windows), the retrain waits for 7 matured post-onset days and trains on those 7
@@ -160,12 +180,56 @@ no significant change point in the 13 days of scores it served), so its retrain 
 7-day post-onset reference holding one weekend), retrained on 04-01 and rejected (non_regression): a
 wasted retrain, no cost to serving.
 
-Hardest world now: gradual_concept (79 % of the ceiling; seed 2 61 %: its one retrain, on 02-26, fitted
-02-15..02-21 while the staircase still moved - its last step is day 54, 02-24 - and no later trigger
-fired; not investigated further here), then abrupt_concept (86 %, the data as above). The
-estimated-performance signal (est) first breached 17-24 days after the concept shifts under `project`
+Hardest world now: gradual_concept (79 % of the ceiling), then abrupt_concept (86 %, the data as above).
+The estimated-performance signal (est) first breached 17-24 days after the concept shifts under `project`
 but 4 days under `none` in some seeds (abrupt, two_shifts), though both serve the same champion until
 day 12 - not explained here; it is recorded, never acted on.
+
+gradual_concept per seed (1b84fb8, the run above; the staircase moves 20/40/60/80/90 % of fraud on
+02-12/15/18/21/24, days 42-54):
+
+    seed  project               weekly  none   ceiling  project/ceiling  triggers (onset named)            retrains (fitted on) -> gate
+    0     0.293 [0.231, 0.373]  0.248   0.062  0.363    81 %             02-23 (02-14), 03-02 (02-18)      02-25 (02-14..02-20) rejected, 03-02 (02-18..02-25) promoted
+    1     0.362 [0.282, 0.437]  0.232   0.040  0.384    94 %             02-22 (02-04), 03-01 (02-19)      02-22 (02-04..02-17) rejected, 03-02 (02-19..02-25) promoted
+    2     0.213 [0.157, 0.307]  0.285   0.070  0.350    61 %             02-23 (02-15)                     02-26 (02-15..02-21) promoted
+
+Why seed 2 is at 61 % (traced day by day with the monitor's windows): the performance signal fires on
+02-23 (2 of 3 matured 3-day windows below 0.85 x the champion's holdout PR-AUC); the change point of the
+daily matured PR-AUC names 02-15 (the 40 % step; its 90 % interval 02-15..02-15 is too narrow for a
+ramp: a one-step model fitted to a staircase), so the deferral waits for the 7 matured days 02-15..02-21
+and trains on 02-26: train 02-15, validation 02-16..02-18 (the final fit sees 02-15..02-18, 40-60 %
+moved), holdout 02-19..02-21. It beats the collapsed champion (0.354 vs 0.142, baseline 0.198) and is
+promoted - a model of the middle of the staircase, serving the 90 % regime from 02-27. No later trigger
+was blocked (no cooldown, backoff or storm-cap decision after the promotion): its own matured windows
+exist only from 03-06 (labels 5 days, a 3-day window), read 0.17, 0.21, 0.41, 0.36, 0.38, 0.17 against
+its floor 0.30 (0.85 x 0.354), and k-of-n counts the first two, which overlap, once - 2 non-overlapping
+breaches of 3 never occur before the run ends on 03-11. Seeds 0 and 1 score higher because their first
+retrain was *rejected* (seed 0: non_regression, 0.191 vs 0.185; seed 1: the change point named 02-04, a
+pre-onset one-off dip the k-of-n had dismissed, 8 days before the shift, so it trained mostly on the old
+regime - a rule against change points before the episode would also discard subtle_concept seed 2's
+correct 02-12, 3 days before its first breaching window, so none was added), the 7-day backoff passed, and the second trigger's change point, searched again on the longer
+series, named a later step (02-18, 02-19): the promoted retrain learned the last steps. So the cause is
+not a guard blocking a trigger nor the onset rule alone: a recovery retrain fitted on the first 7
+matured post-onset days is promoted while a gradual shift is still moving, and nothing revisits it
+unless its decay breaches the 15 % tolerance in 2 of 3 non-overlapping windows - at ~30 frauds a window
+a 20-40 % drop is not reliably seen within the 2 weeks left. The training code was left unchanged: this is
+a design choice of the deferral (train once, at `min_post_onset_days`), not a defect a rule fixes; making
+the named onset later or the wait longer would be constants fitted to this staircase.
+
+What a consolidating retrain would give (a what-if, not the project's policy): `--follow-up-days 14`
+retrains once more at a promoted onset-anchored champion's onset when 14 matured days follow it (gated
+as usual). Measured on bada8e7, `--worlds gradual_concept abrupt_concept --policies project
+--follow-up-days 14` (seeds 0-2, 172 s) and `--worlds two_shifts ...` (211 s): gradual 0.289 -> 0.321
+(seed 2 0.213 -> 0.309: its follow-up on 03-05, fitted 02-15..02-25, holdout 02-26..02-28, promoted
+0.217 vs 0.102; seeds 0 and 1 unchanged, their follow-ups rejected by non_regression), abrupt 0.309 ->
+0.324 (seeds 0 and 2 promoted), two_shifts 0.351 -> 0.351; at a cost of one more retrain each (project
+retrains per run: gradual 1.67 -> 2.67, abrupt 1.33 -> 2.33, two_shifts 2.67 -> 4.33; weekly 5 and 8).
+A production version would record the follow-up as a deferral (`retrain_deferral`) that does not hold
+the monitor as a retrain in flight; left for a decision.
+
+Also noticed, not explained: under weekly, two_shifts seed 2's last retrain (03-26, fitted 02-23..03-18,
+holdout 03-19..03-21 PR-AUC 0.378, promoted) serves 6 of the last 7 days, which read PR-AUC 0.021
+[0.020, 0.023] - weekly's 0.02-0.04 in two_shifts is not a gate effect.
 """
 
 from __future__ import annotations
@@ -292,7 +356,7 @@ def pr_auc_ci(y: np.ndarray, s: np.ndarray, seed: int, n: int = 200) -> tuple[fl
 
 
 def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: list[str],
-              calendar: bool = False) -> list[dict[str, Any]]:
+              calendar: bool = False, follow_up_days: int | None = None) -> list[dict[str, Any]]:
     cfg = world_config(name, rows_per_day, seed, calendar)
     _, onset_days, benign = WORLDS[name]
     target = cfg.model.target
@@ -323,7 +387,8 @@ def run_world(name: str, rows_per_day: int, weeks: int, seed: int, policies: lis
             fit_rows = feats[(feats.batch_date >= fit_from) & ~last]
             scores = pd.Series(hl.fit_model(cfg, fit_rows, None, seed)(feats), index=feats.index)
         else:
-            out, scores = hl.run_policy(policy, cfg, feats, first, days, label_known_on=arrival)
+            out, scores = hl.run_policy(policy, cfg, feats, first, days, label_known_on=arrival,
+                                        follow_up_days=follow_up_days)
         y = feats.loc[last, target].astype(int).to_numpy()
         value, lo, hi = pr_auc_ci(y, scores.loc[last].to_numpy(), seed)
         monitored = policy in ("project", "none")
@@ -390,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", help="also write the per-seed rows here")
     parser.add_argument("--calendar", action="store_true",
                         help="declare the worlds' known events (the holiday) in drift.calendar, as a team would")
+    parser.add_argument("--follow-up-days", type=int, default=None,
+                        help="what-if, not the project's policy: after a promoted onset-anchored retrain, retrain "
+                             "once more at its onset when this many matured days follow it")
     args = parser.parse_args(argv)
     if args.weeks < 1:
         parser.error("--weeks must be >= 1")
@@ -403,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     with threadpool_limits(1):
         for name in args.worlds:
             for seed in args.seeds:
-                rows.extend(run_world(name, args.rows_per_day, args.weeks, seed, args.policies, args.calendar))
+                rows.extend(run_world(name, args.rows_per_day, args.weeks, seed, args.policies, args.calendar,
+                                      args.follow_up_days))
                 if args.csv:
                     pd.DataFrame(rows).to_csv(args.csv, index=False)
     frame = pd.DataFrame(rows)

@@ -195,6 +195,19 @@ class TrainingSpec(_Strict):
     search_budget: int = Field(gt=0, le=50)
     candidates: list[Literal["logistic_regression", "xgboost"]] = Field(min_length=1)
     drift_aware: DriftAwareSpec = DriftAwareSpec()
+    # Bounded training memory: a train split above this many rows keeps every positive and a seeded
+    # uniform sample of negatives weighted 1 / rate (`training.data.downsample`); validation and
+    # holdout stay whole. None = off.
+    max_train_rows: int | None = None
+
+    @field_validator("max_train_rows")
+    @classmethod
+    def _positive_bound(cls, value: int | None) -> int | None:
+        if value is not None and value < 2:
+            raise ValueError(
+                f"training.max_train_rows must be an integer >= 2 rows (or null for no bound), got {value}"
+            )
+        return value
 
 
 class NonRegressionGate(_Strict):

@@ -318,7 +318,11 @@ class OperatingPoint:
 
 
 def operating_point(
-    y_true: Any, scores: Any, min_precision: float, min_true_positives: int = OPERATING_POINT_MIN_TP
+    y_true: Any,
+    scores: Any,
+    min_precision: float,
+    min_true_positives: int = OPERATING_POINT_MIN_TP,
+    weight: Any = None,
 ) -> OperatingPoint:
     """The threshold of the configured operating point "recall at precision `min_precision`".
 
@@ -327,6 +331,10 @@ def operating_point(
     `recall_at_precision` measures it). When no such threshold reaches that precision, the threshold
     with the best F1 is used and `rule` says so - a model that cannot reach the target still needs a
     threshold, and blocking everything above 0.5 is not one.
+
+    `weight` (None = all 1) counts each row as that many: rows of down-sampled negatives stand for
+    the ones dropped, so precision and flagged share are those of the full population, not of the
+    sample (which has fewer negatives and would overstate precision). `min_true_positives` counts rows.
     """
     if not 0.0 < min_precision <= 1.0:
         raise MetricError(f"min_precision must be in (0, 1], got {min_precision}")
@@ -341,11 +349,17 @@ def operating_point(
     order = np.argsort(-s, kind="mergesort")
     s_sorted = s[order]
     group_ends = np.append(np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1)
-    tp = np.cumsum(y[order])[group_ends].astype(np.float64)
-    flagged = (group_ends + 1).astype(np.float64)
+    tp_rows = np.cumsum(y[order])[group_ends].astype(np.float64)
+    if weight is None:
+        tp, flagged, pos_total, total = tp_rows, (group_ends + 1).astype(np.float64), float(n_pos), float(y.size)
+    else:
+        w = np.asarray(weight, dtype=np.float64)[order]
+        tp = np.cumsum(w * y[order])[group_ends]
+        flagged = np.cumsum(w)[group_ends]
+        pos_total, total = float(tp[-1]), float(flagged[-1])
     precision = tp / flagged
-    recall = tp / n_pos
-    ok = (precision >= min_precision - 1e-12) & (tp >= min(min_true_positives, n_pos))
+    recall = tp / pos_total
+    ok = (precision >= min_precision - 1e-12) & (tp_rows >= min(min_true_positives, n_pos))
     rule: Literal["recall_at_precision", "max_f1"]
     if ok.any():
         best = int(np.flatnonzero(ok)[np.argmax(recall[ok])])  # first index of the max: highest threshold
@@ -360,7 +374,7 @@ def operating_point(
         target_precision=float(min_precision),
         precision=float(precision[best]),
         recall=float(recall[best]),
-        flagged_share=float(flagged[best] / y.size),
+        flagged_share=float(flagged[best] / total),
         rule=rule,
     )
 

@@ -157,6 +157,7 @@ def reproduce_version(
         )
 
     splits = datasets.training_frames(paths, rcfg, data_version, evidence=recorded.get("trigger_evidence") or {}, seed=seed)
+    splits, _ = train.bound_train(rcfg, splits, seed)  # the same down-sampled train split as the run
     digest, holdout = datasets.freeze_holdout(paths, splits.holdout, spec.id_column)
     fit_frame, fit_weight = train.fit_rows(splits)
     final = train.fit_final(rcfg, family, params, fit_frame, seed, fit_weight)

@@ -36,6 +36,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from training.config import Config, ModelSpec
 from training.contract import Decisions
 from training.data import datasets
+from training.data.downsample import Downsample, downsample_negatives
 from training.errors import ClosedloopError
 from training.model import metrics, registry, tracking
 from training.paths import StatePaths
@@ -155,8 +156,11 @@ def build_pipeline(
                 ("cat", onehot, spec.categorical_features),
             ]
         )
+        # sklearn's "balanced" (n / (2 n_class)) from `pos_weight` = n_neg / n_pos, so it follows
+        # the weighted class counts of `_pos_weight` rather than the (down-sampled) row counts
+        balanced = {0: (1.0 + 1.0 / pos_weight) / 2.0, 1: (1.0 + pos_weight) / 2.0}
         clf: Any = LogisticRegression(
-            C=float(params["C"]), class_weight="balanced", max_iter=2000, random_state=seed
+            C=float(params["C"]), class_weight=balanced, max_iter=2000, random_state=seed
         )
     elif family == "xgboost":
         from xgboost import XGBClassifier
@@ -185,11 +189,19 @@ def sample_params(family: str, budget: int, seed: int) -> list[dict[str, Any]]:
     return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in p.items()} for p in points]
 
 
-def _pos_weight(y: pd.Series) -> float:
-    pos = int(y.sum())
-    if pos == 0:
+def _pos_weight(y: pd.Series, weight: np.ndarray | None = None) -> float:
+    """Negatives per positive, counted by row weight (the classes' balance as the fit sees it).
+
+    Counted by weight so that down-sampled negatives (`training.data.downsample`, weight 1 / rate)
+    stand for the rows they replace: counting the kept rows would set the class weighting from
+    the sampled balance while the weights already restore the full one, double-counting the rate.
+    """
+    y_arr = np.asarray(y).astype(int)
+    w = np.ones(len(y_arr)) if weight is None else np.asarray(weight, dtype="float64")
+    pos = float(w[y_arr == 1].sum())
+    if int(y_arr.sum()) == 0 or pos <= 0:
         raise TrainingError("the training window has no positive labels; widen config.windows.training_days")
-    return float((len(y) - pos) / pos)
+    return float(w[y_arr == 0].sum() / pos)
 
 
 def _fit_kwargs(weight: np.ndarray | None) -> dict[str, Any]:
@@ -215,7 +227,7 @@ def search(
         raise TrainingError(
             "the validation window holds a single class; widen config.windows.validation_days"
         )
-    pos_weight = _pos_weight(y_tr)
+    pos_weight = _pos_weight(y_tr, train_weight)
     trials = []
     for family in cfg.training.candidates:
         for params in sample_params(family, cfg.training.search_budget, seed):
@@ -280,6 +292,23 @@ class FinalModel:
     operating_point: metrics.OperatingPoint
 
 
+def bound_train(cfg: Config, splits: datasets.Splits, seed: int) -> tuple[datasets.Splits, Downsample | None]:
+    """The splits with the train split down-sampled to `training.max_train_rows` (None: unchanged).
+
+    Only train: validation picks the candidate and holdout gates it, both on every row.
+    """
+    train, weight, sampled = downsample_negatives(
+        splits.train, splits.train_weight, cfg.model.target, cfg.training.max_train_rows, seed
+    )
+    if sampled is None:
+        return splits, None
+    log.info(
+        "train split down-sampled to %d of %d rows (negatives kept at rate %.4g, weighted 1/rate)",
+        sampled.rows_after, sampled.rows_before, sampled.rate,
+    )
+    return dataclasses.replace(splits, train=train, train_weight=weight), sampled
+
+
 def fit_rows(splits: datasets.Splits) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The rows (train + validation) the final model is fitted on, and their weights."""
     frame = pd.concat([splits.train, splits.validation], ignore_index=True)
@@ -304,6 +333,11 @@ def fit_final(
     out-of-fold calibrated score, and the threshold is the operating point "recall at precision
     `model.recall_at_precision`" on those scores (`metrics.operating_point`). With `none`, one
     pipeline is fitted and the threshold comes from out-of-fold raw scores of the same folds.
+
+    `weight` reaches the classifier, the calibrator and the operating point. Down-sampled negatives
+    (weight 1 / rate) are not double-counted: the class weighting counts them by weight
+    (`_pos_weight`), and the calibrator, which has no class weighting of its own, needs the
+    weights to map scores to the full split's base rate rather than the sample's.
     """
     spec = cfg.model
     if weight is not None and np.any(np.asarray(weight) <= 0):
@@ -316,12 +350,12 @@ def fit_final(
     folds = StratifiedKFold(n_splits=CALIBRATION_FOLDS, shuffle=True, random_state=seed)
     splits = list(folds.split(X, y_arr))
     oof = np.zeros(len(X), dtype="float64")
-    base = build_pipeline(family, params, spec, seed, _pos_weight(y))
+    base = build_pipeline(family, params, spec, seed, _pos_weight(y, weight))
     model: Any
     if spec.calibration == "none":
         for tr, te in splits:
             w = None if weight is None else np.asarray(weight)[tr]
-            part = build_pipeline(family, params, spec, seed, _pos_weight(y.iloc[tr]))
+            part = build_pipeline(family, params, spec, seed, _pos_weight(y.iloc[tr], w))
             part.fit(X.iloc[tr], y.iloc[tr], **_fit_kwargs(w))
             oof[te] = tracking.score(part, X.iloc[te])
         model = base.fit(X, y, **_fit_kwargs(weight))
@@ -334,7 +368,7 @@ def fit_final(
             model.fit(X, y, sample_weight=weight, **_fit_kwargs(weight))
         for (_, te), fold_model in zip(splits, model.calibrated_classifiers_, strict=True):
             oof[te] = np.asarray(fold_model.predict_proba(X.iloc[te]))[:, 1]
-    point = metrics.operating_point(y_arr, oof, spec.recall_at_precision)
+    point = metrics.operating_point(y_arr, oof, spec.recall_at_precision, weight=weight)
     return FinalModel(model, oof, y_arr, point)
 
 
@@ -367,7 +401,7 @@ def baseline_holdout_scores(
         keep = np.asarray(weight) > 0
         frame, weight = frame.loc[keep].reset_index(drop=True), np.asarray(weight)[keep]
     X, y = datasets.prepare_features(frame, spec), frame[spec.target].astype(int)
-    model = build_pipeline(family, params, spec, seed, _pos_weight(y)).fit(X, y, **_fit_kwargs(weight))
+    model = build_pipeline(family, params, spec, seed, _pos_weight(y, weight)).fit(X, y, **_fit_kwargs(weight))
     scores = np.asarray(tracking.score(model, datasets.prepare_features(holdout, spec)), dtype="float64")
     return {**info, "source": "fitted on the challenger's training + validation days"}, scores
 
@@ -556,6 +590,7 @@ def _train_in_run(
     mc = tracking.client(paths)
     splits = datasets.training_frames(paths, cfg, data_version, evidence=request.evidence, seed=seed)
     log.info("training windows (%s): %s", splits.method, splits.method_detail)
+    splits, sampled = bound_train(cfg, splits, seed)
     digest, holdout = datasets.freeze_holdout(paths, splits.holdout, spec.id_column)
     trials = search(cfg, splits.train, splits.validation, seed, splits.train_weight)
     best = best_trial(trials, spec.primary_metric)
@@ -608,6 +643,8 @@ def _train_in_run(
             "calibration": spec.calibration,
             "decision_threshold": point.threshold,
             "threshold_rule": point.rule,
+            **({"max_train_rows": cfg.training.max_train_rows} if cfg.training.max_train_rows else {}),
+            **(sampled.as_params() if sampled else {}),
         }
     )
     mlflow.log_metrics(

@@ -215,6 +215,24 @@ def test_operating_point_is_the_largest_recall_at_the_target_precision() -> None
     assert few.rule == "max_f1" and few.threshold == 0.6
 
 
+def test_weighted_operating_point_equals_the_full_population_it_stands_for() -> None:
+    # the full ranking: + + - - + - -; kept: every positive, the negatives at 0.7 and 0.3 (weight 2 each)
+    y_full = np.array([1, 1, 0, 0, 1, 0, 0])
+    s_full = np.array([0.9, 0.8, 0.7, 0.65, 0.6, 0.5, 0.3])
+    y = np.array([1, 1, 0, 1, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.3])
+    w = np.array([1, 1, 2, 1, 2])
+    # counting the kept rows: precision 3/4 at 0.6; the population it stands for: 3/5
+    assert m.operating_point(y, s, 0.75, min_true_positives=1).threshold == 0.6
+    op = m.operating_point(y, s, 0.75, min_true_positives=1, weight=w)
+    full = m.operating_point(y_full, s_full, 0.75, min_true_positives=1)
+    assert op.threshold == full.threshold == 0.8
+    assert (op.precision, op.recall) == pytest.approx((full.precision, full.recall))
+    assert op.flagged_share == pytest.approx(2 / 7) == pytest.approx(full.flagged_share)
+    unit = m.operating_point(y, s, 0.75, min_true_positives=1, weight=np.ones(5))
+    assert unit == m.operating_point(y, s, 0.75, min_true_positives=1)
+
+
 def test_operating_point_falls_back_to_best_f1_when_the_target_is_out_of_reach() -> None:
     y = np.array([0, 1, 0, 1, 0, 0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.utils.class_weight import compute_class_weight
 
 from training.config import with_overrides
 from training.data import datasets
@@ -20,6 +21,7 @@ from training.model.metrics import METRIC_NAMES
 from training.model.train import (
     TrainingError,
     TrainRequest,
+    _pos_weight,
     build_pipeline,
     fit_final,
     sample_params,
@@ -120,9 +122,12 @@ def test_candidate_pipelines_handle_imbalance_and_unseen_categories(training_fra
     spec = train_cfg.model
     sample = training_frame.iloc[:3000]
     X, y = datasets.prepare_features(sample, spec), sample["is_fraud"]
-    lr = build_pipeline("logistic_regression", {"C": 1.0}, spec, 7, 20.0)
+    lr = build_pipeline("logistic_regression", {"C": 1.0}, spec, 7, _pos_weight(y))
     xgb = build_pipeline("xgboost", sample_params("xgboost", 1, 7)[0], spec, 7, 20.0)
-    assert lr.named_steps["clf"].class_weight == "balanced"
+    # sklearn's "balanced" weights, from the class counts `_pos_weight` gives
+    balanced = compute_class_weight("balanced", classes=np.array([0, 1]), y=y.astype(int).to_numpy())
+    cw = lr.named_steps["clf"].class_weight
+    assert [cw[0], cw[1]] == pytest.approx(list(balanced), rel=1e-12)
     assert xgb.named_steps["clf"].scale_pos_weight == 20.0
     unseen = X.head(3).assign(merchant_category="never_seen_before")
     for model in (lr.fit(X, y), xgb.fit(X, y)):
@@ -407,3 +412,35 @@ def test_retrain_with_onset_evidence_is_anchored_and_says_so(
     holdout = datasets.load_holdout(module_state, res.holdout_hash, "transaction_id")
     assert min(holdout["batch_date"]) > onset
     assert run.data.params["training_method"] == "onset_anchored"
+
+
+def test_bounded_train_split_logs_the_sampling_and_gates_on_the_full_holdout(
+    module_state, train_cfg, data_version, trained, mlflow_client
+):
+    full = mlflow_client.get_run(trained.run_id).data.params
+    bound = int(full["train_rows"]) // 2
+    cfg = with_overrides(train_cfg, training={"max_train_rows": bound})
+    request = TrainRequest(reason="bounded", data_version=data_version, idempotency_key="bounded-test")
+    res = train_model(module_state, cfg, request)
+    params = mlflow_client.get_run(res.run_id).data.params
+    assert params["max_train_rows"] == str(bound)
+    assert params["train_rows_before_downsample"] == full["train_rows"]
+    assert params["train_rows_after_downsample"] == params["train_rows"] == str(bound)
+    assert 0 < float(params["train_negative_rate"]) < 0.5
+    # validation and holdout stay whole: the same frozen holdout as the unbounded run, every row scored
+    assert params["validation_rows"] == full["validation_rows"]
+    assert params["holdout_rows"] == full["holdout_rows"] and res.holdout_hash == trained.holdout_hash
+    assert res.holdout_metrics["pr_auc"] > 0.3  # half the rows still learn the synthetic signal
+    from training.model.reproduce import reproduce_version
+
+    # retrained from its lineage (the recorded config, bound included) on the same sample
+    assert reproduce_version(module_state, train_cfg, res.version).reproduced
+
+
+def test_class_weighting_counts_downsampled_negatives_by_their_weight():
+    """Negatives kept at rate 1/4 and weighted 4 balance the classes as the full split does."""
+    y_full = pd.Series([1] * 10 + [0] * 400)
+    y_kept = pd.Series([1] * 10 + [0] * 100)
+    weight = np.array([1.0] * 10 + [4.0] * 100)
+    assert _pos_weight(y_kept, weight) == _pos_weight(y_full) == 40.0
+    assert _pos_weight(y_kept) == 10.0  # counting kept rows would tilt the weighted fit 4:1 to negatives

@@ -58,7 +58,11 @@ benchmark beside it):
     run    CLI wall s / CPU s   scheduler wall s / CPU s   ratio wall / CPU   task instances (8 days)
     21:00  276.9 / 189.2        465.2 / 491.3              1.68x / 2.60x      304 (was 400)
 
-The CLI's own CPU reads higher than in the two runs above (189 vs 102-111 s for the same replay, on
+    22:10  158.0 / 161.2        329.5 / 455.3              2.09x / 2.83x      (same work, below)
+
+The 22:10 run (load 6.3 falling to 1.5) is the first where both paths did the same work: train_model
+now has batch_inference score the first champion's own day (`score_first_champion_day`), so the
+scheduler scored 3 days as the CLI did (the 21:00 run scored 2, flattering its ratio). The CLI's own CPU reads higher than in the two runs above (189 vs 102-111 s for the same replay, on
 another machine of the same kind), so compare the ratios. The producer's `dbt build` now takes 25.8 s
 a run (46 s when ~20 sensors polled beside it); the idle stack burns 0.19 CPU s a second. Still far
 from 1.3x: ~38 task instances a day at ~0.6 CPU s each plus the idle stack's polling.

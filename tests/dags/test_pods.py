@@ -165,6 +165,8 @@ def test_local_mode_keeps_the_in_process_tasks(tmp_path, monkeypatch, airflow_db
         "approve_promotion": "PromotionApproval", "promote": "_PythonDecoratedOperator",
         "outcome": "_BranchPythonDecoratedOperator",
         "announce_champion": "_PythonDecoratedOperator", "challenger_rejected": "_PythonDecoratedOperator",
+        "first_champion_scores_its_day": "_ShortCircuitDecoratedOperator",
+        "score_first_champion_day": "TriggerDagRunOperator",
     }
     assert _types(_dag("batch_inference")) == {"score": "_PythonDecoratedOperator"}
     drift = _types(_dag("drift_monitor"))

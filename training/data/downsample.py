@@ -1,6 +1,6 @@
 """Bounded training memory: negative down-sampling with importance weights.
 
-At high volume the train split can outgrow memory long before the positives (fraud) do. With
+At high volume the train split can outgrow memory long before the positives (the rare class) do. With
 `training.max_train_rows` set, every positive is kept and a seeded uniform sample of negatives
 fills the rest of the bound; each kept negative's weight is multiplied by 1 / rate, so the
 weighted negative total (and thus the class balance the model learns) is what the full split had.

@@ -143,11 +143,17 @@ def batch_dates(context: dict[str, Any], asset: str) -> list[dt.date]:
     given = (context.get("params") or {}).get("batch_date")
     if given:
         return [dt.date.fromisoformat(given)]
-    days = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
+    days = _event_days(context)
     if not days:
         raise ValueError(
             f'no batch_date: trigger with conf {{"batch_date": "YYYY-MM-DD"}} or let the {asset} Asset trigger'
         )
+    return days
+
+
+def _event_days(context: dict[str, Any]) -> list[dt.date]:
+    """The days the triggering Asset events name (`batch_dates`, else `batch_date`), oldest first."""
+    days = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
     return sorted(dt.date.fromisoformat(d) for d in days)
 
 
@@ -167,8 +173,8 @@ def first_champion_day(result: dict[str, Any], context: dict[str, Any]) -> dt.da
     """
     if result.get("action") != "first_promote":
         return None
-    days = {d for x in event_extras(context) for d in (x.get("batch_dates") or [x.get("batch_date")]) if d}
-    return max(dt.date.fromisoformat(d) for d in days) if days else None
+    days = _event_days(context)
+    return days[-1] if days else None
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

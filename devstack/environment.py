@@ -198,6 +198,9 @@ def mlflow_env(paths: StatePaths, ports: Ports, profile: Profile = "embedded") -
         "MLFLOW_HOST": ports.host,
         "MLFLOW_PORT": str(ports.mlflow),
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # the job runner serves GenAI features (judges, trace roll-ups) this project does not use: off,
+        # it is seven Python processes (a huey consumer per job kind) per server that start and poll
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
 
 

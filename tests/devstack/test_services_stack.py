@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import pytest
 
 from devstack.airflow_api import get_json, get_token, trigger_via_rest
+from devstack.demo import BURST_AIRFLOW_ENV
 from devstack.environment import Ports
 from devstack.services import (
     AIRFLOW_COMPONENTS,
@@ -55,7 +56,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespa
     t0 = time.monotonic()
     # a light preload keeps the workers' start quick here; the hook is the same as with the full list
     stack = start_stack(paths, Ports.free(), profile="services",
-                        extra_env={"CLOSEDLOOP_PRELOAD_MODULES": "training.model.registry"})
+                        extra_env={"CLOSEDLOOP_PRELOAD_MODULES": "training.model.registry", **BURST_AIRFLOW_ENV})
     try:
         stack.wait_healthy(timeout_s=300)
         healthy_after = time.monotonic() - t0

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from devstack.airflow_api import _request, get_json, get_token, trigger_via_rest
+from devstack.demo import BURST_AIRFLOW_ENV
 from devstack.environment import Ports, free_port
 from devstack.services import RUNTIME_SERVICES
 from devstack.supervisor import start_stack
@@ -66,8 +67,7 @@ def test_a_risky_promotion_waits_for_a_person_who_answers_through_the_rest_api(t
         "CLOSEDLOOP_CONFIG": str(cfg_file),
         # this checkout's code in every service (a git worktree beside the venv's editable install)
         "PYTHONPATH": str(ROOT),
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        **BURST_AIRFLOW_ENV,  # short runs, DAG files that do not change
     })
     try:
         stack.wait_healthy(timeout_s=300)

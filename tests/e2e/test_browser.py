@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import pytest
 
 from devstack.airflow_api import RestApiError, get_json, get_token, trigger_via_rest
+from devstack.demo import BURST_AIRFLOW_ENV
 from devstack.environment import Ports
 from devstack.services import PROFILE_SERVICES
 from devstack.supervisor import alive, port_free, start_stack
@@ -81,7 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_config: Config) -> Iter
     dbt.run_dbt(["build"], paths, cfg)
     built = time.monotonic() - t0
 
-    running = start_stack(paths, Ports.free())
+    running = start_stack(paths, Ports.free(), extra_env=BURST_AIRFLOW_ENV)  # DAG files parsed once
     try:
         running.wait_healthy(timeout_s=240)
         running.wait_for_dags(DAG_IDS, timeout_s=240)

@@ -4,9 +4,6 @@ rest of train_model is unchanged and the logged model is the local engine's kind
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,13 +13,12 @@ from xgboost import XGBClassifier
 from training.cli import main
 from training.config import ConfigError, with_overrides
 from training.data import datasets
-from training.model import distributed_fit, metrics, tracking
-from training.model.train import TrainRequest, train_model
+from training.model import distributed_fit, metrics, tracking, train
 
 pytestmark = pytest.mark.timeout(300)
 
 #: Both engines train the same down-sampled split: the weights (1 / rate) reach every fit.
-SHARED = {"candidates": ["xgboost"], "max_train_rows": 6000}
+SHARED = {"candidates": ["xgboost"], "search_budget": 1, "max_train_rows": 6000}
 
 
 @pytest.fixture(scope="module")
@@ -78,23 +74,13 @@ def test_an_in_process_cluster_honours_weights_and_scale_pos_weight(train_cfg):
         distributed_fit.DaskFittedXGBClassifier(**params).fit(X, y)
 
 
-#: A fresh interpreter where neither closedloop nor Dask can be imported: serving needs neither.
-PYFUNC_CALLER = """
-import json, sys
-for name in ("training", "dask", "distributed"):
-    sys.modules[name] = None
-import mlflow, pandas as pd
-print(json.dumps(mlflow.pyfunc.load_model(sys.argv[2]).predict(pd.read_parquet(sys.argv[1]))["score"].tolist()))
-"""
-
-
 def test_train_cli_with_engine_dask_fits_on_the_cluster_like_the_local_engine(
     module_state, train_cfg, data_version, cluster, tmp_path
 ):
+    import mlflow
     from distributed import Client, get_task_stream
     from distributed.utils import key_split
 
-    local = train_model(module_state, _cfg(train_cfg), TrainRequest(idempotency_key="engine-local"))
     dask_cfg = _cfg(train_cfg, engine="dask", dask_scheduler=cluster.scheduler_address)
     cfg_file, out = tmp_path / "closedloop.yaml", tmp_path / "result.json"
     cfg_file.write_text(yaml.safe_dump(dask_cfg.model_dump(mode="json")))
@@ -111,25 +97,23 @@ def test_train_cli_with_engine_dask_fits_on_the_cluster_like_the_local_engine(
     assert params["training_engine"] == "dask" and params["dask_scheduler"] == cluster.scheduler_address
     assert params["dask_workers"] == "2" and float(params["train_negative_rate"]) < 1  # weighted rows
 
-    # the same split, a model as good: holdout metrics close to the local engine's
-    assert result["holdout_metrics"]["roc_auc"] == pytest.approx(local.holdout_metrics["roc_auc"], abs=0.02)
-    assert result["holdout_metrics"]["pr_auc"] == pytest.approx(local.holdout_metrics["pr_auc"], abs=0.05)
-    assert result["family"] == "xgboost" and result["decision_threshold"] > 0
-
-    # and a normal pyfunc: loads and scores without closedloop or Dask
+    # a normal pyfunc: skops loads only the trusted plain types (a Dask-fitted estimator would be refused)
     holdout = datasets.load_holdout(module_state, result["holdout_hash"], dask_cfg.model.id_column)
-    X = datasets.prepare_features(holdout, dask_cfg.model)
-    rows = tmp_path / "rows.parquet"
-    X.to_parquet(rows)
-    served = subprocess.run(
-        [sys.executable, "-c", PYFUNC_CALLER, str(rows), result["model_uri"]],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": module_state.mlflow_tracking_uri},
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    in_process = tracking.score(tracking.load_model(result["model_uri"]), X)
-    np.testing.assert_allclose(json.loads(served.stdout), in_process, atol=1e-12)
-    y = holdout[dask_cfg.model.target].astype(int).to_numpy()
-    assert metrics.compute_metrics(y, in_process, dask_cfg.model)["roc_auc"] == pytest.approx(
+    X, y = datasets.prepare_features(holdout, dask_cfg.model), holdout[dask_cfg.model.target].astype(int).to_numpy()
+    served = mlflow.pyfunc.load_model(result["model_uri"]).predict(X)["score"].to_numpy()
+    np.testing.assert_allclose(served, tracking.score(tracking.load_model(result["model_uri"]), X), atol=1e-12)
+    assert metrics.compute_metrics(y, served, dask_cfg.model)["roc_auc"] == pytest.approx(
         result["holdout_metrics"]["roc_auc"], abs=1e-9
     )
+
+    # the local engine's final fit of the same candidate on the same (down-sampled) rows: as good a model
+    local_cfg, seed = _cfg(train_cfg), train_cfg.training.seed
+    splits, _ = train.bound_train(
+        local_cfg, datasets.training_frames(module_state, local_cfg, data_version, seed=seed), seed
+    )
+    frame, weight = train.fit_rows(splits)
+    local = train.fit_final(local_cfg, "xgboost", result["params"], frame, seed, weight)
+    local_metrics = metrics.compute_metrics(y, tracking.score(local.model, X), local_cfg.model)
+    assert result["holdout_metrics"]["roc_auc"] == pytest.approx(local_metrics["roc_auc"], abs=0.02)
+    assert result["holdout_metrics"]["pr_auc"] == pytest.approx(local_metrics["pr_auc"], abs=0.05)
+    assert result["decision_threshold"] == pytest.approx(local.operating_point.threshold, abs=0.1)

@@ -49,16 +49,23 @@ class DaskFittedXGBClassifier(XGBClassifier):
                 "training.engine is dask but no Dask client is open: fit inside "
                 "`distributed_fit.engine_client(cfg.training)`"
             ) from None
-        workers = max(1, len(client.scheduler_info()["workers"]))
-        rows = math.ceil(X.shape[0] / workers)  # one partition per worker
-        # asarray=False keeps a sparse one-hot matrix sparse: XGBoost reads its absent cells as missing,
-        # as the local fit (and every later prediction) does
-        dX = da.from_array(X, chunks=(rows, X.shape[1]), asarray=False)
-        dy = da.from_array(np.asarray(y), chunks=rows)
-        dw = None if sample_weight is None else da.from_array(np.asarray(sample_weight, dtype="float64"), chunks=rows)
+        rows = math.ceil(X.shape[0] / max(1, len(client.scheduler_info()["workers"])))  # a block per worker
+
+        def scattered(values: Any) -> Any:
+            """`values` sent to the workers in row blocks (not through the scheduler), as one dask array.
+
+            A sparse one-hot matrix stays sparse: XGBoost reads its absent cells as missing, as the
+            local fit (and every later prediction) does."""
+            blocks = [values[i : i + rows] for i in range(0, values.shape[0], rows)]
+            futures = client.scatter(blocks, hash=False)
+            return da.concatenate(
+                [da.from_delayed(f, shape=b.shape, dtype=b.dtype, meta=b[:0]) for f, b in zip(futures, blocks, strict=True)]
+            )
+
         fitted = DaskXGBClassifier(**self.get_params())
         fitted.client = client
-        fitted.fit(dX, dy, sample_weight=dw)
+        weight = None if sample_weight is None else scattered(np.asarray(sample_weight, dtype="float64"))
+        fitted.fit(scattered(X), scattered(np.asarray(y)), sample_weight=weight)
         with tempfile.TemporaryDirectory() as tmp:  # the booster with its sklearn metadata (classes)
             path = Path(tmp) / "model.json"
             fitted.save_model(path)

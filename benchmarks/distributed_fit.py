@@ -3,7 +3,8 @@
 Builds the synthetic split of `benchmarks/bounded_fit.py` (`--rows` rows, `--fraud-rate` positives),
 fits train_model's final model on it (`train.fit_final`: xgboost, 3-fold cross-fitted sigmoid
 calibration) in this process, then the same fit with `training.engine: dask` on a Dask cluster -
-the one at `--scheduler`, or a LocalCluster of `--workers` single-thread workers started in-process -
+the one at `--scheduler`, a LocalCluster of `--workers` worker processes (`--processes`, over tcp),
+or the engine's own in-process LocalCluster of `--workers` single-thread workers -
 and prints both fit times, the holdout ROC-AUC of each on a second split of the same size and the
 largest score difference between the two models:
 
@@ -33,7 +34,20 @@ def main() -> None:
     ap.add_argument("--fraud-rate", type=float, default=0.02)
     ap.add_argument("--workers", type=int, default=2, help="workers of the in-process LocalCluster")
     ap.add_argument("--scheduler", default=None, help="a running Dask scheduler (tcp://host:8786)")
+    ap.add_argument("--processes", action="store_true",
+                    help="start a LocalCluster of --workers worker processes and fit on it over tcp")
     args = ap.parse_args()
+    if args.processes:
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+            args.scheduler = c.scheduler_address
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     base = with_overrides(load_config(), training={"candidates": ["xgboost"]},
                           gates={"recovery": {"baseline_family": "xgboost"}})
     frame = synthetic_train(base, args.rows, args.fraud_rate, seed=0)

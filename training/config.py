@@ -199,6 +199,26 @@ class TrainingSpec(_Strict):
     # uniform sample of negatives weighted 1 / rate (`training.data.downsample`); validation and
     # holdout stay whole. None = off.
     max_train_rows: int | None = None
+    # Where the XGBoost fits run (`training.model.distributed_fit`): `local` in this process; `dask`
+    # through `xgboost.dask` on the Dask cluster at `dask_scheduler` (tcp://host:8786), or on a
+    # cluster of `dask_local_workers` threads started in-process when it is null (a try-out).
+    engine: Literal["local", "dask"] = "local"
+    dask_scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls|inproc|ucx)://.+")
+    dask_local_workers: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _engine_fits_the_candidates(self) -> TrainingSpec:
+        if self.engine == "local" and self.dask_scheduler is not None:
+            raise ValueError(
+                "training.dask_scheduler is set but training.engine is local: set engine: dask to train "
+                "on that cluster, or remove dask_scheduler"
+            )
+        if self.engine == "dask" and "logistic_regression" in self.candidates:
+            raise ValueError(
+                "training.engine: dask fits XGBoost only (xgboost.dask); remove logistic_regression from "
+                "training.candidates, or use engine: local"
+            )
+        return self
 
     @field_validator("max_train_rows")
     @classmethod
@@ -698,6 +718,13 @@ class Config(_Strict):
             raise ValueError("contract.source.kind is simulator but there is no `simulator:` section")
         if self.simulator is not None:
             self.simulator.check_config(self)
+        if self.training.engine == "dask" and self.gates.recovery.needs_baseline and (
+            self.gates.recovery.baseline_family != "xgboost"
+        ):
+            raise ValueError(
+                "training.engine: dask fits XGBoost only, but the recovery gate's baseline is "
+                f"{self.gates.recovery.baseline_family}: set gates.recovery.baseline_family: xgboost, or use engine: local"
+            )
         return self
 
     @field_validator("simulator", mode="plain")

@@ -219,3 +219,31 @@ def test_train_pod_gets_the_reason_evidence_data_version_and_run_id(kubernetes_m
     assert ns.airflow_dag_id == "train_model" and ns.airflow_run_id == run.run_id
     assert json.loads(json.dumps(ns.evidence)) == evidence
 
+
+
+def test_train_pod_runs_the_same_cli_with_the_dask_engine_its_config_selects(tmp_path, monkeypatch):
+    """`training.engine: dask` asks nothing of the pod: it runs the same `python -m training train` as
+    the CLI, and the config it is pointed at (forwarded CLOSEDLOOP_CONFIG) selects the Dask cluster."""
+    from closedloop.pods import stage_pod
+
+    from tests.synthetic import TEST_OVERRIDES
+    from training.cli import build_parser
+
+    scheduler = "tcp://dask-scheduler.closedloop:8786"
+    cfg = with_overrides(
+        load_config(), **{**TEST_OVERRIDES, "execution": {"mode": "kubernetes", "image": IMAGE}},
+    )
+    cfg = with_overrides(cfg, training={"engine": "dask", "dask_scheduler": scheduler, "candidates": ["xgboost"]},
+                         gates={"recovery": {"baseline_family": "xgboost"}})
+    cfg_file = tmp_path / "closedloop.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    monkeypatch.setenv("CLOSEDLOOP_CONFIG", str(cfg_file))
+
+    pod = stage_pod(cfg.execution, "train", "train", ["--reason", "drift"]).build_pod_request_obj(dry_run=True)
+    container = pod.spec.containers[0]
+    assert [*container.command, *container.args] == [
+        "python", "-m", "training", "train", "--reason", "drift", "--xcom-json", "/airflow/xcom/return.json"]
+    assert build_parser().parse_args(container.args).command == "train"
+    env = {e.name: e.value for e in container.env}
+    training = load_config(env["CLOSEDLOOP_CONFIG"]).training
+    assert (training.engine, training.dask_scheduler) == ("dask", scheduler)

@@ -22,7 +22,7 @@ from typing import Any
 from training.config import Config, parse_config
 from training.data import datasets
 from training.errors import ClosedloopError
-from training.model import metrics, tracking, train
+from training.model import distributed_fit, metrics, tracking, train
 from training.paths import StatePaths
 from training.storage import versioning
 
@@ -160,7 +160,8 @@ def reproduce_version(
     splits, _ = train.bound_train(rcfg, splits, seed)  # the same down-sampled train split as the run
     digest, holdout = datasets.freeze_holdout(paths, splits.holdout, spec.id_column)
     fit_frame, fit_weight = train.fit_rows(splits)
-    final = train.fit_final(rcfg, family, params, fit_frame, seed, fit_weight)
+    with distributed_fit.engine_client(rcfg.training):  # the recorded engine (local by default)
+        final = train.fit_final(rcfg, family, params, fit_frame, seed, fit_weight)
     y_ho = holdout[spec.target].astype(int).to_numpy()
     now = metrics.compute_metrics(y_ho, tracking.score(final.model, datasets.prepare_features(holdout, spec)), spec)
 

@@ -38,7 +38,7 @@ from training.contract import Decisions
 from training.data import datasets
 from training.data.downsample import Downsample, downsample_negatives
 from training.errors import ClosedloopError
-from training.model import metrics, registry, tracking
+from training.model import distributed_fit, metrics, registry, tracking
 from training.paths import StatePaths
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,13 @@ class Trial:
 
 
 def build_pipeline(
-    family: str, params: dict[str, Any], spec: ModelSpec, seed: int, pos_weight: float
+    family: str, params: dict[str, Any], spec: ModelSpec, seed: int, pos_weight: float, engine: str = "local"
 ) -> Pipeline:
-    """A fresh, unfitted pipeline: preprocessing (one-hot for categoricals) + classifier."""
+    """A fresh, unfitted pipeline: preprocessing (one-hot for categoricals) + classifier.
+
+    `engine` (`training.engine`) `dask`: the XGBoost classifier fits through `xgboost.dask` on the
+    open Dask client (`distributed_fit`), with the same parameters.
+    """
     onehot = OneHotEncoder(handle_unknown="ignore")
     if family == "logistic_regression":
         pre = ColumnTransformer(
@@ -168,7 +172,7 @@ def build_pipeline(
         pre = ColumnTransformer(
             [("num", "passthrough", spec.numeric_features), ("cat", onehot, spec.categorical_features)]
         )
-        clf = XGBClassifier(
+        clf = (distributed_fit.DaskFittedXGBClassifier if engine == "dask" else XGBClassifier)(
             **params,
             tree_method="hist",
             n_jobs=XGB_N_JOBS,
@@ -178,6 +182,8 @@ def build_pipeline(
         )
     else:
         raise TrainingError(f"unknown candidate family {family!r}; use logistic_regression or xgboost")
+    if engine == "dask" and family != "xgboost":
+        raise TrainingError(f"training.engine: dask fits xgboost only, not {family}; use engine: local")
     return Pipeline([("pre", pre), ("clf", clf)])
 
 
@@ -232,7 +238,7 @@ def search(
     for family in cfg.training.candidates:
         for params in sample_params(family, cfg.training.search_budget, seed):
             t0 = time.perf_counter()
-            model = build_pipeline(family, params, spec, seed, pos_weight).fit(
+            model = build_pipeline(family, params, spec, seed, pos_weight, cfg.training.engine).fit(
                 X_tr, y_tr, **_fit_kwargs(train_weight)
             )
             fit_s = time.perf_counter() - t0
@@ -350,12 +356,13 @@ def fit_final(
     folds = StratifiedKFold(n_splits=CALIBRATION_FOLDS, shuffle=True, random_state=seed)
     splits = list(folds.split(X, y_arr))
     oof = np.zeros(len(X), dtype="float64")
-    base = build_pipeline(family, params, spec, seed, _pos_weight(y, weight))
+    engine = cfg.training.engine
+    base = build_pipeline(family, params, spec, seed, _pos_weight(y, weight), engine)
     model: Any
     if spec.calibration == "none":
         for tr, te in splits:
             w = None if weight is None else np.asarray(weight)[tr]
-            part = build_pipeline(family, params, spec, seed, _pos_weight(y.iloc[tr], w))
+            part = build_pipeline(family, params, spec, seed, _pos_weight(y.iloc[tr], w), engine)
             part.fit(X.iloc[tr], y.iloc[tr], **_fit_kwargs(w))
             oof[te] = tracking.score(part, X.iloc[te])
         model = base.fit(X, y, **_fit_kwargs(weight))
@@ -369,6 +376,8 @@ def fit_final(
         for (_, te), fold_model in zip(splits, model.calibrated_classifiers_, strict=True):
             oof[te] = np.asarray(fold_model.predict_proba(X.iloc[te]))[:, 1]
     point = metrics.operating_point(y_arr, oof, spec.recall_at_precision, weight=weight)
+    if engine == "dask":  # logged and served like the local engine's model
+        model = distributed_fit.local_model(model)
     return FinalModel(model, oof, y_arr, point)
 
 
@@ -401,7 +410,9 @@ def baseline_holdout_scores(
         keep = np.asarray(weight) > 0
         frame, weight = frame.loc[keep].reset_index(drop=True), np.asarray(weight)[keep]
     X, y = datasets.prepare_features(frame, spec), frame[spec.target].astype(int)
-    model = build_pipeline(family, params, spec, seed, _pos_weight(y, weight)).fit(X, y, **_fit_kwargs(weight))
+    model = build_pipeline(family, params, spec, seed, _pos_weight(y, weight), cfg.training.engine).fit(
+        X, y, **_fit_kwargs(weight)
+    )
     scores = np.asarray(tracking.score(model, datasets.prepare_features(holdout, spec)), dtype="float64")
     return {**info, "source": "fitted on the challenger's training + validation days"}, scores
 
@@ -567,7 +578,8 @@ def train_model(paths: StatePaths, cfg: Config, request: TrainRequest) -> TrainR
                 exp_id = tracking.ensure_experiment(paths, cfg)
                 with mlflow.start_run(
                     experiment_id=exp_id, run_name=f"train-{data_version[:8]}", tags={tracking.IDEMPOTENCY_TAG: key}
-                ) as run:
+                ) as run, distributed_fit.engine_client(cfg.training) as engine:
+                    mlflow.log_params(engine)
                     return _train_in_run(paths, cfg, request, run.info.run_id, data_version, lineage, key, seed)
     log.info("idempotency key %s already trained version %s; not retraining", key, previous.version)
     return previous

@@ -174,6 +174,7 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/training/test_replay.py": (),
     "tests/training/data/test_backfill.py": (),
     "tests/training/model/test_mlflow_server.py": (),
+    "tests/training/model/test_distributed_fit.py": (),  # a real Dask LocalCluster, several fits (~45 s)
     "tests/training/data/test_front_door_contract.py": (
         "test_one_null_merchant_category_is_quarantined_at_the_door_and_no_day_is_blocked",),
     "tests/training/test_cli.py": ("test_train_with_the_mlflow_server_down_ends_in_one_line_within_the_default_bound",),

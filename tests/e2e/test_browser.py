@@ -221,9 +221,16 @@ def test_dbt_docs_show_the_feature_models_lineage(stack, browser) -> None:
 
 
 def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, browser) -> None:
+    """Through the link the project hands out (notifications, model-health page): MLflow's classic-ML
+    view, whose sidebar lists the registry (the UI's own default is its GenAI view, without it)."""
+    from training.model import tracking
+
     name = stack.cfg.model.name
-    browser.get(f"{stack.stack.mlflow_url}/#/models/{name}")
+    browser.get(f"{stack.stack.mlflow_url}/{tracking.ui_model_route(name)}")
     wait_for(browser, lambda: name in body_text(browser) and "champion" in body_text(browser), f"{name} with @champion")
+    sidebar_models = "//a[normalize-space(.)='Models' or normalize-space(.)='Model registry']"
+    wait_for(browser, lambda: [e for e in browser.find_elements("xpath", sidebar_models) if e.is_displayed()],
+             "the classic-ML sidebar's Models entry")
     shot(browser, stack, "mlflow_model")
     assert f"Version {stack.champion}" in body_text(browser) or f"v{stack.champion}" in body_text(browser)
 

@@ -59,6 +59,8 @@ benchmark beside it):
     21:00  276.9 / 189.2        465.2 / 491.3              1.68x / 2.60x      304 (was 400)
 
     22:10  158.0 / 161.2        329.5 / 455.3              2.09x / 2.83x      (same work, below)
+    02:27  172.0 / 175.1        361.2 / 466.3              2.10x / 2.66x      (same work; 2026-12-08, quiet, stacks'
+           idle cost cut: DAG files parsed once per run, idle loop 0.5 s; idle stack 0.10 CPU s a second)
 
 The 22:10 run (load 6.3 falling to 1.5) is the first where both paths did the same work: train_model
 now has batch_inference score the first champion's own day (`score_first_champion_day`), so the

@@ -220,7 +220,6 @@ def test_train_pod_gets_the_reason_evidence_data_version_and_run_id(kubernetes_m
     assert json.loads(json.dumps(ns.evidence)) == evidence
 
 
-
 def test_train_pod_runs_the_same_cli_with_the_dask_engine_its_config_selects(tmp_path, monkeypatch):
     """`training.engine: dask` asks nothing of the pod: it runs the same `python -m training train` as
     the CLI, and the config it is pointed at (forwarded CLOSEDLOOP_CONFIG) selects the Dask cluster."""

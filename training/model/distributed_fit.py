@@ -66,11 +66,16 @@ class DaskFittedXGBClassifier(XGBClassifier):
         fitted.client = client
         weight = None if sample_weight is None else scattered(np.asarray(sample_weight, dtype="float64"))
         fitted.fit(scattered(X), scattered(np.asarray(y)), sample_weight=weight)
-        with tempfile.TemporaryDirectory() as tmp:  # the booster with its sklearn metadata (classes)
-            path = Path(tmp) / "model.json"
-            fitted.save_model(path)
-            self.load_model(path)
+        _copy_booster(fitted, self)
         return self
+
+
+def _copy_booster(source: XGBClassifier, target: XGBClassifier) -> None:
+    """`source`'s fitted booster with its sklearn metadata (classes) loaded into `target`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.json"
+        source.save_model(path)
+        target.load_model(path)
 
 
 def _plain(clf: Any) -> Any:
@@ -79,10 +84,7 @@ def _plain(clf: Any) -> Any:
         return clf
     plain = XGBClassifier(**clf.get_params())
     if hasattr(clf, "_Booster"):  # fitted
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.json"
-            clf.save_model(path)
-            plain.load_model(path)
+        _copy_booster(clf, plain)
     return plain
 
 
